@@ -1,0 +1,36 @@
+# One entry point for people, the git hook and CI: `make check` is what must pass.
+PY ?= .venv/bin/python
+SRC = bot agent mcp_clients approvals registry_cache fixtures
+
+.PHONY: setup check lint format typecheck test lock bench demo
+
+# A virtual environment from the lock file (what CI does too).
+setup:
+	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+
+check: lint typecheck test
+
+lint:
+	$(PY) -m ruff format --check $(SRC) tests bench
+	$(PY) -m ruff check $(SRC) tests bench
+
+format:
+	$(PY) -m ruff format $(SRC) tests bench
+	$(PY) -m ruff check --fix $(SRC) tests bench
+
+typecheck:
+	$(PY) -m mypy
+
+test:
+	$(PY) -m pytest -q
+
+lock:
+	$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --universal -o requirements.lock
+
+bench:
+	$(PY) -m bench
+
+demo:
+	.venv/bin/chatops demo

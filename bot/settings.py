@@ -1,0 +1,204 @@
+"""Typed configuration, read once per process from the environment (and `.env` in the working directory).
+
+SPEC §3 is the contract: a missing or malformed setting stops the process at start with one line naming the
+variable (`ConfigError`). Which settings are required depends on what the process does (`Role`): the signing
+secret only for HTTP mode, the model key only where agent turns run, the secret key everywhere except the
+embedded `--dev`/`demo` world. Secrets are `SecretStr`, so no repr, log line or traceback shows them.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from functools import cached_property
+from typing import Annotated, Any
+
+from cryptography.fernet import Fernet
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["DEFAULT_MODEL", "ConfigError", "Role", "Settings", "load_settings"]
+
+DEFAULT_MODEL = "claude-sonnet-5-5"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed. `str()` is the one line shown to the operator."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class Role(enum.Enum):
+    """What the process is for; decides which settings must be present."""
+
+    WEB_HTTP = "web"
+    WEB_SOCKET = "web-socket-mode"
+    WORKER = "worker"
+    CLI = "cli"  # audit, stats, registry, doctor: no Slack ingress, no agent turns
+    DEV = "dev"  # --dev / demo: embedded Redis and fixture world allowed, secret key optional
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: AnyHttpUrl = Field(default=AnyHttpUrl("https://slack.com/api/"), alias="SLACK_API_URL")
+    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: AnyHttpUrl | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
+    chatops_model: str = Field(default=DEFAULT_MODEL, alias="CHATOPS_MODEL", min_length=1)
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    registry_url: AnyHttpUrl | None = Field(default=None, alias="REGISTRY_URL")
+    oauth_issuer: AnyHttpUrl | None = Field(default=None, alias="OAUTH_ISSUER")
+    oauth_client_id: str | None = Field(default=None, alias="OAUTH_CLIENT_ID")
+    oauth_client_secret: SecretStr | None = Field(default=None, alias="OAUTH_CLIENT_SECRET")
+    public_url: AnyHttpUrl | None = Field(default=None, alias="PUBLIC_URL")
+    chatops_secret_key: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(), alias="CHATOPS_SECRET_KEY"
+    )
+    approval_ttl_seconds: int = Field(default=3600, alias="APPROVAL_TTL_SECONDS", ge=10, le=7 * 86400)
+    approvals_channel: str | None = Field(
+        default=None, alias="APPROVALS_CHANNEL", pattern=r"^[CGD][A-Z0-9]+$"
+    )
+    workflows_dir: str = Field(default="./workflows", alias="WORKFLOWS_DIR")
+    registry_ttl_seconds: int = Field(default=60, alias="REGISTRY_TTL_SECONDS", ge=1, le=86400)
+    registry_stale_max_seconds: int = Field(
+        default=900, alias="REGISTRY_STALE_MAX_SECONDS", ge=0, le=7 * 86400
+    )
+    port: int = Field(default=3000, alias="PORT", ge=1, le=65535)
+    # Extensions beyond SPEC §3 (documented in the README): agent caps, audit retention, logging.
+    max_steps: int = Field(default=12, alias="CHATOPS_MAX_STEPS", ge=1, le=100)
+    max_turn_seconds: int = Field(default=300, alias="CHATOPS_MAX_TURN_SECONDS", ge=5, le=3600)
+    max_output_tokens: int = Field(default=4096, alias="CHATOPS_MAX_OUTPUT_TOKENS", ge=256, le=64000)
+    tool_output_max_chars: int = Field(
+        default=20000, alias="CHATOPS_TOOL_OUTPUT_MAX_CHARS", ge=1000, le=1_000_000
+    )
+    audit_retention_days: int = Field(default=400, alias="AUDIT_RETENTION_DAYS", ge=1, le=3650)
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator(
+        "slack_bot_token",
+        "slack_signing_secret",
+        "slack_app_token",
+        "anthropic_api_key",
+        "oauth_client_secret",
+        "redis_url",
+        "oauth_client_id",
+        "approvals_channel",
+        "public_url",
+        "registry_url",
+        "oauth_issuer",
+        "anthropic_base_url",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `FOO=` in a .env file means "not set", not "set to the empty string".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("chatops_secret_key", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for key in value or ():
+            raw = key.get_secret_value() if isinstance(key, SecretStr) else str(key)
+            try:
+                Fernet(raw.encode())
+            except ValueError:
+                # Never echo the value: it is a secret even when malformed.
+                raise ValueError(
+                    "each comma-separated key must be a Fernet key (generate one with `chatops keygen`)"
+                ) from None
+        return value
+
+    @field_validator("workflows_dir")
+    @classmethod
+    def _dir_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a folder")
+        return value
+
+    @cached_property
+    def base_url(self) -> str:
+        """PUBLIC_URL without a trailing slash (default http://localhost:$PORT)."""
+        return str(self.public_url or f"http://localhost:{self.port}").rstrip("/")
+
+    @property
+    def oauth_redirect_uri(self) -> str:
+        return f"{self.base_url}/oauth/callback"
+
+    def require(self, role: Role) -> Settings:
+        """Check that everything `role` needs is present; raise `ConfigError` naming the first gap."""
+        needed: list[tuple[str, object]] = []
+        if role in (Role.WEB_HTTP, Role.WEB_SOCKET, Role.WORKER):
+            needed += [
+                ("SLACK_BOT_TOKEN", self.slack_bot_token),
+                ("REGISTRY_URL", self.registry_url),
+                ("OAUTH_ISSUER", self.oauth_issuer),
+                ("OAUTH_CLIENT_ID", self.oauth_client_id),
+                ("OAUTH_CLIENT_SECRET", self.oauth_client_secret),
+                ("CHATOPS_SECRET_KEY", self.chatops_secret_key or None),
+                ("REDIS_URL", self.redis_url),
+            ]
+        if role is Role.WEB_HTTP:
+            needed.append(("SLACK_SIGNING_SECRET", self.slack_signing_secret))
+        if role is Role.WEB_SOCKET:
+            needed.append(("SLACK_APP_TOKEN", self.slack_app_token))
+        if role is Role.WORKER:
+            needed.append(("ANTHROPIC_API_KEY", self.anthropic_api_key))
+        if role is Role.CLI:
+            needed.append(("REDIS_URL", self.redis_url))
+        for variable, value in needed:
+            if value is None:
+                if variable == "REDIS_URL":
+                    raise ConfigError(
+                        variable, "is required (embedded Redis is only for `chatops demo` and --dev)"
+                    )
+                raise ConfigError(variable, "is required")
+        return self
+
+
+def load_settings(role: Role | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read settings once; translate pydantic's report into one line naming the variable."""
+    try:
+        if env is None:
+            settings = Settings()
+        else:
+            # Explicit environments (tests, the demo) must not pick up a stray .env from the working dir.
+            settings = Settings.model_validate(env, by_alias=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        variable = str(first["loc"][0]) if first["loc"] else "configuration"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(variable.upper(), message) from None
+    return settings.require(role) if role is not None else settings
+
+
+def environ_snapshot() -> dict[str, str]:
+    """The process environment as a plain dict (for passing to child processes explicitly)."""
+    return dict(os.environ)

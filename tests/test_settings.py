@@ -1,0 +1,95 @@
+"""Settings: read once, typed, secrets masked, one clear line per problem (SPEC §3)."""
+
+import pytest
+from cryptography.fernet import Fernet
+
+from bot.settings import ConfigError, Role, load_settings
+
+KEY = Fernet.generate_key().decode()
+
+FULL = {
+    "SLACK_BOT_TOKEN": "xoxb-1-secret-bot",
+    "SLACK_SIGNING_SECRET": "signing-secret-value",
+    "ANTHROPIC_API_KEY": "sk-ant-secret",
+    "REGISTRY_URL": "http://127.0.0.1:9/",
+    "OAUTH_ISSUER": "http://127.0.0.1:8/",
+    "OAUTH_CLIENT_ID": "chatops-bot",
+    "OAUTH_CLIENT_SECRET": "client-secret-value",
+    "CHATOPS_SECRET_KEY": KEY,
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+}
+
+
+def test_defaults_follow_the_spec() -> None:
+    s = load_settings(Role.WEB_HTTP, env=FULL)
+    assert s.approval_ttl_seconds == 3600
+    assert s.registry_ttl_seconds == 60
+    assert s.registry_stale_max_seconds == 900
+    assert s.port == 3000
+    assert s.workflows_dir == "./workflows"
+    assert s.base_url == "http://localhost:3000"
+    assert s.oauth_redirect_uri == "http://localhost:3000/oauth/callback"
+    assert str(s.slack_api_url) == "https://slack.com/api/"
+
+
+def test_secrets_never_appear_in_repr_or_str() -> None:
+    s = load_settings(Role.WEB_HTTP, env=FULL)
+    shown = repr(s) + str(s) + str(s.model_dump())
+    for secret in ("xoxb-1-secret-bot", "signing-secret-value", "sk-ant-secret", "client-secret-value", KEY):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    ("role", "missing"),
+    [
+        (Role.WEB_HTTP, "SLACK_SIGNING_SECRET"),
+        (Role.WEB_HTTP, "REGISTRY_URL"),
+        (Role.WORKER, "ANTHROPIC_API_KEY"),
+        (Role.WORKER, "CHATOPS_SECRET_KEY"),
+        (Role.WEB_SOCKET, "SLACK_APP_TOKEN"),
+        (Role.WEB_HTTP, "REDIS_URL"),
+    ],
+)
+def test_a_missing_setting_is_named(role: Role, missing: str) -> None:
+    env = {k: v for k, v in FULL.items() if k != missing}
+    with pytest.raises(ConfigError) as info:
+        load_settings(role, env=env)
+    assert info.value.variable == missing
+    assert str(info.value).startswith(f"{missing}: ")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PORT", "eighty"),
+        ("APPROVAL_TTL_SECONDS", "-5"),
+        ("REGISTRY_URL", "not a url"),
+        ("SLACK_BOT_TOKEN", "xoxp-user-token"),
+        ("REDIS_URL", "http://127.0.0.1:6379"),
+        ("CHATOPS_SECRET_KEY", "too-short-secret"),
+    ],
+)
+def test_a_malformed_setting_is_named_without_echoing_secrets(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(Role.WEB_HTTP, env={**FULL, variable: value})
+    assert info.value.variable == variable
+    if variable in ("SLACK_BOT_TOKEN", "CHATOPS_SECRET_KEY"):
+        assert value not in str(info.value)
+
+
+def test_secret_key_list_rotates_first_encrypts() -> None:
+    second = Fernet.generate_key().decode()
+    s = load_settings(Role.WEB_HTTP, env={**FULL, "CHATOPS_SECRET_KEY": f"{KEY}, {second}"})
+    assert [k.get_secret_value() for k in s.chatops_secret_key] == [KEY, second]
+
+
+def test_dev_role_needs_no_secrets() -> None:
+    s = load_settings(Role.DEV, env={})
+    assert s.redis_url is None
+    assert s.chatops_secret_key == ()
+
+
+def test_empty_values_in_a_dotenv_mean_unset() -> None:
+    with pytest.raises(ConfigError, match="^SLACK_SIGNING_SECRET: "):
+        load_settings(Role.WEB_HTTP, env={**FULL, "SLACK_SIGNING_SECRET": " "})
