@@ -1,0 +1,88 @@
+"""An identity provider and a registry on loopback, and the bot's token machinery wired to them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import httpx2
+import pytest
+import redis.asyncio as aioredis
+from cryptography.fernet import Fernet
+
+from bot.linking import Linking
+from fixtures.idp import CLIENT_ID, DEFAULT_CLIENT_SECRET, FakeIdP
+from fixtures.registry import FakeRegistry
+from fixtures.server import serve
+from mcp_clients.provider import Provider
+from mcp_clients.sealing import Sealer
+from mcp_clients.tokens import TokenBroker
+from registry_cache.client import fetch_all
+from registry_cache.snapshot import SharedSnapshot
+
+PUBLIC_URL = "http://127.0.0.1:1"
+TEAM = "T0CHATOPS"
+
+
+@dataclass
+class IdentityWorld:
+    idp: FakeIdP
+    registry: FakeRegistry
+    http: httpx2.AsyncClient
+    provider: Provider
+    broker: TokenBroker
+    snapshot: SharedSnapshot
+    linking: Linking
+    resources: dict[str, str]
+
+    async def link(self, person: str) -> None:
+        """The real browser flow: log in at the IdP, start, authorize, come back to the callback."""
+        slack_user = {
+            "alice": "U0ALICE",
+            "bob": "U0BOB",
+            "carol": "U0CAROL",
+            "dave": "U0DAVE",
+            "erin": "U0ERIN",
+        }[person]
+        start = await self.linking.offer(TEAM, slack_user)
+        offer = start.rsplit("/", 1)[1]
+        authorize_url = await self.linking.start(offer)
+        async with httpx2.AsyncClient() as browser:
+            await browser.get(self.idp.login_url(person))
+            answer = await browser.get(authorize_url)
+        assert answer.status_code in (302, 303), answer.text
+        params = dict(httpx2.URL(answer.headers["location"]).params)
+        await self.linking.finish(
+            state=params.get("state"), code=params.get("code"), iss=params.get("iss"), error=None
+        )
+
+
+@pytest.fixture
+def idp() -> Iterator[FakeIdP]:
+    with FakeIdP(redirect_uris=[f"{PUBLIC_URL}/oauth/callback"]) as provider:
+        yield provider
+
+
+@pytest.fixture
+async def identity_world(idp: FakeIdP, aredis: aioredis.Redis) -> AsyncIterator[IdentityWorld]:
+    names = [
+        "PRESTO_URL",
+        "SPARK_URL",
+        "AIRFLOW_URL",
+        "LEDGER_URL",
+        "STATUSPAGE_URL",
+        "HIVE_URL",
+        "SEARCH_URL",
+    ]
+    urls = {n: f"http://127.0.0.1:{9000 + i}/mcp" for i, n in enumerate(names)}
+    registry = FakeRegistry.from_file(urls=urls)
+    with serve(registry.app) as reg_server:
+        async with httpx2.AsyncClient() as http:
+            provider = Provider(http, idp.issuer, CLIENT_ID, DEFAULT_CLIENT_SECRET)
+            sealer = Sealer([Fernet.generate_key().decode()])
+            broker = TokenBroker(aredis, provider, sealer)
+            snapshot = SharedSnapshot(
+                aredis, lambda: fetch_all(http, reg_server.url), ttl_seconds=60, stale_max_seconds=900
+            )
+            linking = Linking(aredis, provider, broker, snapshot, public_url=PUBLIC_URL)
+            yield IdentityWorld(idp, registry, http, provider, broker, snapshot, linking, urls)
