@@ -1,0 +1,216 @@
+"""Requests ("turns") and thread conversations in Redis: admitted once, run one at a time per thread.
+
+- A turn's id is derived from (team, channel, ts), so Slack's retries and the app_mention/message pair of one
+  message all name the same turn; `admit` records it once (SET NX) and says whether it is new.
+- A worker `claim`s a turn before running it, so even a job enqueued twice runs once.
+- Each thread has at most one active run; later turns wait in the thread's backlog, in order, and the run that
+  finishes hands the thread to the next one (`begin_run`/`end_run`, each one Lua script).
+- The transcript of a thread lives here too, so a follow-up continues on any worker after any restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
+
+__all__ = ["Conversation", "Turn", "TurnStore", "thread_key", "turn_id_for"]
+
+SEEN_TTL_SECONDS = 7 * 86400
+TURN_TTL_SECONDS = 30 * 86400
+CONVERSATION_TTL_SECONDS = 30 * 86400
+ACTIVE_TTL_SECONDS = 3600  # a crashed run must not hold its thread forever
+
+
+def turn_id_for(team: str, channel: str, ts: str) -> str:
+    return "t" + hashlib.sha256(f"{team}|{channel}|{ts}".encode()).hexdigest()[:23]
+
+
+def thread_key(team: str, channel: str, thread_ts: str) -> str:
+    return f"{team}:{channel}:{thread_ts}"
+
+
+@dataclass(frozen=True)
+class Turn:
+    id: str
+    team: str
+    channel: str
+    channel_type: str
+    user: str
+    text: str
+    ts: str
+    thread_ts: str
+    created_at: float
+    source: str = "mention"  # mention | dm | thread | workflow | linked
+
+    @property
+    def thread(self) -> str:
+        return thread_key(self.team, self.channel, self.thread_ts)
+
+
+@dataclass
+class Conversation:
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # digests of calls people rejected in this thread
+    users: list[str] = field(default_factory=list)
+
+
+# KEYS: seen, turn hash. ARGV: ttl, turn ttl, then field/value pairs. Returns 1 when newly admitted.
+_ADMIT = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+# KEYS: active, backlog. ARGV: turn id, ttl. 1 = this turn runs now; 0 = queued behind the active run.
+_BEGIN = """
+local active = redis.call('GET', KEYS[1])
+if active and active ~= ARGV[1] then
+  if redis.call('LPOS', KEYS[2], ARGV[1]) == false then redis.call('RPUSH', KEYS[2], ARGV[1]) end
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+# KEYS: active, backlog. ARGV: turn id, ttl. Returns the next turn to run, if any (it becomes active).
+_END = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local nxt = redis.call('LPOP', KEYS[2])
+if nxt then redis.call('SET', KEYS[1], nxt, 'EX', ARGV[2]) else redis.call('DEL', KEYS[1]) end
+return nxt
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class TurnStore:
+    def __init__(self, redis: aioredis.Redis, *, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._clock = clock
+
+    async def admit(
+        self,
+        *,
+        team: str,
+        channel: str,
+        channel_type: str,
+        user: str,
+        text: str,
+        ts: str,
+        thread_ts: str,
+        source: str,
+        event_id: str = "",
+    ) -> tuple[Turn, bool]:
+        """Record the turn for this message once. Returns (turn, newly_admitted)."""
+        turn = Turn(
+            turn_id_for(team, channel, ts),
+            team,
+            channel,
+            channel_type,
+            user,
+            text,
+            ts,
+            thread_ts,
+            self._clock(),
+            source,
+        )
+        values: list[str] = []
+        for key, value in asdict(turn).items():
+            values += [key, str(value)]
+        admitted = await self._redis.eval(
+            _ADMIT,
+            2,
+            f"chatops:seen:{team}:{channel}:{ts}",
+            f"chatops:turn:{turn.id}",
+            str(SEEN_TTL_SECONDS),
+            str(TURN_TTL_SECONDS),
+            *values,
+        )
+        if event_id:
+            await self._redis.set(f"chatops:seen-event:{event_id}", turn.id, ex=SEEN_TTL_SECONDS)
+        return turn, bool(admitted)
+
+    async def forget(self, turn: Turn) -> None:
+        """Undo `admit` when the turn could not be queued, so Slack's retry is not mistaken for a duplicate."""
+        await self._redis.delete(
+            f"chatops:seen:{turn.team}:{turn.channel}:{turn.ts}", f"chatops:turn:{turn.id}"
+        )
+
+    async def seen_event(self, event_id: str) -> bool:
+        return bool(event_id) and bool(await self._redis.exists(f"chatops:seen-event:{event_id}"))
+
+    async def load(self, turn_id: str) -> Turn | None:
+        raw = await self._redis.hgetall(f"chatops:turn:{turn_id}")
+        if not raw:
+            return None
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        return Turn(
+            id=data["id"],
+            team=data["team"],
+            channel=data["channel"],
+            channel_type=data["channel_type"],
+            user=data["user"],
+            text=data["text"],
+            ts=data["ts"],
+            thread_ts=data["thread_ts"],
+            created_at=float(data["created_at"]),
+            source=data.get("source", "mention"),
+        )
+
+    async def status(self, turn_id: str) -> dict[str, str]:
+        raw = await self._redis.hgetall(f"chatops:turn-status:{turn_id}")
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def set_status(self, turn_id: str, status: str, **fields: str) -> None:
+        key = f"chatops:turn-status:{turn_id}"
+        mapping: dict[FieldT, EncodableT] = {"status": status, "at": repr(self._clock())}
+        mapping.update(fields)
+        await self._redis.hset(key, mapping=mapping)
+        await self._redis.expire(key, TURN_TTL_SECONDS)
+
+    async def claim(self, turn_id: str) -> bool:
+        """True exactly once per turn, whichever worker asks first."""
+        return bool(await self._redis.set(f"chatops:turn-claim:{turn_id}", "1", nx=True, ex=TURN_TTL_SECONDS))
+
+    # --- threads ---------------------------------------------------------------------------------------
+
+    async def mark_bot_thread(self, team: str, channel: str, thread_ts: str) -> None:
+        await self._redis.set(
+            f"chatops:bot-thread:{thread_key(team, channel, thread_ts)}", "1", ex=CONVERSATION_TTL_SECONDS
+        )
+
+    async def is_bot_thread(self, team: str, channel: str, thread_ts: str) -> bool:
+        return bool(await self._redis.exists(f"chatops:bot-thread:{thread_key(team, channel, thread_ts)}"))
+
+    async def begin_run(self, thread: str, turn_id: str) -> bool:
+        keys = (f"chatops:thread-active:{thread}", f"chatops:thread-backlog:{thread}")
+        return bool(await self._redis.eval(_BEGIN, 2, *keys, turn_id, str(ACTIVE_TTL_SECONDS)))
+
+    async def end_run(self, thread: str, turn_id: str) -> str | None:
+        keys = (f"chatops:thread-active:{thread}", f"chatops:thread-backlog:{thread}")
+        nxt = await self._redis.eval(_END, 2, *keys, turn_id, str(ACTIVE_TTL_SECONDS))
+        return _text(nxt) if nxt else None
+
+    # --- transcripts -----------------------------------------------------------------------------------
+
+    async def conversation(self, thread: str) -> Conversation:
+        raw = await self._redis.get(f"chatops:conv:{thread}")
+        if raw is None:
+            return Conversation()
+        data: Mapping[str, Any] = json.loads(raw)
+        return Conversation(
+            list(data.get("messages", [])), list(data.get("rejected", [])), list(data.get("users", []))
+        )
+
+    async def save_conversation(self, thread: str, conversation: Conversation) -> None:
+        blob = json.dumps(asdict(conversation), separators=(",", ":"), ensure_ascii=False, default=str)
+        await self._redis.set(f"chatops:conv:{thread}", blob, ex=CONVERSATION_TTL_SECONDS)
