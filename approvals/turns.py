@@ -140,7 +140,7 @@ class TurnStore:
         return turn, bool(admitted)
 
     async def forget(self, turn: Turn) -> None:
-        """Undo `admit` when the turn could not be queued, so Slack's retry is not mistaken for a duplicate."""
+        """Undo `admit` when the turn could not be queued: Slack's retry must not look like a duplicate."""
         await self._redis.delete(
             f"chatops:seen:{turn.team}:{turn.channel}:{turn.ts}", f"chatops:turn:{turn.id}"
         )

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Incoming", "Ignored", "parse_event", "strip_mention"]
+__all__ = ["Ignored", "Incoming", "parse_event", "strip_mention"]
 
 _ALLOWED_SUBTYPES = {None, "file_share", "thread_broadcast"}
 MAX_INPUT_CHARS = 20_000

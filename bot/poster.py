@@ -120,7 +120,7 @@ class Poster:
                     continue
                 error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
                 raise PostError(method, str(error or f"HTTP {status}")) from None
-            except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:
                 if not idempotent:
                     raise _Uncertain(method) from exc
                 if attempt == MAX_ATTEMPTS:
