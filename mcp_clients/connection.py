@@ -1,0 +1,129 @@
+"""One MCP connection to one server for one caller, with that caller's token on every request.
+
+The token comes from a callable per request (an `httpx2.Auth` flow), so a token that expires during a long
+turn is renewed, and a 401 triggers exactly one renewal and one retry (SPEC §5, ACCEPTANCE 19). A 403 with
+`insufficient_scope` is remembered so the gateway can tell the person what is missing.
+
+`mcp.Client` must be exited by the task that entered it (anyio cancel scopes), while the agent calls tools
+from several tasks at once; so each connection is owned by a small task of its own that enters the client,
+waits for `close()`, and exits it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+__all__ = ["BearerFlow", "ConnectError", "Connection", "shared_ssl_context"]
+
+_SSL: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: building one costs ~20 ms (api-facts §0.2), sharing it costs nothing."""
+    global _SSL
+    if _SSL is None:
+        _SSL = httpx2.create_ssl_context()
+    return _SSL
+
+
+TokenSource = Callable[[], Awaitable[str | None]]
+Invalidate = Callable[[], Awaitable[None]]
+
+
+class ConnectError(Exception):
+    """The server could not be reached or refused the connection; the message is safe to show."""
+
+
+class BearerFlow(httpx2.Auth):
+    def __init__(self, token: TokenSource, invalidate: Invalidate) -> None:
+        self._token = token
+        self._invalidate = invalidate
+        self.last_status: int | None = None
+        self.insufficient_scope: str | None = None
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        token = await self._token()
+        if token is not None:
+            request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        self.last_status = response.status_code
+        if response.status_code == 401 and token is not None:
+            await self._invalidate()
+            retry = await self._token()
+            if retry is not None:
+                request.headers["Authorization"] = f"Bearer {retry}"
+                response = yield request
+                self.last_status = response.status_code
+        if response.status_code == 403:
+            challenge = response.headers.get("www-authenticate", "")
+            if "insufficient_scope" in challenge:
+                self.insufficient_scope = challenge
+
+
+class Connection:
+    def __init__(self, url: str, auth: BearerFlow, *, timeout: float, connect_timeout: float = 10.0) -> None:
+        self.url = url
+        self.auth = auth
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._client: Client | None = None
+        self._ready = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._owner: asyncio.Task[None] | None = None
+
+    async def open(self) -> Client:
+        if self._owner is None:
+            self._owner = asyncio.create_task(self._own(), name=f"mcp-connection {self.url}")
+        try:
+            await asyncio.wait_for(self._ready.wait(), self._connect_timeout)
+        except TimeoutError:
+            raise ConnectError("the server did not answer in time") from None
+        if self._client is None:
+            raise ConnectError(_describe(self._failure))
+        return self._client
+
+    async def _own(self) -> None:
+        http = httpx2.AsyncClient(
+            auth=self.auth,
+            timeout=httpx2.Timeout(self._timeout, connect=self._connect_timeout),
+            verify=shared_ssl_context(),
+            follow_redirects=False,  # a redirect could carry the bearer token to another host
+        )
+        try:
+            async with http, Client(streamable_http_client(self.url, http_client=http)) as client:
+                self._client = client
+                self._ready.set()
+                await self._closing.wait()
+        except BaseException as exc:
+            self._failure = exc
+        finally:
+            self._client = None
+            self._ready.set()
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._owner is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._owner), 5)
+            except TimeoutError:
+                self._owner.cancel()
+
+
+def _describe(exc: BaseException | None) -> str:
+    """Unwrap anyio's exception groups into one line a person can act on."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if exc is None:
+        return "the connection closed"
+    message: Any = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return str(message)[:200]

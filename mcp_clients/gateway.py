@@ -1,0 +1,325 @@
+"""The tool gateway: what this person may call, in this channel, and the calls themselves (SPEC §5-§6).
+
+A `GatewaySession` belongs to one caller for one agent turn (or workflow run). It lists only the tools the
+registry lets this person use here, names them for the model, and calls each server with a token issued to
+this person for that server (or the bot's service token for `auth: service`, or nothing for `auth: none`).
+A call to a tool that was not listed is refused locally: nothing reaches the server.
+
+Failures are data: every call returns a `ToolOutcome` (the agent hands errors to the model as `is_error`).
+A server that keeps failing trips a short circuit breaker: a dead server costs one timeout, not one per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp import MCPError
+from mcp.types import CallToolResult, Tool
+
+from mcp_clients.connection import BearerFlow, ConnectError, Connection
+from mcp_clients.naming import fingerprint, model_tool_name
+from mcp_clients.tokens import Identity, TokenBroker, TokenUnavailable
+from registry_cache.model import ServerEntry
+from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
+from registry_cache.view import ApprovalRule, Person, RegistryView
+
+__all__ = ["Breaker", "Caller", "Gateway", "GatewaySession", "ToolOutcome", "ToolSpec"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Caller:
+    team: str
+    user: str
+    channel: str | None
+    identity: Identity
+
+    @property
+    def person(self) -> Person:
+        return Person(self.identity.sub, self.identity.email, self.identity.groups)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    model_name: str
+    server: str
+    short_name: str
+    owner_team: str
+    tool: str
+    description: str
+    input_schema: Mapping[str, Any]
+    read_only_hint: bool | None
+    fingerprint: str
+    approval: ApprovalRule
+    minutes_saved: float
+    deprecated: bool
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.approval.required
+
+    def for_model(self) -> dict[str, Any]:
+        return {
+            "name": self.model_name,
+            "description": self.description,
+            "input_schema": dict(self.input_schema),
+        }
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    ok: bool
+    text: str  # what the model (and the audit preview) sees, already capped
+    structured: Any = None
+    truncated: bool = False
+    latency_ms: float = 0.0
+    error_kind: str | None = None  # refused | auth | scope | unavailable | timeout | tool_error | protocol
+
+
+@dataclass
+class Breaker:
+    """Per-process breaker per server: `threshold` failures in a row open it for `cooldown` seconds."""
+
+    threshold: int = 3
+    cooldown: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, int] = field(default_factory=dict)
+    _open_until: dict[str, float] = field(default_factory=dict)
+
+    def is_open(self, server: str) -> bool:
+        return self._open_until.get(server, 0.0) > self.clock()
+
+    def record(self, server: str, ok: bool) -> None:
+        if ok:
+            self._failures.pop(server, None)
+            return
+        self._failures[server] = self._failures.get(server, 0) + 1
+        if self._failures[server] >= self.threshold:
+            self._open_until[server] = self.clock() + self.cooldown
+            self._failures[server] = 0
+
+
+def describe_for_model(entry: ServerEntry, tool: Tool) -> str:
+    origin = f"[{entry.short_name} MCP server, owned by {entry.governance.owner_team or 'unknown team'}"
+    origin += ", DEPRECATED]" if entry.deprecated else "]"
+    return f"{origin} {tool.description or tool.title or tool.name}"
+
+
+class Gateway:
+    def __init__(
+        self,
+        snapshot: SharedSnapshot,
+        broker: TokenBroker,
+        *,
+        call_timeout: float = 60.0,
+        output_max_chars: int = 20_000,
+        breaker: Breaker | None = None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.broker = broker
+        self.call_timeout = call_timeout
+        self.output_max_chars = output_max_chars
+        self.breaker = breaker or Breaker()
+
+    def session(self, caller: Caller) -> GatewaySession:
+        return GatewaySession(self, caller)
+
+
+class GatewaySession:
+    def __init__(self, gateway: Gateway, caller: Caller) -> None:
+        self._gw = gateway
+        self.caller = caller
+        self._connections: dict[str, Connection] = {}
+        self._specs: dict[str, ToolSpec] = {}
+        self.unavailable: dict[str, str] = {}  # server -> why its tools are missing this turn
+
+    async def __aenter__(self) -> GatewaySession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(c.close() for c in self._connections.values()), return_exceptions=True)
+        self._connections.clear()
+
+    async def view(self) -> RegistryView:
+        return await self._gw.snapshot.view()
+
+    def _connection(self, entry: ServerEntry) -> Connection:
+        conn = self._connections.get(entry.name)
+        if conn is None or conn.url != entry.url:
+            team, user, resource = self.caller.team, self.caller.user, entry.resource
+            broker = self._gw.broker
+            auth_mode = entry.governance.auth
+
+            async def token() -> str | None:
+                if auth_mode == "none":
+                    return None
+                if auth_mode == "service":
+                    return await broker.service_token(resource)
+                return await broker.user_token(team, user, resource)
+
+            async def invalidate() -> None:
+                if auth_mode == "user":
+                    await broker.invalidate(team, user, resource)
+
+            conn = Connection(entry.url, BearerFlow(token, invalidate), timeout=self._gw.call_timeout)
+            self._connections[entry.name] = conn
+        return conn
+
+    async def tools(self) -> list[ToolSpec]:
+        """Every tool this caller may use here. Raises `RegistryUnavailable` when no copy may be used."""
+        view = await self.view()
+        entries = view.servers_for(self.caller.person, self.caller.channel)
+        listed = await asyncio.gather(*(self._list(view, e) for e in entries))
+        specs = [spec for group in listed for spec in group]
+        self._specs = {s.model_name: s for s in specs}
+        return specs
+
+    async def _list(self, view: RegistryView, entry: ServerEntry) -> list[ToolSpec]:
+        if self._gw.breaker.is_open(entry.name):
+            self.unavailable[entry.name] = "temporarily unavailable after repeated failures"
+            return []
+        try:
+            client = await self._connection(entry).open()
+            tools: list[Tool] = []
+            cursor: str | None = None
+            for _ in range(20):
+                page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+                tools.extend(page.tools)
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+        except (ConnectError, MCPError, TokenUnavailable, OSError) as exc:
+            self._gw.breaker.record(entry.name, ok=False)
+            self.unavailable[entry.name] = str(exc) or type(exc).__name__
+            return []
+        self._gw.breaker.record(entry.name, ok=True)
+        specs = []
+        for tool in tools:
+            if not view.tool_enabled(entry, tool.name):
+                continue
+            annotations = (
+                tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {}
+            )
+            read_only = tool.annotations.read_only_hint if tool.annotations else None
+            schema = dict(tool.input_schema) if tool.input_schema else {"type": "object", "properties": {}}
+            specs.append(
+                ToolSpec(
+                    model_name=model_tool_name(entry.short_name, tool.name),
+                    server=entry.name,
+                    short_name=entry.short_name,
+                    owner_team=entry.governance.owner_team,
+                    tool=tool.name,
+                    description=describe_for_model(entry, tool),
+                    input_schema=schema,
+                    read_only_hint=read_only,
+                    fingerprint=fingerprint(tool.name, tool.description or "", schema, annotations),
+                    approval=view.approval(entry, tool.name, read_only_hint=read_only),
+                    minutes_saved=view.minutes_saved(entry, tool.name),
+                    deprecated=entry.deprecated,
+                )
+            )
+        return specs
+
+    def spec(self, model_name: str) -> ToolSpec | None:
+        return self._specs.get(model_name)
+
+    async def call(self, model_name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
+        """Call a listed tool with this caller's identity. Never raises for tool-level failures."""
+        started = time.monotonic()
+        spec = self._specs.get(model_name)
+        if spec is None:
+            return ToolOutcome(
+                False, f"Tool {model_name!r} is not available to you here.", error_kind="refused"
+            )
+        try:
+            view = await self.view()
+        except RegistryUnavailable as exc:
+            return ToolOutcome(False, str(exc), error_kind="refused")
+        entry = view.server(spec.server)
+        # Re-check at call time: the registry may have changed since the tools were listed.
+        if entry is None or not view.access(self.caller.person, entry, self.caller.channel).allowed:
+            return ToolOutcome(
+                False, f"{spec.server} is no longer available to you here.", error_kind="refused"
+            )
+        if not view.tool_enabled(entry, spec.tool):
+            return ToolOutcome(False, f"{spec.tool} has been disabled by its owners.", error_kind="refused")
+        return await self._invoke(entry, spec, arguments, started)
+
+    async def _invoke(
+        self, entry: ServerEntry, spec: ToolSpec, arguments: Mapping[str, Any], started: float
+    ) -> ToolOutcome:
+        def done(
+            ok: bool, text: str, kind: str | None = None, structured: Any = None, cut: bool = False
+        ) -> ToolOutcome:
+            self._gw.breaker.record(entry.name, ok=ok or kind in ("tool_error", "scope", "auth"))
+            latency = (time.monotonic() - started) * 1000
+            return ToolOutcome(ok, text, structured, cut, latency, kind)
+
+        if self._gw.breaker.is_open(entry.name):
+            return ToolOutcome(
+                False,
+                f"{entry.short_name} is temporarily unavailable after repeated failures.",
+                error_kind="unavailable",
+            )
+        conn = self._connection(entry)
+        try:
+            client = await conn.open()
+            result = await client.call_tool(
+                spec.tool, dict(arguments), read_timeout_seconds=self._gw.call_timeout
+            )
+        except TokenUnavailable as exc:
+            return done(False, str(exc), "auth")
+        except ConnectError as exc:
+            return done(False, f"{entry.short_name} could not be reached: {exc}", "unavailable")
+        except MCPError as exc:
+            if conn.auth.insufficient_scope:
+                return done(
+                    False,
+                    f"{entry.short_name} says your account lacks the scope for {spec.tool}. "
+                    "Ask its owners for access, then connect again.",
+                    "scope",
+                )
+            if conn.auth.last_status == 401:
+                return done(
+                    False, f"{entry.short_name} did not accept your credentials. Connect again.", "auth"
+                )
+            if exc.code == -32001:
+                return done(
+                    False,
+                    f"{spec.tool} did not finish within {self._gw.call_timeout:.0f} s; "
+                    "its outcome is unknown.",
+                    "timeout",
+                )
+            return done(False, f"{entry.short_name} failed: {exc.message}", "protocol")
+        except OSError as exc:
+            return done(
+                False, f"{entry.short_name} could not be reached ({type(exc).__name__}).", "unavailable"
+            )
+        text, cut = render_result(result, self._gw.output_max_chars)
+        if result.is_error:
+            return done(False, text, "tool_error", cut=cut)
+        return done(True, text, structured=result.structured_content, cut=cut)
+
+
+def render_result(result: CallToolResult, max_chars: int) -> tuple[str, bool]:
+    """Flatten a tool result to text for the model, capped, saying so when cut."""
+    parts: list[str] = []
+    for block in result.content:
+        text = getattr(block, "text", None)
+        if isinstance(text, str):
+            parts.append(text)
+        else:
+            parts.append(f"[{getattr(block, 'type', 'content')} omitted]")
+    if not parts and result.structured_content is not None:
+        parts.append(json.dumps(result.structured_content, ensure_ascii=False, default=str))
+    text = "\n".join(parts)
+    if len(text) <= max_chars:
+        return text, False
+    return text[:max_chars] + f"\n[output truncated: {max_chars} of {len(text)} characters shown]", True

@@ -1,0 +1,206 @@
+"""The gateway lists what this person may use here and calls it with their own token for that server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import httpx2
+import jwt
+import pytest
+import redis.asyncio as aioredis
+
+from bot.linking import Linking
+from fixtures.idp import CLIENT_ID, DEFAULT_CLIENT_SECRET
+from fixtures.world import World, running_world
+from mcp_clients.gateway import Breaker, Caller, Gateway
+from mcp_clients.provider import Provider
+from mcp_clients.sealing import Sealer
+from mcp_clients.tokens import TokenBroker
+from registry_cache.client import fetch_all
+from registry_cache.snapshot import SharedSnapshot
+
+TEAM = "T0CHATOPS"
+PUBLIC_URL = "http://127.0.0.1:1"
+SLACK_IDS = {"alice": "U0ALICE", "bob": "U0BOB", "carol": "U0CAROL", "dave": "U0DAVE", "erin": "U0ERIN"}
+
+
+@dataclass
+class Env:
+    world: World
+    broker: TokenBroker
+    gateway: Gateway
+    linking: Linking
+
+    async def caller(self, person: str, channel: str = "C0DATAENG") -> Caller:
+        user = SLACK_IDS[person]
+        if await self.broker.identity(TEAM, user) is None:
+            offer = (await self.linking.offer(TEAM, user)).rsplit("/", 1)[1]
+            url = await self.linking.start(offer)
+            async with httpx2.AsyncClient() as browser:
+                await browser.get(self.world.idp.login_url(person))
+                answer = await browser.get(url)
+            params = dict(httpx2.URL(answer.headers["location"]).params)
+            await self.linking.finish(
+                state=params["state"], code=params["code"], iss=params.get("iss"), error=None
+            )
+        identity = await self.broker.identity(TEAM, user)
+        assert identity is not None
+        return Caller(TEAM, user, channel, identity)
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with running_world() as w:
+        w.allow_redirect(PUBLIC_URL)
+        yield w
+
+
+@pytest.fixture
+async def env(world: World, aredis: aioredis.Redis) -> AsyncIterator[Env]:
+    for server in world.servers.values():
+        server.record.clear()
+    async with httpx2.AsyncClient() as http:
+        provider = Provider(http, world.idp.issuer, CLIENT_ID, DEFAULT_CLIENT_SECRET)
+        broker = TokenBroker(aredis, provider, Sealer([world.secret_key]))
+        snapshot = SharedSnapshot(
+            aredis, lambda: fetch_all(http, world.registry_url), ttl_seconds=60, stale_max_seconds=900
+        )
+        gateway = Gateway(snapshot, broker, output_max_chars=2000, breaker=Breaker())
+        yield Env(world, broker, gateway, Linking(aredis, provider, broker, snapshot, public_url=PUBLIC_URL))
+    world.registry.reset()
+
+
+async def test_a_data_engineer_gets_presto_but_not_finance_and_no_disabled_tool(env: Env) -> None:
+    async with env.gateway.session(await env.caller("alice")) as session:
+        names = {t.model_name for t in await session.tools()}
+    assert {
+        "presto__query_history",
+        "presto__kill_query",
+        "spark__failed_stages",
+        "airflow__task_logs",
+    } <= names
+    assert not any(n.startswith("ledger__") for n in names)
+    assert "presto__drop_table" not in names  # enabled: false
+    assert not any(n.startswith("statuspage__") for n in names)  # only in #incidents
+    assert env.world.servers["ledger"].record.all() == []
+
+
+async def test_channel_restricted_tools_appear_only_in_their_channel(env: Env) -> None:
+    async with env.gateway.session(await env.caller("alice", channel="C0INCIDENT")) as session:
+        names = {t.model_name for t in await session.tools()}
+    assert "statuspage__current_incidents" in names
+
+
+async def test_a_suspended_server_never_appears(env: Env) -> None:
+    env.world.registry.set_governance_status("io.example/presto", "suspended")
+    async with env.gateway.session(await env.caller("alice")) as session:
+        names = {t.model_name for t in await session.tools()}
+    assert not any(n.startswith("presto__") for n in names)
+    assert env.world.servers["presto"].record.all() == []
+
+
+async def test_every_token_reaching_a_server_is_the_callers_for_that_server(env: Env) -> None:
+    caller = await env.caller("alice")
+    async with env.gateway.session(caller) as session:
+        await session.tools()
+        history = await session.call("presto__query_history", {"limit": 5})
+        stages = await session.call("spark__failed_stages", {"app_id": "application_1764036000000_0042"})
+    assert history.ok, history.text
+    assert "20261125_021502_00017_abcde" in history.text
+    assert stages.ok, stages.text
+    for name, server in env.world.servers.items():
+        for request in server.record.all():
+            if request.authorization is None:
+                continue
+            token = request.authorization.removeprefix("Bearer ")
+            claims = jwt.decode(token, options={"verify_signature": False})
+            assert claims["aud"] == server.resource, name
+            assert claims["sub"] == "u-alice"
+            assert not token.startswith("xox")
+
+
+async def test_a_tool_that_was_not_listed_is_refused_locally(env: Env) -> None:
+    async with env.gateway.session(await env.caller("dave")) as session:
+        await session.tools()
+        outcome = await session.call("presto__kill_query", {"query_id": "x", "reason": "y"})
+    assert not outcome.ok
+    assert outcome.error_kind == "refused"
+    assert env.world.servers["presto"].record.all() == []
+
+
+async def test_annotations_and_registry_decide_approval(env: Env) -> None:
+    async with env.gateway.session(await env.caller("alice")) as session:
+        tools = {t.model_name: t for t in await session.tools()}
+    assert tools["presto__kill_query"].needs_approval
+    assert tools["presto__kill_query"].approval.quorum == 2
+    assert not tools["presto__query_history"].needs_approval
+    assert tools["airflow__clear_task_instances"].needs_approval
+    assert not tools["airflow__task_logs"].needs_approval
+    assert "owned by data-platform" in tools["presto__query_history"].description
+
+
+async def test_output_is_capped_and_says_so(env: Env) -> None:
+    env.world.servers["presto"].knobs.huge_output("query_history", 1)
+    try:
+        async with env.gateway.session(await env.caller("alice")) as session:
+            await session.tools()
+            outcome = await session.call("presto__query_history", {"limit": 1})
+    finally:
+        env.world.servers["presto"].knobs.reset()
+    assert outcome.truncated
+    assert len(outcome.text) < 2200
+    assert "output truncated" in outcome.text
+
+
+async def test_a_401_leads_to_one_refresh_and_one_retry(env: Env) -> None:
+    caller = await env.caller("alice")
+    async with env.gateway.session(caller) as session:
+        await session.tools()
+        presto = env.world.resource("presto")
+
+        def refreshes() -> int:
+            return sum(
+                1
+                for r in env.world.idp.requests("/token")
+                if r.grant_type == "refresh_token" and r.resources == (presto,)
+            )
+
+        before = refreshes()
+        env.world.servers["presto"].knobs.fail_auth(1, status=401)
+        outcome = await session.call("presto__query_history", {"limit": 1})
+    assert outcome.ok, outcome.text
+    assert refreshes() == before + 1
+
+
+async def test_a_403_insufficient_scope_says_what_is_missing(env: Env) -> None:
+    async with env.gateway.session(await env.caller("alice")) as session:
+        await session.tools()
+        env.world.servers["presto"].knobs.fail_auth(5, status=403, scope="presto:kill")
+        outcome = await session.call("presto__query_history", {"limit": 1})
+    env.world.servers["presto"].knobs.reset()
+    assert outcome.error_kind == "scope"
+    assert "scope" in outcome.text
+
+
+async def test_a_down_server_is_an_error_result_and_trips_the_breaker(env: Env) -> None:
+    env.world.registry.set_remote_url("io.example/spark", "http://127.0.0.1:9/mcp")
+    async with env.gateway.session(await env.caller("alice")) as session:
+        names = {t.model_name for t in await session.tools()}
+        assert not any(n.startswith("spark__") for n in names)
+        assert "io.example/spark" in session.unavailable
+    assert not env.gateway.breaker.is_open("io.example/spark")  # one failure is not a pattern yet
+
+
+async def test_a_hanging_tool_times_out_and_says_the_outcome_is_unknown(env: Env) -> None:
+    env.gateway.call_timeout = 0.5
+    env.world.servers["presto"].knobs.hang("query_history")
+    try:
+        async with env.gateway.session(await env.caller("alice")) as session:
+            await session.tools()
+            outcome = await session.call("presto__query_history", {"limit": 1})
+    finally:
+        env.world.servers["presto"].knobs.release()
+        env.world.servers["presto"].knobs.reset()
+    assert outcome.error_kind == "timeout"
+    assert "unknown" in outcome.text
