@@ -1,0 +1,326 @@
+"""The Claude tool-use loop, as a small explicit state machine.
+
+Each step asks the model once, then goes by its stop reason:
+
+    end_turn / other  -> Answer                      refusal    -> Failed("refusal")
+    max_tokens        -> Answer with a note           pause_turn -> send the content back, next step
+    tool_use          -> each call is refused locally (unknown tool, bad input, rejected before),
+                         pending (needs approval) or run now (read-only, concurrently); then
+                         Paused if any call is pending, else the results go back and the next step runs
+
+A run ends as a value: it never waits on a human (a pause is `Paused`; `resume()` builds the results once
+people decided) and never raises for tool or model failures: those are `is_error` results the model reads,
+or `Failed`. Step, wall-clock and token caps bound every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.model import ModelUnavailable
+from agent.ports import Model, Progress, ToolInfo, Tools
+from agent.prompt import SYSTEM_PROMPT
+from agent.transcript import (
+    TOOL_OUTPUT_MAX_CHARS,
+    call_digest,
+    cap_text,
+    compact,
+    estimate_tokens,
+    resume,
+    text_of,
+    tool_result,
+)
+
+__all__ = ["Answer", "CallRecord", "Failed", "Limits", "Paused", "PendingCall", "Result", "resume", "run"]
+
+log = logging.getLogger(__name__)
+
+NOTE_COMPACTED = "older tool output was removed to fit the budget"
+NOTE_CUT = "the answer was cut at the output limit"
+NOTE_TRUNCATED = "some tool output was too long and was cut before the model read it"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_steps: int = 12  # model calls per run
+    max_seconds: float = 300.0
+    max_output_tokens: int = 4096  # per model call
+    max_total_tokens: int = 400_000  # input + output over the whole run
+    tool_output_max_chars: int = TOOL_OUTPUT_MAX_CHARS
+    budget_tokens: int = 150_000  # what one request may carry before old tool output is dropped
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One tool call that ran, for the audit and the "tools used" footer."""
+
+    model_name: str
+    server: str
+    tool: str
+    arguments: dict[str, Any]
+    ok: bool
+    error_kind: str | None
+    latency_ms: float
+    digest: str
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class PendingCall:
+    """A sensitive call waiting for people; `reason` is what the model said before proposing it."""
+
+    tool_use_id: str
+    model_name: str
+    server: str
+    tool: str
+    arguments: dict[str, Any]
+    reason: str
+    fingerprint: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    messages: list[dict[str, Any]]
+    calls: list[CallRecord]
+    input_tokens: int
+    output_tokens: int
+    notes: list[str]  # remarks for the user, e.g. that old tool output was dropped
+
+
+@dataclass(frozen=True)
+class Paused:
+    messages: list[dict[str, Any]]  # ends with the assistant message holding the tool_use blocks
+    pending: list[PendingCall]
+    completed: list[dict[str, Any]]  # tool_result blocks of the calls of that step that did not wait
+    calls: list[CallRecord]
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    kind: str  # step_cap | time_cap | token_cap | model_unavailable | refusal
+    message: str  # says plainly what happened, for the user
+    messages: list[dict[str, Any]]
+    calls: list[CallRecord]
+    input_tokens: int
+    output_tokens: int
+    partial_text: str
+
+
+Result = Answer | Paused | Failed
+
+
+@dataclass
+class _Run:
+    """The mutable state of one run; the public results are frozen snapshots of it."""
+
+    messages: list[dict[str, Any]]
+    limits: Limits
+    clock: Callable[[], float]
+    deadline: float
+    start: int  # index of the first message this run added
+    steps: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: list[CallRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - self.clock())
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def cap(self) -> str | None:
+        """Which cap forbids another model call, if any."""
+        if self.steps >= self.limits.max_steps:
+            return "step_cap"
+        if self.input_tokens + self.output_tokens >= self.limits.max_total_tokens:
+            return "token_cap"
+        return "time_cap" if self.left() <= 0 else None
+
+    def partial(self) -> str:
+        said = (
+            text_of(m.get("content")) for m in self.messages[self.start :] if m.get("role") == "assistant"
+        )
+        return "\n\n".join(t for t in said if t)
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "messages": list(self.messages),
+            "calls": list(self.calls),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+    def answer(self, text: str) -> Answer:
+        return Answer(text=text, notes=list(self.notes), **self._common())
+
+    def failed(self, kind: str, message: str | None = None) -> Failed:
+        partial = self.partial()
+        if message is None:
+            stopped = {
+                "step_cap": f"I stopped after {self.steps} steps without reaching an answer",
+                "token_cap": f"I stopped after using {self.input_tokens + self.output_tokens} tokens, "
+                "this request's limit, without reaching an answer",
+                "time_cap": f"I stopped after {self.limits.max_seconds:g} seconds without reaching an answer",
+            }[kind]
+            message = f"{stopped}; here is what I found so far:\n{partial}" if partial else f"{stopped}."
+        return Failed(kind=kind, message=message, partial_text=partial, **self._common())
+
+
+async def run(
+    messages: list[dict[str, Any]],
+    *,
+    tools: Tools,
+    model: Model,
+    limits: Limits,
+    progress: Progress,
+    rejected: frozenset[str] = frozenset(),
+    clock: Callable[[], float] = time.monotonic,
+    system: str = SYSTEM_PROMPT,
+) -> Result:
+    """Run the loop from `messages` (ending with a user message) until an answer, a pause or a cap."""
+    st = _Run([dict(m) for m in messages], limits, clock, clock() + limits.max_seconds, len(messages))
+    try:
+        async with asyncio.timeout(st.left()):
+            listed = list(await tools.tools())
+    except TimeoutError:
+        return st.failed("time_cap")
+    infos = {t.model_name: t for t in listed}
+    specs = [
+        {"name": t.model_name, "description": t.description, "input_schema": dict(t.input_schema)}
+        for t in listed
+    ]
+    budget = limits.budget_tokens - estimate_tokens([system, specs])
+    while True:
+        if (cap := st.cap()) is not None:
+            return st.failed(cap)
+        st.messages, dropped = compact(st.messages, budget)
+        if dropped:
+            st.note(NOTE_COMPACTED)
+        await progress.thinking()
+        try:
+            async with asyncio.timeout(st.left()):
+                reply = await model.complete(
+                    system=system, messages=st.messages, tools=specs, max_tokens=limits.max_output_tokens
+                )
+        except TimeoutError:
+            return st.failed("time_cap")
+        except ModelUnavailable as exc:
+            return st.failed("model_unavailable", exc.message)
+        st.steps += 1
+        st.input_tokens += reply.input_tokens
+        st.output_tokens += reply.output_tokens
+        content = [dict(b) for b in reply.content]
+        uses = [b for b in content if b.get("type") == "tool_use"]
+        if reply.stop_reason == "tool_use" and uses:
+            st.messages.append({"role": "assistant", "content": content})
+            paused = await _tool_step(st, uses, text_of(content), infos, tools, progress, rejected)
+            if paused is not None:
+                return paused
+            continue
+        if reply.stop_reason == "pause_turn":  # a long server-side turn: sending it back lets it go on
+            st.messages.append({"role": "assistant", "content": content})
+            continue
+        # A final message keeps no tool_use: one cut off at max_tokens has no result and never will.
+        final = [b for b in content if b.get("type") != "tool_use"]
+        if final:
+            st.messages.append({"role": "assistant", "content": final})
+        text = text_of(final)
+        if reply.stop_reason == "refusal":
+            return st.failed("refusal", text or "The model declined to help with this request.")
+        if reply.stop_reason == "max_tokens":
+            if not text:
+                return st.failed(
+                    "token_cap",
+                    f"The reply hit the output limit of {limits.max_output_tokens} tokens before any answer.",
+                )
+            st.note(NOTE_CUT)
+        return st.answer(text or st.partial() or "I have nothing further to add.")
+
+
+async def _tool_step(
+    st: _Run,
+    uses: list[dict[str, Any]],
+    reason: str,
+    infos: Mapping[str, ToolInfo],
+    tools: Tools,
+    progress: Progress,
+    rejected: frozenset[str],
+) -> Paused | Failed | None:
+    """Answer every tool_use of the last assistant message; a value when the run must end here."""
+    if (cap := st.cap()) is not None:  # no model call would read the results, so run nothing
+        note = "Not run: this request reached its limit before the call could be made."
+        results = [tool_result(str(b.get("id")), "", str(b.get("name")), note, False) for b in uses]
+        st.messages.append({"role": "user", "content": results})
+        return st.failed(cap)
+    done: dict[str, dict[str, Any]] = {}
+    pending: list[PendingCall] = []
+    runnable: list[tuple[str, ToolInfo, dict[str, Any], str]] = []
+    for block in uses:
+        use_id, name, args = str(block.get("id")), str(block.get("name")), block.get("input")
+        info = infos.get(name)
+        if info is None:  # not listed to this person here: refused locally, nothing reaches a server
+            done[use_id] = tool_result(
+                use_id, "", name, f"Tool {name!r} is not available to you here.", False
+            )
+        elif not isinstance(args, dict):
+            done[use_id] = tool_result(
+                use_id, info.server, info.tool, "The arguments must be a JSON object.", False
+            )
+        elif (digest := call_digest(name, args)) in rejected:
+            msg = "This exact call was rejected earlier; not proposing it again unless the user asks."
+            done[use_id] = tool_result(use_id, info.server, info.tool, msg, False)
+        elif info.needs_approval:
+            pending.append(
+                PendingCall(use_id, name, info.server, info.tool, args, reason, info.fingerprint, digest)
+            )
+        else:
+            runnable.append((use_id, info, args, digest))
+    ran = await asyncio.gather(*(_call(st, tools, progress, info, args, d) for _, info, args, d in runnable))
+    for (use_id, info, _, _), (record, text) in zip(runnable, ran, strict=True):
+        st.calls.append(record)
+        done[use_id] = tool_result(use_id, info.server, info.tool, text, record.ok)
+    completed = [done[i] for i in (str(b.get("id")) for b in uses) if i in done]
+    if pending:
+        return Paused(pending=pending, completed=completed, **st._common())
+    st.messages.append({"role": "user", "content": completed})
+    return None
+
+
+async def _call(
+    st: _Run, tools: Tools, progress: Progress, info: ToolInfo, args: dict[str, Any], digest: str
+) -> tuple[CallRecord, str]:
+    await progress.tool_started(info.server, info.tool)
+    started, scope = time.perf_counter(), asyncio.timeout(st.left())
+    try:
+        async with scope:
+            result = await tools.call(info.model_name, args)
+        ok, text, kind, cut = result.ok, result.text, result.error_kind, result.truncated
+        latency = result.latency_ms
+    except Exception as exc:  # the port promises not to raise; if it does, the model reads an error instead
+        ok, cut, latency = False, False, (time.perf_counter() - started) * 1000
+        if isinstance(exc, TimeoutError) and scope.expired():  # our time cap, not the tool's own error
+            kind = "timeout"
+            text = "The call did not finish before this request's time limit; its outcome is unknown."
+        else:
+            log.warning("tool %s raised", info.model_name, exc_info=True)
+            kind, text = "crashed", "The tool failed unexpectedly."
+    text, capped = cap_text(text, st.limits.tool_output_max_chars)
+    if cut or capped:
+        st.note(NOTE_TRUNCATED)
+    await progress.tool_finished(info.server, info.tool, ok, latency)
+    record = CallRecord(
+        info.model_name, info.server, info.tool, args, ok, kind, latency, digest, cut or capped
+    )
+    return record, text

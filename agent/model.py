@@ -1,0 +1,159 @@
+"""The Messages API behind the `Model` port; the only module of `agent` that imports anthropic.
+
+Retries belong to the SDK: it backs off on 429/5xx/529, honours `retry-after`, and obeys
+`x-should-retry: false`, which the API sends with a spend-limit 429 (waiting cannot help until someone
+raises the limit). Whatever still fails becomes one error the loop understands:
+
+    ModelUnavailable(kind)   kind: rate_limited | overloaded | spend_limit | timeout | connection | error
+
+Its message is written for the person in Slack; the SDK details go to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import anthropic
+import httpx2
+
+__all__ = ["AnthropicModel", "ModelReplyData", "ModelUnavailable", "make_client"]
+
+log = logging.getLogger(__name__)
+
+UnavailableKind = Literal["rate_limited", "overloaded", "spend_limit", "timeout", "connection", "error"]
+
+# Long reads are normal (a 4k-token answer takes a while); the loop's wall-clock cap bounds the total.
+DEFAULT_TIMEOUT = httpx2.Timeout(120.0, connect=5.0)
+
+_MESSAGES: dict[str, str] = {
+    "rate_limited": "The model service is rate-limiting this bot right now. Please try again in a minute.",
+    "overloaded": "The model service is overloaded right now. Please try again in a few minutes.",
+    "spend_limit": (
+        "This bot has reached its model usage limit, so I can't answer until an admin raises it."
+    ),
+    "timeout": "The model service did not answer in time. Please try again.",
+    "connection": "I could not reach the model service. Please try again shortly.",
+    "error": "The model service returned an error. Please try again, or tell the bot's admins if it lasts.",
+}
+
+
+class ModelUnavailable(Exception):
+    """The model could not answer; `str(exc)` is safe to show to the user."""
+
+    def __init__(self, kind: UnavailableKind, message: str | None = None) -> None:
+        self.kind: UnavailableKind = kind
+        self.message = message or _MESSAGES[kind]
+        super().__init__(self.message)
+
+
+@dataclass(frozen=True)
+class ModelReplyData:
+    """A `ModelReply`: content blocks as plain dicts, ready to store and to send back."""
+
+    content: tuple[dict[str, Any], ...]
+    stop_reason: str | None
+    input_tokens: int
+    output_tokens: int
+
+
+def make_client(
+    api_key: str,
+    base_url: str | None = None,
+    *,
+    http_client: httpx2.AsyncClient | None = None,
+    max_retries: int = 3,
+    timeout: float | httpx2.Timeout = DEFAULT_TIMEOUT,
+) -> anthropic.AsyncAnthropic:
+    """An AsyncAnthropic with our retry and timeout policy (pass a shared `http_client` to reuse TLS)."""
+    return anthropic.AsyncAnthropic(
+        api_key=api_key,
+        base_url=base_url,
+        http_client=http_client,
+        max_retries=max_retries,
+        timeout=timeout,
+    )
+
+
+# Usage and billing limits: no retry helps until a person acts (the SDK does not retry these either).
+_SPEND_LIMIT = (
+    anthropic.EnforcedSpendLimitReachedError,
+    anthropic.ContractSpendLimitReachedError,
+    anthropic.LinkedOrganizationSpendLimitReachedError,
+    anthropic.PaymentRequiredError,
+)
+
+
+def _classify(exc: anthropic.AnthropicError) -> UnavailableKind:
+    # Order matters: the spend-limit error is a RateLimitError, and a timeout is a connection error.
+    if isinstance(exc, anthropic.APIStatusError):
+        if isinstance(exc, _SPEND_LIMIT) or "spend_limit" in (exc.error_code or ""):
+            return "spend_limit"
+        if isinstance(exc, anthropic.RateLimitError):
+            return "rate_limited"
+        if isinstance(exc, anthropic.OverloadedError):
+            return "overloaded"
+        return "error"
+    if isinstance(exc, anthropic.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, anthropic.APIConnectionError):
+        return "connection"
+    return "error"
+
+
+def _usage(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+class AnthropicModel:
+    """`Model` over `client.messages.create` (non-streaming: the loop needs whole messages)."""
+
+    def __init__(self, client: anthropic.AsyncAnthropic, model: str) -> None:
+        self.client = client
+        self.model = model
+
+    async def complete(
+        self,
+        *,
+        system: str,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]],
+        max_tokens: int,
+    ) -> ModelReplyData:
+        try:
+            reply = await self.client.messages.create(
+                model=self.model,
+                system=system,
+                # The transcript is plain JSON-shaped dicts; the SDK's TypedDicts describe the same shape.
+                messages=cast(Any, list(messages)),
+                tools=cast(Any, list(tools)) if tools else anthropic.omit,
+                max_tokens=max_tokens,
+            )
+        except anthropic.AnthropicError as exc:
+            kind = _classify(exc)
+            status = getattr(exc, "status_code", None)
+            request_id = getattr(exc, "request_id", None)
+            log.warning(
+                "model call failed: %s (%s, status=%s, request_id=%s)",
+                kind,
+                type(exc).__name__,
+                status,
+                request_id,
+            )
+            raise ModelUnavailable(kind) from exc
+        usage = reply.usage
+        return ModelReplyData(
+            # exclude_none: the SDK adds optional fields as null, which the API need not see echoed back.
+            # warnings=False: a malformed tool input is the loop's to report to the model, not a log warning.
+            content=tuple(
+                b.model_dump(mode="json", exclude_none=True, warnings=False) for b in reply.content
+            ),
+            stop_reason=reply.stop_reason,
+            # Cached input still counts against the conversation's budget.
+            input_tokens=_usage(usage.input_tokens)
+            + _usage(usage.cache_creation_input_tokens)
+            + _usage(usage.cache_read_input_tokens),
+            output_tokens=_usage(usage.output_tokens),
+        )

@@ -1,0 +1,156 @@
+"""Helpers over the transcript: the Messages API message list as plain dicts.
+
+The transcript is stored between turns (and across an approval pause) as JSON, so everything here works on
+plain dicts and never mutates its input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from agent.prompt import wrap_tool_output
+
+__all__ = [
+    "DROPPED_OUTPUT",
+    "TOOL_OUTPUT_MAX_CHARS",
+    "call_digest",
+    "canonical_json",
+    "cap_text",
+    "compact",
+    "estimate_tokens",
+    "resume",
+    "text_of",
+    "tool_result",
+]
+
+DROPPED_OUTPUT = "[older tool output removed to keep this conversation within its budget]"
+CHARS_PER_TOKEN = 4  # a rough, conservative ratio; budgets only need the right order of magnitude
+TOOL_OUTPUT_MAX_CHARS = 20_000
+
+
+class Labelled(Protocol):
+    """Where a pending call goes (`agent.loop.PendingCall` fits)."""
+
+    @property
+    def tool_use_id(self) -> str: ...
+    @property
+    def server(self) -> str: ...
+    @property
+    def tool(self) -> str: ...
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation digests use: sorted keys, no spaces, UTF-8 kept (same as mcp_clients.naming)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def call_digest(tool_name: str, arguments: Mapping[str, Any]) -> str:
+    """Identifies one exact call (tool + arguments) so a rejected call is recognised if proposed again."""
+    body = {"tool": tool_name, "arguments": dict(arguments)}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def _chars(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def estimate_tokens(value: Any) -> int:
+    """About how many tokens `value` costs the model (JSON characters / 4)."""
+    return _chars(value) // CHARS_PER_TOKEN
+
+
+def text_of(content: Any) -> str:
+    """The text blocks of one message's content, joined and stripped."""
+    if isinstance(content, str):
+        return content.strip()
+    if not isinstance(content, Sequence):
+        return ""
+    parts = [str(b.get("text", "")) for b in content if isinstance(b, Mapping) and b.get("type") == "text"]
+    return "\n".join(p for p in parts if p.strip()).strip()
+
+
+def compact(messages: Sequence[Mapping[str, Any]], budget_tokens: int) -> tuple[list[dict[str, Any]], int]:
+    """Fit the transcript into `budget_tokens` by replacing the oldest tool output with a short note.
+
+    Only the content of tool_result blocks changes, so every tool_use keeps its tool_result and the API
+    still accepts the history. The last user message (the question or the results the model is about to
+    read) is never touched. Returns the new list and how many results were replaced; when the budget cannot
+    be met this way the transcript is returned as compact as it can be.
+    """
+    out = [dict(m) for m in messages]
+    chars = _chars(out)
+    budget_chars = budget_tokens * CHARS_PER_TOKEN
+    if chars <= budget_chars:
+        return out, 0
+    last_user = max((i for i, m in enumerate(out) if m.get("role") == "user"), default=len(out))
+    dropped = 0
+    for i in range(last_user):
+        content = out[i].get("content")
+        if out[i].get("role") != "user" or not isinstance(content, list):
+            continue
+        blocks: list[Any] = list(content)
+        for j, block in enumerate(blocks):
+            if chars <= budget_chars:
+                break
+            if not isinstance(block, Mapping) or block.get("type") != "tool_result":
+                continue
+            if block.get("content") == DROPPED_OUTPUT:
+                continue
+            chars -= _chars(block.get("content")) - _chars(DROPPED_OUTPUT)
+            blocks[j] = {**block, "content": DROPPED_OUTPUT}
+            dropped += 1
+        out[i]["content"] = blocks
+        if chars <= budget_chars:
+            break
+    return out, dropped
+
+
+def tool_result(use_id: str, server: str, tool: str, text: str, ok: bool) -> dict[str, Any]:
+    """A tool_result block; its text always sits inside the untrusted-data delimiter."""
+    content = wrap_tool_output(server, tool, text)
+    return {"type": "tool_result", "tool_use_id": use_id, "content": content, "is_error": not ok}
+
+
+def cap_text(text: str, max_chars: int) -> tuple[str, bool]:
+    """At most `max_chars` of `text`, saying how much was cut so neither model nor user is misled."""
+    if len(text) <= max_chars:
+        return text, False
+    return text[:max_chars] + f"\n[output truncated: {max_chars} of {len(text)} characters shown]", True
+
+
+def resume(
+    paused_messages: Sequence[Mapping[str, Any]],
+    completed: Sequence[Mapping[str, Any]],
+    outcomes: Mapping[str, tuple[bool, str]],
+    *,
+    pending: Sequence[Labelled] = (),
+    max_chars: int = TOOL_OUTPUT_MAX_CHARS,
+) -> list[dict[str, Any]]:
+    """The paused transcript plus one user message answering every tool_use of its last message, in order.
+
+    `completed` are the results of the paused step that did not wait; `outcomes` maps each other
+    tool_use_id to `(ok, text)`: a tool's output once approved and run, or a rejection such as
+    `(False, "Rejected by … : reason. Do not propose this call again unless the user asks.")`.
+    `pending` (optional) labels each result with its server and tool. A call with no outcome is answered
+    as unknown rather than left open, which the API would refuse.
+    """
+    if not paused_messages or paused_messages[-1].get("role") != "assistant":
+        raise ValueError("a paused transcript ends with the assistant message that proposed the calls")
+    content = paused_messages[-1].get("content")
+    uses = [b for b in content if b.get("type") == "tool_use"] if isinstance(content, list) else []
+    done = {str(b.get("tool_use_id")): b for b in completed}
+    where = {p.tool_use_id: (p.server, p.tool) for p in pending}
+    unknown = (False, "No outcome was recorded for this call; treat its effect as unknown.")
+    results: list[dict[str, Any]] = []
+    for block in uses:
+        use_id = str(block.get("id"))
+        if use_id in done:
+            results.append(dict(done[use_id]))
+            continue
+        ok, text = outcomes.get(use_id, unknown)
+        server, tool = where.get(use_id, ("", str(block.get("name"))))
+        results.append(tool_result(use_id, server, tool, cap_text(text, max_chars)[0], ok))
+    return [*(dict(m) for m in paused_messages), {"role": "user", "content": results}]

@@ -1,0 +1,109 @@
+"""The audit trail (SPEC §9): every tool call, approval request, decision, expiry, workflow run and account
+link, appended to the Redis stream `chatops:audit` and logged as one JSON line.
+
+Records carry a sha256 of the canonical arguments and a redacted, shortened preview, never the arguments
+themselves: approvers see full arguments on the card; the audit keeps proof of what ran without keeping
+secrets that a tool's arguments may contain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from agent.redaction import redact_secrets
+
+__all__ = ["AUDIT_STREAM", "Audit", "AuditRecord", "args_digest", "preview"]
+
+AUDIT_STREAM = "chatops:audit"
+PREVIEW_CHARS = 300
+
+log = logging.getLogger("chatops.audit")
+
+Outcome = Literal[
+    "succeeded", "failed", "denied", "rejected", "expired", "outcome_unknown", "pending", "approved", ""
+]
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def args_digest(arguments: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(dict(arguments)).encode()).hexdigest()
+
+
+def preview(arguments: Mapping[str, Any]) -> str:
+    text, _ = redact_secrets(canonical(dict(arguments)))
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    # tool_call | approval_requested | approval_decision | approval_expired | workflow_run | account_link ...
+    kind: str
+    outcome: Outcome = ""
+    request_id: str = ""
+    approval_id: str = ""
+    workflow_run_id: str = ""
+    team: str = ""
+    channel: str = ""
+    thread_ts: str = ""
+    user: str = ""
+    sub: str = ""
+    server: str = ""
+    tool: str = ""
+    args_sha256: str = ""
+    args_preview: str = ""
+    approvers: Sequence[str] = field(default_factory=tuple)
+    latency_ms: float = 0.0
+    minutes_saved: float = 0.0
+    detail: str = ""
+    permalink: str = ""
+    time: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["approvers"] = list(self.approvers)
+        return data
+
+
+class Audit:
+    def __init__(
+        self, redis: aioredis.Redis, *, clock: Callable[[], float] = time.time, retention_days: int = 400
+    ) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._retention_ms = retention_days * 86_400_000
+
+    async def record(self, record: AuditRecord) -> str:
+        stamped = record if record.time else _with_time(record, self._clock())
+        data = stamped.to_json()
+        data["detail"], _ = redact_secrets(str(data["detail"]))
+        line = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+        # MINID trims by age (retention) without a separate sweeper; "~" lets Redis trim efficiently.
+        min_id = max(0, int(stamped.time * 1000) - self._retention_ms)
+        entry_id = await self._redis.xadd(AUDIT_STREAM, {"record": line}, minid=min_id, approximate=True)
+        log.info(line)
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def read(self, *, since_ms: int = 0, count: int = 10_000) -> list[dict[str, Any]]:
+        rows = await self._redis.xrange(AUDIT_STREAM, min=f"{since_ms}-0" if since_ms else "-", count=count)
+        records = []
+        for _, fields in rows or []:
+            if fields:
+                records.append(json.loads(fields.get(b"record") or fields["record"]))
+        return records
+
+
+def _with_time(record: AuditRecord, now: float) -> AuditRecord:
+    data = asdict(record)
+    data["time"] = now
+    return AuditRecord(**data)

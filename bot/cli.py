@@ -1,0 +1,188 @@
+"""The `chatops` command: serve, worker, demo, registry, doctor, keygen.
+
+Each subcommand reads settings once, for its role, and stops with one line naming a missing or malformed
+variable (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from bot import netguard
+from bot.settings import ConfigError, Role, Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _settings(role: Role, *, dev: bool = False) -> Settings:
+    settings = load_settings()
+    if dev:
+        return settings.require(Role.DEV)
+    return settings.require(role)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bot.identity import whoami
+    from bot.logs import setup_logging
+    from bot.web import build_web
+
+    role = Role.WEB_SOCKET if args.socket_mode else Role.WEB_HTTP
+    settings = _settings(role, dev=args.dev)
+    setup_logging(settings.log_level)
+    with _dev_redis(settings, args.dev) as settings:
+        bot = whoami(settings)
+        app = build_web(settings, bot, slack_http=not args.socket_mode)
+        if args.socket_mode:
+            return asyncio.run(_serve_socket_mode(settings, bot, app))
+        uvicorn.run(app, host=args.host, port=settings.port, log_level="warning", access_log=False)
+    return 0
+
+
+async def _serve_socket_mode(settings: Settings, bot: object, app: Any) -> int:
+    import uvicorn
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    server = uvicorn.Server(uvicorn.Config(app, host="0.0.0.0", port=settings.port, log_level="warning"))  # noqa: S104
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    state = app.state.chatops
+    app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else ""
+    handler = AsyncSocketModeHandler(state["bolt"].app, app_token)
+    await handler.connect_async()  # type: ignore[no-untyped-call]
+    try:
+        await serving
+    finally:
+        await handler.close_async()  # type: ignore[no-untyped-call]
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bot.identity import whoami
+    from bot.logs import setup_logging
+    from bot.worker import run_worker
+
+    settings = _settings(Role.WORKER, dev=args.dev)
+    setup_logging(settings.log_level)
+    with _dev_redis(settings, args.dev) as settings:
+        run_worker(settings, whoami(settings), processes=args.processes, burst=args.burst, simple=args.simple)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+def cmd_keygen(_: argparse.Namespace) -> int:
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from bot.registry_cli import show_registry
+
+    settings = load_settings()
+    if settings.registry_url is None:
+        raise ConfigError("REGISTRY_URL", "is required")
+    return asyncio.run(show_registry(settings, as_who=args.as_who, channel=args.channel))
+
+
+def cmd_doctor(_: argparse.Namespace) -> int:
+    from bot.doctor import run_doctor
+
+    return asyncio.run(run_doctor(load_settings()))
+
+
+class _dev_redis:  # used as a context manager, hence the lower-case name
+    """In --dev mode without REDIS_URL, run an embedded Redis for the life of the command."""
+
+    def __init__(self, settings: Settings, dev: bool) -> None:
+        self._settings = settings
+        self._dev = dev
+        self._cm: object = None
+
+    def __enter__(self) -> Settings:
+        settings = self._settings
+        if self._dev and settings.redis_url is None:
+            from bot.embedded import embedded_redis
+
+            cm = embedded_redis()
+            url = cm.__enter__()
+            self._cm = cm
+            settings = settings.model_copy(update={"redis_url": url})
+        if self._dev and not settings.chatops_secret_key:
+            from cryptography.fernet import Fernet
+            from pydantic import SecretStr
+
+            # Dev only: an ephemeral key, so links do not survive a restart.
+            settings = settings.model_copy(
+                update={"chatops_secret_key": (SecretStr(Fernet.generate_key().decode()),)}
+            )
+        return settings
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(*exc)  # type: ignore[attr-defined]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatops", description="A Slack chat-ops agent over MCP.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the web process (Slack endpoint, OAuth, health, metrics)")
+    serve.add_argument("--socket-mode", action="store_true", help="receive Slack traffic over Socket Mode")
+    serve.add_argument("--dev", action="store_true", help="allow embedded Redis and an ephemeral secret key")
+    serve.add_argument("--host", default="0.0.0.0", help="interface to bind (default all)")  # noqa: S104
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run RQ workers for agent turns, approved actions and workflows")
+    worker.add_argument("--processes", type=int, default=1, help="worker processes on this machine")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.add_argument("--simple", action="store_true", help="run jobs in-process (no fork per job)")
+    worker.add_argument("--dev", action="store_true", help="allow embedded Redis and an ephemeral secret key")
+    worker.set_defaults(func=cmd_worker)
+
+    demo = sub.add_parser("demo", help="play an incident end to end in a local world (no credentials needed)")
+    demo.add_argument("--keep", action="store_true", help="leave everything running afterwards")
+    demo.set_defaults(func=cmd_demo)
+
+    registry = sub.add_parser("registry", help="list registry servers, or what one person would get")
+    registry.add_argument("--as", dest="as_who", help="an email, or comma-separated groups")
+    registry.add_argument(
+        "--channel", default=None, help="a Slack channel id, for channel-restricted servers"
+    )
+    registry.set_defaults(func=cmd_registry)
+
+    doctor = sub.add_parser("doctor", help="check every setting against the live services")
+    doctor.set_defaults(func=cmd_doctor)
+
+    keygen = sub.add_parser("keygen", help="print a new key for CHATOPS_SECRET_KEY")
+    keygen.set_defaults(func=cmd_keygen)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    netguard.install_if_requested()
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"chatops: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""`chatops demo`: the whole product, locally, with no credentials and no Redis.
+
+It starts an embedded Redis, the fixture world (identity provider, registry, presto/spark/airflow MCP servers,
+a fake Slack and a scripted model), then the real `chatops serve` and `chatops worker` processes, and plays
+an incident: a mention in #incidents, the Connect prompt, account linking in a "browser", and the
+investigation answered in the thread. It prints what people in Slack would see, with timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import httpx2
+import redis
+
+from approvals.turns import turn_id_for
+from bot.embedded import embedded_redis
+from fixtures.anthropic_fake import FakeAnthropic
+from fixtures.idp import PEOPLE
+from fixtures.incident_script import incident_responder
+from fixtures.redis_proc import free_port
+from fixtures.slack import BOT_USER_ID, TEAM_ID, FakeSlack, Message
+from fixtures.slack_ingress import SlackIngress
+from fixtures.world import ANTHROPIC_KEY, SIGNING_SECRET, World, start_world
+
+__all__ = ["run_demo"]
+
+T = TypeVar("T")
+CHANNEL = "C0INCIDENT"
+WAIT_SECONDS = 30.0
+NAMES = {p.slack_user: p.key.capitalize() for p in PEOPLE.values()} | {BOT_USER_ID: "chatops"}
+
+
+class DemoFailed(Exception):
+    pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def stamp(self) -> str:
+        return f"[{time.monotonic() - self.start:6.2f}s]"
+
+
+def say(clock: Clock, who: str, text: str) -> None:
+    lines = text.strip().splitlines() or [""]
+    print(f"{clock.stamp()} {who}: {lines[0]}")
+    for line in lines[1:]:
+        print(f"{' ' * 10}{' ' * len(who)}  {line}")
+
+
+def wait_until(what: str, check: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value is not None and value is not False:
+            return value
+        time.sleep(0.05)
+    raise DemoFailed(f"timed out waiting for {what}")
+
+
+def message_text(message: Message) -> str:
+    parts: list[str] = []
+    for block in message.blocks or []:
+        if block.get("type") in ("section", "header"):
+            parts.append(str((block.get("text") or {}).get("text", "")))
+        elif block.get("type") == "context":
+            parts.append("  " + " ".join(str(e.get("text", "")) for e in block.get("elements", [])))
+        elif block.get("type") == "actions":
+            labels = [str((e.get("text") or {}).get("text", "")) for e in block.get("elements", [])]
+            parts.append("  " + "  ".join(f"[{label}]" for label in labels if label))
+    return "\n".join(p for p in parts if p.strip()) or message.text
+
+
+def button_url(message: Message) -> str | None:
+    for block in message.blocks or []:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("url"):
+                return str(element["url"])
+    return None
+
+
+@contextmanager
+def bot_processes(env: dict[str, str], port: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    python = sys.executable
+    log = open(os.devnull, "wb")  # noqa: SIM115 - closed below
+    commands = {
+        "serve": [python, "-m", "bot.cli", "serve", "--host", "127.0.0.1"],
+        "worker": [python, "-m", "bot.cli", "worker"],
+    }
+    # Fixed argument lists of our own command: nothing untrusted reaches the subprocess.
+    procs = {name: subprocess.Popen(cmd, env=env, stderr=log, stdout=log) for name, cmd in commands.items()}  # noqa: S603
+    try:
+
+        def healthy() -> bool:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    raise DemoFailed(f"`chatops {name}` exited with {proc.returncode}")
+            try:
+                return httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx2.HTTPError:
+                return False
+
+        wait_until("the web process to start", healthy)
+        yield list(procs.values())
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
+def play(world: World, slack: FakeSlack, ingress: SlackIngress, redis_url: str, port: int) -> None:
+    clock = Clock()
+    r = redis.Redis.from_url(redis_url)
+    print("\n#incidents\n")
+    question = f"<@{BOT_USER_ID}> why did daily_ad_metrics fail last night?"
+    mention = ingress.app_mention("U0ALICE", CHANNEL, question)
+    say(clock, "Alice", question.replace(f"<@{BOT_USER_ID}>", "@chatops"))
+    delivery = ingress.post(mention)
+    acked = f"{delivery.latency * 1000:.0f} ms: HTTP {delivery.status}"
+    print(f"{' ' * 10}(Slack got its acknowledgement in {acked})")
+    ts = mention.event["ts"]
+
+    prompt = wait_until(
+        "the Connect prompt", lambda: next(iter(slack.ephemerals(CHANNEL, user="U0ALICE")), None)
+    )
+    say(clock, "chatops (only visible to Alice)", message_text(prompt))
+    url = button_url(prompt)
+    if url is None:
+        raise DemoFailed("the Connect prompt has no link")
+
+    with httpx2.Client(follow_redirects=True) as browser:
+        browser.get(world.idp.login_url("alice"))
+        page = browser.get(url)
+    headline = html.unescape(page.text.split("<h1>", 1)[-1].split("</h1>", 1)[0])
+    print(f'{clock.stamp()} (browser) Alice signs in at the identity provider -> "{headline}"')
+
+    turn = turn_id_for(TEAM_ID, CHANNEL, ts)
+
+    def finished() -> str | None:
+        raw = r.hget(f"chatops:turn-status:{turn}", "status")
+        status = raw.decode() if isinstance(raw, bytes) else raw
+        return status if status in ("answered", "paused", "failed") else None
+
+    status = wait_until("the answer", finished)
+    for message in slack.messages(CHANNEL, thread_ts=ts):
+        if message.ts == ts:
+            continue
+        say(clock, NAMES.get(message.user, message.user), message_text(message))
+    print(
+        f"\n{clock.stamp()} turn {status}. Presto saw Alice's own token: "
+        f"{sorted({s for s in world.servers['presto'].record.subs() if s})}"
+    )
+    r.close()
+
+
+def run_demo(*, keep: bool = False) -> int:
+    # The demo prints a conversation; HTTP client chatter (which would include OAuth codes) stays out of it.
+    logging.basicConfig(level=logging.WARNING, force=True)
+    print("chatops demo: starting a local world (identity provider, registry, MCP servers, Slack, model)...")
+    model = FakeAnthropic(api_key=ANTHROPIC_KEY)
+    model.set_default(incident_responder)
+    world = start_world(anthropic=model)
+    port = free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    world.allow_redirect(public_url)
+    try:
+        with embedded_redis() as redis_url:
+            env = {**os.environ, **world.env(public_url=public_url, redis_url=redis_url)}
+            env.update({"PORT": str(port), "LOG_LEVEL": "WARNING", "CHATOPS_NETGUARD": "1"})
+            with bot_processes(env, port):
+                ingress = SlackIngress(f"{public_url}", SIGNING_SECRET, slack=world.slack)
+                play(world, world.slack, ingress, redis_url, port)
+                if keep:
+                    _keep_running(world, env)
+    except DemoFailed as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        world.stop()
+    print("\ndemo finished.")
+    return 0
+
+
+def _keep_running(world: World, env: dict[str, Any]) -> None:
+    print("\nEverything keeps running (Ctrl-C stops it). Point your own tools at:")
+    for key in ("PUBLIC_URL", "SLACK_API_URL", "REGISTRY_URL", "OAUTH_ISSUER", "REDIS_URL"):
+        print(f"  {key}={env[key]}")
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})

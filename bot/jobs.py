@@ -1,0 +1,267 @@
+"""RQ job entry points (ids in, nothing else) and the turn runner.
+
+This module imports the whole stack at the top on purpose: `chatops worker` imports it before forking, so
+each work-horse starts with anthropic, mcp and slack_sdk already loaded (api-facts §4.3: ~10 ms per job
+instead of ~1.5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from redis import Redis
+
+from agent import loop
+from agent.loop import Answer, Failed, Limits, Paused
+from agent.redaction import redact_secrets
+from approvals.audit import AuditRecord, args_digest, preview
+from approvals.turns import Turn
+from bot import blocks
+from bot.events import MAX_INPUT_CHARS
+from bot.poster import PostError
+from bot.progress import SlackProgress
+from bot.queues import Queues
+from bot.services import BotIdentity, Services, open_services
+from bot.settings import Settings
+from mcp_clients.gateway import Caller, GatewaySession
+from mcp_clients.tokens import Identity
+from registry_cache.snapshot import RegistryUnavailable
+
+__all__ = ["configure", "run_turn"]
+
+log = logging.getLogger(__name__)
+
+USER_TURNS_PER_MINUTE = 10
+
+_config: tuple[Settings, BotIdentity] | None = None
+
+
+def configure(settings: Settings, bot: BotIdentity) -> None:
+    """Called once by the worker entry (before forking) and by in-process test workers."""
+    global _config
+    _config = (settings, bot)
+
+
+def _configured() -> tuple[Settings, BotIdentity]:
+    if _config is None:
+        raise RuntimeError("bot.jobs.configure() was not called in this worker")
+    return _config
+
+
+async def run_turn(turn_id: str, attempt: str = "first") -> str:
+    """Answer one request. `attempt` separates re-runs that are legitimate (after linking, after waiting
+    for the thread) from duplicates of the same delivery, which stop at the claim."""
+    settings, bot = _configured()
+    async with open_services(settings, bot.team) as svc:
+        queues = Queues(Redis.from_url(str(settings.redis_url)))
+        return await TurnRunner(svc, bot, queues).run(turn_id, attempt)
+
+
+@dataclass
+class TurnRunner:
+    svc: Services
+    bot: BotIdentity
+    queues: Queues
+
+    async def run(self, turn_id: str, attempt: str) -> str:
+        store = self.svc.store
+        turn = await store.load(turn_id)
+        if turn is None:
+            return "missing"
+        if not await store.claim(f"{turn_id}:{attempt}"):
+            return "duplicate"
+        if not await store.begin_run(turn.thread, turn.id):
+            await store.set_status(turn.id, "waiting_for_thread")
+            return "queued behind another request in this thread"
+        try:
+            return await self._run(turn)
+        finally:
+            nxt = await store.end_run(turn.thread, turn.id)
+            if nxt:
+                self.queues.enqueue_turn(nxt, "handoff")
+
+    async def _run(self, turn: Turn) -> str:
+        poster, store = self.svc.poster, self.svc.store
+        await poster.react(turn.channel, turn.ts, "eyes")
+        identity = await self.svc.broker.identity(turn.team, turn.user)
+        if identity is None:
+            url = await self.svc.linking.offer(turn.team, turn.user, waiting=turn.id)
+            prompt = blocks.connect_prompt(
+                url, reason="Your question needs the tools your account gives you access to."
+            )
+            await poster.ephemeral(
+                turn.channel, turn.user, text=prompt.text, blocks=prompt.blocks, thread_ts=turn.thread_ts
+            )
+            await store.set_status(turn.id, "waiting_for_link")
+            return "waiting for link"
+        refusal = await self._refusal(turn)
+        if refusal:
+            await self._say(turn, refusal, marker="refused")
+            await store.set_status(turn.id, "refused")
+            return "refused"
+        started = time.monotonic()
+        working = blocks.working_message()
+        placeholder = await poster.post(
+            turn.channel,
+            text=working.text,
+            blocks=working.blocks,
+            thread_ts=turn.thread_ts,
+            marker=f"{turn.id}:working",
+        )
+        caller = Caller(turn.team, turn.user, turn.channel, identity)
+        async with self.svc.gateway.session(caller) as session:
+            try:
+                await session.tools()
+            except RegistryUnavailable as exc:
+                await poster.update(turn.channel, placeholder.ts, text=str(exc))
+                await store.set_status(turn.id, "failed", reason="registry")
+                return "registry unavailable"
+            result = await self._loop(turn, identity, session, placeholder.ts)
+            await self._audit_calls(turn, identity, session, result)
+        await self._deliver(turn, placeholder.ts, result, time.monotonic() - started, session)
+        await poster.react(turn.channel, turn.ts, "eyes", remove=True)
+        await store.mark_bot_thread(turn.team, turn.channel, turn.thread_ts)
+        kind = (
+            "answered" if isinstance(result, Answer) else "paused" if isinstance(result, Paused) else "failed"
+        )
+        await store.set_status(turn.id, kind)
+        return kind
+
+    async def _refusal(self, turn: Turn) -> str | None:
+        if len(turn.text) > MAX_INPUT_CHARS:
+            return (
+                f"That message is {len(turn.text):,} characters; I take at most {MAX_INPUT_CHARS:,}. "
+                "Please shorten it or attach the details as a file."
+            )
+        if not turn.text.strip():
+            return "What would you like me to look into?"
+        key = f"chatops:rate:{turn.team}:{turn.user}:{int(time.time() // 60)}"
+        count = await self.svc.redis.incr(key)
+        await self.svc.redis.expire(key, 120)
+        if count > USER_TURNS_PER_MINUTE:
+            return "You've asked me a lot in the last minute. Give me a moment, then ask again."
+        return None
+
+    async def _loop(
+        self, turn: Turn, identity: Identity, session: GatewaySession, ts: str
+    ) -> Answer | Paused | Failed:
+        svc = self.svc
+        conversation = await svc.store.conversation(turn.thread)
+        asker = f"<@{turn.user}> ({identity.email or identity.sub})"
+        conversation.messages.append({"role": "user", "content": f"{asker} asks:\n{turn.text}"})
+        if turn.user not in conversation.users:
+            conversation.users.append(turn.user)
+        if svc.model is None:
+            return Failed(
+                "model_unavailable",
+                "No model is configured for this deployment (ANTHROPIC_API_KEY).",
+                conversation.messages,
+                [],
+                0,
+                0,
+                "",
+            )
+        limits = Limits(
+            max_steps=svc.settings.max_steps,
+            max_seconds=float(svc.settings.max_turn_seconds),
+            max_output_tokens=svc.settings.max_output_tokens,
+            tool_output_max_chars=svc.settings.tool_output_max_chars,
+        )
+        progress = SlackProgress(svc.poster, turn.channel, ts)
+        result = await loop.run(
+            conversation.messages,
+            tools=session,
+            model=svc.model,
+            limits=limits,
+            progress=progress,
+            rejected=frozenset(conversation.rejected),
+        )
+        conversation.messages = list(result.messages)
+        await svc.store.save_conversation(turn.thread, conversation)
+        return result
+
+    async def _audit_calls(
+        self, turn: Turn, identity: Identity, session: GatewaySession, result: Answer | Paused | Failed
+    ) -> None:
+        for call in result.calls:
+            spec = session.spec(call.model_name)
+            await self.svc.audit.record(
+                AuditRecord(
+                    kind="tool_call",
+                    outcome="succeeded" if call.ok else "failed",
+                    request_id=turn.id,
+                    team=turn.team,
+                    channel=turn.channel,
+                    thread_ts=turn.thread_ts,
+                    user=turn.user,
+                    sub=identity.sub,
+                    server=call.server,
+                    tool=call.tool,
+                    args_sha256=args_digest(call.arguments),
+                    args_preview=preview(call.arguments),
+                    latency_ms=call.latency_ms,
+                    minutes_saved=spec.minutes_saved if (spec is not None and call.ok) else 0.0,
+                    detail=call.error_kind or "",
+                )
+            )
+
+    async def _deliver(
+        self,
+        turn: Turn,
+        placeholder: str,
+        result: Answer | Paused | Failed,
+        seconds: float,
+        session: GatewaySession,
+    ) -> None:
+        used = sorted({f"{c.server.split('/', 1)[-1]} · {c.tool}" for c in result.calls})
+        footer = f"Used {', '.join(used)} · {seconds:.1f} s" if used else f"{seconds:.1f} s"
+        if isinstance(result, Answer):
+            text = result.text
+            if result.notes:
+                footer += " · " + " · ".join(result.notes)
+        elif isinstance(result, Paused):
+            lines = [f"• `{p.server.split('/', 1)[-1]}.{p.tool}` {p.reason}".rstrip() for p in result.pending]
+            text = "This needs approval before it can run:\n" + "\n".join(lines)
+        else:
+            text = result.message
+        text, _ = redact_secrets(text)
+        layout = blocks.answer_messages(text, footer=footer, feedback_id=turn.id)
+        poster = self.svc.poster
+        try:
+            for index, message in enumerate(layout.messages):
+                if index == 0:
+                    await poster.update(turn.channel, placeholder, text=message.text, blocks=message.blocks)
+                else:
+                    await poster.post(
+                        turn.channel,
+                        text=message.text,
+                        blocks=message.blocks,
+                        thread_ts=turn.thread_ts,
+                        marker=f"{turn.id}:answer:{index}",
+                    )
+            if layout.upload_full_text:
+                await poster.upload_text(
+                    turn.channel, turn.thread_ts, filename="answer.md", title="Full answer", content=text
+                )
+        except PostError as exc:
+            log.warning("answer blocks refused (%s); falling back to a file", exc.error)
+            await poster.update(turn.channel, placeholder, text="The full answer is attached as a file.")
+            await poster.upload_text(
+                turn.channel,
+                turn.thread_ts,
+                filename="answer.md",
+                title="Answer",
+                content=text + "\n\n" + footer,
+            )
+
+    async def _say(self, turn: Turn, text: str, *, marker: str) -> None:
+        message = blocks.error_message(text)
+        await self.svc.poster.post(
+            turn.channel,
+            text=message.text,
+            blocks=message.blocks,
+            thread_ts=turn.thread_ts,
+            marker=f"{turn.id}:{marker}",
+        )

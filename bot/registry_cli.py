@@ -1,0 +1,64 @@
+"""`chatops registry`: what the registry offers, and what one person would get from it."""
+
+from __future__ import annotations
+
+import json
+
+import httpx2
+import redis.asyncio as aioredis
+
+from bot.settings import Settings
+from mcp_clients.connection import shared_ssl_context
+from registry_cache.client import fetch_all
+from registry_cache.model import parse_entries
+from registry_cache.view import Person, RegistryView
+
+__all__ = ["show_registry"]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _person(settings: Settings, as_who: str) -> Person:
+    if "@" not in as_who:
+        return Person("(groups)", "", frozenset(g.strip() for g in as_who.split(",") if g.strip()))
+    if settings.redis_url:
+        redis = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            async for key in redis.scan_iter(match="chatops:link:*", count=500):
+                raw = await redis.hgetall(key)
+                data = {_text(k): _text(v) for k, v in raw.items()}
+                if data.get("email", "").lower() == as_who.lower():
+                    return Person(data["sub"], as_who, frozenset(json.loads(data["groups"])))
+        finally:
+            await redis.aclose()
+    raise SystemExit(f"chatops: no linked person with email {as_who}; pass their groups instead (--as a,b)")
+
+
+async def show_registry(settings: Settings, *, as_who: str | None, channel: str | None) -> int:
+    async with httpx2.AsyncClient(verify=shared_ssl_context()) as http:
+        raw = await fetch_all(http, str(settings.registry_url))
+    entries, skipped = parse_entries(raw)
+    view = RegistryView(entries, skipped)
+    person = await _person(settings, as_who) if as_who else None
+    for entry in view.entries:
+        gov = entry.governance
+        line = f"{entry.name:32} {gov.status:10} owner={gov.owner_team or '-':16} auth={gov.auth:7}"
+        line += f" groups={','.join(gov.allowed_groups) or '(nobody)'}"
+        if gov.allowed_channels:
+            line += f" channels={','.join(gov.allowed_channels)}"
+        if person is not None:
+            access = view.access(person, entry, channel)
+            line += "  -> " + ("yes" if access.allowed else f"no: {access.reason}")
+        print(line)
+        for tool, policy in sorted(gov.tools.items()):
+            bits = ["disabled" if not policy.enabled else f"approval={policy.approval or 'by annotations'}"]
+            if policy.approver_groups:
+                bits.append(f"approvers={','.join(policy.approver_groups)}")
+            if policy.quorum:
+                bits.append(f"quorum={policy.quorum}")
+            print(f"    {tool:28} {' '.join(bits)}")
+    for skip in view.skipped:
+        print(f"skipped {skip.name}: {skip.reason}")
+    return 0

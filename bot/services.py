@@ -1,0 +1,104 @@
+"""Composition: the clients one unit of work needs (a web process, or one job), built from settings.
+
+Async clients are built per job on purpose: RQ runs each async job on a fresh event loop, and an httpx2 or
+Redis client bound to a previous loop must not be reused. Building them is cheap (one shared TLS context).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx2
+import redis.asyncio as aioredis
+
+from agent.model import AnthropicModel, make_client
+from approvals.audit import Audit
+from approvals.turns import TurnStore
+from bot.linking import Linking
+from bot.poster import Poster, make_slack_client
+from bot.settings import Settings
+from mcp_clients.connection import shared_ssl_context
+from mcp_clients.gateway import Gateway
+from mcp_clients.provider import Provider
+from mcp_clients.sealing import Sealer
+from mcp_clients.tokens import TokenBroker
+from registry_cache.client import fetch_all
+from registry_cache.snapshot import SharedSnapshot
+
+__all__ = ["BotIdentity", "Services", "open_services"]
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    team: str
+    user_id: str
+    bot_id: str
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: aioredis.Redis
+    http: httpx2.AsyncClient
+    provider: Provider
+    broker: TokenBroker
+    snapshot: SharedSnapshot
+    gateway: Gateway
+    poster: Poster
+    store: TurnStore
+    audit: Audit
+    linking: Linking
+    model: AnthropicModel | None
+
+
+@asynccontextmanager
+async def open_services(settings: Settings, team: str) -> AsyncIterator[Services]:
+    assert settings.redis_url is not None, "settings.require() guarantees REDIS_URL outside demo/dev"
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    http = httpx2.AsyncClient(verify=shared_ssl_context(), timeout=httpx2.Timeout(15, connect=5))
+    secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else ""
+    provider = Provider(http, str(settings.oauth_issuer or ""), settings.oauth_client_id or "", secret)
+    sealer = Sealer([k.get_secret_value() for k in settings.chatops_secret_key])
+    broker = TokenBroker(redis, provider, sealer)
+    registry_url = str(settings.registry_url or "")
+    snapshot = SharedSnapshot(
+        redis,
+        lambda: fetch_all(http, registry_url),
+        ttl_seconds=settings.registry_ttl_seconds,
+        stale_max_seconds=settings.registry_stale_max_seconds,
+    )
+    gateway = Gateway(snapshot, broker, output_max_chars=settings.tool_output_max_chars)
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    poster = Poster(make_slack_client(token, str(settings.slack_api_url)), redis, team)
+    model = None
+    if settings.anthropic_api_key is not None:
+        client = make_client(
+            settings.anthropic_api_key.get_secret_value(),
+            str(settings.anthropic_base_url) if settings.anthropic_base_url else None,
+            http_client=httpx2.AsyncClient(
+                verify=shared_ssl_context(), timeout=httpx2.Timeout(120, connect=5)
+            ),
+        )
+        model = AnthropicModel(client, settings.chatops_model)
+    linking = Linking(redis, provider, broker, snapshot, public_url=settings.base_url)
+    services = Services(
+        settings,
+        redis,
+        http,
+        provider,
+        broker,
+        snapshot,
+        gateway,
+        poster,
+        TurnStore(redis),
+        Audit(redis, retention_days=settings.audit_retention_days),
+        linking,
+        model,
+    )
+    try:
+        yield services
+    finally:
+        await http.aclose()
+        await redis.aclose()

@@ -1,0 +1,161 @@
+"""The `web` process: Slack endpoint (HTTP mode), account linking, health, readiness and metrics (SPEC §4).
+
+One Starlette app; Bolt handles `/slack/events` with `process_before_response=True` so that a listener's
+`ack()` *is* the HTTP response (no ~10 ms polling floor, perf-anchors §1) and nothing slow runs before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis import Redis
+from redis.exceptions import RedisError
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from approvals.audit import AuditRecord
+from bot import listeners
+from bot.ingress import Ingress
+from bot.linking import LinkFailed, LinkResult
+from bot.pages import page
+from bot.poster import make_slack_client
+from bot.queues import Queues
+from bot.services import BotIdentity, Services, open_services
+from bot.settings import Settings
+
+__all__ = ["build_bolt", "build_web"]
+
+log = logging.getLogger(__name__)
+
+
+def build_bolt(settings: Settings, bot: BotIdentity, services: Services, queues: Queues) -> AsyncApp:
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+
+    async def authorize(**_: Any) -> AuthorizeResult:
+        # One workspace, one bot token: no auth.test per request.
+        return AuthorizeResult(
+            enterprise_id=None, team_id=bot.team, bot_token=token, bot_user_id=bot.user_id, bot_id=bot.bot_id
+        )
+
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    app = AsyncApp(
+        client=make_slack_client(token, str(settings.slack_api_url)),
+        signing_secret=secret,
+        authorize=authorize,
+        process_before_response=True,
+        request_verification_enabled=secret is not None,
+        raise_error_for_unhandled_request=False,
+    )
+    ingress = Ingress(services.store, queues, bot)
+    app.middleware(ingress.middleware)
+    listeners.register(app, services, queues, bot)
+    return app
+
+
+def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) -> Starlette:
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with open_services(settings, bot.team) as services:
+            queues = Queues(Redis.from_url(str(settings.redis_url)))
+
+            async def on_linked(result: LinkResult) -> None:
+                await services.audit.record(
+                    AuditRecord(
+                        kind="account_link",
+                        outcome="succeeded",
+                        team=result.identity.team,
+                        user=result.identity.user,
+                        sub=result.identity.sub,
+                    )
+                )
+                for turn_id in result.waiting:
+                    queues.enqueue_turn(turn_id, "linked")
+
+            services.linking._on_linked = on_linked
+            state["services"] = services
+            state["queues"] = queues
+            state["bolt"] = AsyncSlackRequestHandler(build_bolt(settings, bot, services, queues))
+            yield
+
+    async def slack_events(request: Request) -> Response:
+        handler: AsyncSlackRequestHandler = state["bolt"]
+        return await handler.handle(request)
+
+    async def oauth_start(request: Request) -> Response:
+        services: Services = state["services"]
+        try:
+            url = await services.linking.start(request.path_params["offer"])
+        except LinkFailed as exc:
+            return HTMLResponse(page("This link cannot be used", str(exc), ok=False), status_code=400)
+        return RedirectResponse(url, status_code=302)
+
+    async def oauth_callback(request: Request) -> Response:
+        services: Services = state["services"]
+        q = request.query_params
+        try:
+            result = await services.linking.finish(
+                state=q.get("state"), code=q.get("code"), iss=q.get("iss"), error=q.get("error")
+            )
+        except LinkFailed as exc:
+            return HTMLResponse(page("Your account was not connected", str(exc), ok=False), status_code=400)
+        who = result.identity.email or result.identity.sub
+        waiting = " I'm answering your waiting question now." if result.waiting else ""
+        return HTMLResponse(page("You're connected", f"Slack now knows you as {who}.{waiting}", ok=True))
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(_: Request) -> Response:
+        services: Services = state["services"]
+        checks: dict[str, str] = {}
+        try:
+            await services.redis.ping()
+            checks["redis"] = "ok"
+        except (RedisError, OSError) as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+        try:
+            answer = await services.http.get(
+                str(settings.registry_url).rstrip("/") + "/v0.1/servers", params={"limit": 1}, timeout=3
+            )
+            checks["registry"] = "ok" if answer.status_code == 200 else f"error: HTTP {answer.status_code}"
+        except httpx2.HTTPError as exc:
+            checks["registry"] = f"error: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return Response(
+            json.dumps({"ready": ready, **checks}),
+            status_code=200 if ready else 503,
+            media_type="application/json",
+        )
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [
+        Route("/oauth/start/{offer}", oauth_start, methods=["GET"]),
+        Route("/oauth/callback", oauth_callback, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if slack_http:
+        routes.insert(0, Route("/slack/events", slack_events, methods=["POST"]))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.chatops = state
+    return app
+
+
+def json_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

@@ -1,0 +1,50 @@
+"""`chatops worker`: RQ workers for the agent, action and workflow queues (SPEC §2).
+
+The job module is imported here, before any fork, so every work-horse inherits anthropic, mcp and slack_sdk
+already loaded (api-facts §4.3). Jobs are JSON-serialized: a pickled job planted in Redis cannot run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from redis import Redis
+from rq import SimpleWorker, Worker
+from rq.serializers import JSONSerializer
+from rq.worker_pool import WorkerPool
+
+from bot import jobs
+from bot.queues import QUEUE_NAMES
+from bot.services import BotIdentity
+from bot.settings import Settings
+
+__all__ = ["run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(
+    settings: Settings,
+    bot: BotIdentity,
+    *,
+    processes: int = 1,
+    burst: bool = False,
+    simple: bool = False,
+    queues: Sequence[str] = QUEUE_NAMES,
+) -> None:
+    jobs.configure(settings, bot)
+    connection = Redis.from_url(str(settings.redis_url))
+    worker_class: type[Worker] = SimpleWorker if simple else Worker  # type: ignore[assignment]
+    if processes > 1:
+        pool = WorkerPool(
+            list(queues),
+            connection=connection,
+            num_workers=processes,
+            worker_class=worker_class,
+            serializer=JSONSerializer,
+        )
+        pool.start(burst=burst, logging_level=settings.log_level)
+        return
+    worker = worker_class(list(queues), connection=connection, serializer=JSONSerializer)
+    worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
