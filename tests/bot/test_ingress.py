@@ -1,0 +1,79 @@
+"""Ingress decides what is a request and admits each message once (SPEC §7, §10)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from approvals.turns import TurnStore
+from bot.ingress import Ingress
+from bot.queues import AGENT, Queues
+from bot.services import BotIdentity
+
+BOT = BotIdentity("T0CHATOPS", "U0CHATOPS", "B0CHATOPS")
+
+
+def event(
+    kind: str = "app_mention", *, ts: str = "1.000100", event_id: str = "Ev1", **extra: Any
+) -> dict[str, Any]:
+    body = {"type": kind, "user": "U0ALICE", "channel": "C0DATAENG", "ts": ts, "text": "<@U0CHATOPS> hi"}
+    body.update(extra)
+    return {"type": "event_callback", "team_id": "T0CHATOPS", "event_id": event_id, "event": body}
+
+
+@pytest.fixture
+def ingress(aredis: aioredis.Redis, redis_url: str) -> Ingress:
+    return Ingress(TurnStore(aredis), Queues(redis.Redis.from_url(redis_url)), BOT)
+
+
+def queued(redis_url: str) -> int:
+    return int(redis.Redis.from_url(redis_url).llen(f"rq:queue:{AGENT}"))
+
+
+async def test_a_mention_is_queued_once_across_retries_and_the_message_twin(
+    ingress: Ingress, redis_url: str
+) -> None:
+    assert await ingress.admit(event()) == "queued"
+    assert await ingress.admit(event(), retrying=True) == "duplicate"
+    assert await ingress.admit(event("message", event_id="Ev2", channel_type="channel")) == "duplicate"
+    assert queued(redis_url) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (event(bot_id="B0CHATOPS"), "bot"),
+        (event(bot_id="B0OTHER"), "bot"),
+        (event("message", subtype="message_changed"), "subtype"),
+        (event("message", subtype="message_deleted"), "subtype"),
+        (event(user="U0CHATOPS"), "human"),
+        (event("message", text="just chatting", channel_type="channel"), "not addressed"),
+        (event("message", text="reply", thread_ts="0.5", channel_type="channel"), "not addressed"),
+    ],
+)
+async def test_what_is_not_a_request_is_ignored(
+    ingress: Ingress, redis_url: str, body: dict[str, Any], reason: str
+) -> None:
+    assert reason in await ingress.admit(body)
+    assert queued(redis_url) == 0
+
+
+async def test_dms_and_replies_in_bot_threads_are_requests(ingress: Ingress, aredis: aioredis.Redis) -> None:
+    dm = event("message", channel="D0ALICE", channel_type="im", text="what is running?")
+    assert await ingress.admit(dm) == "queued"
+    await TurnStore(aredis).mark_bot_thread("T0CHATOPS", "C0DATAENG", "0.5")
+    reply = event(
+        "message", ts="2.0", event_id="Ev3", text="and now?", thread_ts="0.5", channel_type="channel"
+    )
+    assert await ingress.admit(reply) == "queued"
+
+
+async def test_a_retry_whose_enqueue_was_lost_is_queued_again(ingress: Ingress, redis_url: str) -> None:
+    assert await ingress.admit(event()) == "queued"
+    sync = redis.Redis.from_url(redis_url)
+    sync.delete(f"rq:queue:{AGENT}", *sync.keys("rq:job:*"))  # the web process died before the job landed
+    assert await ingress.admit(event(), retrying=True) == "re-enqueued"
+    assert queued(redis_url) == 1

@@ -1,0 +1,146 @@
+"""End-to-end harness: the real web app on loopback, signed Slack requests, real Redis, real RQ workers,
+and the fixture world (identity provider, registry, MCP servers, Slack, model) behind them.
+
+Scenario tests are synchronous on purpose: RQ runs async jobs on a fresh event loop of their own, which
+cannot start inside a running test loop. `Scenario.work()` drains the queues with a real worker (burst).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx2
+import pytest
+import redis
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from approvals.turns import turn_id_for
+from bot import jobs
+from bot.identity import whoami
+from bot.linking import Linking
+from bot.queues import QUEUE_NAMES
+from bot.services import BotIdentity, open_services
+from bot.settings import Role, Settings, load_settings
+from bot.web import build_web
+from fixtures.redis_proc import RedisProc
+from fixtures.server import RunningServer, bind_loopback, start
+from fixtures.slack import TEAM_ID, Message
+from fixtures.slack_ingress import SlackIngress
+from fixtures.world import SIGNING_SECRET, World, start_world
+
+SLACK_IDS = {"alice": "U0ALICE", "bob": "U0BOB", "carol": "U0CAROL", "dave": "U0DAVE", "erin": "U0ERIN"}
+
+
+@dataclass
+class Scenario:
+    world: World
+    settings: Settings
+    env: dict[str, str]
+    bot: BotIdentity
+    web: RunningServer
+    ingress: SlackIngress
+    redis_url: str
+
+    @property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def work(self) -> int:
+        """Run every queued job to completion in this process with a real RQ worker; return how many ran."""
+        jobs.configure(self.settings, self.bot)
+        connection = redis.Redis.from_url(self.redis_url)
+        worker = SimpleWorker(list(QUEUE_NAMES), connection=connection, serializer=JSONSerializer)
+        worker.work(burst=True, with_scheduler=False)
+        done = worker.successful_job_count + worker.failed_job_count
+        connection.close()
+        return done
+
+    def work_in_subprocess(self) -> None:
+        """The same, in a separate `chatops worker --burst` process (a restart, another machine)."""
+        env = {**os.environ, **self.env, "CHATOPS_NETGUARD": "1"}
+        subprocess.run(
+            [sys.executable, "-m", "bot.cli", "worker", "--burst"], env=env, check=True, timeout=120
+        )
+
+    def link(self, person: str) -> None:
+        """Connect a person's account through the real browser flow against the web process."""
+
+        async def offer() -> str:
+            async with open_services(self.settings, self.bot.team) as svc:
+                linking: Linking = svc.linking
+                return await linking.offer(TEAM_ID, SLACK_IDS[person])
+
+        url = asyncio.run(offer())
+        self.browse_link(person, url)
+
+    def browse_link(self, person: str, url: str) -> httpx2.Response:
+        with httpx2.Client(follow_redirects=True, timeout=10) as browser:
+            browser.get(self.world.idp.login_url(person))
+            return browser.get(url)
+
+    def bot_messages(self, channel: str, thread_ts: str) -> list[Message]:
+        return [m for m in self.world.slack.messages(channel, thread_ts=thread_ts) if m.bot_id]
+
+    def turn_status(self, channel: str, ts: str) -> str | None:
+        raw = self.redis.hget(f"chatops:turn-status:{turn_id_for(TEAM_ID, channel, ts)}", "status")
+        return raw.decode() if isinstance(raw, bytes) else None
+
+
+@pytest.fixture(scope="session")
+def scenario_world() -> Iterator[World]:
+    world = start_world()
+    yield world
+    world.stop()
+
+
+@pytest.fixture(scope="session")
+def scenario_redis() -> Iterator[RedisProc]:
+    server = RedisProc().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def scenario_web(
+    scenario_world: World, scenario_redis: RedisProc
+) -> Iterator[tuple[RunningServer, Settings, BotIdentity]]:
+    sock = bind_loopback()
+    public_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = scenario_world.env(public_url=public_url, redis_url=scenario_redis.url)
+    settings = load_settings(Role.WEB_HTTP, env=env)
+    bot = whoami(settings)
+    web = start(build_web(settings, bot), sock=sock)
+    yield web, settings, bot
+    web.stop()
+
+
+@pytest.fixture
+def scenario(
+    scenario_world: World,
+    scenario_redis: RedisProc,
+    scenario_web: tuple[RunningServer, Settings, BotIdentity],
+) -> Iterator[Scenario]:
+    web, settings, bot = scenario_web
+    world = scenario_world
+    client = redis.Redis.from_url(scenario_redis.url)
+    client.flushall()
+    client.close()
+    world.slack.reset()
+    world.anthropic.reset()
+    world.registry.reset()
+    world.idp.reset()
+    world.allow_redirect(web.url)
+    for server in world.servers.values():
+        server.record.clear()
+        server.knobs.reset()
+        server.ledger.reset()
+    env = world.env(public_url=web.url, redis_url=scenario_redis.url)
+    ingress = SlackIngress(web.url, SIGNING_SECRET, slack=world.slack)
+    yield Scenario(world, settings, env, bot, web, ingress, scenario_redis.url)
+    ingress.close()
