@@ -15,10 +15,14 @@ from redis import Redis
 
 from agent import loop
 from agent.loop import Answer, Failed, Limits, Paused
+from agent.prompt import wrap_tool_output
 from agent.redaction import redact_secrets
+from agent.transcript import call_digest
 from approvals.audit import AuditRecord, args_digest, preview
+from approvals.store import ApprovalStore, Status
 from approvals.turns import Turn
 from bot import blocks
+from bot.approval_flow import ApprovalFlow, seal_key
 from bot.events import MAX_INPUT_CHARS
 from bot.poster import PostError
 from bot.progress import SlackProgress
@@ -29,7 +33,7 @@ from mcp_clients.gateway import Caller, GatewaySession
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import RegistryUnavailable
 
-__all__ = ["configure", "run_turn"]
+__all__ = ["configure", "execute_approved", "expire_approval", "run_turn", "sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,49 @@ async def run_turn(turn_id: str, attempt: str = "first") -> str:
         return await TurnRunner(svc, bot, queues).run(turn_id, attempt)
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """A non-human message that continues a conversation (an approval update)."""
+
+    text: str
+    rejected: tuple[str, ...] = ()
+
+
+def approval_flow(svc: Services, queues: Queues, bot: BotIdentity) -> ApprovalFlow:
+    return ApprovalFlow(svc, queues, bot, ApprovalStore(svc.redis, seal_key=seal_key(svc)))
+
+
+async def execute_approved(approval_id: str) -> str:
+    """Run one approved action (actions queue). Safe to enqueue twice: only APPROVED → RUNNING proceeds."""
+    settings, bot = _configured()
+    async with open_services(settings, bot.team) as svc:
+        queues = Queues(Redis.from_url(str(settings.redis_url)))
+        return await approval_flow(svc, queues, bot).execute(approval_id)
+
+
+async def expire_approval(approval_id: str) -> bool:
+    settings, bot = _configured()
+    async with open_services(settings, bot.team) as svc:
+        queues = Queues(Redis.from_url(str(settings.redis_url)))
+        flow = approval_flow(svc, queues, bot)
+        expired = await flow.store.expire(approval_id)
+        await flow.on_expired(approval_id)
+        return expired
+
+
+async def sweep() -> dict[str, int]:
+    """Expire overdue approvals, report runs whose worker died, re-render failed card updates; then
+    schedule the next sweep (one chain for the whole deployment)."""
+    settings, bot = _configured()
+    async with open_services(settings, bot.team) as svc:
+        queues = Queues(Redis.from_url(str(settings.redis_url)))
+        try:
+            return await approval_flow(svc, queues, bot).sweep()
+        finally:
+            queues.connection.delete("chatops:sweep-scheduled")
+            queues.schedule_sweep()
+
+
 @dataclass
 class TurnRunner:
     svc: Services
@@ -76,16 +123,25 @@ class TurnRunner:
             await store.set_status(turn.id, "waiting_for_thread")
             return "queued behind another request in this thread"
         try:
-            return await self._run(turn)
+            return await self._run(turn, attempt)
         finally:
             nxt = await store.end_run(turn.thread, turn.id)
             if nxt:
                 self.queues.enqueue_turn(nxt, "handoff")
 
-    async def _run(self, turn: Turn) -> str:
+    async def _run(self, turn: Turn, attempt: str) -> str:
         poster, store = self.svc.poster, self.svc.store
-        await poster.react(turn.channel, turn.ts, "eyes")
+        resuming = attempt.startswith("resume-")
+        if not resuming:
+            await poster.react(turn.channel, turn.ts, "eyes")
         identity = await self.svc.broker.identity(turn.team, turn.user)
+        if identity is None and resuming:
+            await self._say(
+                turn,
+                "I can't continue: your account link has ended. Connect again and ask me.",
+                marker=f"{attempt}:unlinked",
+            )
+            return "requester unlinked"
         if identity is None:
             url = await self.svc.linking.offer(turn.team, turn.user, waiting=turn.id)
             prompt = blocks.connect_prompt(
@@ -96,7 +152,7 @@ class TurnRunner:
             )
             await store.set_status(turn.id, "waiting_for_link")
             return "waiting for link"
-        refusal = await self._refusal(turn)
+        refusal = None if resuming else await self._refusal(turn)
         if refusal:
             await self._say(turn, refusal, marker="refused")
             await store.set_status(turn.id, "refused")
@@ -108,7 +164,7 @@ class TurnRunner:
             text=working.text,
             blocks=working.blocks,
             thread_ts=turn.thread_ts,
-            marker=f"{turn.id}:working",
+            marker=f"{turn.id}:{attempt}:working",
         )
         caller = Caller(turn.team, turn.user, turn.channel, identity)
         async with self.svc.gateway.session(caller) as session:
@@ -118,9 +174,12 @@ class TurnRunner:
                 await poster.update(turn.channel, placeholder.ts, text=str(exc))
                 await store.set_status(turn.id, "failed", reason="registry")
                 return "registry unavailable"
-            result = await self._loop(turn, identity, session, placeholder.ts)
+            incoming = await self._approval_update(turn) if resuming else None
+            result = await self._loop(turn, identity, session, placeholder.ts, incoming)
             await self._audit_calls(turn, identity, session, result)
-        await self._deliver(turn, placeholder.ts, result, time.monotonic() - started, session)
+            if isinstance(result, Paused):
+                await self._request_approvals(turn, caller, session, result)
+        await self._deliver(turn, placeholder.ts, result, time.monotonic() - started, attempt)
         await poster.react(turn.channel, turn.ts, "eyes", remove=True)
         await store.mark_bot_thread(turn.team, turn.channel, turn.thread_ts)
         kind = (
@@ -128,6 +187,54 @@ class TurnRunner:
         )
         await store.set_status(turn.id, kind)
         return kind
+
+    async def _request_approvals(
+        self, turn: Turn, caller: Caller, session: GatewaySession, paused: Paused
+    ) -> None:
+        flow = approval_flow(self.svc, self.queues, self.bot)
+        for pending in paused.pending:
+            spec = session.spec(pending.model_name)
+            if spec is None:  # listed a moment ago; the loop only pauses on listed tools
+                continue
+            await flow.request(
+                turn=turn,
+                caller=caller,
+                spec=spec,
+                arguments=dict(pending.arguments),
+                reason=pending.reason,
+                tool_use_id=pending.tool_use_id,
+            )
+
+    async def _approval_update(self, turn: Turn) -> Incoming:
+        """The message that resumes a paused conversation: what people decided and what happened."""
+        store = ApprovalStore(self.svc.redis, seal_key=seal_key(self.svc))
+        parts = ["[Update from the approval system; not typed by a person]"]
+        rejected: list[str] = []
+        for a in await store.for_turn(turn.id):
+            call = f"`{a.short_name}.{a.tool}` (requested by <@{a.requester}>)"
+            by = ", ".join(f"<@{u}>" for u in a.decided_by) or "nobody"
+            if a.status == Status.SUCCEEDED:
+                parts.append(
+                    f"{call} was approved by {by} and ran. Its output:\n"
+                    + wrap_tool_output(a.server, a.tool, a.outcome_detail)
+                )
+            elif a.status == Status.FAILED:
+                parts.append(f"{call} was approved by {by} but did not succeed: {a.outcome_detail}")
+            elif a.status == Status.OUTCOME_UNKNOWN:
+                parts.append(
+                    f"{call} was approved by {by}; its outcome is unknown ({a.outcome_detail}). "
+                    "Do not run it again; tell the person to check."
+                )
+            elif a.status == Status.REJECTED:
+                rejected.append(call_digest(a.model_name, a.arguments))
+                parts.append(
+                    f"{call} was rejected by {by}: {a.reject_reason or 'no reason given'}. "
+                    "Do not propose it again unless the person asks."
+                )
+            elif a.status == Status.EXPIRED:
+                parts.append(f"{call} expired without a decision and did not run.")
+        parts.append("Continue from here: tell the person what happened and what is left to do.")
+        return Incoming("\n\n".join(parts), tuple(rejected))
 
     async def _refusal(self, turn: Turn) -> str | None:
         if len(turn.text) > MAX_INPUT_CHARS:
@@ -145,12 +252,16 @@ class TurnRunner:
         return None
 
     async def _loop(
-        self, turn: Turn, identity: Identity, session: GatewaySession, ts: str
+        self, turn: Turn, identity: Identity, session: GatewaySession, ts: str, incoming: Incoming | None
     ) -> Answer | Paused | Failed:
         svc = self.svc
         conversation = await svc.store.conversation(turn.thread)
-        asker = f"<@{turn.user}> ({identity.email or identity.sub})"
-        conversation.messages.append({"role": "user", "content": f"{asker} asks:\n{turn.text}"})
+        if incoming is None:
+            asker = f"<@{turn.user}> ({identity.email or identity.sub})"
+            conversation.messages.append({"role": "user", "content": f"{asker} asks:\n{turn.text}"})
+        else:
+            conversation.messages.append({"role": "user", "content": incoming.text})
+            conversation.rejected.extend(d for d in incoming.rejected if d not in conversation.rejected)
         if turn.user not in conversation.users:
             conversation.users.append(turn.user)
         if svc.model is None:
@@ -179,6 +290,20 @@ class TurnRunner:
             rejected=frozenset(conversation.rejected),
         )
         conversation.messages = list(result.messages)
+        if isinstance(result, Paused):
+            # Close the paused step with placeholders so the stored conversation stays valid while people
+            # decide; the real outcome arrives later as an approval update (see _approval_update).
+            waiting = {
+                p.tool_use_id: (
+                    True,
+                    "Waiting for human approval. The outcome will arrive in a later message; "
+                    "do not call this again.",
+                )
+                for p in result.pending
+            }
+            conversation.messages = loop.resume(
+                result.messages, result.completed, waiting, pending=result.pending
+            )
         await svc.store.save_conversation(turn.thread, conversation)
         return result
 
@@ -208,12 +333,7 @@ class TurnRunner:
             )
 
     async def _deliver(
-        self,
-        turn: Turn,
-        placeholder: str,
-        result: Answer | Paused | Failed,
-        seconds: float,
-        session: GatewaySession,
+        self, turn: Turn, placeholder: str, result: Answer | Paused | Failed, seconds: float, attempt: str
     ) -> None:
         used = sorted({f"{c.server.split('/', 1)[-1]} · {c.tool}" for c in result.calls})
         footer = f"Used {', '.join(used)} · {seconds:.1f} s" if used else f"{seconds:.1f} s"
@@ -222,8 +342,8 @@ class TurnRunner:
             if result.notes:
                 footer += " · " + " · ".join(result.notes)
         elif isinstance(result, Paused):
-            lines = [f"• `{p.server.split('/', 1)[-1]}.{p.tool}` {p.reason}".rstrip() for p in result.pending]
-            text = "This needs approval before it can run:\n" + "\n".join(lines)
+            lines = [f"• `{p.server.split('/', 1)[-1]}.{p.tool}`" for p in result.pending]
+            text = "This needs approval before it can run (see the card below):\n" + "\n".join(lines)
         else:
             text = result.message
         text, _ = redact_secrets(text)
@@ -239,7 +359,7 @@ class TurnRunner:
                         text=message.text,
                         blocks=message.blocks,
                         thread_ts=turn.thread_ts,
-                        marker=f"{turn.id}:answer:{index}",
+                        marker=f"{turn.id}:{attempt}:answer:{index}",
                     )
             if layout.upload_full_text:
                 await poster.upload_text(

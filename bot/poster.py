@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -79,7 +80,10 @@ class Poster:
         return f"chatops:slack-rl:{self._team}:{method}"
 
     async def _wait_gate(self, method: str) -> None:
-        raw = await self._redis.get(self._gate_key(method))
+        try:
+            raw = await self._redis.get(self._gate_key(method))
+        except RedisError:
+            return  # without Redis there is no shared gate; Slack's own 429 still stops us
         if raw is not None:
             wait = min(MAX_RETRY_AFTER_SECONDS, float(raw) - self._clock())
             if wait > 0:
@@ -87,7 +91,12 @@ class Poster:
 
     async def _close_gate(self, method: str, retry_after: float) -> None:
         until = self._clock() + retry_after
-        await self._redis.set(self._gate_key(method), repr(until), px=max(1, int(retry_after * 1000) + 100))
+        try:
+            await self._redis.set(
+                self._gate_key(method), repr(until), px=max(1, int(retry_after * 1000) + 100)
+            )
+        except RedisError:
+            await self._sleep(retry_after)  # keep the promise locally at least
 
     async def call(self, method: str, *, idempotent: bool = True, **kwargs: Any) -> dict[str, Any]:
         """Call a Web API method with the rate-limit gate and bounded retries.

@@ -6,6 +6,8 @@ same work twice is at worst a second job that finds the work already claimed.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -18,6 +20,14 @@ WORKFLOWS = "chatops-workflows"
 QUEUE_NAMES = (ACTIONS, AGENT, WORKFLOWS)  # actions first: an approved action should not wait behind chats
 
 TURN_JOB = "bot.jobs.run_turn"
+ACTION_JOB = "bot.jobs.execute_approved"
+EXPIRE_JOB = "bot.jobs.expire_approval"
+SWEEP_JOB = "bot.jobs.sweep"
+WORKFLOW_JOB = "bot.jobs.run_workflow"
+WORKFLOW_RESUME_JOB = "bot.jobs.resume_workflow"
+SWEEP_INTERVAL_SECONDS = 30
+# An approved action may be slow, but a job that outlives its approval lease is reported, never retried.
+ACTION_TIMEOUT_SECONDS = 600
 JOB_TIMEOUT_SECONDS = 900
 RESULT_TTL_SECONDS = 86_400
 
@@ -43,6 +53,56 @@ class Queues:
             failure_ttl=RESULT_TTL_SECONDS,
         )
         return job_id
+
+    def enqueue_action(self, approval_id: str) -> str:
+        """Run an approved action. The job id is the approval's: enqueueing twice cannot run it twice, and the
+        job itself only proceeds after winning APPROVED → RUNNING. No RQ retry: a lost run is reported."""
+        job_id = f"exec-{approval_id}"
+        if not self.job_exists(job_id):
+            self._queues[ACTIONS].enqueue_call(
+                ACTION_JOB,
+                args=(approval_id,),
+                job_id=job_id,
+                timeout=ACTION_TIMEOUT_SECONDS,
+                result_ttl=RESULT_TTL_SECONDS,
+                failure_ttl=RESULT_TTL_SECONDS,
+            )
+        return job_id
+
+    def schedule_expiry(self, approval_id: str, at: float) -> None:
+        when = datetime.fromtimestamp(at, tz=UTC)
+        self._queues[ACTIONS].enqueue_at(when, EXPIRE_JOB, approval_id, job_id=f"expire-{approval_id}")
+
+    def schedule_sweep(self, delay: float = SWEEP_INTERVAL_SECONDS) -> bool:
+        """Keep one sweep chain alive for the whole deployment (a marker in Redis), whoever asks."""
+        if not self.connection.set("chatops:sweep-scheduled", "1", nx=True, ex=int(delay * 2) + 5):
+            return False
+        self._queues[ACTIONS].enqueue_in(timedelta(seconds=delay), SWEEP_JOB)
+        return True
+
+    def enqueue_sweep_now(self) -> None:
+        self._queues[ACTIONS].enqueue_call(SWEEP_JOB)
+
+    def enqueue_workflow(self, run_id: str) -> str:
+        self._queues[WORKFLOWS].enqueue_call(
+            WORKFLOW_JOB,
+            args=(run_id,),
+            job_id=f"wf-{run_id}",
+            timeout=JOB_TIMEOUT_SECONDS,
+            result_ttl=RESULT_TTL_SECONDS,
+            failure_ttl=RESULT_TTL_SECONDS,
+        )
+        return run_id
+
+    def enqueue_workflow_resume(self, run_id: str, approval_id: str) -> None:
+        self._queues[WORKFLOWS].enqueue_call(
+            WORKFLOW_RESUME_JOB,
+            args=(run_id, approval_id),
+            job_id=f"wf-{run_id}-{approval_id}",
+            timeout=JOB_TIMEOUT_SECONDS,
+            result_ttl=RESULT_TTL_SECONDS,
+            failure_ttl=RESULT_TTL_SECONDS,
+        )
 
     def job_exists(self, job_id: str) -> bool:
         return bool(self.connection.exists(f"rq:job:{job_id}"))

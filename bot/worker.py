@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
 from bot import jobs
-from bot.queues import QUEUE_NAMES
+from bot.queues import QUEUE_NAMES, Queues
 from bot.services import BotIdentity
 from bot.settings import Settings
 
@@ -35,6 +35,7 @@ def run_worker(
 ) -> None:
     jobs.configure(settings, bot)
     connection = Redis.from_url(str(settings.redis_url))
+    Queues(connection).schedule_sweep()  # expiry and crash detection keep running while any worker lives
     worker_class: type[Worker] = SimpleWorker if simple else Worker  # type: ignore[assignment]
     if processes > 1:
         pool = WorkerPool(

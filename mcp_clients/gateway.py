@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcp import MCPError
-from mcp.types import CallToolResult, Tool
+from mcp.types import CallToolResult, RequestParamsMeta, Tool
 
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
 from mcp_clients.naming import fingerprint, model_tool_name
@@ -32,6 +32,8 @@ from registry_cache.view import ApprovalRule, Person, RegistryView
 __all__ = ["Breaker", "Caller", "Gateway", "GatewaySession", "ToolOutcome", "ToolSpec"]
 
 log = logging.getLogger(__name__)
+
+IDEMPOTENCY_META_KEY = "io.chatops/idempotency-key"
 
 
 @dataclass(frozen=True)
@@ -230,8 +232,13 @@ class GatewaySession:
     def spec(self, model_name: str) -> ToolSpec | None:
         return self._specs.get(model_name)
 
-    async def call(self, model_name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
-        """Call a listed tool with this caller's identity. Never raises for tool-level failures."""
+    async def call(
+        self, model_name: str, arguments: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> ToolOutcome:
+        """Call a listed tool with this caller's identity. Never raises for tool-level failures.
+
+        `idempotency_key` travels in the request's `_meta` (IDEMPOTENCY_META_KEY) so a server that supports
+        it can refuse to perform the same approved action twice."""
         started = time.monotonic()
         spec = self._specs.get(model_name)
         if spec is None:
@@ -250,10 +257,15 @@ class GatewaySession:
             )
         if not view.tool_enabled(entry, spec.tool):
             return ToolOutcome(False, f"{spec.tool} has been disabled by its owners.", error_kind="refused")
-        return await self._invoke(entry, spec, arguments, started)
+        return await self._invoke(entry, spec, arguments, started, idempotency_key)
 
     async def _invoke(
-        self, entry: ServerEntry, spec: ToolSpec, arguments: Mapping[str, Any], started: float
+        self,
+        entry: ServerEntry,
+        spec: ToolSpec,
+        arguments: Mapping[str, Any],
+        started: float,
+        idempotency_key: str | None,
     ) -> ToolOutcome:
         def done(
             ok: bool, text: str, kind: str | None = None, structured: Any = None, cut: bool = False
@@ -271,8 +283,12 @@ class GatewaySession:
         conn = self._connection(entry)
         try:
             client = await conn.open()
+            meta: RequestParamsMeta | None = None
+            if idempotency_key:
+                meta = RequestParamsMeta()
+                meta[IDEMPOTENCY_META_KEY] = idempotency_key  # type: ignore[literal-required]
             result = await client.call_tool(
-                spec.tool, dict(arguments), read_timeout_seconds=self._gw.call_timeout
+                spec.tool, dict(arguments), read_timeout_seconds=self._gw.call_timeout, meta=meta
             )
         except TokenUnavailable as exc:
             return done(False, str(exc), "auth")

@@ -17,21 +17,26 @@ from dataclasses import dataclass
 import httpx2
 import pytest
 import redis
+import redis.asyncio as aioredis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
+from approvals.store import Approval, ApprovalStore
 from approvals.turns import turn_id_for
 from bot import jobs
+from bot.cards import APPROVE_ACTION_ID
 from bot.identity import whoami
 from bot.linking import Linking
 from bot.queues import QUEUE_NAMES
 from bot.services import BotIdentity, open_services
 from bot.settings import Role, Settings, load_settings
 from bot.web import build_web
+from fixtures.mcp_servers import reseed
 from fixtures.redis_proc import RedisProc
 from fixtures.server import RunningServer, bind_loopback, start
 from fixtures.slack import TEAM_ID, Message
 from fixtures.slack_ingress import SlackIngress
+from fixtures.waiting import wait_until
 from fixtures.world import SIGNING_SECRET, World, start_world
 
 SLACK_IDS = {"alice": "U0ALICE", "bob": "U0BOB", "carol": "U0CAROL", "dave": "U0DAVE", "erin": "U0ERIN"}
@@ -87,6 +92,57 @@ class Scenario:
     def bot_messages(self, channel: str, thread_ts: str) -> list[Message]:
         return [m for m in self.world.slack.messages(channel, thread_ts=thread_ts) if m.bot_id]
 
+    def approvals(self, turn_channel: str, ts: str) -> list[Approval]:
+        async def load() -> list[Approval]:
+            client = aioredis.Redis.from_url(self.redis_url)
+            try:
+                store = ApprovalStore(client, seal_key=b"x" * 32)
+                return await store.for_turn(turn_id_for(TEAM_ID, turn_channel, ts))
+            finally:
+                await client.aclose()
+
+        return sorted(asyncio.run(load()), key=lambda a: a.created_at)
+
+    def approval(self, approval_id: str) -> Approval:
+        async def load() -> Approval | None:
+            client = aioredis.Redis.from_url(self.redis_url)
+            try:
+                return await ApprovalStore(client, seal_key=b"x" * 32).get(approval_id)
+            finally:
+                await client.aclose()
+
+        found = asyncio.run(load())
+        assert found is not None
+        return found
+
+    def card_ts(self, approval: Approval) -> str:
+        return next(c.ts for c in approval.cards if c.channel == approval.channel)
+
+    def click(
+        self, user: str, approval: Approval, action: str = APPROVE_ACTION_ID, *, wait: bool = True
+    ) -> None:
+        """Click a card button as `user` and wait until the lazy listener has recorded the attempt."""
+        before = self.redis.llen(f"chatops:approval:{approval.id}:attempts")
+        request = self.ingress.block_actions(
+            user, action, channel=approval.channel, message_ts=self.card_ts(approval), value=approval.id
+        )
+        assert self.ingress.post(request).status == 200
+        if wait:
+            wait_until(
+                "the click to be recorded",
+                lambda: self.redis.llen(f"chatops:approval:{approval.id}:attempts") > before,
+            )
+
+    def told(self, user: str, channel: str, count: int = 1) -> list[str]:
+        """Ephemeral messages to `user` in `channel`, once at least `count` have arrived."""
+        found = wait_until(
+            f"{count} ephemeral message(s) to {user}",
+            lambda: (lambda e: e if len(e) >= count else None)(
+                self.world.slack.ephemerals(channel, user=user)
+            ),
+        )
+        return [m.text for m in found]
+
     def turn_status(self, channel: str, ts: str) -> str | None:
         raw = self.redis.hget(f"chatops:turn-status:{turn_id_for(TEAM_ID, channel, ts)}", "status")
         return raw.decode() if isinstance(raw, bytes) else None
@@ -136,6 +192,7 @@ def scenario(
     world.registry.reset()
     world.idp.reset()
     world.allow_redirect(web.url)
+    reseed(world.servers)
     for server in world.servers.values():
         server.record.clear()
         server.knobs.reset()

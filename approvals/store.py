@@ -1,0 +1,552 @@
+"""Approval records and their state machine in Redis; every transition is one Lua script (SPEC §6, §10).
+
+    PENDING ──vote×quorum──▶ APPROVED ──start──▶ RUNNING ──finish──▶ SUCCEEDED | FAILED | OUTCOME_UNKNOWN
+       ├──reject──▶ REJECTED                        └──lease passed, mark_unknown──▶ OUTCOME_UNKNOWN
+       └──expiry (vote, reject or the sweeper)──▶ EXPIRED
+
+- The decision is made from the stored record alone (Habit 5): the caller says only who clicked and whether
+  their groups are eligible *now*; requester, expiry, quorum and earlier votes are read inside the script,
+  so two processes can never both win a race (no read-then-write in Python).
+- Every click, refusals included, is appended to `chatops:approval:{id}:attempts` by the same script.
+- `seal` is an HMAC over the facts that decide what runs, so arguments (or arguments and digest) edited
+  directly in Redis are caught by `verify` before execution (ACCEPTANCE 27).
+- Errors: `UnknownApproval` (a LookupError) for an id with no record; redis.RedisError propagates, and
+  callers turn it into "couldn't record your decision" (ACCEPTANCE 6, 36): nothing is decided without Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from enum import StrEnum
+from typing import Any, Literal, NotRequired, TypedDict, Unpack, cast, get_args
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.typing import EncodableT, FieldT
+
+__all__ = [
+    "Approval",
+    "ApprovalStatus",
+    "ApprovalStore",
+    "CardRef",
+    "NewApproval",
+    "Status",
+    "UnknownApproval",
+    "Vote",
+    "VoteKind",
+    "VoteResult",
+    "args_sha256",
+    "canonical_json",
+]
+
+RETENTION_SECONDS = 30 * 86400  # records outlive any card (TTL ≤ 7 days) and any lease by weeks
+PENDING_KEY = "chatops:approvals:pending"
+RUNNING_KEY = "chatops:approvals:running"
+_ID = re.compile(r"a[0-9a-f]{23}")
+
+VoteKind = Literal[
+    "counted",
+    "approved",
+    "rejected",
+    "already_decided",
+    "expired",
+    "own_request",
+    "not_eligible",
+    "duplicate",
+]
+_KINDS = frozenset(get_args(VoteKind))
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+
+
+Status = ApprovalStatus  # the short name callers use
+FINAL_OUTCOMES = frozenset({ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.OUTCOME_UNKNOWN})
+
+
+class UnknownApproval(LookupError):
+    """No record for this id (never created, malformed, or past retention)."""
+
+
+@dataclass(frozen=True)
+class Vote:
+    user: str
+    sub: str
+    email: str
+    at: float
+
+
+@dataclass(frozen=True)
+class CardRef:
+    channel: str
+    ts: str
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One request to run one tool call; the first block is fixed at creation, the rest is its state."""
+
+    id: str
+    turn_id: str
+    team: str
+    channel: str
+    thread_ts: str
+    requester: str
+    requester_sub: str
+    requester_email: str
+    server: str
+    short_name: str
+    owner_team: str
+    tool: str
+    arguments: dict[str, Any]
+    args_sha256: str
+    fingerprint: str
+    reason: str
+    approver_groups: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    seal: str
+    quorum: int = 1
+    source: str = "agent"  # agent | workflow
+    workflow_run_id: str = ""
+    step_id: str = ""
+    model_name: str = ""
+    tool_use_id: str = ""
+    status: ApprovalStatus = ApprovalStatus.PENDING
+    approvals: tuple[Vote, ...] = ()
+    decided_by: tuple[str, ...] = ()
+    decided_at: float | None = None
+    reject_reason: str = ""
+    cards: tuple[CardRef, ...] = ()
+    started_at: float | None = None
+    lease_until: float | None = None
+    finished_at: float | None = None
+    outcome_detail: str = ""
+
+    @property
+    def count(self) -> int:
+        return len(self.approvals)
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    kind: VoteKind
+    approval: Approval
+    count: int
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation digests are taken over; no `default=`: arguments must already be plain JSON."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def args_sha256(arguments: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(dict(arguments)).encode()).hexdigest()
+
+
+# ----- Lua ------------------------------------------------------------------------------------------------
+# Every script ends by returning {kind, count, HGETALL...}: the caller sees the record exactly as the
+# transition left it, not as a later read might. Floats arrive as Python reprs and are stored verbatim
+# (cjson would round them to 14 digits); JSON lists are appended to as text for the same reason.
+
+_LIB = """
+local rec, attempts = KEYS[1], KEYS[2]
+local function reply(kind, count) return {kind, count, unpack(redis.call('HGETALL', rec))} end
+local function note(user, action, result, now)
+  redis.call('RPUSH', attempts, '{"user":' .. cjson.encode(user) .. ',"action":' .. cjson.encode(action)
+    .. ',"result":"' .. result .. '","at":' .. now .. '}')
+  local ttl = redis.call('TTL', rec)
+  if ttl > 0 then redis.call('EXPIRE', attempts, ttl) end
+  return result
+end
+local function append(field, item)
+  local raw = redis.call('HGET', rec, field)
+  if raw == '[]' then raw = '[' .. item .. ']' else raw = string.sub(raw, 1, -2) .. ',' .. item .. ']' end
+  redis.call('HSET', rec, field, raw)
+end
+"""
+
+# KEYS: record, attempts, pending. ARGV: id, user, eligible, now, action.
+# The refusal order is the contract of `vote`/`reject`: closed, expired, own request, not eligible.
+_GUARD = """
+local id, user, eligible, now, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local status = redis.call('HGET', rec, 'status')
+if not status then return {'missing', 0} end
+local votes = cjson.decode(redis.call('HGET', rec, 'approvals'))
+if status ~= 'PENDING' then return reply(note(user, action, 'already_decided', now), #votes) end
+if tonumber(now) >= tonumber(redis.call('HGET', rec, 'expires_at')) then
+  redis.call('HSET', rec, 'status', 'EXPIRED', 'decided_at', now)
+  redis.call('ZREM', KEYS[3], id)
+  return reply(note(user, action, 'expired', now), #votes)
+end
+if user == redis.call('HGET', rec, 'requester') then
+  return reply(note(user, action, 'own_request', now), #votes)
+end
+if eligible ~= '1' then return reply(note(user, action, 'not_eligible', now), #votes) end
+"""
+
+# ARGV[6]: this vote as JSON.
+_VOTE = """
+for _, v in ipairs(votes) do
+  if v.user == user then return reply(note(user, action, 'duplicate', now), #votes) end
+end
+append('approvals', ARGV[6])
+local count = #votes + 1
+if count < tonumber(redis.call('HGET', rec, 'quorum')) then
+  return reply(note(user, action, 'counted', now), count)
+end
+local voters = {}
+for _, v in ipairs(votes) do table.insert(voters, v.user) end
+table.insert(voters, user)
+redis.call('HSET', rec, 'status', 'APPROVED', 'decided_by', cjson.encode(voters), 'decided_at', now)
+redis.call('ZREM', KEYS[3], id)
+return reply(note(user, action, 'approved', now), count)
+"""
+
+# ARGV[6]: the reason, ARGV[7]: decided_by as JSON.
+_REJECT = """
+redis.call('HSET', rec, 'status', 'REJECTED', 'decided_by', ARGV[7], 'decided_at', now,
+  'reject_reason', ARGV[6])
+redis.call('ZREM', KEYS[3], id)
+return reply(note(user, action, 'rejected', now), #votes)
+"""
+
+# KEYS: record, attempts (unused), pending. ARGV: id, now.
+_EXPIRE = """
+local status = redis.call('HGET', rec, 'status')
+if status ~= 'PENDING' then redis.call('ZREM', KEYS[3], ARGV[1]) return {'no', 0} end
+if tonumber(ARGV[2]) < tonumber(redis.call('HGET', rec, 'expires_at')) then return {'no', 0} end
+redis.call('HSET', rec, 'status', 'EXPIRED', 'decided_at', ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return reply('yes', 0)
+"""
+
+# KEYS: record, attempts (unused), running. ARGV: id, now, lease_until.
+_START = """
+if redis.call('HGET', rec, 'status') ~= 'APPROVED' then return {'no', 0} end
+redis.call('HSET', rec, 'status', 'RUNNING', 'started_at', ARGV[2], 'lease_until', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return reply('yes', 0)
+"""
+
+# KEYS: record, attempts (unused), running. ARGV: id, status, detail, now, only_after_lease ("1"/"0").
+# mark_unknown passes "1": a worker that is merely slow but still holds its lease keeps its outcome.
+_FINISH = """
+if redis.call('HGET', rec, 'status') ~= 'RUNNING' then return {'no', 0} end
+if ARGV[5] == '1' and tonumber(ARGV[4]) < tonumber(redis.call('HGET', rec, 'lease_until')) then
+  return {'no', 0}
+end
+redis.call('HSET', rec, 'status', ARGV[2], 'finished_at', ARGV[4], 'outcome_detail', ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return reply('yes', 0)
+"""
+
+# KEYS: record, attempts (unused). ARGV: id, channel, ts, card JSON. A retried post is recorded once.
+_ADD_CARD = """
+if redis.call('EXISTS', rec) == 0 then return {'no', 0} end
+for _, c in ipairs(cjson.decode(redis.call('HGET', rec, 'cards'))) do
+  if c.channel == ARGV[2] and c.ts == ARGV[3] then return {'yes', 0} end
+end
+append('cards', ARGV[4])
+return {'yes', 0}
+"""
+
+
+class NewApproval(TypedDict):
+    """What `create` is told; the id, digest, seal, times and state are the store's own."""
+
+    turn_id: str
+    team: str
+    channel: str
+    thread_ts: str
+    requester: str
+    requester_sub: str
+    requester_email: str
+    server: str
+    short_name: str
+    owner_team: str
+    tool: str
+    arguments: Mapping[str, Any]
+    fingerprint: str
+    reason: str
+    approver_groups: Sequence[str]
+    quorum: NotRequired[int]
+    source: NotRequired[str]  # agent | workflow (checked)
+    created_at: NotRequired[float]  # default: now
+    expires_at: NotRequired[float]  # or give create() ttl_seconds
+    workflow_run_id: NotRequired[str]
+    step_id: NotRequired[str]
+    model_name: NotRequired[str]
+    tool_use_id: NotRequired[str]
+
+
+# What the seal binds: change any of these in Redis and `verify` refuses the record.
+_SEALED = ("id", "server", "tool", "args_sha256", "requester", "requester_sub", "fingerprint")
+
+
+class ApprovalStore:
+    def __init__(
+        self, redis: aioredis.Redis, *, clock: Callable[[], float] = time.time, seal_key: bytes
+    ) -> None:
+        if len(seal_key) < 16:
+            raise ValueError("seal_key must be at least 16 bytes")
+        self._redis = redis
+        self._clock = clock
+        self._seal_key = seal_key
+        self._vote = redis.register_script(_LIB + _GUARD + _VOTE)
+        self._reject = redis.register_script(_LIB + _GUARD + _REJECT)
+        self._expire = redis.register_script(_LIB + _EXPIRE)
+        self._start = redis.register_script(_LIB + _START)
+        self._finish = redis.register_script(_LIB + _FINISH)
+        self._add_card = redis.register_script(_LIB + _ADD_CARD)
+
+    # ----- create and read ------------------------------------------------------------------------------
+
+    async def create(
+        self, *, ttl_seconds: float | None = None, now: float | None = None, **fields: Unpack[NewApproval]
+    ) -> Approval:
+        """Record a new PENDING approval; it expires at `expires_at`, or `ttl_seconds` after creation."""
+        values: dict[str, Any] = dict(fields)
+        created = float(values["created_at"]) if "created_at" in values else self._now(now)
+        expires = float(values["expires_at"]) if "expires_at" in values else created + (ttl_seconds or 0)
+        if values.get("quorum", 1) < 1 or expires <= created:
+            raise ValueError("quorum must be ≥ 1, and expiry (expires_at or ttl_seconds) after creation")
+        if not values["approver_groups"]:
+            raise ValueError("an approval nobody may give could only expire; refuse the call instead")
+        if values.get("source", "agent") not in ("agent", "workflow"):
+            raise ValueError(f"unknown source {values['source']!r}")
+        args = json.loads(canonical_json(dict(values["arguments"])))  # a private copy, and proof it is JSON
+        values.update(
+            id="a" + secrets.token_hex(12)[:23],
+            arguments=args,
+            args_sha256=args_sha256(args),
+            approver_groups=tuple(values["approver_groups"]),
+            created_at=created,
+            expires_at=expires,
+        )
+        values["seal"] = self._seal(values)
+        approval = Approval(**values)
+        key, turn_key = _record_key(approval.id), f"chatops:turn-approvals:{approval.turn_id}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=_encode(approval))
+            pipe.expire(key, RETENTION_SECONDS)
+            pipe.zadd(PENDING_KEY, {approval.id: approval.expires_at})
+            pipe.sadd(turn_key, approval.id)
+            pipe.expire(turn_key, RETENTION_SECONDS)
+            await pipe.execute()
+        return approval
+
+    async def get(self, approval_id: str) -> Approval | None:
+        if not _ID.fullmatch(approval_id):
+            return None
+        raw = await self._redis.hgetall(_record_key(approval_id))
+        return _decode(raw) if raw else None
+
+    async def for_turn(self, turn_id: str) -> list[Approval]:
+        found = await self._many(_ids(await self._redis.smembers(f"chatops:turn-approvals:{turn_id}")))
+        return sorted(found, key=lambda a: a.created_at)
+
+    async def pending_for_groups(self, groups: Iterable[str], *, now: float | None = None) -> list[Approval]:
+        """PENDING, unexpired approvals that members of any of `groups` may decide, soonest expiry first."""
+        wanted = set(groups)
+        found = await self._many(
+            _ids(await self._redis.zrangebyscore(PENDING_KEY, f"({self._now(now)}", "+inf"))
+        )
+        return [a for a in found if a.status is ApprovalStatus.PENDING and wanted & set(a.approver_groups)]
+
+    async def attempts(self, approval_id: str) -> list[dict[str, Any]]:
+        return [json.loads(row) for row in await self._redis.lrange(_attempts_key(approval_id), 0, -1)]
+
+    # ----- decisions ------------------------------------------------------------------------------------
+
+    async def vote(
+        self, approval_id: str, *, user: str, sub: str, email: str, eligible: bool, now: float | None = None
+    ) -> VoteResult:
+        at = self._now(now)
+        ballot = json.dumps({"user": user, "sub": sub, "email": email, "at": at}, ensure_ascii=False)
+        argv = (user, _flag(eligible), repr(at), "approve", ballot)
+        return _vote_result(await self._run(self._vote, approval_id, PENDING_KEY, *argv))
+
+    async def reject(
+        self,
+        approval_id: str,
+        *,
+        user: str,
+        sub: str,
+        eligible: bool,
+        reason: str,
+        now: float | None = None,
+    ) -> VoteResult:
+        # `sub` mirrors `vote`; the rejecter's identity goes to the audit record the caller writes.
+        argv = (user, _flag(eligible), repr(self._now(now)), "reject", reason, json.dumps([user]))
+        return _vote_result(await self._run(self._reject, approval_id, PENDING_KEY, *argv))
+
+    async def expire(self, approval_id: str, now: float | None = None) -> bool:
+        return await self._transition(self._expire, approval_id, PENDING_KEY, repr(self._now(now)))
+
+    async def due_for_expiry(self, now: float) -> list[str]:
+        return _ids(await self._redis.zrangebyscore(PENDING_KEY, "-inf", now))
+
+    # ----- execution ------------------------------------------------------------------------------------
+
+    async def start(
+        self, approval_id: str, *, lease_seconds: float, now: float | None = None
+    ) -> Approval | None:
+        """APPROVED → RUNNING; exactly one caller gets the record back, everyone else None."""
+        if not _ID.fullmatch(approval_id):
+            return None
+        at = self._now(now)
+        reply = await self._run(self._start, approval_id, RUNNING_KEY, repr(at), repr(at + lease_seconds))
+        return _decode(_pairs(reply[2:])) if _text(reply[0]) == "yes" else None
+
+    async def finish(
+        self, approval_id: str, status: ApprovalStatus, detail: str = "", now: float | None = None
+    ) -> bool:
+        if status not in FINAL_OUTCOMES:
+            raise ValueError(f"a run ends as SUCCEEDED, FAILED or OUTCOME_UNKNOWN, not {status}")
+        argv = (str(status), detail, repr(self._now(now)), "0")
+        return await self._transition(self._finish, approval_id, RUNNING_KEY, *argv)
+
+    async def stale_running(self, now: float) -> list[str]:
+        return _ids(await self._redis.zrangebyscore(RUNNING_KEY, "-inf", now))
+
+    async def mark_unknown(self, approval_id: str, detail: str, now: float | None = None) -> bool:
+        """RUNNING → OUTCOME_UNKNOWN once the lease has passed; it is never re-run on its own (SPEC §10)."""
+        argv = (str(ApprovalStatus.OUTCOME_UNKNOWN), detail, repr(self._now(now)), "1")
+        return await self._transition(self._finish, approval_id, RUNNING_KEY, *argv)
+
+    async def add_card(self, approval_id: str, channel: str, ts: str) -> bool:
+        card = json.dumps({"channel": channel, "ts": ts})
+        return await self._transition(self._add_card, approval_id, None, channel, ts, card)
+
+    # ----- integrity ------------------------------------------------------------------------------------
+
+    async def verify(self, approval: Approval) -> str | None:
+        """None when the record is as created; otherwise why it must not run."""
+        if not hmac.compare_digest(args_sha256(approval.arguments), approval.args_sha256):
+            return "arguments changed after approval"
+        if not hmac.compare_digest(self._seal(vars(approval)), approval.seal):
+            return "seal mismatch"
+        return None
+
+    # ----- helpers --------------------------------------------------------------------------------------
+
+    def _now(self, now: float | None) -> float:
+        return self._clock() if now is None else now
+
+    def _seal(self, values: Mapping[str, Any]) -> str:
+        facts = canonical_json({name: values[name] for name in _SEALED})
+        return hmac.new(self._seal_key, facts.encode(), hashlib.sha256).hexdigest()
+
+    async def _run(self, script: AsyncScript, approval_id: str, third: str | None, *argv: str) -> list[Any]:
+        if not _ID.fullmatch(approval_id):
+            raise UnknownApproval(approval_id)
+        keys = [_record_key(approval_id), _attempts_key(approval_id), *([third] if third else [])]
+        reply: list[Any] = await script(keys=keys, args=[approval_id, *argv])
+        if _text(reply[0]) == "missing":
+            raise UnknownApproval(approval_id)
+        return reply
+
+    async def _transition(self, script: AsyncScript, approval_id: str, third: str | None, *argv: str) -> bool:
+        if not _ID.fullmatch(approval_id):
+            return False
+        return _text((await self._run(script, approval_id, third, *argv))[0]) == "yes"
+
+    async def _many(self, ids: Iterable[str]) -> list[Approval]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for approval_id in ids:
+                pipe.hgetall(_record_key(approval_id))
+            rows = await pipe.execute()
+        return [_decode(row) for row in rows if row]
+
+
+# ----- encoding ---------------------------------------------------------------------------------------------
+# One Redis hash per approval; strings as they are, numbers as Python reprs, lists as JSON text.
+
+_FLOATS = ("created_at", "expires_at")
+_OPTIONAL_FLOATS = ("decided_at", "started_at", "lease_until", "finished_at")
+_LISTS = ("approver_groups", "approvals", "decided_by", "cards")
+
+
+def _record_key(approval_id: str) -> str:
+    return f"chatops:approval:{approval_id}"
+
+
+def _attempts_key(approval_id: str) -> str:
+    return f"chatops:approval:{approval_id}:attempts"
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ids(rows: Iterable[Any]) -> list[str]:
+    return [_text(row) for row in rows]
+
+
+def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _encode(approval: Approval) -> dict[FieldT, EncodableT]:
+    out: dict[FieldT, EncodableT] = {}
+    for name, value in vars(approval).items():
+        if name == "arguments":
+            out[name] = canonical_json(value)
+        elif name in _LISTS:
+            out[name] = json.dumps([vars(v) if is_dataclass(v) else v for v in value], ensure_ascii=False)
+        elif value is None:
+            out[name] = ""
+        else:
+            out[name] = repr(value) if isinstance(value, float) else str(value)
+    return out
+
+
+def _json_list(raw: str) -> list[Any]:
+    # cjson writes an empty Lua table as {}; here that can only mean "none yet".
+    value = json.loads(raw) if raw else []
+    return value if isinstance(value, list) else []
+
+
+def _decode(raw: Mapping[Any, Any]) -> Approval:
+    stored = {_text(k): _text(v) for k, v in raw.items()}
+    values: dict[str, Any] = {f.name: stored[f.name] for f in fields(Approval)}
+    lists = {name: _json_list(values[name]) for name in _LISTS}
+    values.update(
+        {name: float(values[name]) for name in _FLOATS},
+        **{name: float(values[name]) if values[name] else None for name in _OPTIONAL_FLOATS},
+        arguments=json.loads(values["arguments"]),
+        quorum=int(values["quorum"]),
+        status=ApprovalStatus(values["status"]),
+        approver_groups=tuple(lists["approver_groups"]),
+        decided_by=tuple(lists["decided_by"]),
+        approvals=tuple(Vote(v["user"], v["sub"], v["email"], float(v["at"])) for v in lists["approvals"]),
+        cards=tuple(CardRef(c["channel"], c["ts"]) for c in lists["cards"]),
+    )
+    return Approval(**values)
+
+
+def _vote_result(reply: list[Any]) -> VoteResult:
+    kind = _text(reply[0])
+    if kind not in _KINDS:
+        raise RuntimeError(f"unexpected reply from the vote script: {kind!r}")
+    return VoteResult(cast(VoteKind, kind), _decode(_pairs(reply[2:])), int(reply[1]))
