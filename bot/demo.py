@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,8 +55,16 @@ class Clock:
         return f"[{time.monotonic() - self.start:6.2f}s]"
 
 
+def humanize(text: str) -> str:
+    """Show Slack's markup the way the Slack client renders it: names for mentions, local times for dates."""
+    text = re.sub(r"<@(U[A-Z0-9]+)>", lambda m: "@" + NAMES.get(m.group(1), m.group(1)), text)
+    text = re.sub(r"<!date\^\d+\^[^|>]*\|([^>]*)>", r"\1", text)
+    text = re.sub(r"<(https?://[^|>]+)\|([^>]+)>", r"\2", text)
+    return html.unescape(text)
+
+
 def say(clock: Clock, who: str, text: str) -> None:
-    lines = text.strip().splitlines() or [""]
+    lines = humanize(text).strip().splitlines() or [""]
     print(f"{clock.stamp()} {who}: {lines[0]}")
     for line in lines[1:]:
         print(f"{' ' * 10}{' ' * len(who)}  {line}")
@@ -164,10 +174,114 @@ def play(world: World, slack: FakeSlack, ingress: SlackIngress, redis_url: str, 
             continue
         say(clock, NAMES.get(message.user, message.user), message_text(message))
     print(
-        f"\n{clock.stamp()} turn {status}. Presto saw Alice's own token: "
-        f"{sorted({s for s in world.servers['presto'].record.subs() if s})}"
+        f"{' ' * 10}(turn {status}; Presto saw only Alice's own token: "
+        f"{sorted({s for s in world.servers['presto'].record.subs() if s})})"
     )
+    shown = {m.ts for m in slack.messages(CHANNEL, thread_ts=ts)}
+    act_two(world, slack, ingress, r, clock, ts, shown)
     r.close()
+
+
+def link_quietly(world: World, env: dict[str, str], person: str, user: str) -> None:
+    """Connect a person's account the way their browser would (for people who linked before the incident)."""
+    import asyncio
+
+    from bot.services import open_services
+    from bot.settings import Role, load_settings
+
+    settings = load_settings(Role.WEB_HTTP, env=env)
+
+    async def offer() -> str:
+        async with open_services(settings, TEAM_ID) as svc:
+            return await svc.linking.offer(TEAM_ID, user)
+
+    url = asyncio.run(offer())
+    with httpx2.Client(follow_redirects=True) as browser:
+        browser.get(world.idp.login_url(person))
+        browser.get(url)
+
+
+def show_new(
+    slack: FakeSlack, clock: Clock, ts: str, shown: set[str], *, ephemeral_to: str | None = None
+) -> None:
+    for message in slack.messages(CHANNEL, thread_ts=ts):
+        if message.ts not in shown:
+            shown.add(message.ts)
+            say(clock, NAMES.get(message.user, message.user), message_text(message))
+    if ephemeral_to:
+        for message in slack.ephemerals(CHANNEL, user=ephemeral_to):
+            key = f"e:{message.ts}"
+            if key not in shown:
+                shown.add(key)
+                say(clock, f"chatops (only visible to {NAMES.get(ephemeral_to, ephemeral_to)})", message.text)
+
+
+def act_two(
+    world: World,
+    slack: FakeSlack,
+    ingress: SlackIngress,
+    r: redis.Redis,
+    clock: Clock,
+    ts: str,
+    shown: set[str],
+) -> None:
+    print(f"\n{clock.stamp()} (Bob and Carol, both presto-oncall, connected their accounts earlier)")
+    question = "kill it please"
+    say(clock, "Alice", question)
+    follow_up = ingress.message("U0ALICE", CHANNEL, question, thread_ts=ts)
+    shown.add(str(follow_up.event["ts"]))
+    ingress.post(follow_up)
+    card = wait_until(
+        "the approval card",
+        lambda: next(
+            (m for m in slack.messages(CHANNEL, thread_ts=ts) if "approval_approve" in json.dumps(m.blocks)),
+            None,
+        ),
+    )
+    show_new(slack, clock, ts, shown)
+    approval_id = next(
+        str(e["value"])
+        for b in card.blocks or []
+        if b.get("type") == "actions"
+        for e in b["elements"]
+        if e.get("action_id") == "approval_approve"
+    )
+
+    def click(user: str) -> None:
+        attempts = f"chatops:approval:{approval_id}:attempts"
+        before = r.llen(attempts)
+        name = NAMES[user]
+        print(f"{clock.stamp()} ({name} taps Approve)")
+        ingress.post(
+            ingress.block_actions(
+                user, "approval_approve", channel=CHANNEL, message_ts=card.ts, value=approval_id
+            )
+        )
+        wait_until(f"{name}'s click to be recorded", lambda: r.llen(attempts) > before)
+
+    shown.update(f"e:{m.ts}" for m in slack.ephemerals(CHANNEL, user="U0ALICE"))
+    click("U0ALICE")
+    wait_until("the refusal", lambda: slack.ephemerals(CHANNEL, user="U0ALICE")[1:] or None)
+    show_new(slack, clock, ts, shown, ephemeral_to="U0ALICE")
+    click("U0BOB")
+    click("U0CAROL")
+
+    def resumed() -> bool:
+        return any(
+            "Next, clear the failed tasks" in message_text(m) or "did not lead" in message_text(m)
+            for m in slack.messages(CHANNEL, thread_ts=ts)
+        )
+
+    wait_until("the action and the resumed answer", resumed)
+    show_new(slack, clock, ts, shown)
+    card_now = slack.message(CHANNEL, card.ts)
+    if card_now is not None:
+        say(clock, "chatops (the card, updated)", message_text(card_now))
+    kills = world.servers["presto"].ledger.count("kill_query")
+    print(
+        f"{' ' * 10}(kill_query ran {kills} time(s), as Alice: "
+        f"{[c.sub for c in world.servers['presto'].record.tool_calls('kill_query')]})"
+    )
 
 
 def run_demo(*, keep: bool = False) -> int:
@@ -185,6 +299,8 @@ def run_demo(*, keep: bool = False) -> int:
             env = {**os.environ, **world.env(public_url=public_url, redis_url=redis_url)}
             env.update({"PORT": str(port), "LOG_LEVEL": "WARNING", "CHATOPS_NETGUARD": "1"})
             with bot_processes(env, port):
+                link_quietly(world, env, "bob", "U0BOB")
+                link_quietly(world, env, "carol", "U0CAROL")
                 ingress = SlackIngress(f"{public_url}", SIGNING_SECRET, slack=world.slack)
                 play(world, world.slack, ingress, redis_url, port)
                 if keep:
