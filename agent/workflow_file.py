@@ -146,12 +146,10 @@ def load_workflows(folder: str | Path) -> tuple[dict[str, Workflow], list[Workfl
         if workflow is None:
             continue
         if workflow.name in loaded:
-            other = Path(loaded[workflow.name].path).name
-            errors.append(
-                WorkflowError(str(path), 1, f"the name `{workflow.name}` is already used by {other}")
-            )
-            continue
-        loaded[workflow.name] = workflow
+            used = f"the name `{workflow.name}` is already used by {Path(loaded[workflow.name].path).name}"
+            errors.append(WorkflowError(str(path), 1, used))
+        else:
+            loaded[workflow.name] = workflow
     return loaded, errors
 
 
@@ -217,13 +215,7 @@ class _Parser:
         params = self.params(doc.get("params") or _Map(), doc.at("params"))
         # Every declared name, even one whose settings are wrong: that is reported once, where it is.
         self.param_names = set(doc["params"]) if isinstance(doc.get("params"), _Map) else set()
-        steps_node = doc.get("steps")
-        self.ids = (
-            {str(s.get("id")) for s in steps_node if isinstance(s, _Map)}
-            if isinstance(steps_node, list)
-            else set()
-        )
-        steps = self.steps(steps_node, doc.at("steps"))
+        steps = self.steps(doc.get("steps"), doc.at("steps"))
         if self.errors:
             return None, sorted(self.errors, key=lambda e: e.line)
         kind: Literal["user", "service"] = "service" if identity == "service" else "user"
@@ -276,6 +268,7 @@ class _Parser:
             self.error(line, "`steps` must be a non-empty list")
             return ()
         order = [str(s.get("id")) for s in node if isinstance(s, _Map)]
+        self.ids = set(order)
         found: list[Step] = []
         for index, spec in enumerate(s for s in node if isinstance(s, _Map)):
             self.unknown_keys(spec, _STEP_KEYS, "a step")
@@ -318,20 +311,22 @@ class _Parser:
     def templates(self, args: _Map, line: int) -> frozenset[str]:
         """Check every template in `args`; return the top-level args that read earlier results."""
         result_args: set[str] = set()
-        stack: list[tuple[str, Any, int]] = [(k, v, args.at(k)) for k, v in args.items()]
-        for _ in range(MAX_ARG_NODES):  # also ends YAML alias bombs and recursive aliases
-            if not stack:
-                return frozenset(result_args)
-            path, value, at = stack.pop()
+        stack: list[tuple[str, str, Any, int]] = [(k, k, v, args.at(k)) for k, v in args.items()]
+        seen = 0
+        while stack:
+            seen += 1
+            if seen > MAX_ARG_NODES:  # also ends YAML alias bombs and recursive aliases
+                self.error(line, f"step `{self.step}`: `args` has more than {MAX_ARG_NODES} values")
+                break
+            top, path, value, at = stack.pop()
             if isinstance(value, _Map):
-                stack.extend((f"{path}.{k}", v, value.at(k)) for k, v in value.items())
+                stack.extend((top, f"{path}.{k}", v, value.at(k)) for k, v in value.items())
             elif isinstance(value, list):
-                stack.extend((f"{path}[{i}]", v, at) for i, v in enumerate(value))
+                stack.extend((top, f"{path}[{i}]", v, at) for i, v in enumerate(value))
             elif isinstance(value, str) and (len(value) > MAX_TEMPLATE_CHARS or is_template(value)):
                 reads_results = self.check(f"argument `{path}`", value, at)
                 if reads_results:
-                    result_args.add(re.split(r"[.\[]", path, maxsplit=1)[0])
-        self.error(line, f"step `{self.step}`: `args` has more than {MAX_ARG_NODES} values")
+                    result_args.add(top)
         return frozenset(result_args)
 
     def check(self, what: str, source: str, line: int, *, expression: bool = False) -> bool:
@@ -345,12 +340,9 @@ class _Parser:
         for name in sorted(compiled.params - self.param_names):
             self.error(line, f"{prefix}: there is no param `{name}`")
         for ref in sorted(compiled.steps - self.earlier):
-            why = (
-                "its own result"
-                if ref == self.step
-                else "a later step"
-                if ref in self.ids
-                else "no such step"
-            )
+            if ref == self.step:
+                why = "its own result"
+            else:
+                why = "a later step" if ref in self.ids else "no such step"
             self.error(line, f"{prefix} reads `steps.{ref}`, {why}: only earlier steps can be used")
         return bool(compiled.steps)

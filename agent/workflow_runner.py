@@ -187,7 +187,8 @@ async def run_workflow(
     infos = list(await tools.tools())
     problems = _check(workflow, params, infos, st.next_index)
     if problems:
-        message = "This workflow cannot run:\n" + "\n".join(f"• {p}" for p in problems)
+        what = "The rest of this workflow" if st.next_index else "This workflow"
+        message = f"{what} cannot run:\n" + "\n".join(f"• {p}" for p in problems)
         return WorkflowFailed("preflight", None, message, st)
     while st.next_index < len(workflow.steps):
         step = workflow.steps[st.next_index]

@@ -84,7 +84,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        # Checked before computing: one `'x' * 10**9` or `10 ** 10**9` would exhaust the worker.
+        # Checked before computing: one `'x' * 10**9` or `10 ** 100000` would exhaust the worker.
         if operator == "*" and (isinstance(left, int) or isinstance(right, int)):
             seq, n = (left, right) if isinstance(right, int) else (right, left)
             if isinstance(seq, str | list | tuple) and len(seq) * n > MAX_OUTPUT_CHARS:

@@ -3,7 +3,7 @@ table, write bench/results/<timestamp>.json.
 
 `--profile` runs the chosen benchmarks' hot path under pyinstrument instead and writes the reports to
 bench/results/profile-<name>-<timestamp>.txt (registry: cold refresh; tool_call: gateway calls; ingress:
-the `serve` process during the load; turn: the worker, run with `--simple` so the job is in the profile).
+the `serve` process during the load; turn: the job `run_turn`, called in-process).
 """
 
 from __future__ import annotations
@@ -43,34 +43,45 @@ def _runner(name: str, quick: bool, fastmcp: bool) -> Callable[[], Section]:
     raise ValueError(name)
 
 
+def _render(session: Path, out: Path) -> None:
+    """Text reports from a saved pyinstrument session: the call tree, and a flat list of self time by
+    function (`.flat.txt`), which names the library code that our calls end up in."""
+    from pyinstrument.renderers import ConsoleRenderer
+    from pyinstrument.session import Session as ProfileSession
+
+    loaded = ProfileSession.load(str(session))
+    out.write_text(ConsoleRenderer(unicode=True, color=False).render(loaded))
+    flat = out.with_suffix(".flat.txt")
+    flat.write_text(ConsoleRenderer(unicode=True, color=False, flat=True, show_all=True).render(loaded))
+
+
 def _profile(name: str, stamp: str) -> Path:
-    out = RESULTS_DIR / f"profile-{name}-{stamp}.txt"
+    """Run `name`'s hot path under pyinstrument; returns the text report (a `.flat.txt` sits beside it)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    if name in ("registry", "tool_call"):
+    out = RESULTS_DIR / f"profile-{name}-{stamp}.txt"
+    session = out.with_suffix(".pyisession")
+    if name in ("registry", "tool_call", "turn"):
         from pyinstrument import Profiler
 
-        from bench import registry, tool_call
+        from bench import registry, tool_call, turn
 
         profiler = Profiler(interval=0.0005, async_mode="enabled")
-        target = registry.profile_target if name == "registry" else tool_call.profile_target
-        asyncio.run(target(profiler))
-        out.write_text(profiler.output_text(unicode=True, color=False))
-    elif name == "ingress":
+        if name == "turn":
+            turn.profile_target(profiler)
+        else:
+            target = registry.profile_target if name == "registry" else tool_call.profile_target
+            asyncio.run(target(profiler))
+        assert profiler.last_session is not None
+        profiler.last_session.save(str(session))
+    else:
         from bench import ingress
 
-        os.environ["BENCH_PROFILE_SERVE"] = str(out)
+        os.environ["BENCH_PROFILE_SERVE"] = str(session)
         try:
             ingress.run(repeats=1, seconds=5.0, rates=(100,))
         finally:
             del os.environ["BENCH_PROFILE_SERVE"]
-    else:
-        from bench import turn
-
-        os.environ["BENCH_PROFILE_WORKER"] = str(out)
-        try:
-            turn.run(turns=10)
-        finally:
-            del os.environ["BENCH_PROFILE_WORKER"]
+    _render(session, out)
     return out
 
 

@@ -269,7 +269,17 @@ def run(*, repeats: int = 3, seconds: float = 5.0, rates: tuple[int, ...] = RATE
         serve_cmd = [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1"]
         if os.environ.get("BENCH_PROFILE_SERVE"):
             out = os.environ["BENCH_PROFILE_SERVE"]
-            serve_cmd = [sys.executable, "-m", "pyinstrument", "-o", out, "-r", "text", "-m", *serve_cmd[2:]]
+            serve_cmd = [
+                sys.executable,
+                "-m",
+                "pyinstrument",
+                "-o",
+                out,
+                "-r",
+                "session",
+                "-m",
+                *serve_cmd[2:],
+            ]
         bot = _spawn(serve_cmd, env, logs / "serve.log")
         procs.append(bot)
         bolt_env = {**os.environ, "BENCH_SECRET": SIGNING_SECRET, "BENCH_PORT": str(bolt_port)}

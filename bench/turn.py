@@ -16,6 +16,8 @@ in the same run by calling them directly (bare AsyncAnthropic, bare mcp.Client).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import os
 import re
 import statistics
@@ -23,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,33 +151,65 @@ def _one_turn(world: Any, ingress: Any, rconn: redis.Redis, index: int, timeout:
         for r in world.servers["presto"].record.tool_calls("query_history")
         if r.at - offset >= started
     ]
+    placeholder = next(
+        (
+            c
+            for c in slack.calls("chat.postMessage")
+            if c.args.get("thread_ts") == ts and c.monotonic >= started
+        ),
+        None,
+    )
+    updates = [
+        c.monotonic - started
+        for c in slack.calls("chat.update")
+        if placeholder is not None and c.args.get("ts") == placeholder.response.get("ts") and c is not answer
+    ]
+    lists = [
+        r.at - offset - started
+        for server in world.servers.values()
+        for r in server.record.all()
+        if r.rpc_method == "tools/list" and r.at - offset >= started
+    ]
     return {
         "tag": tag,
         "ack_ms": delivery.latency * 1000,
         "status": delivery.status,
         "eyes": eyes.monotonic - started,
+        "placeholder": placeholder.monotonic - started if placeholder is not None else None,
+        "lists": sorted(lists),
+        "progress_updates": sorted(updates),
         "model": [t - started for t in model],
         "tool": [t - started for t in tool],
         "answer": answer.monotonic - started,
     }
 
 
-def run(*, turns: int = 10, max_turns: int = 20, budget_seconds: float = 60.0) -> Section:
+@dataclass
+class _Stack:
+    world: Any
+    web_url: str
+    env: dict[str, str]  # the full environment for bot processes
+    world_env: dict[str, str]  # the world's settings only
+    rconn: redis.Redis
+    token: str
+    logs: Path
+    procs: list[subprocess.Popen[bytes]]
+
+
+@contextlib.contextmanager
+def _stack() -> Iterator[_Stack]:
+    """Redis, the world (model and tool at their fixed latencies), a web process and a linked alice."""
     from fixtures.anthropic_fake import FakeAnthropic
     from fixtures.redis_proc import RedisProc
     from fixtures.slack import TEAM_ID
-    from fixtures.slack_ingress import SlackIngress
-    from fixtures.world import ANTHROPIC_KEY, SIGNING_SECRET, start_world
+    from fixtures.world import ANTHROPIC_KEY, start_world
 
-    section = Section("turn")
-    noise = Noise()
     redis_proc = RedisProc().start()
     world = start_world(anthropic=FakeAnthropic(api_key=ANTHROPIC_KEY))
     quiet_logging()
     logs = Path(tempfile.mkdtemp(prefix="chatops-bench-turn-"))
-    procs: list[subprocess.Popen[bytes]] = []
     rconn = redis.Redis.from_url(redis_proc.url)
-    records: list[dict[str, Any]] = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         port = free_port()
         web_url = f"http://127.0.0.1:{port}"
@@ -188,17 +223,31 @@ def run(*, turns: int = 10, max_turns: int = 20, budget_seconds: float = 60.0) -
         world.anthropic.set_latency(MODEL_LATENCY)
         world.anthropic.set_default(_responder)
         world.servers["presto"].knobs.slow("query_history", TOOL_LATENCY)
-        fakes = asyncio.run(_fake_costs(world, token, 5))
-        worker_cmd = [sys.executable, "-m", "bot.cli", "worker"]
-        if os.environ.get("BENCH_PROFILE_WORKER"):
-            out = os.environ["BENCH_PROFILE_WORKER"]
-            worker_cmd = [sys.executable, "-m", "pyinstrument", "-o", out, "-r", "text", "-m", "bot.cli"]
-            worker_cmd += ["worker", "--simple"]
-        worker = _spawn(worker_cmd, env, logs / "worker.log")
-        procs.append(worker)
-        ingress = SlackIngress(web_url, SIGNING_SECRET, slack=world.slack)
-        try:
-            records.append(_one_turn(world, ingress, rconn, 0, timeout=60))  # warm-up: worker start-up
+        yield _Stack(world, web_url, env, world_env, rconn, token, logs, procs)
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
+        rconn.close()
+        redis_proc.stop()
+        world.stop()
+
+
+def run(
+    *, turns: int = 10, max_turns: int = 20, budget_seconds: float = 60.0, simple_worker: bool = False
+) -> Section:
+    from fixtures.slack_ingress import SlackIngress
+    from fixtures.world import SIGNING_SECRET
+
+    section = Section("turn")
+    noise = Noise()
+    records: list[dict[str, Any]] = []
+    with _stack() as st:
+        fakes = asyncio.run(_fake_costs(st.world, st.token, 5))
+        worker_cmd = [sys.executable, "-m", "bot.cli", "worker", *(["--simple"] if simple_worker else [])]
+        worker = _spawn(worker_cmd, st.env, st.logs / "worker.log")
+        st.procs.append(worker)
+        with contextlib.closing(SlackIngress(st.web_url, SIGNING_SECRET, slack=st.world.slack)) as ingress:
+            records.append(_one_turn(st.world, ingress, st.rconn, 0, timeout=60))  # warm-up: worker start
             deadline = time.monotonic() + budget_seconds
             index = 1
             while index <= max_turns and time.monotonic() < deadline:
@@ -207,35 +256,63 @@ def run(*, turns: int = 10, max_turns: int = 20, budget_seconds: float = 60.0) -
                     break
                 noise.wait_quiet(max_wait=3.0)
                 with noise.run(f"turn {index}"):
-                    record = _one_turn(world, ingress, rconn, index, timeout=30)
+                    record = _one_turn(st.world, ingress, st.rconn, index, timeout=30)
                 record["noisy"] = noise.readings[-1].noisy
                 records.append(record)
                 index += 1
-        finally:
-            ingress.close()
         records[0]["noisy"] = None
         if sum(1 for r in records[1:] if not r["noisy"]) >= min(turns, 5):
             # Enough quiet turns: the noisy ones are left out of the figures (and marked so).
             for i, reading in enumerate(list(noise.readings)):
                 if reading.noisy:
                     noise.readings[i] = replace(reading, kept=False)
-    finally:
-        for proc in reversed(procs):
-            if proc is not procs[0] and os.environ.get("BENCH_PROFILE_WORKER"):
-                import contextlib
-                import signal
-
-                proc.send_signal(signal.SIGINT)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=20)
-            stop_process(proc)
-        rconn.close()
-        redis_proc.stop()
-        world.stop()
+        logs = st.logs
     _rows(section, records, fakes, turns)
     section.details.update(turns=records, fakes=fakes, logs=str(logs))
     section.noise = noise.readings
     return section
+
+
+def profile_target(profile: Any, turns: int = 10) -> None:
+    """The turn job itself (`bot.jobs.run_turn`), run in this process under an async-aware profiler, so
+    the report shows where each turn waits. The web process admits the mentions as usual; no worker runs,
+    the job is called directly with the turn id the web process derived."""
+    from approvals.turns import turn_id_for
+    from bot import jobs
+    from bot.identity import whoami
+    from bot.settings import Role, load_settings
+    from fixtures.slack import TEAM_ID
+    from fixtures.slack_ingress import SlackIngress
+    from fixtures.world import SIGNING_SECRET
+
+    with _stack() as st:
+        settings = load_settings(Role.WORKER, env=st.world_env)
+        jobs.configure(settings, whoami(settings))
+
+        async def turns_in_process() -> None:
+            with contextlib.closing(
+                SlackIngress(st.web_url, SIGNING_SECRET, slack=st.world.slack)
+            ) as ingress:
+                for i in range(turns + 1):
+                    for key in st.rconn.scan_iter(match="chatops:rate:*"):
+                        st.rconn.delete(key)
+                    mention = ingress.app_mention(USER, CHANNEL, f"which presto queries? [bench-prof-{i}]")
+                    await asyncio.to_thread(ingress.post, mention)
+                    turn_id = turn_id_for(TEAM_ID, CHANNEL, mention.event["ts"])
+                    if i == 0:  # warm-up: first imports and connections
+                        await jobs.run_turn(turn_id)
+                        continue
+                    with profile:
+                        outcome = await jobs.run_turn(turn_id)
+                    if outcome != "answered":
+                        raise RuntimeError(f"turn {i}: {outcome}")
+
+        asyncio.run(turns_in_process())
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.median(finite) if finite else math.nan
 
 
 def _rows(section: Section, records: list[dict[str, Any]], fakes: dict[str, list[float]], turns: int) -> None:
@@ -305,14 +382,25 @@ def _rows(section: Section, records: list[dict[str, Any]], fakes: dict[str, list
             "the mention's HTTP ack (sync httpx2 client, keep-alive)",
         ),
     )
+
     # Where the rest goes: each leg minus the fixed latency the fakes were told to add.
+    def first_after(values: list[float], after: float) -> float:
+        return next((v for v in values if v >= after), math.nan)
+
     legs = {
         "post -> eyes (queue, fork, job start)": [r["eyes"] for r in use],
-        "eyes -> 1st model request (identity, placeholder, tool listing)": [
-            r["model"][0] - r["eyes"] for r in use
+        "eyes -> placeholder posted": [(r["placeholder"] or math.nan) - r["eyes"] for r in use],
+        "placeholder -> last tools/list request (3 servers)": [
+            max(r["lists"], default=math.nan) - (r["placeholder"] or math.nan) for r in use
         ],
-        "1st model request -> tool call, minus model latency": [
-            r["tool"][0] - r["model"][0] - MODEL_LATENCY for r in use
+        "last tools/list -> 1st model request": [
+            r["model"][0] - max(r["lists"], default=math.nan) for r in use
+        ],
+        "1st model request -> progress chat.update, minus model latency": [
+            first_after(r["progress_updates"], r["model"][0]) - r["model"][0] - MODEL_LATENCY for r in use
+        ],
+        "progress chat.update -> tool call": [
+            r["tool"][0] - first_after(r["progress_updates"], r["model"][0]) for r in use
         ],
         "tool call -> 2nd model request, minus tool latency": [
             r["model"][1] - r["tool"][0] - TOOL_LATENCY for r in use
@@ -322,7 +410,5 @@ def _rows(section: Section, records: list[dict[str, Any]], fakes: dict[str, list
         ],
     }
     for name, values in legs.items():
-        section.add(
-            Result(f"turn.leg: {name}", "p50 ms", statistics.median(values) * 1000, None, None, "", None, "")
-        )
+        section.add(Result(f"turn.leg: {name}", "p50 ms", _median(values) * 1000, None, None, "", None, ""))
     section.details["legs_ms"] = {k: [v * 1000 for v in vs] for k, vs in legs.items()}

@@ -81,6 +81,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep)
 
 
+def cmd_workflows(args: argparse.Namespace) -> int:
+    from agent.workflow import load_workflows
+
+    folder = args.dir or load_settings().workflows_dir
+    workflows, errors = load_workflows(folder)
+    for name, workflow in sorted(workflows.items()):
+        steps = " → ".join(s.call for s in workflow.steps)
+        print(f"ok   {name}: {workflow.description} ({workflow.minutes_saved:g} min saved; {steps})")
+    for error in errors:
+        print(f"BAD  {error}")
+    print(f"{len(workflows)} workflow(s) loaded from {folder}, {len(errors)} problem(s)")
+    return 1 if errors else 0
+
+
 def cmd_keygen(_: argparse.Namespace) -> int:
     from cryptography.fernet import Fernet
 
@@ -165,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check every setting against the live services")
     doctor.set_defaults(func=cmd_doctor)
+
+    workflows = sub.add_parser("workflows", help="list and validate the canned workflow files")
+    workflows.add_argument("--dir", default=None, help="folder to check (default WORKFLOWS_DIR)")
+    workflows.set_defaults(func=cmd_workflows)
 
     keygen = sub.add_parser("keygen", help="print a new key for CHATOPS_SECRET_KEY")
     keygen.set_defaults(func=cmd_keygen)

@@ -29,11 +29,20 @@ from bot.progress import SlackProgress
 from bot.queues import Queues
 from bot.services import BotIdentity, Services, open_services
 from bot.settings import Settings
+from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
 from mcp_clients.gateway import Caller, GatewaySession
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import RegistryUnavailable
 
-__all__ = ["configure", "execute_approved", "expire_approval", "run_turn", "sweep"]
+__all__ = [
+    "configure",
+    "execute_approved",
+    "expire_approval",
+    "resume_workflow",
+    "run_turn",
+    "run_workflow",
+    "sweep",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +113,31 @@ async def sweep() -> dict[str, int]:
         finally:
             queues.connection.delete("chatops:sweep-scheduled")
             queues.schedule_sweep()
+
+
+_catalogs: dict[str, WorkflowCatalog] = {}
+
+
+def workflow_flow(svc: Services, queues: Queues, bot: BotIdentity) -> WorkflowFlow:
+    folder = svc.settings.workflows_dir
+    catalog = _catalogs.setdefault(folder, WorkflowCatalog(folder))
+    return WorkflowFlow(svc, queues, bot, catalog)
+
+
+async def run_workflow(run_id: str) -> str:
+    """Start (or continue) a workflow run (workflows queue)."""
+    settings, bot = _configured()
+    async with open_services(settings, bot.team) as svc:
+        queues = Queues(Redis.from_url(str(settings.redis_url)))
+        return await workflow_flow(svc, queues, bot).execute(run_id)
+
+
+async def resume_workflow(run_id: str, approval_id: str) -> str:
+    """Continue a run after people decided on (and the worker ran) its waiting step."""
+    settings, bot = _configured()
+    async with open_services(settings, bot.team) as svc:
+        queues = Queues(Redis.from_url(str(settings.redis_url)))
+        return await workflow_flow(svc, queues, bot).execute(run_id, approval_id=approval_id)
 
 
 @dataclass

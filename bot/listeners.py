@@ -16,9 +16,11 @@ from approvals.store import ApprovalStore
 from bot import cards
 from bot.approval_flow import ApprovalFlow, seal_key
 from bot.blocks import FEEDBACK_ACTION_ID, parse_feedback_value
+from bot.oncall_listeners import register_oncall
 from bot.poster import PostError
 from bot.queues import Queues
 from bot.services import BotIdentity, Services
+from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
 
 __all__ = ["register"]
 
@@ -35,6 +37,8 @@ async def _ack(ack: AsyncAck) -> None:
 
 def register(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity) -> None:
     flow = ApprovalFlow(services, queues, bot, ApprovalStore(services.redis, seal_key=seal_key(services)))
+    catalog = WorkflowCatalog(services.settings.workflows_dir)
+    register_oncall(app, WorkflowFlow(services, queues, bot, catalog))
 
     async def tell(channel: str | None, user: str, text: str, thread_ts: str | None = None) -> None:
         if not channel or not text:

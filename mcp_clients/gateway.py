@@ -42,6 +42,9 @@ class Caller:
     user: str
     channel: str | None
     identity: Identity
+    service: bool = (
+        False  # call every server with the bot's service identity (workflows with identity: service)
+    )
 
     @property
     def person(self) -> Person:
@@ -158,6 +161,8 @@ class GatewaySession:
             team, user, resource = self.caller.team, self.caller.user, entry.resource
             broker = self._gw.broker
             auth_mode = entry.governance.auth
+            if self.caller.service and auth_mode == "user":
+                auth_mode = "service"
 
             async def token() -> str | None:
                 if auth_mode == "none":

@@ -130,7 +130,17 @@ def test_each_kind_of_bad_file_is_reported_with_its_line_and_the_good_one_still_
         (GOOD + "    approval: never\n", 9, "`approval` may only be `required`"),
         (GOOD.replace("limit: 1}", "limit: 1}\n    args: {}"), 9, "duplicate key 'args'"),
         (GOOD.replace("required: true", "required: true, default: x"), 4, "a required param has no default"),
-        (GOOD.replace("required: true", "choices: [1, 2]"), 4, "`choices` must be a list of string"),
+        (
+            GOOD.replace("required: true", "choices: [1, 2]"),
+            4,
+            "`choices` must be a list of at most 100 short string",
+        ),
+        (GOOD.replace("required: true", "choices: ['" + "x" * 76 + "']"), 4, "`choices` must be a list"),
+        (
+            GOOD.replace("{type: string, required: true}", "{type: boolean, choices: [true]}"),
+            4,
+            "`choices` must",
+        ),
         (GOOD.replace("name: good", "name: has spaces"), 1, "`name` must be"),
         ("- just\n- a list\n", 1, "must be a mapping"),
         (GOOD.replace("steps:\n", "steps: []\nx:\n"), 5, "`steps` must be a non-empty list"),
@@ -139,6 +149,57 @@ def test_each_kind_of_bad_file_is_reported_with_its_line_and_the_good_one_still_
 def test_a_bad_file_says_where_and_why(tmp_path: Path, text: str, line: int, reason: str) -> None:
     error = one_error(tmp_path, text)
     assert (error.line, reason in error.reason) == (line, True), error
+
+
+def test_params_of_every_type_load_with_their_settings(tmp_path: Path) -> None:
+    params = """\
+      dag_id: {type: string, required: true}
+      force: {type: boolean, default: false, description: Clear even running tasks}
+      tail: {type: integer, default: 50, choices: [50, 100]}
+      ratio: {type: number}
+    """
+    workflow, errors = load_file(
+        write(
+            tmp_path,
+            "w.yaml",
+            GOOD.replace(
+                "  dag_id: {type: string, required: true}\n", textwrap.indent(textwrap.dedent(params), "  ")
+            ),
+        )
+    )
+    assert errors == []
+    assert workflow is not None
+    assert workflow.params == (
+        Param("dag_id", "string", True),
+        Param("force", "boolean", False, False, (), "Clear even running tasks"),
+        Param("tail", "integer", False, 50, (50, 100)),
+        Param("ratio", "number"),
+    )
+
+
+def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    error = one_error(tmp_path, "name: x\nsteps: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert (error.line, error.reason) == (1, "YAML: the file is nested too deeply")
+    nested = "{{ " + "(" * 300 + "1" + ")" * 300 + " }}"
+    with pytest.raises(RenderError, match="nested too deeply"):
+        render_args(step({"a": nested}), {}, {})
+    error = one_error(tmp_path, GOOD.replace("{{ params.dag_id }}", nested))
+    assert (error.line, error.reason) == (
+        8,
+        "step `runs`: argument `dag_id`: the template is nested too deeply",
+    )
+
+
+def test_an_alias_bomb_in_args_is_refused_at_load(tmp_path: Path) -> None:
+    bomb = (
+        "    args:\n"
+        "      l1: &a [x, x, x, x, x, x, x, x, x]\n"
+        "      l2: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "      l3: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        "      l4: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    )
+    error = one_error(tmp_path, GOOD.replace('    args: {dag_id: "{{ params.dag_id }}", limit: 1}\n', bomb))
+    assert (error.line, error.reason) == (8, "step `runs`: `args` has more than 2000 values")
 
 
 def test_two_files_with_one_name_keep_the_first_and_report_the_second(tmp_path: Path) -> None:
@@ -283,7 +344,7 @@ def test_when_false_in_yaml_and_a_braced_when_both_load(tmp_path: Path) -> None:
     assert errors == []
     assert workflow is not None
     assert workflow.steps[0].when == "false"
-    braced = GOOD + "    when: \"{{ params.dag_id != 'x' }}\"\n"
+    braced = GOOD + "    when: \"{{ -1 < 0 and params.dag_id != 'x' }}\"\n"
     workflow, errors = load_file(write(tmp_path, "b.yaml", braced))
     assert errors == []
     assert workflow is not None
@@ -355,6 +416,10 @@ def test_arguments_are_checked_against_the_schema_naming_the_path() -> None:
     ]
     assert validate_args({"dag_id": "d"}, schema, pending=frozenset()) == []
     assert validate_args({}, schema, pending=frozenset({"dag_id"})) == []
+    assert validate_args({"limit": "x"}, schema, pending=frozenset({"task_ids"})) == [
+        "'dag_id' is a required property",  # only arguments still to be rendered are excused
+        "argument `limit`: 'x' is not of type 'integer'",
+    ]
     assert validate_args({}, {"type": "nope"})[0].startswith("the tool's input schema is invalid")
     remote = {"$ref": "https://example.com/schema.json"}
     assert "does not contain" in validate_args({}, remote)[0]

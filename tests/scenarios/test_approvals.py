@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import redis as sync_redis
 from rq.registry import StartedJobRegistry
@@ -55,6 +56,19 @@ def ask(s: Scenario, question: str, user: str = "U0ALICE") -> tuple[str, Approva
     approvals = s.approvals(CHANNEL, ts)
     assert len(approvals) == 1
     return ts, approvals[0]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
 
 
 def kills(s: Scenario) -> int:
@@ -255,7 +269,9 @@ def test_a_worker_killed_mid_call_leaves_outcome_unknown_and_nothing_reruns(scen
         s.click("U0CAROL", approval)
         assert entered.wait(30), "the worker never reached the tool"
         assert s.approval(approval.id).status == Status.RUNNING
-        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its work-horse
+        # The whole worker dies: RQ's work-horse runs in a session of its own, so kill it by parentage.
+        for pid in [*children_of(worker.pid), worker.pid]:
+            os.kill(pid, signal.SIGKILL)
         worker.wait(timeout=10)
     finally:
         if worker.poll() is None:

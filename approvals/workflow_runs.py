@@ -1,0 +1,79 @@
+"""Workflow runs in Redis: what was asked, by whom, where, and how far it got (resumable after approvals)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+__all__ = ["WorkflowRun", "WorkflowRunStore"]
+
+RUN_TTL_SECONDS = 30 * 86400
+RECENT_PER_USER = 20
+
+
+@dataclass
+class WorkflowRun:
+    id: str
+    workflow: str
+    params: dict[str, Any]
+    team: str
+    channel: str
+    user: str
+    created_at: float
+    thread_ts: str | None = None
+    status: str = "queued"  # queued | running | waiting_approval | succeeded | failed | rejected | expired
+    state: str = ""  # agent.workflow_runner.RunState JSON
+    message_ts: str | None = None
+    approvals: list[str] = field(default_factory=list)
+    summary: str = ""
+    finished_at: float | None = None
+
+
+class WorkflowRunStore:
+    def __init__(self, redis: aioredis.Redis, *, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._clock = clock
+
+    async def create(
+        self,
+        *,
+        workflow: str,
+        params: dict[str, Any],
+        team: str,
+        channel: str,
+        user: str,
+        thread_ts: str | None = None,
+    ) -> WorkflowRun:
+        run = WorkflowRun(
+            "w" + secrets.token_hex(5), workflow, params, team, channel, user, self._clock(), thread_ts
+        )
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(f"chatops:wfrun:{run.id}", json.dumps(asdict(run)), ex=RUN_TTL_SECONDS)
+            pipe.lpush(f"chatops:wfruns:{team}:{user}", run.id)
+            pipe.ltrim(f"chatops:wfruns:{team}:{user}", 0, RECENT_PER_USER - 1)
+            await pipe.execute()
+        return run
+
+    async def get(self, run_id: str) -> WorkflowRun | None:
+        raw = await self._redis.get(f"chatops:wfrun:{run_id}")
+        return WorkflowRun(**json.loads(raw)) if raw else None
+
+    async def save(self, run: WorkflowRun) -> None:
+        await self._redis.set(f"chatops:wfrun:{run.id}", json.dumps(asdict(run)), ex=RUN_TTL_SECONDS)
+
+    async def recent(self, team: str, user: str, limit: int = 5) -> list[WorkflowRun]:
+        ids = await self._redis.lrange(f"chatops:wfruns:{team}:{user}", 0, limit - 1)
+        runs = [await self.get(i.decode() if isinstance(i, bytes) else str(i)) for i in ids]
+        return [r for r in runs if r is not None]
+
+    async def claim(self, run_id: str, step: str) -> bool:
+        """True once per (run, step): a job enqueued twice does not run a step twice."""
+        return bool(
+            await self._redis.set(f"chatops:wfrun-claim:{run_id}:{step}", "1", nx=True, ex=RUN_TTL_SECONDS)
+        )

@@ -1,0 +1,176 @@
+"""`/oncall` and its modals and shortcut (SPEC §7): help, list, run (a modal for missing parameters), status.
+
+The command is acknowledged at once with nothing; the answer goes to the person through `respond()`
+(ephemeral), and a modal opens from the lazy listener within the trigger's 3-second window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from agent.workflow import coerce_params
+from bot.oncall import (
+    help_text,
+    list_message,
+    params_modal,
+    parse_command,
+    read_modal_values,
+    submission_errors,
+)
+from bot.workflow_flow import WorkflowFlow
+
+__all__ = ["PICK_CALLBACK_ID", "SHORTCUT_CALLBACK_ID", "register_oncall"]
+
+log = logging.getLogger(__name__)
+
+PARAMS_CALLBACK_ID = "oncall_params"
+SHORTCUT_CALLBACK_ID = "oncall_run"
+PICK_CALLBACK_ID = "oncall_pick"
+
+
+async def _ack(ack: AsyncAck) -> None:
+    await ack()
+
+
+def register_oncall(app: AsyncApp, flow: WorkflowFlow) -> None:
+    async def command(body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
+        parsed = parse_command(str(body.get("text") or ""))
+        team, user, channel = str(body["team_id"]), str(body["user_id"]), str(body["channel_id"])
+        name = str(body.get("command") or "/oncall")
+        if parsed.kind == "help":
+            await respond(text=help_text(name))
+            return
+        if parsed.kind == "error":
+            await respond(text=parsed.message)
+            return
+        if parsed.kind == "status":
+            await respond(text=await flow.status_text(team, user, parsed.run_id))
+            return
+        identity = await flow.svc.broker.identity(team, user)
+        if identity is None:
+            url = await flow.svc.linking.offer(team, user)
+            await respond(text=f"Connect your account first: <{url}|Connect your account>. Then try again.")
+            return
+        visible = {w.name: w for w in await flow.visible(identity, channel)}
+        if parsed.kind == "list":
+            message = list_message(list(visible.values()), name)
+            await respond(text=message.text, blocks=message.blocks)
+            return
+        workflow = visible.get(parsed.workflow or "")
+        if workflow is None:
+            known = ", ".join(f"`{w}`" for w in sorted(visible)) or "none"
+            await respond(text=f"There is no workflow `{parsed.workflow}` you may run here. Yours: {known}.")
+            return
+        params, errors = coerce_params(workflow, parsed.params)
+        if errors:
+            view = params_modal(
+                workflow,
+                given=parsed.params,
+                errors=errors,
+                private_metadata=flow.params_json(workflow.name, channel, None),
+            )
+            await client.views_open(trigger_id=body["trigger_id"], view=view)
+            return
+        run = await flow.start(team=team, channel=channel, user=user, workflow=workflow, params=params)
+        await respond(
+            text=f"Starting `{workflow.name}` (run `{run.id}`); progress will appear in this channel."
+        )
+
+    app.command(re.compile(r"^/"))(ack=_ack, lazy=[command])
+
+    async def check_params(ack: AsyncAck, view: dict[str, Any]) -> None:
+        meta = json.loads(view.get("private_metadata") or "{}")
+        workflow = flow.catalog.current().get(str(meta.get("w")))
+        if workflow is None:
+            await ack(response_action="errors", errors={})
+            return
+        _, errors = coerce_params(workflow, read_modal_values(view["state"]["values"]))
+        if errors:
+            await ack(**submission_errors(workflow, errors))
+            return
+        await ack()
+
+    async def submit_params(body: dict[str, Any], view: dict[str, Any]) -> None:
+        meta = json.loads(view.get("private_metadata") or "{}")
+        user, team = str(body["user"]["id"]), str(body.get("team", {}).get("id") or flow.bot.team)
+        workflow = flow.catalog.current().get(str(meta.get("w")))
+        identity = await flow.svc.broker.identity(team, user)
+        if workflow is None or identity is None:
+            return
+        channel = str(meta.get("c"))
+        if workflow.name not in {w.name for w in await flow.visible(identity, channel)}:
+            return  # the modal carries only a name; permission is decided again here
+        params, errors = coerce_params(workflow, read_modal_values(view["state"]["values"]))
+        if not errors:
+            await flow.start(team=team, channel=channel, user=user, workflow=workflow, params=params,
+                             thread_ts=meta.get("t"))  # fmt: skip
+
+    app.view(PARAMS_CALLBACK_ID)(ack=check_params, lazy=[submit_params])
+
+    async def shortcut(body: dict[str, Any], client: AsyncWebClient) -> None:
+        # Slash commands do not work in threads; the message shortcut offers the same there.
+        user, team = str(body["user"]["id"]), str(body.get("team", {}).get("id") or flow.bot.team)
+        channel = str(body.get("channel", {}).get("id") or "")
+        message = body.get("message") or {}
+        thread_ts = message.get("thread_ts") or message.get("ts")
+        identity = await flow.svc.broker.identity(team, user)
+        workflows = await flow.visible(identity, channel) if identity else []
+        options = [{"text": {"type": "plain_text", "text": w.name[:75]}, "value": w.name} for w in workflows][
+            :100
+        ]
+        blocks: list[dict[str, Any]] = [
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": "No workflows are available to you here (connect your account if you have not).",
+                },
+            }
+        ]
+        if options:
+            blocks = [
+                {
+                    "type": "input",
+                    "block_id": "workflow",
+                    "label": {"type": "plain_text", "text": "Workflow"},
+                    "element": {"type": "static_select", "action_id": "value", "options": options},
+                }
+            ]
+        view = {
+            "type": "modal",
+            "callback_id": PICK_CALLBACK_ID,
+            "title": {"type": "plain_text", "text": "Run a workflow"},
+            "private_metadata": json.dumps({"c": channel, "t": thread_ts}),
+            "blocks": blocks,
+        }
+        if options:
+            view["submit"] = {"type": "plain_text", "text": "Next"}
+        await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    app.shortcut(SHORTCUT_CALLBACK_ID)(ack=_ack, lazy=[shortcut])
+
+    async def picked(ack: AsyncAck, view: dict[str, Any]) -> None:
+        meta = json.loads(view.get("private_metadata") or "{}")
+        values = view["state"]["values"]
+        name = str(
+            (values.get("workflow", {}).get("value", {}).get("selected_option") or {}).get("value", "")
+        )
+        workflow = flow.catalog.current().get(name)
+        if workflow is None:
+            await ack(response_action="errors", errors={"workflow": "Pick a workflow."})
+            return
+        modal = params_modal(
+            workflow,
+            given={},
+            errors={},
+            private_metadata=flow.params_json(workflow.name, str(meta.get("c")), meta.get("t")),
+        )
+        await ack(response_action="update", view=modal)
+
+    app.view(PICK_CALLBACK_ID)(picked)

@@ -1,0 +1,379 @@
+"""Canned on-call workflows in Slack (SPEC §7 slash command, §8): start, run, pause for approval, resume.
+
+A run posts one progress message in the channel (or the thread it was started from) that updates as steps
+finish; approval cards for its sensitive steps go in that message's thread. Steps run through the same
+gateway as the agent: the registry permissions and token of the person who ran it (or the bot's service
+identity for `identity: service` workflows, which may only use tools that need no approval).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.workflow import Workflow, load_workflows
+from agent.workflow_runner import (
+    Declined,
+    RunState,
+    WorkflowDone,
+    WorkflowFailed,
+    WorkflowPaused,
+    run_workflow,
+)
+from approvals.audit import AuditRecord, args_digest, preview
+from approvals.store import ApprovalStore, Status
+from approvals.turns import Turn
+from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
+from bot.approval_flow import ApprovalFlow, seal_key
+from bot.mrkdwn import escape
+from bot.poster import PostError
+from bot.queues import Queues
+from bot.services import BotIdentity, Services
+from mcp_clients.gateway import Caller
+from mcp_clients.tokens import Identity
+from registry_cache.snapshot import RegistryUnavailable
+from registry_cache.view import Person
+
+__all__ = ["WorkflowCatalog", "WorkflowFlow"]
+
+log = logging.getLogger(__name__)
+
+_ICONS = {
+    "running": ":hourglass_flowing_sand:",
+    "ok": ":white_check_mark:",
+    "failed": ":x:",
+    "skipped": ":fast_forward:",
+    "waiting": ":raising_hand:",
+    "rejected": ":no_entry:",
+    "expired": ":alarm_clock:",
+}
+
+
+class WorkflowCatalog:
+    """The workflow files, reloaded when the folder changes (operators edit them without restarts)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._stamp: tuple[float, int] | None = None
+        self.workflows: dict[str, Workflow] = {}
+        self.errors: list[str] = []
+
+    def current(self) -> dict[str, Workflow]:
+        try:
+            entries = [os.path.join(self.folder, n) for n in os.listdir(self.folder)]
+            stamp = (max((os.path.getmtime(p) for p in entries), default=0.0), len(entries))
+        except FileNotFoundError:
+            stamp = (0.0, 0)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            found, errors = load_workflows(self.folder)
+            self.workflows, self.errors = found, [str(e) for e in errors]
+            for error in self.errors:
+                log.warning("workflow file ignored: %s", error)
+        return self.workflows
+
+
+@dataclass
+class WorkflowProgress:
+    """The run's one message, updated as steps finish."""
+
+    flow: WorkflowFlow
+    run: WorkflowRun
+    workflow: Workflow
+    lines: dict[str, tuple[str, str]] = field(default_factory=dict)  # step id -> (state, text)
+
+    async def step_started(self, step_id: str, call: str) -> None:
+        self.lines[step_id] = ("running", f"`{call}`")
+        await self.flush()
+
+    async def step_finished(self, step_id: str, ok: bool, summary: str) -> None:
+        call = next((s.call for s in self.workflow.steps if s.id == step_id), step_id)
+        state = "skipped" if summary == "skipped" else "ok" if ok else "failed"
+        self.lines[step_id] = (state, f"`{call}` {escape(summary[:150])}")
+        await self.flush()
+
+    def render(self, footer: str = "") -> tuple[str, list[dict[str, Any]]]:
+        head = f"*{self.workflow.name}* (run `{self.run.id}`) started by <@{self.run.user}>"
+        body = [f"{_ICONS[state]} *{sid}* {text}" for sid, (state, text) in self.lines.items()]
+        text = "\n".join([head, *body, footer]).strip()
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]
+        return f"{self.workflow.name}: {self.run.status}", blocks
+
+    async def flush(self, footer: str = "") -> None:
+        if not self.run.message_ts:
+            return
+        text, blocks = self.render(footer)
+        try:
+            await self.flow.svc.poster.update(self.run.channel, self.run.message_ts, text=text, blocks=blocks)
+        except PostError as exc:
+            log.info("progress update failed: %s", exc.error)
+
+
+@dataclass
+class WorkflowFlow:
+    svc: Services
+    queues: Queues
+    bot: BotIdentity
+    catalog: WorkflowCatalog
+
+    @property
+    def runs(self) -> WorkflowRunStore:
+        return WorkflowRunStore(self.svc.redis)
+
+    def _approvals(self) -> ApprovalFlow:
+        return ApprovalFlow(
+            self.svc, self.queues, self.bot, ApprovalStore(self.svc.redis, seal_key=seal_key(self.svc))
+        )
+
+    async def visible(self, identity: Identity, channel: str) -> list[Workflow]:
+        """Workflows whose every step's server and tool the registry lets this person use here."""
+        try:
+            view = await self.svc.snapshot.view()
+        except RegistryUnavailable:
+            return []
+        person = Person(identity.sub, identity.email, identity.groups)
+        out = []
+        for workflow in self.catalog.current().values():
+            ok = True
+            for step in workflow.steps:
+                entry = view.server(step.server_short)
+                if (
+                    entry is None
+                    or not view.access(person, entry, channel).allowed
+                    or not view.tool_enabled(entry, step.tool)
+                ):
+                    ok = False
+            if ok:
+                out.append(workflow)
+        return sorted(out, key=lambda w: w.name)
+
+    async def start(
+        self,
+        *,
+        team: str,
+        channel: str,
+        user: str,
+        workflow: Workflow,
+        params: dict[str, Any],
+        thread_ts: str | None = None,
+    ) -> WorkflowRun:
+        run = await self.runs.create(
+            workflow=workflow.name, params=params, team=team, channel=channel, user=user, thread_ts=thread_ts
+        )
+        self.queues.enqueue_workflow(run.id)
+        return run
+
+    # --- jobs ------------------------------------------------------------------------------------------
+
+    async def execute(self, run_id: str, *, approval_id: str | None = None) -> str:
+        runs = self.runs
+        run = await runs.get(run_id)
+        if run is None:
+            return "missing"
+        if not await runs.claim(run_id, approval_id or "start"):
+            return "duplicate"
+        workflow = self.catalog.current().get(run.workflow)
+        if workflow is None:
+            return await self._end(run, None, "failed", f"Workflow `{run.workflow}` no longer exists.")
+        identity = await self.svc.broker.identity(run.team, run.user)
+        if identity is None:
+            url = await self.svc.linking.offer(run.team, run.user)
+            await self._tell(
+                run, f"Connect your account first: <{url}|Connect>. Then run the workflow again."
+            )
+            return await self._end(run, workflow, "failed", "The person who ran it is not connected.")
+        progress = WorkflowProgress(self, run, workflow)
+        state = RunState.from_json(run.state) if run.state else None
+        if run.message_ts is None:
+            text, blocks = progress.render()
+            posted = await self.svc.poster.post(
+                run.channel, text=text, blocks=blocks, thread_ts=run.thread_ts, marker=f"{run.id}:progress"
+            )
+            run.message_ts = posted.ts
+        if state is not None:
+            for record in state.log:
+                progress.lines[record.step_id] = (
+                    record.status if record.status in _ICONS else "ok",
+                    f"`{record.call}` {escape(record.summary[:150])}",
+                )
+        run.status = "running"
+        await runs.save(run)
+        caller = Caller(run.team, run.user, run.channel, identity, service=workflow.identity == "service")
+        outcome, declined = await self._decision(approval_id) if approval_id else (None, None)
+        before = len(state.log) if state else 0
+        async with self.svc.gateway.session(caller) as session:
+            try:
+                tools = await session.tools()
+            except RegistryUnavailable as exc:
+                return await self._end(run, workflow, "failed", str(exc), progress=progress)
+            if caller.service and any(
+                t.needs_approval
+                for t in tools
+                if any(s.server_short == t.short_name and s.tool == t.tool for s in workflow.steps)
+            ):
+                return await self._end(
+                    run,
+                    workflow,
+                    "failed",
+                    "Service-identity workflows may only use tools that need no approval.",
+                    progress=progress,
+                )
+            result = await run_workflow(
+                workflow,
+                run.params,
+                tools=session,
+                progress=progress,
+                state=state,
+                approved_outcome=outcome,
+                declined=declined,
+            )
+            await self._audit_steps(run, identity, result.state.log[before:])
+            if isinstance(result, WorkflowPaused):
+                spec = session.spec(result.tool.model_name)
+                assert spec is not None
+                run.state = result.state.to_json()
+                run.status = "waiting_approval"
+                await runs.save(run)
+                turn = Turn(
+                    run.id,
+                    run.team,
+                    run.channel,
+                    "channel",
+                    run.user,
+                    run.workflow,
+                    run.message_ts,
+                    run.message_ts,
+                    run.created_at,
+                    "workflow",
+                )
+                approval = await self._approvals().request(
+                    turn=turn,
+                    caller=caller,
+                    spec=spec,
+                    arguments=result.rendered_args,
+                    reason=result.reason,
+                    tool_use_id=result.step.id,
+                    source="workflow",
+                    workflow_run_id=run.id,
+                    step_id=result.step.id,
+                )
+                run.approvals.append(approval.id)
+                await runs.save(run)
+                progress.lines[result.step.id] = (
+                    "waiting",
+                    f"`{result.step.call}` waiting for approval (card in thread)",
+                )
+                await progress.flush()
+                return "waiting for approval"
+        run.state = result.state.to_json()
+        if isinstance(result, WorkflowDone):
+            summary = f"Done: {len(result.state.log)} step(s)."
+            return await self._end(run, workflow, "succeeded", summary, progress=progress)
+        assert isinstance(result, WorkflowFailed)
+        status = result.kind if result.kind in ("rejected", "expired") else "failed"
+        return await self._end(run, workflow, status, result.message, progress=progress)
+
+    async def _decision(self, approval_id: str) -> tuple[tuple[bool, str, Any] | None, Declined | None]:
+        approval = await ApprovalStore(self.svc.redis, seal_key=seal_key(self.svc)).get(approval_id)
+        if approval is None:
+            return None, ("expired", "the approval record is gone")
+        if approval.status == Status.SUCCEEDED:
+            return (True, approval.outcome_detail, None), None
+        if approval.status in (Status.FAILED, Status.OUTCOME_UNKNOWN):
+            return (False, f"{approval.status.value.lower()}: {approval.outcome_detail}", None), None
+        if approval.status == Status.REJECTED:
+            by = ", ".join(f"<@{u}>" for u in approval.decided_by)
+            return None, ("rejected", f"rejected by {by}: {approval.reject_reason}")
+        return None, ("expired", "")
+
+    async def _end(
+        self,
+        run: WorkflowRun,
+        workflow: Workflow | None,
+        status: str,
+        message: str,
+        *,
+        progress: WorkflowProgress | None = None,
+    ) -> str:
+        run.status, run.summary, run.finished_at = status, message, time.time()
+        await self.runs.save(run)
+        icon = ":white_check_mark:" if status == "succeeded" else ":x:"
+        if progress is not None:
+            await progress.flush(f"{icon} {escape(message)}")
+        elif run.message_ts is None:
+            await self._tell(run, f"{icon} `{run.workflow}` (run `{run.id}`): {escape(message)}")
+        minutes = workflow.minutes_saved if (workflow is not None and status == "succeeded") else 0.0
+        await self.svc.audit.record(
+            AuditRecord(
+                kind="workflow_run",
+                outcome="succeeded"
+                if status == "succeeded"
+                else "rejected"
+                if status == "rejected"
+                else "expired"
+                if status == "expired"
+                else "failed",
+                workflow_run_id=run.id,
+                team=run.team,
+                channel=run.channel,
+                user=run.user,
+                tool=run.workflow,
+                args_sha256=args_digest(run.params),
+                args_preview=preview(run.params),
+                minutes_saved=minutes,
+                detail=message[:300],
+                thread_ts=run.message_ts or "",
+            )
+        )
+        return status
+
+    async def _audit_steps(self, run: WorkflowRun, identity: Identity, records: list[Any]) -> None:
+        view = await self.svc.snapshot.view()
+        for record in records:
+            if record.status not in ("ok", "failed") or record.approved:
+                continue  # skipped steps did nothing; approved ones are audited by the approval flow
+            short, _, tool = record.call.partition(".")
+            entry = view.server(short)
+            minutes = view.minutes_saved(entry, tool) if entry is not None and record.status == "ok" else 0.0
+            await self.svc.audit.record(
+                AuditRecord(
+                    kind="tool_call",
+                    outcome="succeeded" if record.status == "ok" else "failed",
+                    workflow_run_id=run.id,
+                    team=run.team,
+                    channel=run.channel,
+                    user=run.user,
+                    sub=identity.sub,
+                    server=entry.name if entry else short,
+                    tool=tool,
+                    args_sha256=args_digest(record.arguments or {}),
+                    args_preview=preview(record.arguments or {}),
+                    latency_ms=record.latency_ms,
+                    minutes_saved=minutes,
+                )
+            )
+
+    async def _tell(self, run: WorkflowRun, text: str) -> None:
+        try:
+            await self.svc.poster.ephemeral(run.channel, run.user, text=text, thread_ts=run.thread_ts)
+        except PostError as exc:
+            log.info("could not tell %s: %s", run.user, exc.error)
+
+    async def status_text(self, team: str, user: str, run_id: str | None) -> str:
+        runs = (
+            [r for r in [await self.runs.get(run_id)] if r] if run_id else await self.runs.recent(team, user)
+        )
+        if not runs:
+            return "No workflow runs found." if run_id else "You have not run any workflows recently."
+        lines = [
+            f"`{r.id}` *{r.workflow}*: {r.status}" + (f" — {escape(r.summary[:200])}" if r.summary else "")
+            for r in runs
+        ]
+        return "\n".join(lines)
+
+    def params_json(self, workflow: str, channel: str, thread_ts: str | None) -> str:
+        return json.dumps({"w": workflow, "c": channel, "t": thread_ts})
