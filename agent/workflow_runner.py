@@ -160,8 +160,10 @@ def _value(text: str, structured: Any) -> Any:
 
 
 def _summary(text: str) -> str:
+    # The first line, unless it says nothing: pretty-printed JSON starts with a lone "{"; collapse that instead.
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return first if len(first) <= SUMMARY_CHARS else first[: SUMMARY_CHARS - 1] + "…"
+    flat = first if sum(c.isalnum() for c in first) >= 3 else " ".join(text.split())
+    return flat if len(flat) <= SUMMARY_CHARS else flat[: SUMMARY_CHARS - 1] + "…"
 
 
 async def run_workflow(

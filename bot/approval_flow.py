@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from approvals.audit import AuditRecord, preview
@@ -394,7 +394,11 @@ class ApprovalFlow:
     async def _audit_attempt(
         self, approval: Approval, user: str, sub: str, action: str, outcome: str, detail: str
     ) -> None:
-        record = self._audit(approval, "approval_decision", outcome, detail=f"{action} by {user}: {detail}")
+        record = self._audit(approval, "approval_decision", outcome, detail=f"{action}: {detail}")
+        # A decision record is about the person who clicked; the requester stays in the request's records.
+        record = replace(
+            record, user=user, sub=sub, detail=f"{action} (requested by {approval.requester}): {detail}"
+        )
         await self.svc.audit.record(record)
 
 

@@ -179,7 +179,87 @@ def play(world: World, slack: FakeSlack, ingress: SlackIngress, redis_url: str, 
     )
     shown = {m.ts for m in slack.messages(CHANNEL, thread_ts=ts)}
     act_two(world, slack, ingress, r, clock, ts, shown)
+    act_three(world, slack, ingress, r, clock)
+    epilogue(r, clock)
     r.close()
+
+
+def act_three(world: World, slack: FakeSlack, ingress: SlackIngress, r: redis.Redis, clock: Clock) -> None:
+    print(f"\n{clock.stamp()} Alice runs the canned workflow from the slash command:")
+    command = "run restart-failed-dag dag_id=daily_ad_metrics"
+    say(clock, "Alice", f"/oncall {command}")
+    before = {m.ts for m in slack.messages(CHANNEL)}
+    ingress.post(ingress.slash_command("U0ALICE", "/oncall", command, channel=CHANNEL))
+    started = wait_until(
+        "the workflow to start",
+        lambda: next((m for m in slack.ephemerals(CHANNEL, user="U0ALICE") if "Starting" in m.text), None),
+    )
+    say(clock, "chatops (only visible to Alice)", started.text)
+    progress = wait_until(
+        "the progress message",
+        lambda: next((m for m in slack.messages(CHANNEL) if m.ts not in before and m.bot_id), None),
+    )
+    card = wait_until(
+        "the workflow's approval card",
+        lambda: next(
+            (
+                m
+                for m in slack.messages(CHANNEL, thread_ts=progress.ts)
+                if "approval_approve" in json.dumps(m.blocks)
+            ),
+            None,
+        ),
+    )
+    current = slack.message(CHANNEL, progress.ts) or progress
+    say(clock, "chatops", message_text(current))
+    say(clock, "chatops (in the thread)", message_text(card))
+    approval_id = next(
+        str(e["value"])
+        for b in card.blocks or []
+        if b.get("type") == "actions"
+        for e in b["elements"]
+        if e.get("action_id") == "approval_approve"
+    )
+    print(f"{clock.stamp()} (Bob, an airflow admin, taps Approve)")
+    ingress.post(
+        ingress.block_actions(
+            "U0BOB", "approval_approve", channel=CHANNEL, message_ts=card.ts, value=approval_id
+        )
+    )
+
+    def finished() -> Message | None:
+        message = slack.message(CHANNEL, progress.ts)
+        return (
+            message
+            if message is not None
+            and ("Done" in json.dumps(message.blocks) or ":x:" in json.dumps(message.blocks))
+            else None
+        )
+
+    say(
+        clock,
+        "chatops (progress message, updated)",
+        message_text(wait_until("the workflow to finish", finished)),
+    )
+    print(
+        f"{' ' * 10}(clear_task_instances ran "
+        f"{world.servers['airflow'].ledger.count('clear_task_instances')} time(s))"
+    )
+
+
+def epilogue(r: redis.Redis, clock: Clock) -> None:
+    print(f"\n{clock.stamp()} The audit trail (`chatops audit export`), one line per record:")
+    minutes = 0.0
+    for _, fields in r.xrange("chatops:audit") or []:
+        record = json.loads((fields or {})[b"record"])
+        minutes += float(record.get("minutes_saved") or 0)
+        server = str(record.get("server") or "").split("/")[-1]
+        what = f"{server}.{record['tool']}" if server else str(record.get("tool") or "")
+        print(
+            f"{' ' * 10}{record['kind']:<20} {record.get('outcome', ''):<16} {record.get('user', ''):<9} "
+            f"{what:<34} approvers={','.join(record.get('approvers') or []) or '-'}"
+        )
+    print(f"{' ' * 10}time saved in this incident, by the owners' estimates: {minutes:.0f} minutes")
 
 
 def link_quietly(world: World, env: dict[str, str], person: str, user: str) -> None:
