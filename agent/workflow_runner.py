@@ -160,7 +160,7 @@ def _value(text: str, structured: Any) -> Any:
 
 
 def _summary(text: str) -> str:
-    # The first line, unless it says nothing: pretty-printed JSON starts with a lone "{"; collapse that instead.
+    # The first line, unless it says nothing (pretty-printed JSON starts with a lone "{"): then collapse all.
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     flat = first if sum(c.isalnum() for c in first) >= 3 else " ".join(text.split())
     return flat if len(flat) <= SUMMARY_CHARS else flat[: SUMMARY_CHARS - 1] + "…"
