@@ -385,9 +385,7 @@ def run_demo(*, keep: bool = False) -> int:
     real_key = os.environ.get("ANTHROPIC_API_KEY", "")
     real_model = bool(real_key) and real_key != ANTHROPIC_KEY
     what = "the real model" if real_model else "a scripted model"
-    print(
-    print(f"chatops demo: starting a local world (identity provider, registry, MCP servers, Slack), {what}...")
-    )
+    print(f"chatops demo: starting a local world (identity provider, registry, MCP servers, Slack), {what}.")
     model = FakeAnthropic(api_key=ANTHROPIC_KEY)
     model.set_default(incident_responder)
     world = start_world(anthropic=model)
