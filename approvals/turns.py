@@ -61,10 +61,12 @@ class Conversation:
     users: list[str] = field(default_factory=list)
 
 
-# KEYS: seen, turn hash. ARGV: ttl, turn ttl, then field/value pairs. Returns 1 when newly admitted.
+# KEYS: seen, turn hash, seen-event. ARGV: ttl, turn ttl, turn id, then field/value pairs.
+# Returns 1 when newly admitted. The event marker is written either way (it names the turn).
 _ADMIT = """
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[1])
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
@@ -96,6 +98,10 @@ class TurnStore:
     def __init__(self, redis: aioredis.Redis, *, clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._clock = clock
+        # Registered once: EVALSHA sends a digest instead of the script on every call (ingress hot path).
+        self._admit = redis.register_script(_ADMIT)
+        self._begin = redis.register_script(_BEGIN)
+        self._end = redis.register_script(_END)
 
     async def admit(
         self,
@@ -126,17 +132,11 @@ class TurnStore:
         values: list[str] = []
         for key, value in asdict(turn).items():
             values += [key, str(value)]
-        admitted = await self._redis.eval(
-            _ADMIT,
-            2,
-            f"chatops:seen:{team}:{channel}:{ts}",
-            f"chatops:turn:{turn.id}",
-            str(SEEN_TTL_SECONDS),
-            str(TURN_TTL_SECONDS),
-            *values,
+        seen_event = f"chatops:seen-event:{event_id}" if event_id else f"chatops:seen-event:-{turn.id}"
+        keys = [f"chatops:seen:{team}:{channel}:{ts}", f"chatops:turn:{turn.id}", seen_event]
+        admitted = await self._admit(
+            keys=keys, args=[str(SEEN_TTL_SECONDS), str(TURN_TTL_SECONDS), turn.id, *values]
         )
-        if event_id:
-            await self._redis.set(f"chatops:seen-event:{event_id}", turn.id, ex=SEEN_TTL_SECONDS)
         return turn, bool(admitted)
 
     async def forget(self, turn: Turn) -> None:
@@ -193,11 +193,11 @@ class TurnStore:
 
     async def begin_run(self, thread: str, turn_id: str) -> bool:
         keys = (f"chatops:thread-active:{thread}", f"chatops:thread-backlog:{thread}")
-        return bool(await self._redis.eval(_BEGIN, 2, *keys, turn_id, str(ACTIVE_TTL_SECONDS)))
+        return bool(await self._begin(keys=list(keys), args=[turn_id, str(ACTIVE_TTL_SECONDS)]))
 
     async def end_run(self, thread: str, turn_id: str) -> str | None:
         keys = (f"chatops:thread-active:{thread}", f"chatops:thread-backlog:{thread}")
-        nxt = await self._redis.eval(_END, 2, *keys, turn_id, str(ACTIVE_TTL_SECONDS))
+        nxt = await self._end(keys=list(keys), args=[turn_id, str(ACTIVE_TTL_SECONDS)])
         return _text(nxt) if nxt else None
 
     # --- transcripts -----------------------------------------------------------------------------------

@@ -246,7 +246,7 @@ class Section:
         noisy = [r.label for r in kept if r.noisy]
         redone = len(self.noise) - len(kept)
         text = f"other processes: median {median * 100:.0f}%, worst {worst * 100:.0f}% of a core"
-        text += f"; {redone} noisy run(s) redone" if redone else ""
+        text += f"; {redone} noisy run(s) redone or left out" if redone else ""
         return text + (f"; STILL NOISY (kept): {', '.join(noisy)}" if noisy else "")
 
 

@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL_LATENCY = 0.2
 TOOL_LATENCY = 0.1
 USER, PERSON, CHANNEL = "U0ALICE", "alice", "C0DATAENG"
+SERVERS = ("presto", "spark", "airflow")  # what alice (data-eng) may use in this channel
 TAG = re.compile(r"\[(bench-[\w-]+)\]")
 
 
@@ -69,9 +70,9 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         )
 
 
-async def _link_and_token(env: dict[str, str], world: Any, team: str) -> str:
+async def _link_and_tokens(env: dict[str, str], world: Any, team: str) -> dict[str, str]:
     """Link alice through the web process (offer -> IdP login -> authorize -> callback) and return her
-    presto token, which is then cached in Redis as the worker will find it."""
+    tokens for the servers she uses here, which are then cached in Redis as the worker will find them."""
     from bot.services import open_services
     from bot.settings import Role, load_settings
 
@@ -83,11 +84,13 @@ async def _link_and_token(env: dict[str, str], world: Any, team: str) -> str:
             page = await browser.get(url)
         if page.status_code != 200 or "connected" not in page.text:
             raise RuntimeError(f"linking failed: HTTP {page.status_code}")
-        return await svc.broker.user_token(team, USER, world.resource("presto"))
+        return {name: await svc.broker.user_token(team, USER, world.resource(name)) for name in SERVERS}
 
 
-async def _fake_costs(world: Any, token: str, n: int) -> dict[str, list[float]]:
-    """The fakes' own round trips, called directly: the model at MODEL_LATENCY, the tool at TOOL_LATENCY."""
+async def _fake_costs(world: Any, tokens: dict[str, str], n: int) -> dict[str, list[float]]:
+    """The fakes' own round trips, called directly with bare SDK clients: the model at MODEL_LATENCY, the
+    tool at TOOL_LATENCY, and what a fresh session's tool listing costs (3 servers at once, each a new
+    `mcp.Client`: server/discover + every tools/list page), which the bot does once per turn."""
     import anthropic
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -97,7 +100,8 @@ async def _fake_costs(world: Any, token: str, n: int) -> dict[str, list[float]]:
 
     model_ms: list[float] = []
     tool_ms: list[float] = []
-    tools = [{"name": "presto__query_history", "description": "x", "input_schema": {"type": "object"}}]
+    list_ms: list[float] = []
+    tools: Any = [{"name": "presto__query_history", "description": "x", "input_schema": {"type": "object"}}]
     async with anthropic.AsyncAnthropic(api_key=ANTHROPIC_KEY, base_url=world.anthropic_url) as client:
         for i in range(n + 1):
             started = time.perf_counter()
@@ -105,22 +109,44 @@ async def _fake_costs(world: Any, token: str, n: int) -> dict[str, list[float]]:
                 model="claude-fake",
                 max_tokens=1024,
                 messages=[{"role": "user", "content": f"[bench-fake-{i}] which presto queries are running?"}],
-                tools=tools,  # type: ignore[list-item]
+                tools=tools,
             )
             if i:
                 model_ms.append((time.perf_counter() - started) * 1000)
-    http = httpx2.AsyncClient(verify=shared_ssl_context(), headers={"Authorization": f"Bearer {token}"})
-    async with http, Client(streamable_http_client(world.resource("presto"), http_client=http)) as mcp:
+
+    def http(name: str) -> httpx2.AsyncClient:
+        auth = {"Authorization": f"Bearer {tokens[name]}"}
+        return httpx2.AsyncClient(verify=shared_ssl_context(), headers=auth)
+
+    async with (
+        http("presto") as h,
+        Client(streamable_http_client(world.resource("presto"), http_client=h)) as mcp,
+    ):
         for i in range(n + 1):
             started = time.perf_counter()
             await mcp.call_tool("query_history", {"limit": 1})
             if i:
                 tool_ms.append((time.perf_counter() - started) * 1000)
-    return {"model_ms": model_ms, "tool_ms": tool_ms}
+
+    async def list_all(name: str) -> None:
+        async with http(name) as h, Client(streamable_http_client(world.resource(name), http_client=h)) as c:
+            cursor: str | None = None
+            for _ in range(20):
+                page = await c.list_tools(cursor=cursor, cache_mode="bypass")
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+
+    for i in range(n + 1):
+        started = time.perf_counter()
+        await asyncio.gather(*(list_all(name) for name in SERVERS))
+        if i:
+            list_ms.append((time.perf_counter() - started) * 1000)
+    return {"model_ms": model_ms, "tool_ms": tool_ms, "list3_ms": list_ms}
 
 
-def _one_turn(world: Any, ingress: Any, rconn: redis.Redis, index: int, timeout: float) -> dict[str, Any]:
-    tag = f"bench-turn-{index:03d}"
+def _one_turn(world: Any, ingress: Any, rconn: redis.Redis, label: str, timeout: float) -> dict[str, Any]:
+    tag = f"bench-turn-{label}"
     for key in rconn.scan_iter(match="chatops:rate:*"):
         rconn.delete(key)  # the per-user limit (10 a minute) is not what is measured here
     mention = ingress.app_mention(USER, CHANNEL, f"which presto queries are running? [{tag}]")
@@ -191,7 +217,7 @@ class _Stack:
     env: dict[str, str]  # the full environment for bot processes
     world_env: dict[str, str]  # the world's settings only
     rconn: redis.Redis
-    token: str
+    tokens: dict[str, str]
     logs: Path
     procs: list[subprocess.Popen[bytes]]
 
@@ -219,11 +245,11 @@ def _stack() -> Iterator[_Stack]:
         web = _spawn([sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1"], env, logs / "web.log")
         procs.append(web)
         wait_http_ok(web_url + "/healthz", proc=web)
-        token = asyncio.run(_link_and_token(world_env, world, TEAM_ID))
+        tokens = asyncio.run(_link_and_tokens(world_env, world, TEAM_ID))
         world.anthropic.set_latency(MODEL_LATENCY)
         world.anthropic.set_default(_responder)
         world.servers["presto"].knobs.slow("query_history", TOOL_LATENCY)
-        yield _Stack(world, web_url, env, world_env, rconn, token, logs, procs)
+        yield _Stack(world, web_url, env, world_env, rconn, tokens, logs, procs)
     finally:
         for proc in reversed(procs):
             stop_process(proc)
@@ -232,43 +258,63 @@ def _stack() -> Iterator[_Stack]:
         world.stop()
 
 
-def run(
-    *, turns: int = 10, max_turns: int = 20, budget_seconds: float = 60.0, simple_worker: bool = False
-) -> Section:
+def _turns(
+    st: _Stack, noise: Noise, worker_cmd: list[str], label: str, turns: int, max_turns: int, budget: float
+) -> list[dict[str, Any]]:
+    """Start a worker, run one warm-up turn and then turns until `turns` quiet ones (or the budget ends);
+    stop the worker. Record 0 is the warm-up."""
     from fixtures.slack_ingress import SlackIngress
     from fixtures.world import SIGNING_SECRET
 
-    section = Section("turn")
-    noise = Noise()
+    worker = _spawn(worker_cmd, st.env, st.logs / f"worker-{label}.log")
     records: list[dict[str, Any]] = []
-    with _stack() as st:
-        fakes = asyncio.run(_fake_costs(st.world, st.token, 5))
-        worker_cmd = [sys.executable, "-m", "bot.cli", "worker", *(["--simple"] if simple_worker else [])]
-        worker = _spawn(worker_cmd, st.env, st.logs / "worker.log")
-        st.procs.append(worker)
+    try:
         with contextlib.closing(SlackIngress(st.web_url, SIGNING_SECRET, slack=st.world.slack)) as ingress:
-            records.append(_one_turn(st.world, ingress, st.rconn, 0, timeout=60))  # warm-up: worker start
-            deadline = time.monotonic() + budget_seconds
+            records.append(_one_turn(st.world, ingress, st.rconn, f"{label}-000", timeout=60))  # warm-up
+            records[0]["noisy"] = None
+            deadline = time.monotonic() + budget
             index = 1
             while index <= max_turns and time.monotonic() < deadline:
-                kept = [r for r in records[1:] if not r["noisy"]]
-                if len(kept) >= turns and len(records) - 1 >= turns:
+                if sum(1 for r in records[1:] if not r["noisy"]) >= turns:
                     break
                 noise.wait_quiet(max_wait=3.0)
-                with noise.run(f"turn {index}"):
-                    record = _one_turn(st.world, ingress, st.rconn, index, timeout=30)
+                with noise.run(f"{label} turn {index}"):
+                    record = _one_turn(st.world, ingress, st.rconn, f"{label}-{index:03d}", timeout=30)
                 record["noisy"] = noise.readings[-1].noisy
                 records.append(record)
                 index += 1
-        records[0]["noisy"] = None
-        if sum(1 for r in records[1:] if not r["noisy"]) >= min(turns, 5):
-            # Enough quiet turns: the noisy ones are left out of the figures (and marked so).
-            for i, reading in enumerate(list(noise.readings)):
-                if reading.noisy:
-                    noise.readings[i] = replace(reading, kept=False)
+    finally:
+        stop_process(worker)
+    return records
+
+
+def run(
+    *,
+    turns: int = 10,
+    max_turns: int = 20,
+    budget_seconds: float = 45.0,
+    simple_turns: int = 5,
+) -> Section:
+    """The forking worker (what `chatops worker` runs) for the figures; then, as a diagnostic, the same
+    turns with `--simple` (no fork per job): the difference is the fork and the work-horse's cold start."""
+    section = Section("turn")
+    noise = Noise()
+    with _stack() as st:
+        fakes = asyncio.run(_fake_costs(st.world, st.tokens, 5))
+        worker = [sys.executable, "-m", "bot.cli", "worker"]
+        forked = _turns(st, noise, worker, "fork", turns, max_turns, budget_seconds)
+        simple: list[dict[str, Any]] = []
+        if simple_turns:
+            simple = _turns(st, noise, [*worker, "--simple"], "simple", simple_turns, 2 * simple_turns, 20.0)
         logs = st.logs
-    _rows(section, records, fakes, turns)
-    section.details.update(turns=records, fakes=fakes, logs=str(logs))
+    quiet = [r for r in forked[1:] + simple[1:] if not r["noisy"]]
+    if len(quiet) >= min(turns, 5):
+        # Enough quiet turns: the noisy ones are left out of the figures (and marked so).
+        for i, reading in enumerate(list(noise.readings)):
+            if reading.noisy:
+                noise.readings[i] = replace(reading, kept=False)
+    _rows(section, forked, simple, fakes, turns)
+    section.details.update(turns=forked, simple_turns=simple, fakes=fakes, logs=str(logs))
     section.noise = noise.readings
     return section
 
@@ -315,19 +361,59 @@ def _median(values: list[float]) -> float:
     return statistics.median(finite) if finite else math.nan
 
 
-def _rows(section: Section, records: list[dict[str, Any]], fakes: dict[str, list[float]], turns: int) -> None:
+def _usable(records: list[dict[str, Any]], turns: int) -> tuple[list[dict[str, Any]], str]:
     measured = [r for r in records[1:] if len(r["model"]) >= 2 and r["tool"]]
     quiet = [r for r in measured if not r["noisy"]]
-    use = quiet if len(quiet) >= min(turns, 5) else measured
-    note = f"{len(use)} turns" + ("" if use is quiet else f" ({len(measured) - len(quiet)} noisy, kept)")
+    if len(quiet) >= min(turns, 5):
+        return quiet, f"{len(quiet)} quiet turns"
+    return measured, f"{len(measured)} turns, {len(measured) - len(quiet)} of them NOISY"
+
+
+def _legs(use: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each leg of a turn in seconds, minus the fixed latency the fakes were told to add."""
+
+    def first_after(values: list[float], after: float) -> float:
+        return next((v for v in values if v >= after), math.nan)
+
+    def progress(r: dict[str, Any]) -> float:
+        return first_after(r["progress_updates"], r["model"][0])
+
+    return {
+        "post -> eyes (dequeue, fork, job start, open_services)": [r["eyes"] for r in use],
+        "eyes -> placeholder posted (identity, rate check)": [
+            (r["placeholder"] or math.nan) - r["eyes"] for r in use
+        ],
+        "placeholder -> 1st model request (tool listing, 3 servers)": [
+            r["model"][0] - (r["placeholder"] or math.nan) for r in use
+        ],
+        "1st model request -> progress chat.update, minus model latency": [
+            progress(r) - r["model"][0] - MODEL_LATENCY for r in use
+        ],
+        "progress chat.update -> tool call": [r["tool"][0] - progress(r) for r in use],
+        "tool call -> 2nd model request, minus tool latency": [
+            r["model"][1] - r["tool"][0] - TOOL_LATENCY for r in use
+        ],
+        "2nd model request -> answer in Slack, minus model latency": [
+            r["answer"] - r["model"][1] - MODEL_LATENCY for r in use
+        ],
+    }
+
+
+def _rows(
+    section: Section,
+    forked: list[dict[str, Any]],
+    simple: list[dict[str, Any]],
+    fakes: dict[str, list[float]],
+    turns: int,
+) -> None:
+    use, note = _usable(forked, turns)
     floor = 2 * MODEL_LATENCY + TOOL_LATENCY
     model_rt = statistics.median(fakes["model_ms"]) / 1000
     tool_rt = statistics.median(fakes["tool_ms"]) / 1000
+    list_rt = statistics.median(fakes["list3_ms"]) / 1000
     fake_floor = 2 * model_rt + tool_rt
-    wall = [r["answer"] for r in use]
-    eyes = [r["eyes"] for r in use]
-    w = summary(wall)
-    e = summary([x * 1000 for x in eyes])
+    w = summary([r["answer"] for r in use])
+    e = summary([r["eyes"] * 1000 for r in use])
     section.add(
         Result(
             "turn.wall",
@@ -337,8 +423,8 @@ def _rows(section: Section, records: list[dict[str, Any]], fakes: dict[str, list
             w["p50"] / floor,
             "≤ 1.05×",
             w["p50"] / floor <= 1.05,
-            f"mention -> answer in FakeSlack; floor = 2×{MODEL_LATENCY}+{TOOL_LATENCY} s; {note}; "
-            f"max {w['max']:.3f} s",
+            f"mention -> answer in FakeSlack, forking worker; floor = 2×{MODEL_LATENCY}+{TOOL_LATENCY} s; "
+            f"{note}; max {w['max']:.3f} s",
         ),
         Result(
             "turn.wall vs fakes",
@@ -348,7 +434,7 @@ def _rows(section: Section, records: list[dict[str, Any]], fakes: dict[str, list
             w["p50"] / fake_floor,
             "",
             None,
-            f"floor incl. the fakes' own cost, measured bare: model {model_rt * 1000:.0f} ms, "
+            f"floor from the fakes called bare in this run: model {model_rt * 1000:.0f} ms ×2, "
             f"tool {tool_rt * 1000:.0f} ms",
         ),
         Result(
@@ -382,33 +468,40 @@ def _rows(section: Section, records: list[dict[str, Any]], fakes: dict[str, list
             "the mention's HTTP ack (sync httpx2 client, keep-alive)",
         ),
     )
-
-    # Where the rest goes: each leg minus the fixed latency the fakes were told to add.
-    def first_after(values: list[float], after: float) -> float:
-        return next((v for v in values if v >= after), math.nan)
-
-    legs = {
-        "post -> eyes (queue, fork, job start)": [r["eyes"] for r in use],
-        "eyes -> placeholder posted": [(r["placeholder"] or math.nan) - r["eyes"] for r in use],
-        "placeholder -> last tools/list request (3 servers)": [
-            max(r["lists"], default=math.nan) - (r["placeholder"] or math.nan) for r in use
-        ],
-        "last tools/list -> 1st model request": [
-            r["model"][0] - max(r["lists"], default=math.nan) for r in use
-        ],
-        "1st model request -> progress chat.update, minus model latency": [
-            first_after(r["progress_updates"], r["model"][0]) - r["model"][0] - MODEL_LATENCY for r in use
-        ],
-        "progress chat.update -> tool call": [
-            r["tool"][0] - first_after(r["progress_updates"], r["model"][0]) for r in use
-        ],
-        "tool call -> 2nd model request, minus tool latency": [
-            r["model"][1] - r["tool"][0] - TOOL_LATENCY for r in use
-        ],
-        "2nd model request -> answer in Slack, minus model latency": [
-            r["answer"] - r["model"][1] - MODEL_LATENCY for r in use
-        ],
-    }
-    for name, values in legs.items():
-        section.add(Result(f"turn.leg: {name}", "p50 ms", _median(values) * 1000, None, None, "", None, ""))
-    section.details["legs_ms"] = {k: [v * 1000 for v in vs] for k, vs in legs.items()}
+    simple_use, simple_note = _usable(simple, 5) if simple else ([], "")
+    if simple_use:
+        sw = statistics.median(r["answer"] for r in simple_use)
+        section.add(
+            Result(
+                "turn.wall [--simple worker]",
+                "p50 s",
+                sw,
+                floor,
+                sw / floor,
+                "",
+                None,
+                f"diagnostic: same turns, no fork per job; {simple_note}; "
+                f"eyes p50 {statistics.median(r['eyes'] for r in simple_use) * 1000:.0f} ms",
+            )
+        )
+    fork_legs, simple_legs = _legs(use), _legs(simple_use) if simple_use else {}
+    for name, values in fork_legs.items():
+        base = _median(simple_legs[name]) * 1000 if simple_legs else None
+        value = _median(values) * 1000
+        notes = "baseline: the same leg with --simple" if base is not None else ""
+        if name.startswith("placeholder"):
+            notes += f"; bare SDK listing of the 3 servers (fresh clients): {list_rt * 1000:.0f} ms"
+        section.add(
+            Result(
+                f"turn.leg: {name}",
+                "p50 ms",
+                value,
+                base,
+                value / base if base else None,
+                "",
+                None,
+                notes.lstrip("; "),
+            )
+        )
+    section.details["legs_ms"] = {k: [v * 1000 for v in vs] for k, vs in fork_legs.items()}
+    section.details["legs_ms_simple"] = {k: [v * 1000 for v in vs] for k, vs in simple_legs.items()}

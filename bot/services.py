@@ -56,7 +56,10 @@ class Services:
 @asynccontextmanager
 async def open_services(settings: Settings, team: str) -> AsyncIterator[Services]:
     assert settings.redis_url is not None, "settings.require() guarantees REDIS_URL outside demo/dev"
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    # A blocking pool: under a burst, requests wait briefly for a connection instead of failing with
+    # MaxConnectionsError (which turned into 503s at 200 events/s under CPU contention).
+    pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=200, timeout=5)
+    redis = aioredis.Redis(connection_pool=pool)
     http = httpx2.AsyncClient(verify=shared_ssl_context(), timeout=httpx2.Timeout(15, connect=5))
     secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else ""
     provider = Provider(http, str(settings.oauth_issuer or ""), settings.oauth_client_id or "", secret)

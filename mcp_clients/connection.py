@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,9 @@ def shared_ssl_context() -> ssl.SSLContext:
     return _SSL
 
 
+# A token held by one connection is re-read this often at most; well inside any token's lifetime.
+TOKEN_REUSE_SECONDS = 30.0
+
 TokenSource = Callable[[], Awaitable[str | None]]
 Invalidate = Callable[[], Awaitable[None]]
 
@@ -47,6 +51,7 @@ class BearerFlow(httpx2.Auth):
         self._invalidate = invalidate
         self.last_status: int | None = None
         self.insufficient_scope: str | None = None
+        self._held: tuple[str | None, float] | None = None
 
     async def async_auth_flow(
         self, request: httpx2.Request
@@ -59,6 +64,7 @@ class BearerFlow(httpx2.Auth):
         if response.status_code == 401 and token is not None:
             await self._invalidate()
             retry = await self._token()
+            self._held = (retry, time.monotonic())
             if retry is not None:
                 request.headers["Authorization"] = f"Bearer {retry}"
                 response = yield request

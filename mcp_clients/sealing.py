@@ -40,8 +40,20 @@ class Sealer:
         if not master_keys:
             raise ValueError("at least one master key is needed")
         self._masters = [base64.urlsafe_b64decode(k.encode()) for k in master_keys]
+        self._cache: dict[tuple[Binding, str], MultiFernet] = {}
 
     def _fernet(self, binding: Binding, purpose: str) -> MultiFernet:
+        # Deriving is ~0.1 ms per key; a token is read on every tool call, so keep what was derived.
+        cached = self._cache.get((binding, purpose))
+        if cached is not None:
+            return cached
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        fernet = self._derive(binding, purpose)
+        self._cache[(binding, purpose)] = fernet
+        return fernet
+
+    def _derive(self, binding: Binding, purpose: str) -> MultiFernet:
         keys = []
         for master in self._masters:
             derived = HKDF(
