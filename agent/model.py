@@ -12,7 +12,8 @@ Its message is written for the person in Slack; the SDK details go to the log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -110,9 +111,16 @@ def _usage(value: Any) -> int:
 class AnthropicModel:
     """`Model` over `client.messages.create` (non-streaming: the loop needs whole messages)."""
 
-    def __init__(self, client: anthropic.AsyncAnthropic, model: str) -> None:
+    def __init__(
+        self,
+        client: anthropic.AsyncAnthropic,
+        model: str,
+        *,
+        on_result: Callable[[str, int, int, float], None] | None = None,
+    ) -> None:
         self.client = client
         self.model = model
+        self._on_result = on_result  # (outcome, input tokens, output tokens, seconds), for metrics
 
     async def complete(
         self,
@@ -122,6 +130,7 @@ class AnthropicModel:
         tools: Sequence[Mapping[str, Any]],
         max_tokens: int,
     ) -> ModelReplyData:
+        started = time.monotonic()
         try:
             reply = await self.client.messages.create(
                 model=self.model,
@@ -142,9 +151,11 @@ class AnthropicModel:
                 status,
                 request_id,
             )
+            if self._on_result is not None:
+                self._on_result(kind, 0, 0, time.monotonic() - started)
             raise ModelUnavailable(kind) from exc
         usage = reply.usage
-        return ModelReplyData(
+        data = ModelReplyData(
             # exclude_none: the SDK adds optional fields as null, which the API need not see echoed back.
             # warnings=False: a malformed tool input is the loop's to report to the model, not a log warning.
             content=tuple(
@@ -157,3 +168,6 @@ class AnthropicModel:
             + _usage(usage.cache_read_input_tokens),
             output_tokens=_usage(usage.output_tokens),
         )
+        if self._on_result is not None:
+            self._on_result("ok", data.input_tokens, data.output_tokens, time.monotonic() - started)
+        return data

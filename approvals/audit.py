@@ -77,10 +77,16 @@ class AuditRecord:
 
 class Audit:
     def __init__(
-        self, redis: aioredis.Redis, *, clock: Callable[[], float] = time.time, retention_days: int = 400
+        self,
+        redis: aioredis.Redis,
+        *,
+        clock: Callable[[], float] = time.time,
+        retention_days: int = 400,
+        on_record: Callable[[AuditRecord], None] | None = None,
     ) -> None:
         self._redis = redis
         self._clock = clock
+        self._on_record = on_record  # metrics are derived from audit records, so they can never disagree
         self._retention_ms = retention_days * 86_400_000
 
     async def record(self, record: AuditRecord) -> str:
@@ -92,6 +98,8 @@ class Audit:
         min_id = max(0, int(stamped.time * 1000) - self._retention_ms)
         entry_id = await self._redis.xadd(AUDIT_STREAM, {"record": line}, minid=min_id, approximate=True)
         log.info(line)
+        if self._on_record is not None:
+            self._on_record(stamped)
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def read(self, *, since_ms: int = 0, count: int = 10_000) -> list[dict[str, Any]]:

@@ -19,6 +19,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from agent.redaction import redact_secrets
 from approvals.audit import AuditRecord, preview
 from approvals.policy import refusal_text
 from approvals.store import Approval, ApprovalStore, Status, VoteResult
@@ -34,6 +40,9 @@ __all__ = ["ApprovalFlow", "seal_key"]
 
 log = logging.getLogger(__name__)
 
+RECORDED_LATER = "Your approval is recorded. It will run as soon as my queue is reachable again."
+ENQUEUE_GRACE_SECONDS = 30  # an APPROVED record older than this with no live job lost its enqueue
+_DEAD_JOB = {JobStatus.FAILED, JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED}
 TERMINAL = {Status.REJECTED, Status.EXPIRED, Status.SUCCEEDED, Status.FAILED, Status.OUTCOME_UNKNOWN}
 LEASE_MARGIN_SECONDS = 60
 
@@ -157,13 +166,20 @@ class ApprovalFlow:
         result = await self.store.vote(
             approval_id, user=user, sub=identity.sub, email=identity.email, eligible=eligible
         )
-        await self._audit_attempt(
-            result.approval, user, identity.sub, "approve", _outcome(result), result.kind
-        )
-        if result.kind in ("counted", "approved"):
-            await self.refresh_cards(approval_id)
+        # From here the decision is durable: a Redis failure must not read as "nothing changed".
+        try:
+            await self._audit_attempt(
+                result.approval, user, identity.sub, "approve", _outcome(result), result.kind
+            )
+            if result.kind == "approved":  # run first, then redraw: a slow chat.update must not delay it
+                self.queues.enqueue_action(approval_id)
+            if result.kind in ("counted", "approved"):
+                await self.refresh_cards(approval_id)
+        except RedisError as exc:
+            # The sweeper re-enqueues an APPROVED record with no job (ACCEPTANCE 37).
+            log.warning("approval %s recorded, follow-up failed (%s)", approval_id, type(exc).__name__)
+            return RECORDED_LATER if result.kind == "approved" else ""
         if result.kind == "approved":
-            self.queues.enqueue_action(approval_id)
             return ""
         if result.kind == "expired":
             await self.on_expired(approval_id)
@@ -222,6 +238,11 @@ class ApprovalFlow:
         async with self.svc.gateway.session(caller) as session:
             tools = {t.model_name: t for t in await session.tools()}
             spec = tools.get(approval.model_name)
+            if spec is None and await self.svc.broker.identity(approval.team, approval.requester) is None:
+                # Listing ended the link (refresh refused: invalid_grant): the requester must reconnect.
+                # Never anyone else's token (ACCEPTANCE 30).
+                await self._tell_requester_to_reconnect(approval)
+                return await self._finish(approval, Status.FAILED, "the requester's account link has ended")
             if spec is None:
                 return await self._finish(
                     approval, Status.FAILED, "the tool is no longer available to the requester"
@@ -256,7 +277,9 @@ class ApprovalFlow:
         return await self._finish(approval, status, outcome.text)
 
     async def _finish(self, approval: Approval, status: Status, detail: str, *, alert: bool = False) -> str:
-        await self.store.finish(approval.id, status, detail[:2000])
+        # Tool output can carry keys: redact before it is stored, drawn on the card or posted (ACCEPTANCE 23).
+        detail = redact_secrets(detail)[0][:2000]
+        await self.store.finish(approval.id, status, detail)
         await self.refresh_cards(approval.id)
         label = {Status.SUCCEEDED: "ran", Status.FAILED: "failed", Status.OUTCOME_UNKNOWN: "outcome unknown"}[
             status
@@ -323,7 +346,33 @@ class ApprovalFlow:
         dirty = await self.svc.redis.spop("chatops:cards-dirty", 50)
         for raw in dirty or []:
             await self.refresh_cards(raw.decode() if isinstance(raw, bytes) else str(raw))
-        return {"expired": expired, "outcome_unknown": unknown}
+        requeued = await self._requeue_stranded(now)
+        return {"expired": expired, "outcome_unknown": unknown, "requeued": requeued}
+
+    async def _requeue_stranded(self, now: float) -> int:
+        """Re-enqueue APPROVED records whose job never made it (Redis failed between decision and enqueue).
+
+        Safe to repeat: the job id is the approval's, and only APPROVED → RUNNING proceeds, so however many
+        sweeps or clicks enqueue it, it runs once."""
+        requeued = 0
+        for approval_id in await self.store.approved_before(now - ENQUEUE_GRACE_SECONDS):
+            approval = await self.store.get(approval_id)
+            if approval is None or approval.status != Status.APPROVED:
+                await self.store.forget_approved(approval_id)
+                continue
+            job_id = f"exec-{approval_id}"
+            try:
+                job = Job.fetch(job_id, connection=self.queues.connection, serializer=JSONSerializer)
+            except NoSuchJobError:
+                job = None
+            if job is not None:
+                if job.get_status(refresh=False) not in _DEAD_JOB:
+                    continue  # queued, scheduled or running: it will get there
+                job.delete()  # died before it could start the run; replace it under the same id
+            log.warning("approval %s was approved but had no job; enqueueing it again", approval_id)
+            self.queues.enqueue_action(approval_id)
+            requeued += 1
+        return requeued
 
     # --- resuming the conversation -------------------------------------------------------------------
 
@@ -396,8 +445,13 @@ class ApprovalFlow:
     ) -> None:
         record = self._audit(approval, "approval_decision", outcome, detail=f"{action}: {detail}")
         # A decision record is about the person who clicked; the requester stays in the request's records.
+        decided = outcome in ("approved", "rejected")  # decision latency feeds a metric
         record = replace(
-            record, user=user, sub=sub, detail=f"{action} (requested by {approval.requester}): {detail}"
+            record,
+            user=user,
+            sub=sub,
+            detail=f"{action} (requested by {approval.requester}): {detail}",
+            latency_ms=(time.time() - approval.created_at) * 1000 if decided else 0.0,
         )
         await self.svc.audit.record(record)
 

@@ -1,4 +1,4 @@
-"""The `chatops` command: serve, worker, demo, registry, doctor, keygen.
+"""The `chatops` command: serve, worker, demo, registry, doctor, keygen, audit, stats.
 
 Each subcommand reads settings once, for its role, and stops with one line naming a missing or malformed
 variable (SPEC §3).
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from bot import netguard
 from bot.settings import ConfigError, Role, Settings, load_settings
@@ -117,6 +120,102 @@ def cmd_doctor(_: argparse.Namespace) -> int:
     return asyncio.run(run_doctor(load_settings()))
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """`audit export` prints matching records and exits; `audit tail` follows new ones until interrupted.
+    One JSON object per line, flushed per line, for a SIEM to ingest."""
+    import json
+
+    import redis.asyncio as aioredis
+
+    from approvals.audit_query import AuditFilter, export, tail
+
+    settings = _settings(Role.CLI)
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(str(settings.redis_url))
+        try:
+            if args.action == "export":
+                records = export(
+                    client,
+                    since=args.since,
+                    user=args.user,
+                    server=args.server,
+                    outcome=args.outcome,
+                    kind=args.kind,
+                )
+            else:
+                filters = AuditFilter.of(
+                    since=args.since, user=args.user, server=args.server, outcome=args.outcome, kind=args.kind
+                )
+                records = tail(client, filters=filters, block_ms=5000)
+            async for record in records:
+                sys.stdout.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+                if args.action == "tail":
+                    sys.stdout.flush()  # a follower must see each record as it happens
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(run())
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except RedisError as exc:
+        return _redis_failed(exc)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import time
+
+    import redis.asyncio as aioredis
+
+    from approvals.impact import default_months, monthly_stats, render_table
+
+    settings = _settings(Role.CLI)
+    months = args.month or default_months(time.time())
+
+    async def run() -> str:
+        client = aioredis.Redis.from_url(str(settings.redis_url))
+        try:
+            return render_table(await monthly_stats(client, months=months))
+        finally:
+            await client.aclose()
+
+    try:
+        sys.stdout.write(asyncio.run(run()))
+    except RedisError as exc:
+        return _redis_failed(exc)
+    return 0
+
+
+def _redis_failed(exc: Exception) -> int:
+    # One line, like a configuration error; the URL is not repeated (it may hold a password).
+    print(f"chatops: Redis (REDIS_URL) failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1
+
+
+def _since(text: str) -> float:
+    import time
+
+    from approvals.audit_query import parse_since
+
+    try:
+        return parse_since(text, time.time())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _month(text: str) -> str:
+    from approvals.impact import check_month
+
+    try:
+        return check_month(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _dev_redis:  # used as a context manager, hence the lower-case name
     """In --dev mode without REDIS_URL, run an embedded Redis for the life of the command."""
 
@@ -186,6 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", help="print a new key for CHATOPS_SECRET_KEY")
     keygen.set_defaults(func=cmd_keygen)
+
+    audit = sub.add_parser("audit", help="export or follow the audit trail as JSON lines (for a SIEM)")
+    audit.add_argument("action", choices=["export", "tail"], help="export: print and exit; tail: follow")
+    audit.add_argument("--since", type=_since, help="an ISO date/time (UTC unless given) or an age: 7d, 12h")
+    audit.add_argument("--user", help="Slack user id or identity sub (comma-separated for several)")
+    audit.add_argument("--server", help="registry name or short name, e.g. presto (comma-separated)")
+    audit.add_argument("--outcome", help="e.g. failed,denied (comma-separated)")
+    audit.add_argument("--kind", help="e.g. tool_call,approval_decision (comma-separated)")
+    audit.set_defaults(func=cmd_audit)
+
+    stats = sub.add_parser("stats", help="invocations, active users and hours saved per month")
+    stats.add_argument(
+        "--month", type=_month, action="append", help="YYYY-MM, repeatable (default: this month and last)"
+    )
+    stats.set_defaults(func=cmd_stats)
     return parser
 
 

@@ -19,6 +19,7 @@ from slack_bolt.response import BoltResponse
 
 from approvals.turns import TurnStore
 from bot.events import Ignored, Incoming, parse_event
+from bot.metrics import Metrics
 from bot.queues import Queues
 from bot.services import BotIdentity
 
@@ -28,10 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class Ingress:
-    def __init__(self, store: TurnStore, queues: Queues, bot: BotIdentity) -> None:
+    def __init__(
+        self, store: TurnStore, queues: Queues, bot: BotIdentity, metrics: Metrics | None = None
+    ) -> None:
         self._store = store
         self._queues = queues
         self._bot = bot
+        self._metrics = metrics
 
     async def middleware(
         self, req: AsyncBoltRequest, body: dict[str, Any], next: Callable[[], Awaitable[BoltResponse]]
@@ -44,7 +48,14 @@ class Ingress:
             outcome = await self.admit(body, retrying=retrying)
         except RedisError as exc:
             log.warning("ingress could not record an event (%s); asking Slack to retry", type(exc).__name__)
+            if self._metrics is not None:
+                self._metrics.inc("chatops_ingress_events_total", {"outcome": "unavailable"})
             return BoltResponse(status=503, body="")
+        if self._metrics is not None:
+            kind = outcome.partition(":")[0]
+            self._metrics.inc("chatops_ingress_events_total", {"outcome": kind})
+            if kind == "duplicate":
+                self._metrics.inc("chatops_dedupe_hits_total", {"stage": "ingress"})
         log.debug("event %s: %s", body.get("event_id"), outcome)
         return BoltResponse(status=200, body="")
 

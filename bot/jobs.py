@@ -152,13 +152,19 @@ class TurnRunner:
         if turn is None:
             return "missing"
         if not await store.claim(f"{turn_id}:{attempt}"):
+            self.svc.metrics.inc("chatops_dedupe_hits_total", {"stage": "turn_claim"})
             return "duplicate"
         if not await store.begin_run(turn.thread, turn.id):
             await store.set_status(turn.id, "waiting_for_thread")
             return "queued behind another request in this thread"
+        outcome, started = "error", time.monotonic()
         try:
-            return await self._run(turn, attempt)
+            outcome = await self._run(turn, attempt)
+            return outcome
         finally:
+            label = outcome.replace(" ", "_")
+            self.svc.metrics.inc("chatops_turns_total", {"outcome": label})
+            self.svc.metrics.observe("chatops_turn_seconds", {"outcome": label}, time.monotonic() - started)
             nxt = await store.end_run(turn.thread, turn.id)
             if nxt:
                 self.queues.enqueue_turn(nxt, "handoff")
@@ -213,7 +219,15 @@ class TurnRunner:
             await self._audit_calls(turn, identity, session, result)
             if isinstance(result, Paused):
                 await self._request_approvals(turn, caller, session, result)
-        await self._deliver(turn, placeholder.ts, result, time.monotonic() - started, attempt)
+            private = any(
+                (spec := session.spec(call.model_name)) is not None and spec.private_data
+                for call in result.calls
+            )
+        seconds = time.monotonic() - started
+        if private:
+            await self._deliver_privately(turn, placeholder.ts, result, seconds)
+        else:
+            await self._deliver(turn, placeholder.ts, result, seconds, attempt)
         await poster.react(turn.channel, turn.ts, "eyes", remove=True)
         await store.mark_bot_thread(turn.team, turn.channel, turn.thread_ts)
         kind = (
@@ -278,9 +292,14 @@ class TurnRunner:
             )
         if not turn.text.strip():
             return "What would you like me to look into?"
-        key = f"chatops:rate:{turn.team}:{turn.user}:{int(time.time() // 60)}"
-        count = await self.svc.redis.incr(key)
-        await self.svc.redis.expire(key, 120)
+        # A sliding minute (not minute buckets, which let a burst across a boundary through twice).
+        key, now = f"chatops:rate:{turn.team}:{turn.user}", time.time()
+        async with self.svc.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now - 60)
+            pipe.zadd(key, {turn.id: now})
+            pipe.zcard(key)
+            pipe.expire(key, 120)
+            count = (await pipe.execute())[2]
         if count > USER_TURNS_PER_MINUTE:
             return "You've asked me a lot in the last minute. Give me a moment, then ask again."
         return None
@@ -375,11 +394,8 @@ class TurnRunner:
             text = result.text
             if result.notes:
                 footer += " · " + " · ".join(result.notes)
-        elif isinstance(result, Paused):
-            lines = [f"• `{p.server.split('/', 1)[-1]}.{p.tool}`" for p in result.pending]
-            text = "This needs approval before it can run (see the card below):\n" + "\n".join(lines)
         else:
-            text = result.message
+            text = _summary(result)
         text, _ = redact_secrets(text)
         layout = blocks.answer_messages(text, footer=footer, feedback_id=turn.id)
         poster = self.svc.poster
@@ -410,6 +426,22 @@ class TurnRunner:
                 content=text + "\n\n" + footer,
             )
 
+    async def _deliver_privately(
+        self, turn: Turn, placeholder: str, result: Answer | Paused | Failed, seconds: float
+    ) -> None:
+        """A turn that read a `private_data` server answers the requester alone (ACCEPTANCE 23): the
+        thread learns only that an answer was given, never what it said."""
+        text = result.text if isinstance(result, Answer) else _summary(result)
+        text, _ = redact_secrets(text)
+        footer = f"Only you can see this: it uses data from a server marked private · {seconds:.1f} s"
+        layout = blocks.answer_messages(text, footer=footer, feedback_id=turn.id, overflow_threshold=1000)
+        for message in layout.messages:
+            await self.svc.poster.ephemeral(
+                turn.channel, turn.user, text=message.text, blocks=message.blocks, thread_ts=turn.thread_ts
+            )
+        note = f"I answered <@{turn.user}> privately: the answer uses data from a server marked private."
+        await self.svc.poster.update(turn.channel, placeholder, text=note)
+
     async def _say(self, turn: Turn, text: str, *, marker: str) -> None:
         message = blocks.error_message(text)
         await self.svc.poster.post(
@@ -419,3 +451,10 @@ class TurnRunner:
             thread_ts=turn.thread_ts,
             marker=f"{turn.id}:{marker}",
         )
+
+
+def _summary(result: Paused | Failed) -> str:
+    if isinstance(result, Paused):
+        lines = [f"• `{p.server.split('/', 1)[-1]}.{p.tool}`" for p in result.pending]
+        return "This needs approval before it can run (see the card below):\n" + "\n".join(lines)
+    return result.message

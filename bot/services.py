@@ -17,6 +17,7 @@ from agent.model import AnthropicModel, make_client
 from approvals.audit import Audit
 from approvals.turns import TurnStore
 from bot.linking import Linking
+from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client
 from bot.settings import Settings
 from mcp_clients.connection import shared_ssl_context
@@ -51,6 +52,7 @@ class Services:
     audit: Audit
     linking: Linking
     model: AnthropicModel | None
+    metrics: Metrics
 
 
 @asynccontextmanager
@@ -66,11 +68,13 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
     sealer = Sealer([k.get_secret_value() for k in settings.chatops_secret_key])
     broker = TokenBroker(redis, provider, sealer)
     registry_url = str(settings.registry_url or "")
+    metrics = Metrics(redis)
     snapshot = SharedSnapshot(
         redis,
         lambda: fetch_all(http, registry_url),
         ttl_seconds=settings.registry_ttl_seconds,
         stale_max_seconds=settings.registry_stale_max_seconds,
+        on_event=metrics.registry_event,
     )
     gateway = Gateway(snapshot, broker, output_max_chars=settings.tool_output_max_chars)
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
@@ -84,7 +88,7 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
                 verify=shared_ssl_context(), timeout=httpx2.Timeout(120, connect=5)
             ),
         )
-        model = AnthropicModel(client, settings.chatops_model)
+        model = AnthropicModel(client, settings.chatops_model, on_result=metrics.model_result)
     linking = Linking(redis, provider, broker, snapshot, public_url=settings.base_url)
     services = Services(
         settings,
@@ -96,12 +100,18 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         gateway,
         poster,
         TurnStore(redis),
-        Audit(redis, retention_days=settings.audit_retention_days),
+        Audit(
+            redis,
+            retention_days=settings.audit_retention_days,
+            on_record=lambda r: metrics.emit(metrics_from_audit(r)),
+        ),
         linking,
         model,
+        metrics,
     )
     try:
         yield services
     finally:
+        await metrics.flush()  # a job's last counters would be lost with the connection otherwise
         await http.aclose()
         await redis.aclose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -57,7 +58,7 @@ def build_bolt(settings: Settings, bot: BotIdentity, services: Services, queues:
         request_verification_enabled=secret is not None,
         raise_error_for_unhandled_request=False,
     )
-    ingress = Ingress(services.store, queues, bot)
+    ingress = Ingress(services.store, queues, bot, services.metrics)
     app.middleware(ingress.middleware)
     listeners.register(app, services, queues, bot)
     return app
@@ -92,7 +93,12 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
 
     async def slack_events(request: Request) -> Response:
         handler: AsyncSlackRequestHandler = state["bolt"]
-        return await handler.handle(request)
+        started = time.perf_counter()
+        response = await handler.handle(request)
+        metrics = state["services"].metrics
+        metrics.inc("chatops_slack_acks_total", {"status": str(response.status_code)})
+        metrics.observe("chatops_slack_ack_seconds", {}, time.perf_counter() - started)
+        return response
 
     async def oauth_start(request: Request) -> Response:
         services: Services = state["services"]
@@ -141,7 +147,12 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
         )
 
     async def metrics(_: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        # The deployment's metrics live in Redis (every web and worker process writes there); this
+        # process's own runtime metrics (process_*, python_*) from the default registry are appended.
+        from bot.metrics import scrape
+
+        services: Services = state["services"]
+        return Response(await scrape(services.redis) + generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
         Route("/oauth/start/{offer}", oauth_start, methods=["GET"]),
