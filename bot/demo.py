@@ -195,7 +195,7 @@ def play(
         show_new(slack, clock, ts, shown)
         print(f"{' ' * 10}(the real model did not go the scripted way: {exc}; moving on)")
     act_three(world, slack, ingress, r, clock)
-    epilogue(r, clock)
+    epilogue(r, clock, redis_url)
     r.close()
 
 
@@ -262,7 +262,7 @@ def act_three(world: World, slack: FakeSlack, ingress: SlackIngress, r: redis.Re
     )
 
 
-def epilogue(r: redis.Redis, clock: Clock) -> None:
+def epilogue(r: redis.Redis, clock: Clock, redis_url: str) -> None:
     print(f"\n{clock.stamp()} The audit trail (`chatops audit export`), one line per record:")
     minutes = 0.0
     for _, fields in r.xrange("chatops:audit") or []:
@@ -275,6 +275,26 @@ def epilogue(r: redis.Redis, clock: Clock) -> None:
             f"{what:<34} approvers={','.join(record.get('approvers') or []) or '-'}"
         )
     print(f"{' ' * 10}time saved in this incident, by the owners' estimates: {minutes:.0f} minutes")
+    print(f"\n{clock.stamp()} `chatops stats`:")
+    for line in stats_table(redis_url).splitlines():
+        print(f"{' ' * 10}{line}")
+
+
+def stats_table(redis_url: str) -> str:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from approvals.impact import default_months, monthly_stats, render_table
+
+    async def build() -> str:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            return render_table(await monthly_stats(client, months=default_months(time.time())[-1:]))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(build())
 
 
 def link_quietly(world: World, env: dict[str, str], person: str, user: str) -> None:
