@@ -1,5 +1,5 @@
-"""`python -m bench [registry|tool_call|ingress|turn ...]`: run the chosen benchmarks (default all), print one
-table, write bench/results/<timestamp>.json.
+"""`python -m bench [registry|tool_call|ingress|turn|approval ...]`: run the chosen benchmarks (default all),
+print one table, write bench/results/<timestamp>.json.
 
 `--profile` runs the chosen benchmarks' hot path under pyinstrument instead and writes the reports to
 bench/results/profile-<name>-<timestamp>.txt (registry: cold refresh; tool_call: gateway calls; ingress:
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, Section, machine_stamp, print_table, quiet_logging, write_json
 
-NAMES = ("registry", "tool_call", "ingress", "turn")
+NAMES = ("registry", "tool_call", "ingress", "turn", "approval")
 
 
 def _runner(name: str, quick: bool, fastmcp: bool) -> Callable[[], Section]:
@@ -40,6 +40,10 @@ def _runner(name: str, quick: bool, fastmcp: bool) -> Callable[[], Section]:
         from bench import turn
 
         return lambda: turn.run(turns=5 if quick else 10)
+    if name == "approval":
+        from bench import approval
+
+        return lambda: approval.run(approvals=10 if quick else 30, budget_seconds=20.0 if quick else 45.0)
     raise ValueError(name)
 
 
@@ -100,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.profile:
+        if "approval" in names:
+            parser.error("approval has no --profile target")
         for name in names:
             print(f"profiling {name} ...", file=sys.stderr, flush=True)
             print(f"{name}: {_profile(name, stamp)}")

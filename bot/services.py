@@ -6,7 +6,7 @@ Redis client bound to a previous loop must not be reused. Building them is cheap
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -51,8 +51,18 @@ class Services:
     store: TurnStore
     audit: Audit
     linking: Linking
-    model: AnthropicModel | None
     metrics: Metrics
+    # Built on first use: approved actions and sweeps never call the model, and building the client
+    # costs tens of milliseconds in a freshly forked job.
+    _build_model: Callable[[], AnthropicModel | None]
+    _model: AnthropicModel | None = None
+    _model_built: bool = False
+
+    @property
+    def model(self) -> AnthropicModel | None:
+        if not self._model_built:
+            self._model, self._model_built = self._build_model(), True
+        return self._model
 
 
 @asynccontextmanager
@@ -79,8 +89,10 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
     gateway = Gateway(snapshot, broker, output_max_chars=settings.tool_output_max_chars)
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
     poster = Poster(make_slack_client(token, str(settings.slack_api_url)), redis, team)
-    model = None
-    if settings.anthropic_api_key is not None:
+
+    def build_model() -> AnthropicModel | None:
+        if settings.anthropic_api_key is None:
+            return None
         client = make_client(
             settings.anthropic_api_key.get_secret_value(),
             str(settings.anthropic_base_url) if settings.anthropic_base_url else None,
@@ -88,7 +100,8 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
                 verify=shared_ssl_context(), timeout=httpx2.Timeout(120, connect=5)
             ),
         )
-        model = AnthropicModel(client, settings.chatops_model, on_result=metrics.model_result)
+        return AnthropicModel(client, settings.chatops_model, on_result=metrics.model_result)
+
     linking = Linking(redis, provider, broker, snapshot, public_url=settings.base_url)
     services = Services(
         settings,
@@ -106,8 +119,8 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
             on_record=lambda r: metrics.emit(metrics_from_audit(r)),
         ),
         linking,
-        model,
         metrics,
+        build_model,
     )
     try:
         yield services
