@@ -1,0 +1,85 @@
+"""Is this Redis safe to keep approvals in? Checked when `worker` and `serve` start (ACCEPTANCE 35).
+
+An evicting `maxmemory-policy` can silently drop an approval record or an execution lease, so the bot refuses
+to start on one (a `ConfigError`: one line, exit 2). Without the append-only file a Redis crash loses the
+last writes (decisions included); that is a warning, since RDB-only Redis is sometimes a deliberate choice
+for a dev box. A Redis that hides CONFIG (some managed services) cannot be checked: that is a warning too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from bot.settings import ConfigError
+
+__all__ = ["UnsafeRedis", "arequire_safe_redis", "judge", "require_safe_redis"]
+
+log = logging.getLogger(__name__)
+
+UNREADABLE = (
+    "Redis CONFIG is not readable here: make sure maxmemory-policy is noeviction and appendonly is yes"
+)
+
+
+class UnsafeRedis(ConfigError):
+    def __init__(self, problem: str) -> None:
+        super().__init__("REDIS_URL", problem)
+
+
+def judge(config: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(problems that must stop the bot, warnings) for `CONFIG GET maxmemory-policy appendonly`."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        problems.append(f"Redis maxmemory-policy is {policy}: it may evict approvals; set noeviction")
+    if config.get("appendonly", "no") != "yes":
+        warnings.append(
+            "Redis appendonly is off: a Redis crash can lose recent approvals (set appendonly yes)"
+        )
+    return problems, warnings
+
+
+def _text(raw: Mapping[Any, Any]) -> dict[str, str]:
+    def s(v: object) -> str:
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    return {s(k): s(v) for k, v in raw.items()}
+
+
+def _decide(config: Mapping[str, str]) -> list[str]:
+    problems, warnings = judge(config)
+    if problems:
+        raise UnsafeRedis("; ".join(problems))
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
+
+
+def require_safe_redis(connection: redis.Redis) -> list[str]:
+    """Raise `UnsafeRedis` for an evicting Redis; log and return the warnings otherwise."""
+    try:
+        config = {**connection.config_get("maxmemory-policy"), **connection.config_get("appendonly")}
+    except ResponseError:
+        log.warning(UNREADABLE)
+        return [UNREADABLE]
+    return _decide(_text(config))
+
+
+async def arequire_safe_redis(connection: aioredis.Redis) -> list[str]:
+    """The same, for the web process's async client (call it in the lifespan, before serving)."""
+    try:
+        config = {
+            **(await connection.config_get("maxmemory-policy")),
+            **(await connection.config_get("appendonly")),
+        }
+    except ResponseError:
+        log.warning(UNREADABLE)
+        return [UNREADABLE]
+    return _decide(_text(config))
