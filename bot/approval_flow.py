@@ -26,7 +26,7 @@ from rq.serializers import JSONSerializer
 
 from agent.redaction import redact_secrets
 from approvals.audit import AuditRecord, preview
-from approvals.policy import refusal_text
+from approvals.policy import progress_text, refusal_text
 from approvals.store import Approval, ApprovalStore, Status, VoteResult
 from approvals.turns import Turn
 from bot import cards
@@ -181,6 +181,8 @@ class ApprovalFlow:
             return RECORDED_LATER if result.kind == "approved" else ""
         if result.kind == "approved":
             return ""
+        if result.kind == "counted":
+            return f"Your approval is counted. {progress_text(result.approval)}"
         if result.kind == "expired":
             await self.on_expired(approval_id)
         return refusal_text(result)
@@ -243,6 +245,12 @@ class ApprovalFlow:
                 # Never anyone else's token (ACCEPTANCE 30).
                 await self._tell_requester_to_reconnect(approval)
                 return await self._finish(approval, Status.FAILED, "the requester's account link has ended")
+            poisoned = session.disabled.get(approval.model_name)
+            if spec is None and poisoned is not None:
+                detail = (
+                    f"the tool's definition changed after approval and was withheld ({poisoned}); ask again"
+                )
+                return await self._finish(approval, Status.FAILED, detail, alert=True)
             if spec is None:
                 return await self._finish(
                     approval, Status.FAILED, "the tool is no longer available to the requester"

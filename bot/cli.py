@@ -1,4 +1,4 @@
-"""The `chatops` command: serve, worker, demo, registry, doctor, keygen, audit, stats.
+"""The `chatops` command: serve, worker, demo, registry, doctor, keygen, audit, stats, manifest.
 
 Each subcommand reads settings once, for its role, and stops with one line naming a missing or malformed
 variable (SPEC §3).
@@ -190,6 +190,31 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from bot.manifest import build_manifest, render_manifest
+
+    settings = load_settings()  # only PUBLIC_URL (or PORT) is used; nothing is required
+    try:
+        manifest = build_manifest(
+            public_url=settings.base_url,
+            socket_mode=args.socket_mode,
+            command=args.slash_command,
+            name=args.name,
+        )
+    except ValueError as exc:
+        print(f"chatops: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render_manifest(manifest, args.format))
+    if not args.socket_mode and not settings.base_url.startswith("https://"):
+        # Slack verifies request URLs over https; say so now rather than at paste time.
+        print(
+            f"chatops: warning: PUBLIC_URL is {settings.base_url}; Slack needs a public https URL "
+            "(set PUBLIC_URL, or use --socket-mode)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _redis_failed(exc: Exception) -> int:
     # One line, like a configuration error; the URL is not repeated (it may hold a password).
     print(f"chatops: Redis (REDIS_URL) failed: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -300,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--month", type=_month, action="append", help="YYYY-MM, repeatable (default: this month and last)"
     )
     stats.set_defaults(func=cmd_stats)
+
+    manifest = sub.add_parser(
+        "manifest", help="print the Slack app manifest for this deployment (PUBLIC_URL)"
+    )
+    manifest.add_argument("--socket-mode", action="store_true", help="for Socket Mode: no request URLs")
+    manifest.add_argument("--format", choices=["json", "yaml"], default="json", help="output format")
+    manifest.add_argument("--command", dest="slash_command", default="/oncall", help="slash command name")
+    manifest.add_argument("--name", default="chatops", help="app name shown in Slack (at most 35 characters)")
+    manifest.set_defaults(func=cmd_manifest)
     return parser
 
 

@@ -24,6 +24,7 @@ from approvals.turns import Turn
 from bot import blocks
 from bot.approval_flow import ApprovalFlow, seal_key
 from bot.events import MAX_INPUT_CHARS
+from bot.home import remember_request
 from bot.poster import PostError
 from bot.progress import SlackProgress
 from bot.queues import Queues
@@ -154,6 +155,10 @@ class TurnRunner:
         if not await store.claim(f"{turn_id}:{attempt}"):
             self.svc.metrics.inc("chatops_dedupe_hits_total", {"stage": "turn_claim"})
             return "duplicate"
+        if attempt == "first":  # App Home lists the person's recent requests, queued ones included
+            await remember_request(
+                self.svc.redis, turn.team, turn.user, turn.id, turn.channel, turn.thread_ts, turn.text
+            )
         if not await store.begin_run(turn.thread, turn.id):
             await store.set_status(turn.id, "waiting_for_thread")
             return "queued behind another request in this thread"

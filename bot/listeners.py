@@ -16,6 +16,7 @@ from approvals.store import ApprovalStore
 from bot import cards
 from bot.approval_flow import ApprovalFlow, seal_key
 from bot.blocks import FEEDBACK_ACTION_ID, parse_feedback_value
+from bot.home_listeners import register_home
 from bot.oncall_listeners import register_oncall
 from bot.poster import PostError
 from bot.queues import Queues
@@ -36,6 +37,8 @@ async def _ack(ack: AsyncAck) -> None:
 
 
 def register(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity) -> None:
+    # First: its Home-only Approve/Reject listeners must match before the cards' (Bolt runs the first match).
+    register_home(app, services, queues, bot)
     flow = ApprovalFlow(services, queues, bot, ApprovalStore(services.redis, seal_key=seal_key(services)))
     catalog = WorkflowCatalog(services.settings.workflows_dir)
     register_oncall(app, WorkflowFlow(services, queues, bot, catalog))
@@ -110,10 +113,6 @@ def register(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity
             await services.redis.hset(f"chatops:feedback:{turn_id}", str(body["user"]["id"]), vote)
 
     app.action(FEEDBACK_ACTION_ID)(ack=_ack, lazy=[feedback])
-
-    @app.event("app_home_opened")
-    async def home_opened() -> None:
-        return None  # App Home arrives with the operating issue; ack so Slack does not retry
 
     @app.event("message")
     async def other_messages() -> None:

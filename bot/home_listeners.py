@@ -1,0 +1,144 @@
+"""App Home listeners: publish the tab when it is opened, Disconnect, and Approve/Reject clicked on the tab.
+
+Every listener acknowledges first and works in a Bolt lazy listener (SPEC §10). The Home's Approve/Reject
+buttons carry the cards' action ids and values (the approval id), but only clicks made on a Home view match
+here; Bolt runs the first listener that matches, so `register_home` must run before bot.listeners registers
+the card buttons. A click on the Home is judged by the same ApprovalFlow as a click on the card, checked
+against the card it stands for, and the tab is re-published with the outcome at the top (a Home view has
+no thread to post an ephemeral reply in).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from approvals.audit import AuditRecord
+from approvals.policy import progress_text
+from approvals.store import ApprovalStore
+from bot import cards
+from bot.approval_flow import ApprovalFlow, seal_key
+from bot.home import HOME_DISCONNECT_ACTION_ID, publish_home
+from bot.mrkdwn import escape
+from bot.poster import PostError
+from bot.queues import Queues
+from bot.services import BotIdentity, Services
+
+__all__ = ["register_home"]
+
+log = logging.getLogger(__name__)
+
+COULD_NOT_RECORD = "I couldn't record your decision just now (my storage is unavailable). Nothing changed."
+NOT_OFFERED = "That request is not one I showed you here; open the Home tab again."
+
+
+async def _ack(ack: AsyncAck) -> None:
+    await ack()
+
+
+async def _on_home(body: dict[str, Any]) -> bool:
+    return (body.get("view") or {}).get("type") == "home"
+
+
+def register_home(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity) -> None:
+    flow = ApprovalFlow(services, queues, bot, ApprovalStore(services.redis, seal_key=seal_key(services)))
+
+    async def refresh(team: str, user: str, notice: str | None = None) -> None:
+        try:
+            await publish_home(services, team, user, notice=notice)
+        except (PostError, RedisError) as exc:
+            # Nothing to tell the person through: the tab keeps its last version until the next opening.
+            log.warning(
+                "could not publish the Home of %s: %s", user, getattr(exc, "error", type(exc).__name__)
+            )
+
+    async def opened(body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("tab", "home") == "home":  # the Messages tab fires this event too
+            await refresh(str(body.get("team_id") or bot.team), str(event["user"]))
+
+    async def disconnect(body: dict[str, Any]) -> None:
+        team, user = _who(body, bot)
+        identity = await services.broker.identity(team, user)
+        await services.broker.unlink(team, user)
+        if identity is not None:
+            await services.audit.record(
+                AuditRecord(
+                    kind="account_unlink",
+                    outcome="succeeded",
+                    team=team,
+                    user=user,
+                    sub=identity.sub,
+                    detail="disconnected from App Home",
+                )
+            )
+        await refresh(
+            team, user, ":wave: Disconnected: I have forgotten your tokens. Connect again any time."
+        )
+
+    async def approve(body: dict[str, Any]) -> None:
+        team, user = _who(body, bot)
+        approval_id = _clicked(body)
+        try:
+            approval = await flow.store.get(approval_id) if _offered(body, approval_id) else None
+            if approval is None or not approval.cards:
+                await refresh(team, user, NOT_OFFERED)
+                return
+            card = approval.cards[0]  # the Home stands for the card: the flow checks the click against it
+            try:
+                text = await flow.vote(approval_id, user=user, channel=card.channel, message_ts=card.ts)
+            except ValueError:
+                # ApprovalFlow.vote asks refusal_text about a counted (non-final) vote, which raises after
+                # the vote is stored; the refreshed tab shows the count.
+                text = ""
+            after = await flow.store.get(approval_id)
+        except RedisError:
+            await refresh(team, user, COULD_NOT_RECORD)
+            return
+        if not text and after is not None:
+            call = f"`{escape(after.tool)}` on {escape(after.short_name)}"
+            text = f":white_check_mark: Your approval of {call} is recorded. {progress_text(after)}"
+        await refresh(team, user, text or None)
+
+    async def open_reject(body: dict[str, Any], client: AsyncWebClient) -> None:
+        team, user = _who(body, bot)
+        approval_id = _clicked(body)
+        try:
+            refusal = (
+                await flow.may_reject(approval_id, user=user) if _offered(body, approval_id) else NOT_OFFERED
+            )
+        except RedisError:
+            refusal = COULD_NOT_RECORD
+        if refusal:
+            await refresh(team, user, escape(refusal))
+            return
+        # The reason modal and its submission are the card's own (bot.listeners), so both paths agree.
+        await client.views_open(trigger_id=body["trigger_id"], view=cards.reject_modal(approval_id))
+
+    app.event("app_home_opened")(ack=_ack, lazy=[opened])
+    app.action(HOME_DISCONNECT_ACTION_ID)(ack=_ack, lazy=[disconnect])
+    app.action(cards.APPROVE_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[approve])
+    app.action(cards.REJECT_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[open_reject])
+
+
+def _who(body: dict[str, Any], bot: BotIdentity) -> tuple[str, str]:
+    user = body.get("user") or {}
+    team = (body.get("team") or {}).get("id") or user.get("team_id") or bot.team
+    return str(team), str(user["id"])
+
+
+def _clicked(body: dict[str, Any]) -> str:
+    return str((body.get("actions") or [{}])[0].get("value") or "")
+
+
+def _offered(body: dict[str, Any], approval_id: str) -> bool:
+    """Was this approval on the Home view the click came from? Slack sends the view as we published it, so
+    this is the Home's counterpart of the card check: a button only decides what we put on it."""
+    for block in (body.get("view") or {}).get("blocks") or []:
+        for element in block.get("elements") or []:
+            if element.get("value") == approval_id and approval_id:
+                return True
+    return False
