@@ -132,15 +132,18 @@ class Scenario:
                 "the click to be recorded",
                 lambda: self.redis.llen(f"chatops:approval:{approval.id}:attempts") > before,
             )
-            # An approving click enqueues the action just after recording the vote; wait for that too, so a
-            # following work() cannot run before the job exists.
-            wait_until(
-                "the approved action to be queued",
-                lambda: (
-                    self.approval(approval.id).status.value != "APPROVED"
-                    or bool(self.redis.exists(f"rq:job:exec-{approval.id}"))
-                ),
-            )
+            self.settled(approval)
+
+    def settled(self, approval: Approval) -> None:
+        """An approving click enqueues the action just after recording the vote; wait for that too, so a
+        following work() cannot run before the job exists."""
+        wait_until(
+            "the approved action to be queued",
+            lambda: (
+                self.approval(approval.id).status.value != "APPROVED"
+                or bool(self.redis.exists(f"rq:job:exec-{approval.id}"))
+            ),
+        )
 
     def told(self, user: str, channel: str, count: int = 1) -> list[str]:
         """Ephemeral messages to `user` in `channel`, once at least `count` have arrived."""

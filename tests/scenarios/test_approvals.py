@@ -167,6 +167,7 @@ def test_simultaneous_clicks_by_two_approvers_make_one_decision_and_one_run(scen
     ]
     assert all(d.status == 200 for d in asyncio.run(s.ingress.apost_many(clicks)))
     wait_until("all clicks recorded", lambda: s.redis.llen(f"chatops:approval:{approval.id}:attempts") >= 3)
+    s.settled(approval)
     decided = s.approval(approval.id)
     assert decided.status == Status.APPROVED
     assert len(decided.decided_by) == 1
@@ -315,6 +316,7 @@ def test_an_approve_reject_race_has_exactly_one_winner(scenario: Scenario) -> No
     )
     assert all(d.status == 200 for d in asyncio.run(s.ingress.apost_many([approve, reject])))
     wait_until("both decisions", lambda: s.redis.llen(f"chatops:approval:{approval.id}:attempts") >= 2)
+    s.settled(approval)
     s.work()
     final = s.approval(approval.id)
     runs = s.world.servers["airflow"].ledger.count("clear_task_instances")
