@@ -16,6 +16,7 @@ or `Failed`. Step, wall-clock and token caps bound every run.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from typing import Any
 from agent.model import ModelUnavailable
 from agent.ports import Model, Progress, ToolInfo, Tools
 from agent.prompt import SYSTEM_PROMPT
+from agent.redaction import CREDENTIAL_REFUSAL, contains_credential
 from agent.transcript import (
     TOOL_OUTPUT_MAX_CHARS,
     call_digest,
@@ -278,6 +280,10 @@ async def _tool_step(
             done[use_id] = tool_result(
                 use_id, info.server, info.tool, "The arguments must be a JSON object.", False
             )
+        elif contains_credential(json.dumps(args, ensure_ascii=False)):
+            # Never sent, never shown on an approval card: a credential in arguments is exfiltration.
+            log.warning("call of %s refused locally: its arguments look like a credential", name)
+            done[use_id] = tool_result(use_id, info.server, info.tool, CREDENTIAL_REFUSAL, False)
         elif (digest := call_digest(name, args)) in rejected:
             msg = "This exact call was rejected earlier; not proposing it again unless the user asks."
             done[use_id] = tool_result(use_id, info.server, info.tool, msg, False)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REDACTED", "redact_secrets"]
+__all__ = ["CREDENTIAL_REFUSAL", "REDACTED", "contains_credential", "redact_secrets"]
 
 REDACTED = "[redacted]"
+CREDENTIAL_REFUSAL = "refused: arguments contain what looks like a credential"
 
 _KEY_NAME = r"[A-Za-z0-9_.-]*(?:password|passwd|secret|token|api_?key|private_?key|credentials?)"
 _VALUE = r"(?!\[redacted\])[^\s\"',;&}]+"
@@ -57,3 +58,22 @@ def redact_secrets(text: str) -> tuple[str, int]:
         text, count = pattern.subn(replacement, text)
         total += count
     return text, total
+
+
+# Narrower than the redaction patterns: used to refuse tool arguments, where a false positive blocks a call
+# (a SQL query may say `token`; it will not hold an `eyJ…` JWT). Only shapes that are credentials by form.
+_CREDENTIAL_SHAPES = re.compile(
+    r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"  # JWT
+    r"|\b(?:xoxe\.)?xox[abposre]-[A-Za-z0-9-]{8,}|\bxapp-[A-Za-z0-9-]{8,}"  # Slack
+    r"|\bsk-ant-[A-Za-z0-9_-]{8,}"  # Anthropic
+    r"|\bgAAAAA[A-Za-z0-9_-]{40,}"  # Fernet ciphertext (our own sealed tokens)
+    r"|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"  # AWS access key id
+    r"|\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}"
+    r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
+    r"|(?i:\bbearer\s+[A-Za-z0-9._~+/=-]{20,})"
+)
+
+
+def contains_credential(text: str) -> bool:
+    """True when `text` holds something shaped like a credential (token, key, our own ciphertext)."""
+    return _CREDENTIAL_SHAPES.search(text) is not None

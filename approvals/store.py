@@ -32,6 +32,7 @@ from redis.commands.core import AsyncScript
 from redis.typing import EncodableT, FieldT
 
 __all__ = [
+    "APPROVED_KEY",
     "Approval",
     "ApprovalStatus",
     "ApprovalStore",
@@ -49,6 +50,8 @@ __all__ = [
 RETENTION_SECONDS = 30 * 86400  # records outlive any card (TTL ≤ 7 days) and any lease by weeks
 PENDING_KEY = "chatops:approvals:pending"
 RUNNING_KEY = "chatops:approvals:running"
+# APPROVED and not yet started, scored by decision time: the sweeper re-enqueues any whose job was lost.
+APPROVED_KEY = "chatops:approvals:approved"
 _ID = re.compile(r"a[0-9a-f]{23}")
 
 VoteKind = Literal[
@@ -181,7 +184,7 @@ local function append(field, item)
 end
 """
 
-# KEYS: record, attempts, pending. ARGV: id, user, eligible, now, action.
+# KEYS: record, attempts, pending (, approved for votes). ARGV: id, user, eligible, now, action.
 # The refusal order is the contract of `vote`/`reject`: closed, expired, own request, not eligible.
 _GUARD = """
 local id, user, eligible, now, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -215,6 +218,7 @@ for _, v in ipairs(votes) do table.insert(voters, v.user) end
 table.insert(voters, user)
 redis.call('HSET', rec, 'status', 'APPROVED', 'decided_by', cjson.encode(voters), 'decided_at', now)
 redis.call('ZREM', KEYS[3], id)
+redis.call('ZADD', KEYS[4], now, id)
 return reply(note(user, action, 'approved', now), count)
 """
 
@@ -236,8 +240,9 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return reply('yes', 0)
 """
 
-# KEYS: record, attempts (unused), running. ARGV: id, now, lease_until.
+# KEYS: record, attempts (unused), running, approved. ARGV: id, now, lease_until.
 _START = """
+redis.call('ZREM', KEYS[4], ARGV[1])
 if redis.call('HGET', rec, 'status') ~= 'APPROVED' then return {'no', 0} end
 redis.call('HSET', rec, 'status', 'RUNNING', 'started_at', ARGV[2], 'lease_until', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
@@ -380,7 +385,8 @@ class ApprovalStore:
         at = self._now(now)
         ballot = json.dumps({"user": user, "sub": sub, "email": email, "at": at}, ensure_ascii=False)
         argv = (user, _flag(eligible), repr(at), "approve", ballot)
-        return _vote_result(await self._run(self._vote, approval_id, PENDING_KEY, *argv))
+        keys = (PENDING_KEY, APPROVED_KEY)
+        return _vote_result(await self._run(self._vote, approval_id, keys, *argv))
 
     async def reject(
         self,
@@ -411,7 +417,8 @@ class ApprovalStore:
         if not _ID.fullmatch(approval_id):
             return None
         at = self._now(now)
-        reply = await self._run(self._start, approval_id, RUNNING_KEY, repr(at), repr(at + lease_seconds))
+        keys = (RUNNING_KEY, APPROVED_KEY)
+        reply = await self._run(self._start, approval_id, keys, repr(at), repr(at + lease_seconds))
         return _decode(_pairs(reply[2:])) if _text(reply[0]) == "yes" else None
 
     async def finish(
@@ -421,6 +428,14 @@ class ApprovalStore:
             raise ValueError(f"a run ends as SUCCEEDED, FAILED or OUTCOME_UNKNOWN, not {status}")
         argv = (str(status), detail, repr(self._now(now)), "0")
         return await self._transition(self._finish, approval_id, RUNNING_KEY, *argv)
+
+    async def approved_before(self, decided_before: float) -> list[str]:
+        """APPROVED records decided before `decided_before` that no job has started yet."""
+        return _ids(await self._redis.zrangebyscore(APPROVED_KEY, "-inf", decided_before))
+
+    async def forget_approved(self, approval_id: str) -> None:
+        """Drop an id from the approved index (its record is no longer APPROVED)."""
+        await self._redis.zrem(APPROVED_KEY, approval_id)
 
     async def stale_running(self, now: float) -> list[str]:
         return _ids(await self._redis.zrangebyscore(RUNNING_KEY, "-inf", now))
@@ -453,10 +468,13 @@ class ApprovalStore:
         facts = canonical_json({name: values[name] for name in _SEALED})
         return hmac.new(self._seal_key, facts.encode(), hashlib.sha256).hexdigest()
 
-    async def _run(self, script: AsyncScript, approval_id: str, third: str | None, *argv: str) -> list[Any]:
+    async def _run(
+        self, script: AsyncScript, approval_id: str, third: str | tuple[str, ...] | None, *argv: str
+    ) -> list[Any]:
         if not _ID.fullmatch(approval_id):
             raise UnknownApproval(approval_id)
-        keys = [_record_key(approval_id), _attempts_key(approval_id), *([third] if third else [])]
+        more = (third,) if isinstance(third, str) else third or ()
+        keys = [_record_key(approval_id), _attempts_key(approval_id), *more]
         reply: list[Any] = await script(keys=keys, args=[approval_id, *argv])
         if _text(reply[0]) == "missing":
             raise UnknownApproval(approval_id)

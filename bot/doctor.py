@@ -6,6 +6,7 @@ import httpx2
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bot.redis_check import judge
 from bot.settings import ConfigError, Role, Settings
 from mcp_clients.connection import shared_ssl_context
 from mcp_clients.provider import Provider, ProviderError
@@ -17,18 +18,8 @@ __all__ = ["redis_safety", "run_doctor"]
 
 async def redis_safety(redis: aioredis.Redis) -> tuple[list[str], list[str]]:
     """(problems that must stop the bot, warnings). Evicting keys can silently drop an approval record."""
-    problems: list[str] = []
-    warnings: list[str] = []
-    config = await redis.config_get("maxmemory-policy")
-    policy = str(next(iter(config.values()), "noeviction"))
-    if policy not in ("noeviction",) and not policy.endswith("noeviction"):
-        problems.append(f"Redis maxmemory-policy is {policy}: it may evict approvals; set noeviction")
-    aof = await redis.config_get("appendonly")
-    if str(next(iter(aof.values()), "no")) != "yes":
-        warnings.append(
-            "Redis appendonly is off: a Redis crash can lose recent approvals (set appendonly yes)"
-        )
-    return problems, warnings
+    config = {**(await redis.config_get("maxmemory-policy")), **(await redis.config_get("appendonly"))}
+    return judge({str(k): str(v) for k, v in config.items()})
 
 
 async def run_doctor(settings: Settings) -> int:

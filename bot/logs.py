@@ -40,6 +40,7 @@ def setup_logging(level: str = "INFO") -> None:
         "httpx2",
         "httpx",
         "httpcore",
+        "httpcore2",
         "slack_sdk",
         "slack_bolt",
         "mcp",

@@ -32,6 +32,7 @@ from bot.linking import LinkFailed, LinkResult
 from bot.pages import page
 from bot.poster import make_slack_client
 from bot.queues import Queues
+from bot.redis_check import arequire_safe_redis
 from bot.services import BotIdentity, Services, open_services
 from bot.settings import Settings
 
@@ -70,6 +71,7 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with open_services(settings, bot.team) as services:
+            await arequire_safe_redis(services.redis)  # an evicting Redis can silently drop approvals
             queues = Queues(Redis.from_url(str(settings.redis_url)))
 
             async def on_linked(result: LinkResult) -> None:

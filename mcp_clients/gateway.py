@@ -24,6 +24,7 @@ from mcp.types import CallToolResult, RequestParamsMeta, Tool
 
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
 from mcp_clients.naming import fingerprint, model_tool_name
+from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments, poisoned_tool
 from mcp_clients.tokens import Identity, TokenBroker, TokenUnavailable
 from registry_cache.model import ServerEntry
 from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
@@ -65,6 +66,7 @@ class ToolSpec:
     approval: ApprovalRule
     minutes_saved: float
     deprecated: bool
+    private_data: bool = False  # results go to the requester only (governance `private_data`)
 
     @property
     def needs_approval(self) -> bool:
@@ -144,6 +146,7 @@ class GatewaySession:
         self._connections: dict[str, Connection] = {}
         self._specs: dict[str, ToolSpec] = {}
         self.unavailable: dict[str, str] = {}  # server -> why its tools are missing this turn
+        self.disabled: dict[str, str] = {}  # model name -> why the tool was withheld (poisoning)
 
     async def __aenter__(self) -> GatewaySession:
         return self
@@ -211,6 +214,12 @@ class GatewaySession:
         for tool in tools:
             if not view.tool_enabled(entry, tool.name):
                 continue
+            poison = poisoned_tool(tool.title, tool.description, tool.input_schema or {})
+            if poison is not None:
+                name = model_tool_name(entry.short_name, tool.name)
+                log.warning("tool %s of %s withheld from the model: %s", tool.name, entry.name, poison)
+                self.disabled[name] = poison
+                continue
             annotations = (
                 tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {}
             )
@@ -230,6 +239,7 @@ class GatewaySession:
                     approval=view.approval(entry, tool.name, read_only_hint=read_only),
                     minutes_saved=view.minutes_saved(entry, tool.name),
                     deprecated=entry.deprecated,
+                    private_data=entry.governance.private_data,
                 )
             )
         return specs
@@ -262,6 +272,9 @@ class GatewaySession:
             )
         if not view.tool_enabled(entry, spec.tool):
             return ToolOutcome(False, f"{spec.tool} has been disabled by its owners.", error_kind="refused")
+        if credential_in_arguments(arguments):
+            log.warning("call of %s refused: its arguments look like they carry a credential", model_name)
+            return ToolOutcome(False, CREDENTIAL_REFUSAL, error_kind="refused")
         return await self._invoke(entry, spec, arguments, started, idempotency_key)
 
     async def _invoke(

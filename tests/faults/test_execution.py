@@ -1,0 +1,170 @@
+"""Between an approval and its outcome (ACCEPTANCE 30, 31, 33, 37): whatever fails, an approved action runs at
+most once, under the requester's identity, and the people involved hear about it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import redis as sync_redis
+
+from approvals.store import APPROVED_KEY, Approval, ApprovalStore, Status
+from bot.approval_flow import RECORDED_LATER, ApprovalFlow, seal_key
+from bot.queues import Queues
+from bot.services import Services
+from fixtures.anthropic_fake import Body, Reply, text, tool_use
+from fixtures.mcp_presto import RUNAWAY_QUERY_ID
+from fixtures.redis_proc import free_port
+from fixtures.waiting import wait_until
+from tests.faults.conftest import Scenario, with_services
+from tests.scenarios.test_approvals import children_of
+
+CHANNEL = "C0INCIDENT"
+
+
+def proposer(body: Body) -> Reply:
+    if "[Update from the approval system" in json.dumps(body["messages"][-1]):
+        return text("Told about the outcome.")
+    return tool_use(
+        "presto__kill_query", {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway"}, text_before="Kill it."
+    )
+
+
+def proposed(s: Scenario, quorum: int | None = None) -> Approval:
+    if quorum is not None:
+        s.world.registry.patch_governance("io.example/presto", {"tools": {"kill_query": {"quorum": quorum}}})
+    for person in ("alice", "bob", "carol"):
+        s.link(person)
+    s.world.anthropic.set_default(proposer)
+    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "kill the runaway backfill")
+    s.ingress.post(mention)
+    s.work()
+    (approval,) = s.approvals(CHANNEL, mention.event["ts"])
+    return approval
+
+
+def kills(s: Scenario) -> int:
+    return s.world.servers["presto"].ledger.count("kill_query")
+
+
+def sweep_now(s: Scenario) -> None:
+    Queues(sync_redis.Redis.from_url(s.redis_url)).enqueue_sweep_now()
+
+
+def age_decision(s: Scenario, approval: Approval, seconds: float = 120) -> None:
+    """Make the decision older than the sweeper's grace period (as if time had passed)."""
+    if s.redis.zscore(APPROVED_KEY, approval.id) is not None:
+        s.redis.zadd(APPROVED_KEY, {approval.id: time.time() - seconds})
+
+
+def test_an_enqueue_that_fails_after_the_decision_keeps_it_approved_and_the_sweeper_runs_it_once(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    approval = proposed(s)
+    s.click("U0BOB", approval)  # 1 of 2
+    unreachable = Queues(sync_redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0"))
+
+    async def carol_approves_while_the_queue_is_down(svc: Services) -> str:
+        flow = ApprovalFlow(svc, unreachable, s.bot, ApprovalStore(svc.redis, seal_key=seal_key(svc)))
+        return await flow.vote(approval.id, user="U0CAROL", channel=CHANNEL, message_ts=s.card_ts(approval))
+
+    assert with_services(s, carol_approves_while_the_queue_is_down) == RECORDED_LATER
+    assert s.approval(approval.id).status == Status.APPROVED  # durable, though nothing was queued
+    assert s.work() == 0
+    assert kills(s) == 0
+    age_decision(s, approval)
+    sweep_now(s)
+    sweep_now(s)  # two sweeps (two workers) re-enqueue it under one job id
+    s.work()
+    assert s.approval(approval.id).status == Status.SUCCEEDED
+    assert kills(s) == 1
+    sweep_now(s)
+    s.work()
+    assert kills(s) == 1
+    assert s.redis.zcard(APPROVED_KEY) == 0
+
+
+def test_a_card_update_failing_after_approval_neither_blocks_nor_repeats_the_run(scenario: Scenario) -> None:
+    s = scenario
+    approval = proposed(s, quorum=1)  # one click decides: no other redraw is in flight
+    # Every chat.update fails for a while: the click's redraw and the outcome's redraw both give up.
+    s.world.slack.fail_next("chat.update", status=503, times=8)
+    s.click("U0CAROL", approval)
+    wait_until("the click's redraw to give up", lambda: s.redis.sismember("chatops:cards-dirty", approval.id))
+    s.work()  # the run does not wait for the card; its own redraw fails as well
+    assert s.approval(approval.id).status == Status.SUCCEEDED
+    assert kills(s) == 1
+    assert s.redis.sismember("chatops:cards-dirty", approval.id)
+    card = s.world.slack.message(CHANNEL, s.card_ts(approval))
+    assert card is not None
+    assert any(b["type"] == "actions" for b in card.blocks)  # still the stale card with buttons
+    sweep_now(s)
+    s.work()
+    card = s.world.slack.message(CHANNEL, s.card_ts(approval))
+    assert card is not None
+    assert not any(b["type"] == "actions" for b in card.blocks)  # redrawn as decided
+    assert kills(s) == 1
+
+
+def test_a_worker_killed_after_the_side_effect_never_runs_it_again(scenario: Scenario) -> None:
+    s = scenario
+    approval = proposed(s)
+    presto = s.world.servers["presto"]
+    performed = presto.ledger.signal_after("kill_query", hold=True)
+    env = {**os.environ, **s.env, "CHATOPS_NETGUARD": "1"}
+    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, start_new_session=True)
+    try:
+        s.click("U0BOB", approval)
+        s.click("U0CAROL", approval)
+        assert performed.wait(30), "the worker never reached the side effect"
+        for pid in [*children_of(worker.pid), worker.pid]:
+            os.kill(pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        presto.ledger.release()
+    assert kills(s) == 1
+    assert presto.ledger.entries()[0]["key"] == approval.id  # the idempotency key travelled with the call
+    assert s.approval(approval.id).status == Status.RUNNING
+    # The lease passes; the sweep reports it; a re-enqueued job (RQ cleanup, a sweeper) finds nothing to run.
+    s.redis.zadd("chatops:approvals:running", {approval.id: time.time() - 1})
+    s.redis.hset(f"chatops:approval:{approval.id}", "lease_until", json.dumps(time.time() - 1))
+    sweep_now(s)
+    s.work()
+    Queues(sync_redis.Redis.from_url(s.redis_url)).enqueue_action(approval.id)
+    s.redis.delete(f"rq:job:exec-{approval.id}")
+    Queues(sync_redis.Redis.from_url(s.redis_url)).enqueue_action(approval.id)
+    s.work()
+    assert s.approval(approval.id).status == Status.OUTCOME_UNKNOWN
+    assert kills(s) == 1
+    assert len(presto.record.tool_calls("kill_query")) == 1
+    thread = " ".join(m.text for m in s.bot_messages(CHANNEL, approval.thread_ts))
+    assert "outcome is unknown" in thread
+
+
+def test_an_expired_requester_token_that_cannot_refresh_fails_without_borrowing_the_approvers(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    approval = proposed(s)
+    s.click("U0BOB", approval)
+    for key in s.redis.scan_iter(match="chatops:tok:*:U0ALICE:*"):
+        s.redis.delete(key)  # alice's cached access tokens have expired
+    s.world.idp.fail_next(20, error="invalid_grant", grant_type="refresh_token")
+    s.world.servers["presto"].record.clear()
+    s.click("U0CAROL", approval)
+    s.work()
+    final = s.approval(approval.id)
+    assert final.status == Status.FAILED
+    assert "link has ended" in final.outcome_detail
+    assert kills(s) == 0
+    presto = s.world.servers["presto"].record.all()
+    assert {r.sub for r in presto} <= {"u-alice"}  # never bob's or carol's token
+    told = " ".join(s.told("U0ALICE", CHANNEL))
+    assert "Connect again" in told
