@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis import Redis
@@ -64,12 +66,22 @@ def _configured() -> tuple[Settings, BotIdentity]:
     return _config
 
 
-async def run_turn(turn_id: str, attempt: str = "first") -> str:
-    """Answer one request. `attempt` separates re-runs that are legitimate (after linking, after waiting
-    for the thread) from duplicates of the same delivery, which stop at the claim."""
+@asynccontextmanager
+async def _job() -> AsyncIterator[tuple[Services, Queues, BotIdentity]]:
+    """What every job needs, built inside the job's own event loop (RQ gives each async job a fresh one)."""
     settings, bot = _configured()
     async with open_services(settings, bot.team) as svc:
         queues = Queues(Redis.from_url(str(settings.redis_url)))
+        try:
+            yield svc, queues, bot
+        finally:
+            queues.connection.close()
+
+
+async def run_turn(turn_id: str, attempt: str = "first") -> str:
+    """Answer one request. `attempt` separates re-runs that are legitimate (after linking, after waiting
+    for the thread) from duplicates of the same delivery, which stop at the claim."""
+    async with _job() as (svc, queues, bot):
         return await TurnRunner(svc, bot, queues).run(turn_id, attempt)
 
 
@@ -87,16 +99,12 @@ def approval_flow(svc: Services, queues: Queues, bot: BotIdentity) -> ApprovalFl
 
 async def execute_approved(approval_id: str) -> str:
     """Run one approved action (actions queue). Safe to enqueue twice: only APPROVED → RUNNING proceeds."""
-    settings, bot = _configured()
-    async with open_services(settings, bot.team) as svc:
-        queues = Queues(Redis.from_url(str(settings.redis_url)))
+    async with _job() as (svc, queues, bot):
         return await approval_flow(svc, queues, bot).execute(approval_id)
 
 
 async def expire_approval(approval_id: str) -> bool:
-    settings, bot = _configured()
-    async with open_services(settings, bot.team) as svc:
-        queues = Queues(Redis.from_url(str(settings.redis_url)))
+    async with _job() as (svc, queues, bot):
         flow = approval_flow(svc, queues, bot)
         expired = await flow.store.expire(approval_id)
         await flow.on_expired(approval_id)
@@ -106,9 +114,7 @@ async def expire_approval(approval_id: str) -> bool:
 async def sweep() -> dict[str, int]:
     """Expire overdue approvals, report runs whose worker died, re-render failed card updates; then
     schedule the next sweep (one chain for the whole deployment)."""
-    settings, bot = _configured()
-    async with open_services(settings, bot.team) as svc:
-        queues = Queues(Redis.from_url(str(settings.redis_url)))
+    async with _job() as (svc, queues, bot):
         try:
             return await approval_flow(svc, queues, bot).sweep()
         finally:
@@ -127,17 +133,13 @@ def workflow_flow(svc: Services, queues: Queues, bot: BotIdentity) -> WorkflowFl
 
 async def run_workflow(run_id: str) -> str:
     """Start (or continue) a workflow run (workflows queue)."""
-    settings, bot = _configured()
-    async with open_services(settings, bot.team) as svc:
-        queues = Queues(Redis.from_url(str(settings.redis_url)))
+    async with _job() as (svc, queues, bot):
         return await workflow_flow(svc, queues, bot).execute(run_id)
 
 
 async def resume_workflow(run_id: str, approval_id: str) -> str:
     """Continue a run after people decided on (and the worker ran) its waiting step."""
-    settings, bot = _configured()
-    async with open_services(settings, bot.team) as svc:
-        queues = Queues(Redis.from_url(str(settings.redis_url)))
+    async with _job() as (svc, queues, bot):
         return await workflow_flow(svc, queues, bot).execute(run_id, approval_id=approval_id)
 
 
