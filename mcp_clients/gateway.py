@@ -35,6 +35,7 @@ __all__ = ["Breaker", "Caller", "Gateway", "GatewaySession", "ToolOutcome", "Too
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_META_KEY = "io.chatops/idempotency-key"
+VIEW_REUSE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class GatewaySession:
         self._connections: dict[str, Connection] = {}
         self._specs: dict[str, ToolSpec] = {}
         self.unavailable: dict[str, str] = {}  # server -> why its tools are missing this turn
+        self._view: tuple[RegistryView, float] | None = None
         self.disabled: dict[str, str] = {}  # model name -> why the tool was withheld (poisoning)
 
     async def __aenter__(self) -> GatewaySession:
@@ -156,7 +158,12 @@ class GatewaySession:
         self._connections.clear()
 
     async def view(self) -> RegistryView:
-        return await self._gw.snapshot.view()
+        # Calls in one turn come in bursts; re-reading the shared snapshot for each was most of what the
+        # gateway added over a bare call. A second of reuse keeps the per-call re-check meaningful.
+        now = time.monotonic()
+        if self._view is None or now - self._view[1] > VIEW_REUSE_SECONDS:
+            self._view = (await self._gw.snapshot.view(), now)
+        return self._view[0]
 
     def _connection(self, entry: ServerEntry) -> Connection:
         conn = self._connections.get(entry.name)
