@@ -8,7 +8,6 @@ secrets that a tool's arguments may contain.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -19,6 +18,8 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from agent.redaction import redact_secrets
+from agent.transcript import canonical_json
+from approvals.store import args_sha256
 
 __all__ = ["AUDIT_STREAM", "Audit", "AuditRecord", "args_digest", "preview"]
 
@@ -32,16 +33,13 @@ Outcome = Literal[
 ]
 
 
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def args_digest(arguments: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical(dict(arguments)).encode()).hexdigest()
+    # The same digest the approval record carries, so an audit line and its approval can be matched.
+    return args_sha256(arguments)
 
 
 def preview(arguments: Mapping[str, Any]) -> str:
-    text, _ = redact_secrets(canonical(dict(arguments)))
+    text, _ = redact_secrets(canonical_json(dict(arguments)))
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 

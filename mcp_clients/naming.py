@@ -8,10 +8,11 @@ characters is folded and given a short hash so that two different tools can neve
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from agent.transcript import canonical_json
 
 __all__ = ["canonical_json", "fingerprint", "model_tool_name"]
 
@@ -26,11 +27,6 @@ def model_tool_name(short_name: str, tool: str) -> str:
     digest = hashlib.sha256(plain.encode()).hexdigest()[:8]
     folded = _UNSAFE.sub("_", plain)[: MAX_NAME - 9]
     return f"{folded}_{digest}"
-
-
-def canonical_json(value: Any) -> str:
-    """The one serialisation used for digests: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def fingerprint(
