@@ -19,6 +19,7 @@ from bot.queues import QUEUE_NAMES, Queues
 from bot.redis_check import require_safe_redis
 from bot.services import BotIdentity
 from bot.settings import Settings
+from bot.warmup import warm_up
 from mcp_clients.connection import shared_ssl_context
 
 __all__ = ["run_worker"]
@@ -40,6 +41,7 @@ def run_worker(
     jobs.configure(settings, bot)
     # Built once here, inherited by every forked job: ~30 ms per job otherwise (bench/approval.py).
     shared_ssl_context()
+    warm_up()  # the client libraries' lazy first-use work, done once here instead of in every job
     Queues(connection).schedule_sweep()  # expiry and crash detection keep running while any worker lives
     worker_class: type[Worker] = SimpleWorker if simple else Worker  # type: ignore[assignment]
     if processes > 1:
