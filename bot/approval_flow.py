@@ -238,7 +238,7 @@ class ApprovalFlow:
             return await self._finish(approval, Status.FAILED, "the requester's account link has ended")
         caller = Caller(approval.team, approval.requester, approval.channel, identity)
         async with self.svc.gateway.session(caller) as session:
-            tools = {t.model_name: t for t in await session.tools()}
+            tools = {t.model_name: t for t in await session.tools(fresh=True)}
             spec = tools.get(approval.model_name)
             if spec is None and await self.svc.broker.identity(approval.team, approval.requester) is None:
                 # Listing ended the link (refresh refused: invalid_grant): the requester must reconnect.

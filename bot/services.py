@@ -22,6 +22,7 @@ from bot.poster import Poster, make_slack_client
 from bot.settings import Settings
 from mcp_clients.connection import shared_ssl_context
 from mcp_clients.gateway import Gateway
+from mcp_clients.listing import ListingCache
 from mcp_clients.provider import Provider
 from mcp_clients.sealing import Sealer
 from mcp_clients.tokens import TokenBroker
@@ -86,7 +87,12 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         stale_max_seconds=settings.registry_stale_max_seconds,
         on_event=metrics.registry_event,
     )
-    gateway = Gateway(snapshot, broker, output_max_chars=settings.tool_output_max_chars)
+    gateway = Gateway(
+        snapshot,
+        broker,
+        output_max_chars=settings.tool_output_max_chars,
+        listings=ListingCache(redis),
+    )
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
     poster = Poster(make_slack_client(token, str(settings.slack_api_url)), redis, team)
 

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from mcp import MCPError
 from mcp.types import CallToolResult, RequestParamsMeta, Tool
 
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
+from mcp_clients.listing import ListingCache
 from mcp_clients.naming import fingerprint, model_tool_name
 from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments, poisoned_tool
 from mcp_clients.tokens import Identity, TokenBroker, TokenUnavailable
@@ -129,9 +130,11 @@ class Gateway:
         call_timeout: float = 60.0,
         output_max_chars: int = 20_000,
         breaker: Breaker | None = None,
+        listings: ListingCache | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.broker = broker
+        self.listings = listings  # None: every session lists every server live
         self.call_timeout = call_timeout
         self.output_max_chars = output_max_chars
         self.breaker = breaker or Breaker()
@@ -149,11 +152,17 @@ class GatewaySession:
         self.unavailable: dict[str, str] = {}  # server -> why its tools are missing this turn
         self._view: tuple[RegistryView, float] | None = None
         self.disabled: dict[str, str] = {}  # model name -> why the tool was withheld (poisoning)
+        # server -> a background re-listing of a remembered listing: model name -> why it may not be called
+        self._revalidating: dict[str, asyncio.Task[dict[str, str]]] = {}
+        self._listed: tuple[ToolSpec, ...] | None = None
 
     async def __aenter__(self) -> GatewaySession:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for task in self._revalidating.values():
+            task.cancel()
+        await asyncio.gather(*self._revalidating.values(), return_exceptions=True)
         await asyncio.gather(*(c.close() for c in self._connections.values()), return_exceptions=True)
         self._connections.clear()
 
@@ -165,14 +174,17 @@ class GatewaySession:
             self._view = (await self._gw.snapshot.view(), now)
         return self._view[0]
 
+    def _auth_mode(self, entry: ServerEntry) -> str:
+        if self.caller.service and entry.governance.auth == "user":
+            return "service"
+        return entry.governance.auth
+
     def _connection(self, entry: ServerEntry) -> Connection:
         conn = self._connections.get(entry.name)
         if conn is None or conn.url != entry.url:
             team, user, resource = self.caller.team, self.caller.user, entry.resource
             broker = self._gw.broker
-            auth_mode = entry.governance.auth
-            if self.caller.service and auth_mode == "user":
-                auth_mode = "service"
+            auth_mode = self._auth_mode(entry)
 
             async def token() -> str | None:
                 if auth_mode == "none":
@@ -189,34 +201,104 @@ class GatewaySession:
             self._connections[entry.name] = conn
         return conn
 
-    async def tools(self) -> list[ToolSpec]:
-        """Every tool this caller may use here. Raises `RegistryUnavailable` when no copy may be used."""
+    async def tools(self, *, fresh: bool = False) -> list[ToolSpec]:
+        """Every tool this caller may use here. Raises `RegistryUnavailable` when no copy may be used.
+
+        Which servers comes from the registry view every time; what each server lists may come from a
+        listing remembered for this caller (`ListingCache`), re-listed in the background while the turn
+        goes on. `fresh=True` lists every server live (an approved action checks the live definition)."""
+        if self._listed is not None and not fresh:  # once per session: a turn asks more than once
+            return list(self._listed)
         view = await self.view()
         entries = view.servers_for(self.caller.person, self.caller.channel)
-        listed = await asyncio.gather(*(self._list(view, e) for e in entries))
+        listed = await asyncio.gather(*(self._list(view, e, fresh) for e in entries))
         specs = [spec for group in listed for spec in group]
         self._specs = {s.model_name: s for s in specs}
+        self._listed = tuple(specs)
         return specs
 
-    async def _list(self, view: RegistryView, entry: ServerEntry) -> list[ToolSpec]:
+    def _listing_key(self, entry: ServerEntry) -> str:
+        mode = self._auth_mode(entry)
+        who = self.caller.identity.sub if mode == "user" else mode
+        return ListingCache.key(entry.name, entry.url, who)
+
+    async def _list(self, view: RegistryView, entry: ServerEntry, fresh: bool) -> list[ToolSpec]:
         if self._gw.breaker.is_open(entry.name):
             self.unavailable[entry.name] = "temporarily unavailable after repeated failures"
             return []
+        cache = self._gw.listings
+        down_key = ListingCache.down_key(entry.name, entry.url)
+        if cache is not None and not fresh:
+            remembered, down = await cache.lookup(self._listing_key(entry), down_key)
+            if down is not None:  # another process found it unreachable seconds ago: don't wait for it again
+                self.unavailable[entry.name] = f"unreachable a moment ago ({down})"
+                return []
+            if remembered is not None:
+                specs = self._specs_of(view, entry, remembered.tools)
+                self._revalidating[entry.name] = asyncio.create_task(
+                    self._revalidate(view, entry, specs), name=f"relist {entry.name}"
+                )
+                return specs
         try:
-            client = await self._connection(entry).open()
-            tools: list[Tool] = []
-            cursor: str | None = None
-            for _ in range(20):
-                page = await client.list_tools(cursor=cursor, cache_mode="bypass")
-                tools.extend(page.tools)
-                cursor = page.next_cursor
-                if not cursor:
-                    break
+            tools = await self._fetch(entry)
         except (ConnectError, MCPError, TokenUnavailable, OSError) as exc:
             self._gw.breaker.record(entry.name, ok=False)
-            self.unavailable[entry.name] = str(exc) or type(exc).__name__
+            reason = str(exc) or type(exc).__name__
+            self.unavailable[entry.name] = reason
+            if cache is not None and isinstance(exc, (ConnectError, OSError)):
+                await cache.mark_down(down_key, reason)
             return []
         self._gw.breaker.record(entry.name, ok=True)
+        if cache is not None:
+            await cache.put(self._listing_key(entry), tools)
+        return self._specs_of(view, entry, tools)
+
+    async def _fetch(self, entry: ServerEntry) -> list[Tool]:
+        client = await self._connection(entry).open()
+        tools: list[Tool] = []
+        cursor: str | None = None
+        for _ in range(20):
+            page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return tools
+
+    async def _revalidate(
+        self, view: RegistryView, entry: ServerEntry, shown: list[ToolSpec]
+    ) -> dict[str, str]:
+        """List `entry` live and return the tools shown from memory that may no longer be called, with
+        why. A server that cannot be listed now changes nothing here: its calls fail on their own."""
+        try:
+            tools = await self._fetch(entry)
+        except (ConnectError, MCPError, TokenUnavailable, OSError) as exc:
+            log.info("re-listing %s failed: %s", entry.name, exc)
+            if self._gw.listings is not None and isinstance(exc, (ConnectError, OSError)):
+                down_key = ListingCache.down_key(entry.name, entry.url)
+                await self._gw.listings.mark_down(down_key, str(exc) or type(exc).__name__)
+            return {}
+        if self._gw.listings is not None:
+            await self._gw.listings.put(self._listing_key(entry), tools)
+        live = {s.model_name: s for s in self._specs_of(view, entry, tools)}
+        stale: dict[str, str] = {}
+        for spec in shown:
+            now = live.get(spec.model_name)
+            if spec.model_name in self.disabled:
+                stale[spec.model_name] = (
+                    f"{spec.tool} was withheld: its definition on {entry.short_name} changed "
+                    f"({self.disabled[spec.model_name]})."
+                )
+            elif now is None:
+                stale[spec.model_name] = f"{spec.tool} is no longer offered by {entry.short_name}."
+            elif now.fingerprint != spec.fingerprint:
+                stale[spec.model_name] = (
+                    f"The definition of {spec.tool} on {entry.short_name} changed while I was working; "
+                    "ask again so I use the current one."
+                )
+        return stale
+
+    def _specs_of(self, view: RegistryView, entry: ServerEntry, tools: Sequence[Tool]) -> list[ToolSpec]:
         specs = []
         for tool in tools:
             if not view.tool_enabled(entry, tool.name):
@@ -282,6 +364,11 @@ class GatewaySession:
         if credential_in_arguments(arguments):
             log.warning("call of %s refused: its arguments look like they carry a credential", model_name)
             return ToolOutcome(False, CREDENTIAL_REFUSAL, error_kind="refused")
+        relisting = self._revalidating.get(spec.server)
+        if relisting is not None:  # shown from a remembered listing: only a definition still live is called
+            stale = await asyncio.shield(relisting)
+            if model_name in stale:
+                return ToolOutcome(False, stale[model_name], error_kind="refused")
         return await self._invoke(entry, spec, arguments, started, idempotency_key)
 
     async def _invoke(

@@ -2,73 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-
-import httpx2
 import jwt
-import pytest
-import redis.asyncio as aioredis
 
-from bot.linking import Linking
-from fixtures.idp import CLIENT_ID, DEFAULT_CLIENT_SECRET
-from fixtures.world import World, running_world
-from mcp_clients.gateway import Breaker, Caller, Gateway
-from mcp_clients.provider import Provider
-from mcp_clients.sealing import Sealer
-from mcp_clients.tokens import TokenBroker
-from registry_cache.client import fetch_all
-from registry_cache.snapshot import SharedSnapshot
-
-TEAM = "T0CHATOPS"
-PUBLIC_URL = "http://127.0.0.1:1"
-SLACK_IDS = {"alice": "U0ALICE", "bob": "U0BOB", "carol": "U0CAROL", "dave": "U0DAVE", "erin": "U0ERIN"}
-
-
-@dataclass
-class Env:
-    world: World
-    broker: TokenBroker
-    gateway: Gateway
-    linking: Linking
-
-    async def caller(self, person: str, channel: str = "C0DATAENG") -> Caller:
-        user = SLACK_IDS[person]
-        if await self.broker.identity(TEAM, user) is None:
-            offer = (await self.linking.offer(TEAM, user)).rsplit("/", 1)[1]
-            url = await self.linking.start(offer)
-            async with httpx2.AsyncClient() as browser:
-                await browser.get(self.world.idp.login_url(person))
-                answer = await browser.get(url)
-            params = dict(httpx2.URL(answer.headers["location"]).params)
-            await self.linking.finish(
-                state=params["state"], code=params["code"], iss=params.get("iss"), error=None
-            )
-        identity = await self.broker.identity(TEAM, user)
-        assert identity is not None
-        return Caller(TEAM, user, channel, identity)
-
-
-@pytest.fixture(scope="module")
-def world() -> Iterator[World]:
-    with running_world() as w:
-        w.allow_redirect(PUBLIC_URL)
-        yield w
-
-
-@pytest.fixture
-async def env(world: World, aredis: aioredis.Redis) -> AsyncIterator[Env]:
-    for server in world.servers.values():
-        server.record.clear()
-    async with httpx2.AsyncClient() as http:
-        provider = Provider(http, world.idp.issuer, CLIENT_ID, DEFAULT_CLIENT_SECRET)
-        broker = TokenBroker(aredis, provider, Sealer([world.secret_key]))
-        snapshot = SharedSnapshot(
-            aredis, lambda: fetch_all(http, world.registry_url), ttl_seconds=60, stale_max_seconds=900
-        )
-        gateway = Gateway(snapshot, broker, output_max_chars=2000, breaker=Breaker())
-        yield Env(world, broker, gateway, Linking(aredis, provider, broker, snapshot, public_url=PUBLIC_URL))
-    world.registry.reset()
+from tests.mcp_clients.conftest import Env
 
 
 async def test_a_data_engineer_gets_presto_but_not_finance_and_no_disabled_tool(env: Env) -> None:

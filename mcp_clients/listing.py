@@ -1,0 +1,103 @@
+"""Tool listings remembered per (server, caller), so a turn need not wait for every server's `tools/list`.
+
+Listing three servers from a fresh process cost ~90 ms before the first model request could go out: a
+connection, a discover probe and every page of every server, every turn. A listing is now kept in Redis
+for `LISTING_MAX_AGE_SECONDS` and the gateway revalidates it in the background while the model thinks
+(see `GatewaySession`): a tool whose definition changed in the meantime is refused before any call reaches
+it, so a stale listing can cost one refused call, never a call to a definition nobody was shown.
+
+Listings are per caller: a server may list different tools to different people (its own gates).
+
+The same store remembers, for `DOWN_SECONDS`, that a server could not be reached at all. Work-horses are
+forked per job, so an in-process circuit breaker forgets everything between jobs; without this mark every
+turn of every worker paid a connection attempt to a dead server (up to the connect timeout when its host
+drops packets) before it could ask the model anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mcp.types import Tool
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+__all__ = ["DOWN_SECONDS", "LISTING_MAX_AGE_SECONDS", "Listing", "ListingCache"]
+
+log = logging.getLogger(__name__)
+
+LISTING_MAX_AGE_SECONDS = 300
+DOWN_SECONDS = 30
+_PREFIX = "chatops:mcp-tools:"
+_DOWN_PREFIX = "chatops:mcp-down:"
+
+
+@dataclass(frozen=True)
+class Listing:
+    tools: tuple[Tool, ...]
+    fetched_at: float
+
+
+class ListingCache:
+    def __init__(self, redis: Redis, *, max_age: float = LISTING_MAX_AGE_SECONDS) -> None:
+        self._redis = redis
+        self.max_age = max_age
+
+    @staticmethod
+    def key(server: str, url: str, caller: str) -> str:
+        # The URL is part of the key: a server that moves is listed again at its new address.
+        digest = hashlib.sha256(f"{server}\n{url}\n{caller}".encode()).hexdigest()[:32]
+        return _PREFIX + digest
+
+    @staticmethod
+    def down_key(server: str, url: str) -> str:
+        return _DOWN_PREFIX + hashlib.sha256(f"{server}\n{url}".encode()).hexdigest()[:32]
+
+    async def lookup(self, key: str, down_key: str) -> tuple[Listing | None, str | None]:
+        """The remembered listing (or None) and why the server was unreachable a moment ago (or None), in
+        one round trip. Redis failing means neither: the caller lists live."""
+        try:
+            raw, down = await self._redis.mget([key, down_key])
+        except RedisError as exc:
+            log.warning("tool listing cache unavailable: %s", exc)
+            return None, None
+        reason = down.decode(errors="replace") if isinstance(down, bytes) else down
+        return self._parse(raw), reason
+
+    async def mark_down(self, down_key: str, reason: str, *, seconds: int = DOWN_SECONDS) -> None:
+        try:
+            await self._redis.set(down_key, reason[:200], ex=seconds)
+        except RedisError as exc:
+            log.warning("server outage not recorded: %s", exc)
+
+    def _parse(self, raw: bytes | str | None) -> Listing | None:
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            fetched_at = float(data["at"])
+            tools = tuple(Tool.model_validate(t) for t in data["tools"])
+        except (ValueError, KeyError, TypeError, ValidationError):
+            return None  # written by another version, or damaged: list live
+        if time.time() - fetched_at > self.max_age:
+            return None
+        return Listing(tools, fetched_at)
+
+    async def put(self, key: str, tools: Sequence[Tool]) -> None:
+        body = json.dumps(
+            {
+                "at": time.time(),
+                "tools": [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools],
+            },
+            separators=(",", ":"),
+        )
+        try:
+            await self._redis.set(key, body, ex=int(self.max_age) + 60)
+        except RedisError as exc:
+            log.warning("tool listing not cached: %s", exc)
