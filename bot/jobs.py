@@ -7,6 +7,7 @@ instead of ~1.5 s).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -177,10 +178,21 @@ class TurnRunner:
                 self.queues.enqueue_turn(nxt, "handoff")
 
     async def _run(self, turn: Turn, attempt: str) -> str:
-        poster, store = self.svc.poster, self.svc.store
+        # The eyes are the first sign that the bot is on it; the answer does not wait for Slack to show them.
         resuming = attempt.startswith("resume-")
-        if not resuming:
-            await poster.react(turn.channel, turn.ts, "eyes")
+        eyes = (
+            None if resuming else asyncio.ensure_future(self.svc.poster.react(turn.channel, turn.ts, "eyes"))
+        )
+        try:
+            return await self._answer(turn, attempt, resuming, eyes)
+        finally:
+            if eyes is not None:
+                await eyes  # never left running when the job's event loop closes
+
+    async def _answer(
+        self, turn: Turn, attempt: str, resuming: bool, eyes: asyncio.Future[None] | None
+    ) -> str:
+        poster, store = self.svc.poster, self.svc.store
         identity = await self.svc.broker.identity(turn.team, turn.user)
         if identity is None and resuming:
             await self._say(
@@ -206,36 +218,50 @@ class TurnRunner:
             return "refused"
         started = time.monotonic()
         working = blocks.working_message()
-        placeholder = await poster.post(
-            turn.channel,
-            text=working.text,
-            blocks=working.blocks,
-            thread_ts=turn.thread_ts,
-            marker=f"{turn.id}:{attempt}:working",
-        )
-        caller = Caller(turn.team, turn.user, turn.channel, identity)
-        async with self.svc.gateway.session(caller) as session:
-            try:
-                await session.tools()
-            except RegistryUnavailable as exc:
-                await poster.update(turn.channel, placeholder.ts, text=str(exc))
-                await store.set_status(turn.id, "failed", reason="registry")
-                return "registry unavailable"
-            incoming = await self._approval_update(turn) if resuming else None
-            result = await self._loop(turn, identity, session, placeholder.ts, incoming)
-            await self._audit_calls(turn, identity, session, result)
-            if isinstance(result, Paused):
-                await self._request_approvals(turn, caller, session, result)
-            private = any(
-                (spec := session.spec(call.model_name)) is not None and spec.private_data
-                for call in result.calls
+        # Posted while the tools are listed and the model thinks; progress waits for it, the model does not.
+        placeholder = asyncio.ensure_future(
+            poster.post(
+                turn.channel,
+                text=working.text,
+                blocks=working.blocks,
+                thread_ts=turn.thread_ts,
+                marker=f"{turn.id}:{attempt}:working",
             )
+        )
+
+        async def placeholder_ts() -> str:
+            return (await placeholder).ts
+
+        progress = SlackProgress(poster, turn.channel, asyncio.ensure_future(placeholder_ts()))
+        caller = Caller(turn.team, turn.user, turn.channel, identity)
+        try:
+            async with self.svc.gateway.session(caller) as session:
+                try:
+                    await session.tools()
+                except RegistryUnavailable as exc:
+                    await poster.update(turn.channel, (await placeholder).ts, text=str(exc))
+                    await store.set_status(turn.id, "failed", reason="registry")
+                    return "registry unavailable"
+                incoming = await self._approval_update(turn) if resuming else None
+                result = await self._loop(turn, identity, session, progress, incoming)
+                await self._audit_calls(turn, identity, session, result)
+                if isinstance(result, Paused):
+                    await self._request_approvals(turn, caller, session, result)
+                private = any(
+                    (spec := session.spec(call.model_name)) is not None and spec.private_data
+                    for call in result.calls
+                )
+        finally:
+            await progress.settle()  # no late progress update may overwrite the answer
+            posted = await placeholder
         seconds = time.monotonic() - started
         if private:
-            await self._deliver_privately(turn, placeholder.ts, result, seconds)
+            await self._deliver_privately(turn, posted.ts, result, seconds)
         else:
-            await self._deliver(turn, placeholder.ts, result, seconds, attempt)
-        await poster.react(turn.channel, turn.ts, "eyes", remove=True)
+            await self._deliver(turn, posted.ts, result, seconds, attempt)
+        if eyes is not None:
+            await eyes
+            await poster.react(turn.channel, turn.ts, "eyes", remove=True)
         await store.mark_bot_thread(turn.team, turn.channel, turn.thread_ts)
         kind = (
             "answered" if isinstance(result, Answer) else "paused" if isinstance(result, Paused) else "failed"
@@ -312,7 +338,12 @@ class TurnRunner:
         return None
 
     async def _loop(
-        self, turn: Turn, identity: Identity, session: GatewaySession, ts: str, incoming: Incoming | None
+        self,
+        turn: Turn,
+        identity: Identity,
+        session: GatewaySession,
+        progress: SlackProgress,
+        incoming: Incoming | None,
     ) -> Answer | Paused | Failed:
         svc = self.svc
         conversation = await svc.store.conversation(turn.thread)
@@ -340,7 +371,6 @@ class TurnRunner:
             max_output_tokens=svc.settings.max_output_tokens,
             tool_output_max_chars=svc.settings.tool_output_max_chars,
         )
-        progress = SlackProgress(svc.poster, turn.channel, ts)
         result = await loop.run(
             conversation.messages,
             tools=session,

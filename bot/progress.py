@@ -1,10 +1,16 @@
-"""Progress in Slack while the agent works: one message in the thread, updated at most once a second."""
+"""Progress in Slack while the agent works: one message in the thread, updated at most once a second.
+
+Updates never hold up the work they describe: each goes out as a task of its own (one at a time, in order)
+while the tool runs, and `settle()` waits for the last one before the answer replaces the message, so a
+late progress update can never overwrite the answer.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.blocks import ProgressLine, progress_message
 from bot.poster import Poster, PostError
@@ -18,8 +24,14 @@ MIN_INTERVAL_SECONDS = (
 
 class SlackProgress:
     def __init__(
-        self, poster: Poster, channel: str, ts: str, *, clock: Callable[[], float] = time.monotonic
+        self,
+        poster: Poster,
+        channel: str,
+        ts: str | Awaitable[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`ts` is the progress message's, or an awaitable of it (the message may still be being posted)."""
         self._poster = poster
         self._channel = channel
         self._ts = ts
@@ -27,6 +39,7 @@ class SlackProgress:
         self._lines: list[ProgressLine] = []
         self._last = 0.0
         self._dirty = False
+        self._sending: asyncio.Task[None] | None = None
 
     async def thinking(self) -> None:
         return None
@@ -45,8 +58,15 @@ class SlackProgress:
 
     async def _maybe_flush(self) -> None:
         self._dirty = True
-        if self._clock() - self._last >= MIN_INTERVAL_SECONDS:
-            await self.flush()
+        busy = self._sending is not None and not self._sending.done()
+        if not busy and self._clock() - self._last >= MIN_INTERVAL_SECONDS:
+            self._last = self._clock()
+            self._sending = asyncio.ensure_future(self.flush())
+
+    async def settle(self) -> None:
+        """Wait for the update in flight, if any (call before the answer replaces the message)."""
+        if self._sending is not None:
+            await self._sending
 
     async def flush(self) -> None:
         if not self._dirty:
@@ -54,6 +74,8 @@ class SlackProgress:
         self._dirty = False
         self._last = self._clock()
         message = progress_message(self._lines)
+        if not isinstance(self._ts, str):
+            self._ts = await self._ts
         # Progress is a courtesy; the answer itself is what must arrive.
         with contextlib.suppress(PostError):
             await self._poster.update(self._channel, self._ts, text=message.text, blocks=message.blocks)
