@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
-__all__ = ["Conversation", "Turn", "TurnStore", "thread_key", "turn_id_for"]
+__all__ = ["Conversation", "QueuedJob", "Turn", "TurnStore", "thread_key", "turn_id_for"]
 
 SEEN_TTL_SECONDS = 7 * 86400
 TURN_TTL_SECONDS = 30 * 86400
@@ -61,13 +61,32 @@ class Conversation:
     users: list[str] = field(default_factory=list)
 
 
-# KEYS: seen, turn hash, seen-event. ARGV: ttl, turn ttl, turn id, then field/value pairs.
+@dataclass(frozen=True)
+class QueuedJob:
+    """A job to put on a queue in the same atomic step that admits a new turn: its hash, its id pushed on
+    the queue's list, the list registered in the set of queues (the layout of RQ; see bot.queues)."""
+
+    job_id: str
+    job_key: str
+    queue_key: str
+    queues_key: str
+    fields: Mapping[str, EncodableT]
+
+
+# KEYS: seen, turn hash, seen-event[, set of queues, job hash, queue list]. ARGV: ttl, turn ttl, turn id,
+# the number n of turn field/value arguments, those n, then (with a job) the job id and the job's pairs.
 # Returns 1 when newly admitted. The event marker is written either way (it names the turn).
 _ADMIT = """
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[1])
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+local n = tonumber(ARGV[4])
+for i = 5, 4 + n, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+if #KEYS == 6 then
+  for i = 6 + n, #ARGV, 2 do redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]) end
+  redis.call('SADD', KEYS[4], KEYS[6])
+  redis.call('RPUSH', KEYS[6], ARGV[5 + n])
+end
 return 1
 """
 # KEYS: active, backlog. ARGV: turn id, ttl. 1 = this turn runs now; 0 = queued behind the active run.
@@ -115,8 +134,12 @@ class TurnStore:
         thread_ts: str,
         source: str,
         event_id: str = "",
+        job: Callable[[str], QueuedJob] | None = None,
     ) -> tuple[Turn, bool]:
-        """Record the turn for this message once. Returns (turn, newly_admitted)."""
+        """Record the turn for this message once. Returns (turn, newly_admitted).
+
+        `job(turn_id)` describes the job that answers a new turn: it is queued in the same atomic step, so
+        a new turn is never stored without its job (and the event costs one round trip to Redis)."""
         turn = Turn(
             turn_id_for(team, channel, ts),
             team,
@@ -129,21 +152,20 @@ class TurnStore:
             self._clock(),
             source,
         )
-        values: list[str] = []
+        values: list[EncodableT] = []
         for key, value in asdict(turn).items():
             values += [key, str(value)]
         seen_event = f"chatops:seen-event:{event_id}" if event_id else f"chatops:seen-event:-{turn.id}"
         keys = [f"chatops:seen:{team}:{channel}:{ts}", f"chatops:turn:{turn.id}", seen_event]
-        admitted = await self._admit(
-            keys=keys, args=[str(SEEN_TTL_SECONDS), str(TURN_TTL_SECONDS), turn.id, *values]
-        )
+        args: list[EncodableT] = [SEEN_TTL_SECONDS, TURN_TTL_SECONDS, turn.id, len(values), *values]
+        if job is not None:
+            queued = job(turn.id)
+            keys += [queued.queues_key, queued.job_key, queued.queue_key]
+            args.append(queued.job_id)
+            for name, value in queued.fields.items():
+                args += [name, value]
+        admitted = await self._admit(keys=keys, args=args)
         return turn, bool(admitted)
-
-    async def forget(self, turn: Turn) -> None:
-        """Undo `admit` when the turn could not be queued: Slack's retry must not look like a duplicate."""
-        await self._redis.delete(
-            f"chatops:seen:{turn.team}:{turn.channel}:{turn.ts}", f"chatops:turn:{turn.id}"
-        )
 
     async def seen_event(self, event_id: str) -> bool:
         return bool(event_id) and bool(await self._redis.exists(f"chatops:seen-event:{event_id}"))

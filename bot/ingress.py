@@ -8,7 +8,6 @@ views, other events) continues to the listeners.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -76,6 +75,7 @@ class Ingress:
             thread_ts=parsed.thread_ts,
             source=source,
             event_id=parsed.event_id,
+            job=self._queues.turn_job,
         )
         if not new:
             # A retry of a delivery whose enqueue never happened (the web process died in between) must
@@ -84,11 +84,6 @@ class Ingress:
                 self._queues.enqueue_turn(turn.id)
                 return "re-enqueued"
             return "duplicate"
-        try:
-            self._queues.enqueue_turn(turn.id)
-        except RedisError:
-            await self._forget_quietly(turn)
-            raise
         return "queued"
 
     async def _is_request(self, incoming: Incoming) -> bool:
@@ -99,8 +94,3 @@ class Ingress:
         return await self._store.is_bot_thread(
             incoming.team or self._bot.team, incoming.channel, incoming.thread_ts
         )
-
-    async def _forget_quietly(self, turn: Any) -> None:
-        # If Redis is down the seen-marker cannot be removed; a retry then finds no job and re-enqueues.
-        with contextlib.suppress(RedisError):
-            await self._store.forget(turn)

@@ -10,7 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from rq import Queue
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import now
+
+from approvals.turns import QueuedJob
 
 __all__ = ["ACTIONS", "AGENT", "QUEUE_NAMES", "WORKFLOWS", "Queues"]
 
@@ -41,6 +45,27 @@ class Queues:
 
     def __getitem__(self, name: str) -> Queue:
         return self._queues[name]
+
+    def turn_job(self, turn_id: str) -> QueuedJob:
+        """The first job of a new turn, described for `TurnStore.admit` to queue atomically with the turn
+        (ingress: one async round trip, where `enqueue_turn` made two blocking ones). RQ builds the job's
+        hash; the fields and keys are what `Queue.enqueue_call` would write."""
+        queue = self._queues[AGENT]
+        job = Job.create(
+            TURN_JOB,
+            args=(turn_id, "first"),
+            connection=self.connection,
+            id=turn_id,
+            timeout=JOB_TIMEOUT_SECONDS,
+            result_ttl=RESULT_TTL_SECONDS,
+            failure_ttl=RESULT_TTL_SECONDS,
+            serializer=JSONSerializer,
+            origin=queue.name,
+        )
+        job.enqueued_at = now()
+        fields = job.to_dict()
+        fields["status"] = JobStatus.QUEUED.value
+        return QueuedJob(job.id, job.key, queue.key, queue.redis_queues_keys, fields)
 
     def enqueue_turn(self, turn_id: str, attempt: str = "first") -> str:
         job_id = turn_id if attempt == "first" else f"{turn_id}-{attempt}"

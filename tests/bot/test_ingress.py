@@ -77,3 +77,28 @@ async def test_a_retry_whose_enqueue_was_lost_is_queued_again(ingress: Ingress, 
     sync.delete(f"rq:queue:{AGENT}", *sync.keys("rq:job:*"))  # the web process died before the job landed
     assert await ingress.admit(event(), retrying=True) == "re-enqueued"
     assert queued(redis_url) == 1
+
+
+async def test_the_turn_and_its_job_are_written_together_as_rq_reads_them(
+    ingress: Ingress, redis_url: str
+) -> None:
+    from rq import Queue
+    from rq.job import JobStatus
+    from rq.serializers import JSONSerializer
+
+    from approvals.turns import turn_id_for
+
+    assert await ingress.admit(event()) == "queued"
+    queue = Queue(AGENT, connection=redis.Redis.from_url(redis_url), serializer=JSONSerializer)
+    turn_id = turn_id_for("T0CHATOPS", "C0DATAENG", "1.000100")
+    assert queue.job_ids == [turn_id]
+    job = queue.fetch_job(turn_id)
+    assert job is not None
+    assert (job.func_name, job.args, job.get_status()) == (
+        "bot.jobs.run_turn",
+        [turn_id, "first"],
+        JobStatus.QUEUED,
+    )
+    assert job.origin == AGENT
+    assert job.enqueued_at is not None
+    assert queue.key.encode() in redis.Redis.from_url(redis_url).smembers("rq:queues")  # workers find it
