@@ -10,7 +10,8 @@ import logging
 from collections.abc import Sequence
 
 from redis import Redis
-from rq import SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker_pool import WorkerPool
 
@@ -21,10 +22,19 @@ from bot.services import BotIdentity
 from bot.settings import Settings
 from bot.warmup import warm_up
 from mcp_clients.connection import shared_ssl_context
+from registry_cache.snapshot import preload
 
-__all__ = ["run_worker"]
+__all__ = ["ForkingWorker", "run_worker"]
 
 log = logging.getLogger(__name__)
+
+
+class ForkingWorker(Worker):
+    """RQ's forking worker, handing each work-horse the registry view already parsed."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        preload(self.connection)  # one GET when the registry did not change since the last job
+        super().execute_job(job, queue)
 
 
 def run_worker(
@@ -43,7 +53,7 @@ def run_worker(
     shared_ssl_context()
     warm_up()  # the client libraries' lazy first-use work, done once here instead of in every job
     Queues(connection).schedule_sweep()  # expiry and crash detection keep running while any worker lives
-    worker_class: type[Worker] = SimpleWorker if simple else Worker  # type: ignore[assignment]
+    worker_class: type[Worker] = SimpleWorker if simple else ForkingWorker  # type: ignore[assignment]
     if processes > 1:
         pool = WorkerPool(
             list(queues),

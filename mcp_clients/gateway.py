@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENCY_META_KEY = "io.chatops/idempotency-key"
 VIEW_REUSE_SECONDS = 1.0
+# A background re-listing starts this long after the listing was served from memory: it shares the turn's
+# event loop, and the turn's first model request (a few ms of work) should be on the wire before it.
+RELIST_AFTER_SECONDS = 0.03
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,7 @@ class GatewaySession:
     ) -> dict[str, str]:
         """List `entry` live and return the tools shown from memory that may no longer be called, with
         why. A server that cannot be listed now changes nothing here: its calls fail on their own."""
+        await asyncio.sleep(RELIST_AFTER_SECONDS)
         try:
             tools = await self._fetch(entry)
         except (ConnectError, MCPError, TokenUnavailable, OSError) as exc:

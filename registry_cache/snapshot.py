@@ -7,7 +7,9 @@
 - While the registry is down the last good copy serves, flagged stale, until it is REGISTRY_STALE_MAX_SECONDS
   past its freshness; after that every caller gets `RegistryUnavailable`, whose message says why.
 - Each process keeps the parsed view of the version it last read and re-reads only when the version key
-  changes, so a warm lookup is one small GET.
+  changes, so a warm lookup is one small GET. The parsed view is kept per process, not per client: a job
+  builds its clients afresh, and a forking worker's parent calls `preload` before each fork so that the
+  job starts with the current view already parsed (with 500 servers, parsing is tens of milliseconds).
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from registry_cache.model import parse_entries
 from registry_cache.view import RegistryView
 
-__all__ = ["RegistryUnavailable", "SharedSnapshot", "SnapshotInfo"]
+__all__ = ["RegistryUnavailable", "SharedSnapshot", "SnapshotInfo", "preload"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,9 @@ return 1
 
 Fetch = Callable[[], Awaitable[list[dict[str, Any]]]]
 
+# Parsed views by (Redis server, version): shared by every SharedSnapshot of this process.
+_PARSED: dict[tuple[str, str], SnapshotInfo] = {}
+
 
 class RegistryUnavailable(Exception):
     """No registry copy may be used; the message tells the person why and since when."""
@@ -56,6 +63,42 @@ class SnapshotInfo:
     fetched_at: float
     stale: bool
     age_seconds: float
+
+
+def _where(kwargs: dict[str, Any]) -> str:
+    return f"{kwargs.get('host')}:{kwargs.get('port')}:{kwargs.get('path')}/{kwargs.get('db', 0)}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _parse(blob: bytes | str) -> SnapshotInfo:
+    data = json.loads(blob)
+    entries, skipped = parse_entries(data["entries"])
+    return SnapshotInfo(RegistryView(entries, skipped), float(data["fetched_at"]), False, 0.0)
+
+
+def _remember(where: str, version: str, info: SnapshotInfo) -> None:
+    for key in [k for k in _PARSED if k[0] == where and k[1] != version]:
+        del _PARSED[key]  # one version per Redis server is all a process needs
+    _PARSED[(where, version)] = info
+
+
+def preload(connection: redis.Redis) -> None:
+    """Parse the current snapshot into this process's memory if it is not there yet (a forking worker's
+    parent, before each fork). Costs one GET when nothing changed; never raises for Redis trouble."""
+    where = _where(connection.connection_pool.connection_kwargs)
+    try:
+        version = connection.get(VERSION_KEY)
+        if version is None or (where, _text(version)) in _PARSED:
+            return
+        blob = connection.get(SNAPSHOT_KEY)
+    except redis.RedisError as exc:
+        log.info("registry view not preloaded: %s", exc)
+        return
+    if blob is not None:
+        _remember(where, _text(version), _parse(blob))
 
 
 class SharedSnapshot:
@@ -75,7 +118,7 @@ class SharedSnapshot:
         self._stale_max = stale_max_seconds
         self._clock = clock
         self._on_event = on_event or (lambda _event: None)
-        self._memo: tuple[str, SnapshotInfo] | None = None
+        self._where = _where(redis.connection_pool.connection_kwargs)
 
     async def current(self) -> SnapshotInfo:
         """The view to decide with now, refreshing it if it is due. Raises `RegistryUnavailable`."""
@@ -127,14 +170,16 @@ class SharedSnapshot:
         for s in skipped:
             log.warning("registry entry skipped: %s: %s", s.name, s.reason)
         blob = json.dumps({"fetched_at": now, "entries": raw}, separators=(",", ":"))
-        version = f"{now:.6f}"
+        # Unique per refresh, not just per instant: processes key their parsed views by it, and two
+        # refreshes at one instant (fake clocks, a flushed Redis) must never look like the same copy.
+        version = f"{now:.6f}-{secrets.token_hex(6)}"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(SNAPSHOT_KEY, blob)
             pipe.set(VERSION_KEY, version)
             pipe.delete(ERROR_KEY)
             await pipe.execute()
         info = SnapshotInfo(RegistryView(entries, skipped), now, stale=False, age_seconds=0.0)
-        self._memo = (version, info)
+        _remember(self._where, version, info)
         self._on_event("refresh")
         return info
 
@@ -142,16 +187,15 @@ class SharedSnapshot:
         version = await self._redis.get(VERSION_KEY)
         if version is None:
             return None
-        version = version.decode() if isinstance(version, bytes) else str(version)
-        if self._memo is not None and self._memo[0] == version:
-            return self._memo[1]
+        version = _text(version)
+        known = _PARSED.get((self._where, version))
+        if known is not None:
+            return known
         blob = await self._redis.get(SNAPSHOT_KEY)
         if blob is None:
             return None
-        data = json.loads(blob)
-        entries, skipped = parse_entries(data["entries"])
-        info = SnapshotInfo(RegistryView(entries, skipped), float(data["fetched_at"]), False, 0.0)
-        self._memo = (version, info)
+        info = _parse(blob)
+        _remember(self._where, version, info)
         return info
 
     async def _wait_for_first_fill(self) -> SnapshotInfo | None:

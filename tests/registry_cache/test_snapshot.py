@@ -135,3 +135,35 @@ async def test_recovery_after_an_outage(aredis: aioredis.Redis) -> None:
     reg.down = False
     clock.now += 61
     assert (await snap.view()).entries
+
+
+async def test_a_worker_parent_preloads_the_view_its_jobs_start_with(
+    aredis: aioredis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis as sync_redis
+
+    from registry_cache import snapshot as module
+
+    reg, clock = Registry(), Clock()
+    await snapshot(aredis, reg, clock).refresh_now()
+    monkeypatch.setattr(module, "_PARSED", {})  # a freshly started worker process
+    module.preload(sync_redis.Redis.from_url(redis_url))
+    await aredis.delete(module.SNAPSHOT_KEY)  # the job must not need to read and parse the copy again
+    reg.down = True
+    view = await snapshot(aredis, reg, clock).view()
+    assert [e.name for e in view.entries] == ["io.example/presto"]
+
+
+async def test_two_refreshes_at_one_instant_are_two_versions(
+    aredis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from registry_cache import snapshot as module
+
+    reg, clock = Registry(), Clock()
+    await snapshot(aredis, reg, clock).refresh_now()  # this process parsed presto
+    mine = module._PARSED
+    monkeypatch.setattr(module, "_PARSED", {})  # another process refreshes at the same clock reading
+    reg.names = ["io.example/spark"]
+    await snapshot(aredis, reg, clock).refresh_now()
+    monkeypatch.setattr(module, "_PARSED", mine)
+    assert [e.name for e in (await snapshot(aredis, reg, clock).view()).entries] == ["io.example/spark"]
