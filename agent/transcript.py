@@ -24,6 +24,7 @@ __all__ = [
     "resume",
     "text_of",
     "tool_result",
+    "withhold",
 ]
 
 DROPPED_OUTPUT = "[older tool output removed to keep this conversation within its budget]"
@@ -154,3 +155,32 @@ def resume(
         server, tool = where.get(use_id, ("", str(block.get("name"))))
         results.append(tool_result(use_id, server, tool, cap_text(text, max_chars)[0], ok))
     return [*(dict(m) for m in paused_messages), {"role": "user", "content": results}]
+
+
+def withhold(
+    messages: Sequence[Mapping[str, Any]], private_tools: set[str], *, since: int, note: str
+) -> list[dict[str, Any]]:
+    """The transcript as a shared thread may keep it: from message `since` on (this turn), the results of
+    calls to `private_tools` and the assistant's text are replaced by `note`, so nobody who asks later in
+    the thread gets private data back through the model."""
+    private_ids: set[str] = set()
+    kept: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if index < since or not isinstance(content, list):
+            kept.append(dict(message))
+            continue
+        blocks: list[dict[str, Any]] = []
+        for block in content:
+            kind = block.get("type")
+            if kind == "tool_use" and block.get("name") in private_tools:
+                private_ids.add(str(block.get("id")))
+                blocks.append(dict(block))
+            elif kind == "tool_result" and str(block.get("tool_use_id")) in private_ids:
+                blocks.append({**block, "content": note})
+            elif kind == "text" and message.get("role") == "assistant":
+                blocks.append({**block, "text": note})
+            else:
+                blocks.append(dict(block))
+        kept.append({**message, "content": blocks})
+    return kept

@@ -20,7 +20,7 @@ from agent import loop
 from agent.loop import Answer, Failed, Limits, Paused
 from agent.prompt import wrap_tool_output
 from agent.redaction import redact_secrets
-from agent.transcript import call_digest
+from agent.transcript import call_digest, withhold
 from approvals.audit import AuditRecord, args_digest, preview
 from approvals.store import ApprovalStore, Status
 from approvals.turns import Turn
@@ -347,6 +347,7 @@ class TurnRunner:
     ) -> Answer | Paused | Failed:
         svc = self.svc
         conversation = await svc.store.conversation(turn.thread)
+        asked_at = len(conversation.messages)
         if incoming is None:
             asker = f"<@{turn.user}> ({identity.email or identity.sub})"
             conversation.messages.append({"role": "user", "content": f"{asker} asks:\n{turn.text}"})
@@ -380,6 +381,9 @@ class TurnRunner:
             rejected=frozenset(conversation.rejected),
         )
         conversation.messages = list(result.messages)
+        private = {
+            c.model_name for c in result.calls if (spec := session.spec(c.model_name)) and spec.private_data
+        }
         if isinstance(result, Paused):
             # Close the paused step with placeholders so the stored conversation stays valid while people
             # decide; the real outcome arrives later as an approval update (see _approval_update).
@@ -393,6 +397,13 @@ class TurnRunner:
             }
             conversation.messages = loop.resume(
                 result.messages, result.completed, waiting, pending=result.pending
+            )
+        if private:  # the answer went to the asker alone; the thread's memory must not hand it to others
+            conversation.messages = withhold(
+                conversation.messages,
+                private,
+                since=asked_at,
+                note=f"[withheld: private data, shown only to <@{turn.user}>]",
             )
         await svc.store.save_conversation(turn.thread, conversation)
         return result
