@@ -8,6 +8,7 @@ instead of ~1.5 s).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -251,6 +252,7 @@ class TurnRunner:
                     (spec := session.spec(call.model_name)) is not None and spec.private_data
                     for call in result.calls
                 )
+                await self._report_withheld(turn, identity, session)
         finally:
             await progress.settle()  # no late progress update may overwrite the answer
             posted = await placeholder
@@ -268,6 +270,30 @@ class TurnRunner:
         )
         await store.set_status(turn.id, kind)
         return kind
+
+    async def _report_withheld(self, turn: Turn, identity: Identity, session: GatewaySession) -> None:
+        """A tool withheld for a poisoned definition goes to the audit (where its owners' alerting reads),
+        once a day per definition and reason, however many turns meet it."""
+        for name, (server, tool) in session.withheld.items():
+            reason = session.disabled.get(name, "")
+            digest = hashlib.sha256(f"{server}|{tool}|{reason}".encode()).hexdigest()[:24]
+            if not await self.svc.redis.set(f"chatops:withheld:{digest}", "1", nx=True, ex=86_400):
+                continue
+            await self.svc.audit.record(
+                AuditRecord(
+                    kind="tool_withheld",
+                    outcome="denied",
+                    request_id=turn.id,
+                    team=turn.team,
+                    channel=turn.channel,
+                    thread_ts=turn.thread_ts,
+                    user=turn.user,
+                    sub=identity.sub,
+                    server=server,
+                    tool=tool,
+                    detail=f"definition withheld from the model: {reason}",
+                )
+            )
 
     async def _request_approvals(
         self, turn: Turn, caller: Caller, session: GatewaySession, paused: Paused

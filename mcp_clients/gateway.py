@@ -155,6 +155,7 @@ class GatewaySession:
         self.unavailable: dict[str, str] = {}  # server -> why its tools are missing this turn
         self._view: tuple[RegistryView, float] | None = None
         self.disabled: dict[str, str] = {}  # model name -> why the tool was withheld (poisoning)
+        self.withheld: dict[str, tuple[str, str]] = {}  # model name -> (server, tool) of each of those
         # server -> a background re-listing of a remembered listing: model name -> why it may not be called
         self._revalidating: dict[str, asyncio.Task[dict[str, str]]] = {}
         self._listed: tuple[ToolSpec, ...] | None = None
@@ -312,6 +313,7 @@ class GatewaySession:
                 name = model_tool_name(entry.short_name, tool.name)
                 log.warning("tool %s of %s withheld from the model: %s", tool.name, entry.name, poison)
                 self.disabled[name] = poison
+                self.withheld[name] = (entry.name, tool.name)
                 continue
             annotations = (
                 tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {}
