@@ -11,33 +11,13 @@ import json
 
 from approvals.store import Approval, Status
 from bot.cards import APPROVE_ACTION_ID, REJECT_CALLBACK_ID
-from fixtures.anthropic_fake import Body, Reply, text, tool_use
 from fixtures.mcp_airflow import INCIDENT_DAG
-from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.waiting import wait_until
 from tests.faults.conftest import Scenario, audit_records
+from tests.faults.test_execution import proposed
 from tests.scenarios.test_workflows import runs
 
 CHANNEL = "C0INCIDENT"
-
-
-def proposer(body: Body) -> Reply:
-    if "[Update from the approval system" in json.dumps(body["messages"][-1]):
-        return text("Told.")
-    return tool_use(
-        "presto__kill_query", {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway"}, text_before="Kill it."
-    )
-
-
-def proposed(s: Scenario, *people: str) -> Approval:
-    for person in ("alice", *people):
-        s.link(person)
-    s.world.anthropic.set_default(proposer)
-    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "kill the runaway backfill")
-    s.ingress.post(mention)
-    s.work()
-    (approval,) = s.approvals(CHANNEL, mention.event["ts"])
-    return approval
 
 
 def attempts(s: Scenario, approval: Approval) -> int:
@@ -64,7 +44,7 @@ def test_self_approval_is_refused_audited_as_denied_and_queues_nothing(scenario:
 
 def test_a_button_value_claiming_another_approver_is_not_an_approval_id(scenario: Scenario) -> None:
     s = scenario
-    approval = proposed(s, "bob", "carol")
+    approval = proposed(s, quorum=2)
     for forged in (f"{approval.id} U0CAROL", f"{approval.id}:U0CAROL", json.dumps({"id": approval.id})):
         click = s.ingress.block_actions(
             "U0BOB", APPROVE_ACTION_ID, channel=CHANNEL, message_ts=s.card_ts(approval), value=forged
@@ -77,7 +57,7 @@ def test_a_button_value_claiming_another_approver_is_not_an_approval_id(scenario
 
 def test_extra_user_fields_in_a_click_do_not_change_who_voted(scenario: Scenario) -> None:
     s = scenario
-    approval = proposed(s, "bob", "carol")
+    approval = proposed(s, quorum=2)
     click = s.ingress.block_actions(
         "U0BOB", APPROVE_ACTION_ID, channel=CHANNEL, message_ts=s.card_ts(approval), value=approval.id
     )
@@ -96,7 +76,8 @@ def test_extra_user_fields_in_a_click_do_not_change_who_voted(scenario: Scenario
 
 def test_a_forged_reject_submission_by_someone_who_may_not_decide_changes_nothing(scenario: Scenario) -> None:
     s = scenario
-    approval = proposed(s, "dave")  # dave is linked but not in presto-oncall
+    s.link("dave")  # linked, but not in presto-oncall
+    approval = proposed(s)
     for user, metadata in (
         ("U0DAVE", approval.id),  # no modal was ever opened for dave: he posts the submission himself
         ("U0ALICE", approval.id),  # the requester rejecting her own request is fine for Slack, not for us
