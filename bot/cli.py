@@ -39,12 +39,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(role, dev=args.dev)
     setup_logging(settings.log_level)
     with _dev_redis(settings, args.dev) as settings:
+        # Checked here too (the app's lifespan checks again): refused before uvicorn starts, the operator
+        # gets one line naming REDIS_URL instead of a startup traceback (SPEC §3).
+        _require_safe_redis(settings)
         bot = whoami(settings)
         app = build_web(settings, bot, slack_http=not args.socket_mode)
         if args.socket_mode:
             return asyncio.run(_serve_socket_mode(settings, bot, app))
         uvicorn.run(app, host=args.host, port=settings.port, log_level="warning", access_log=False)
     return 0
+
+
+def _require_safe_redis(settings: Settings) -> None:
+    from redis import Redis
+
+    from bot.redis_check import require_safe_redis
+
+    connection = Redis.from_url(str(settings.redis_url), socket_connect_timeout=5)
+    try:
+        require_safe_redis(connection)
+    except RedisError as exc:  # the message names host and port, never the URL's password
+        raise ConfigError("REDIS_URL", f"Redis did not answer: {type(exc).__name__}: {exc}") from None
+    finally:
+        connection.close()
 
 
 async def _serve_socket_mode(settings: Settings, bot: object, app: Any) -> int:

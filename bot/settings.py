@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
     anthropic_base_url: AnyHttpUrl | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     chatops_model: str = Field(default=DEFAULT_MODEL, alias="CHATOPS_MODEL", min_length=1)
-    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    # Plain text on purpose (every Redis client takes the URL as is), but it may carry a password: keep it out
+    # of repr(). TLS options ride in the URL too, e.g. rediss://:pw@host:6380/0?ssl_ca_certs=/etc/ca.pem.
+    redis_url: str | None = Field(default=None, alias="REDIS_URL", repr=False)
     registry_url: AnyHttpUrl | None = Field(default=None, alias="REGISTRY_URL")
     oauth_issuer: AnyHttpUrl | None = Field(default=None, alias="OAUTH_ISSUER")
     oauth_client_id: str | None = Field(default=None, alias="OAUTH_CLIENT_ID")

@@ -21,11 +21,11 @@ from bot.queues import Queues
 from bot.redis_check import UnsafeRedis, arequire_safe_redis, judge
 from fixtures.anthropic_fake import Body, Reply, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
-from fixtures.redis_proc import RedisProc
-from tests.faults.conftest import Scenario, scenario_on
+from fixtures.redis_proc import RedisProc, free_port
+from tests.faults.conftest import Scenario, audit_records, scenario_on
 
 CHANNEL = "C0INCIDENT"
-DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
+DURABLE = ("--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction")  # README's
 
 
 def agent(body: Body) -> Reply:
@@ -58,6 +58,14 @@ def start_worker(env: dict[str, str], redis: RedisProc) -> subprocess.CompletedP
     )
 
 
+def start_web(env: dict[str, str], redis: RedisProc) -> subprocess.CompletedProcess[bytes]:
+    """`chatops serve`, expected to stop at start (the test fails on the timeout otherwise)."""
+    full = {**os.environ, **env, "REDIS_URL": redis.url, "PORT": str(free_port()), "CHATOPS_NETGUARD": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve"], env=full, capture_output=True, timeout=60
+    )
+
+
 @pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl", "allkeys-random", "volatile-lfu"])
 def test_every_evicting_policy_is_a_reason_to_refuse(policy: str) -> None:
     problems, _ = judge({"maxmemory-policy": policy, "appendonly": "yes"})
@@ -75,6 +83,20 @@ def test_the_worker_refuses_to_start_on_a_redis_that_evicts_keys(scenario: Scena
         assert sync_redis.Redis.from_url(evicting.url).keys("rq:*") == []  # it never registered or polled
     finally:
         evicting.stop()
+
+
+def test_the_web_refuses_to_start_on_a_redis_that_evicts_keys_with_one_line(scenario: Scenario) -> None:
+    evicting = RedisProc(extra_args=("--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru")).start()
+    try:
+        started = start_web(scenario.env, evicting)
+    finally:
+        evicting.stop()
+    assert started.returncode == 2
+    said = started.stderr.decode().strip().splitlines()
+    assert said == [
+        "chatops: configuration error: REDIS_URL: Redis maxmemory-policy is volatile-lru: "
+        "it may evict approvals; set noeviction"
+    ]
 
 
 def test_the_worker_starts_on_rdb_only_redis_with_a_warning(scenario: Scenario) -> None:
@@ -126,6 +148,18 @@ def test_a_decision_survives_a_redis_kill_and_runs_once(scenario: Scenario, dura
         Queues(sync_redis.Redis.from_url(s.redis_url)).enqueue_sweep_now()
         s.work()
         assert s.approval(approval.id).status == Status.SUCCEEDED
+        assert s.world.servers["presto"].ledger.count("kill_query") == 1
+        ran = [
+            r for r in audit_records(s.redis) if r["kind"] == "tool_call" and r["approval_id"] == approval.id
+        ]
+        durable_redis.kill()  # and again right after the run: its record must survive as well
+        durable_redis.start()
+        assert s.approval(approval.id).status == Status.SUCCEEDED
+        assert [r for r in audit_records(s.redis) if r["kind"] == "tool_call"] == ran
+        assert len(ran) == 1
+        Queues(sync_redis.Redis.from_url(s.redis_url)).enqueue_sweep_now()
+        Queues(sync_redis.Redis.from_url(s.redis_url)).enqueue_action(approval.id)
+        s.work()
         assert s.world.servers["presto"].ledger.count("kill_query") == 1
 
 

@@ -25,7 +25,7 @@ from fixtures.idp import DEFAULT_CLIENT_SECRET
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.waiting import wait_until
 from fixtures.world import ANTHROPIC_KEY, APP_TOKEN, BOT_TOKEN, SIGNING_SECRET
-from tests.faults.conftest import Scenario
+from tests.faults.conftest import Scenario, redis_dump
 
 CHANNEL = "C0INCIDENT"
 SHAPES = re.compile(r"\bxox[abposre]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+|\bsk-ant-[A-Za-z0-9_-]{8,}")
@@ -140,19 +140,7 @@ def test_no_credential_leaks_anywhere_after_a_full_run_with_failures(
     jobs = [k.decode() for k in redis.scan_iter(match="rq:job:*")]
     assert jobs
     stores["rq jobs"] = repr([redis.hgetall(k) for k in jobs if redis.type(k) == b"hash"])
-    everything = []
-    for key in redis.scan_iter():
-        kind = redis.type(key).decode()
-        value = {
-            "string": redis.get,
-            "hash": redis.hgetall,
-            "list": lambda k: redis.lrange(k, 0, -1),
-            "set": redis.smembers,
-            "zset": lambda k: redis.zrange(k, 0, -1),
-            "stream": lambda k: redis.xrange(k),
-        }[kind](key)
-        everything.append((key, value))
-    stores["all of redis"] = repr(everything)
+    stores["all of redis"] = redis_dump(redis)
     assert "debug" in stores["logs (worker process)"] or "info" in stores["logs (worker process)"]
 
     leaks = [(where, secret[:12]) for where, blob in stores.items() for secret in secrets if secret in blob]
