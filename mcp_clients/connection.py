@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import httpx2
+import jwt
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -53,10 +54,20 @@ class BearerFlow(httpx2.Auth):
         self.insufficient_scope: str | None = None
         self._held: tuple[str | None, float] | None = None
 
+    async def _current(self) -> str | None:
+        """The token this connection holds, re-read from the broker (a Redis read and a decryption) at
+        most every TOKEN_REUSE_SECONDS and never past a little before the token's own expiry."""
+        now = time.time()
+        if self._held is not None and now < self._held[1]:
+            return self._held[0]
+        token = await self._token()
+        self._held = (token, now + _hold_seconds(token, now))
+        return token
+
     async def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        token = await self._token()
+        token = await self._current()
         if token is not None:
             request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
@@ -64,7 +75,8 @@ class BearerFlow(httpx2.Auth):
         if response.status_code == 401 and token is not None:
             await self._invalidate()
             retry = await self._token()
-            self._held = (retry, time.monotonic())
+            now = time.time()
+            self._held = (retry, now + _hold_seconds(retry, now))
             if retry is not None:
                 request.headers["Authorization"] = f"Bearer {retry}"
                 response = yield request
@@ -73,6 +85,17 @@ class BearerFlow(httpx2.Auth):
             challenge = response.headers.get("www-authenticate", "")
             if "insufficient_scope" in challenge:
                 self.insufficient_scope = challenge
+
+
+def _hold_seconds(token: str | None, now: float) -> float:
+    if token is None:
+        return TOKEN_REUSE_SECONDS
+    try:  # our own broker's token: its expiry only bounds how long we keep it, so no verification here
+        expires = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        return TOKEN_REUSE_SECONDS  # opaque: a 401 still leads to one renewal and one retry
+    lifetime = expires - now
+    return max(0.0, min(TOKEN_REUSE_SECONDS, lifetime - min(30.0, lifetime / 5)))
 
 
 class Connection:

@@ -140,3 +140,24 @@ async def test_a_hanging_tool_times_out_and_says_the_outcome_is_unknown(env: Env
         env.world.servers["presto"].knobs.reset()
     assert outcome.error_kind == "timeout"
     assert "unknown" in outcome.text
+
+
+async def test_a_connection_holds_its_token_instead_of_reading_it_for_every_call(env: Env) -> None:
+    caller = await env.caller("alice")
+    presto = env.world.resource("presto")
+
+    def refreshes() -> int:
+        return env.world.idp.counters().get("token.refresh_token.ok", 0)
+
+    async with env.gateway.session(caller) as session:
+        await session.tools()
+        assert (await session.call("presto__query_history", {"limit": 1})).ok
+        before = refreshes()
+        await env.broker.invalidate("T0CHATOPS", caller.user, presto)  # the shared copy is gone
+        for _ in range(5):
+            assert (await session.call("presto__query_history", {"limit": 1})).ok
+        # Every later call used the token this connection held: none had to ask the provider again.
+        assert refreshes() == before
+    async with env.gateway.session(caller) as fresh:  # a new connection reads (here: renews) it
+        assert (await fresh.tools()) != []
+    assert refreshes() == before + 1
