@@ -26,7 +26,7 @@ from typing import Any
 from agent.model import ModelUnavailable
 from agent.ports import Model, Progress, ToolInfo, Tools
 from agent.prompt import SYSTEM_PROMPT
-from agent.redaction import CREDENTIAL_REFUSAL, contains_credential
+from agent.redaction import CREDENTIAL_REFUSAL, contains_credential, redact_value
 from agent.transcript import (
     TOOL_OUTPUT_MAX_CHARS,
     call_digest,
@@ -284,6 +284,8 @@ async def _tool_step(
             # Never sent, never shown on an approval card: a credential in arguments is exfiltration.
             log.warning("call of %s refused locally: its arguments look like a credential", name)
             done[use_id] = tool_result(use_id, info.server, info.tool, CREDENTIAL_REFUSAL, False)
+            # The block is already in the transcript: keep the credential out of what is stored and resent.
+            block["input"] = redact_value(args)
         elif (digest := call_digest(name, args)) in rejected:
             msg = "This exact call was rejected earlier; not proposing it again unless the user asks."
             done[use_id] = tool_result(use_id, info.server, info.tool, msg, False)

@@ -9,8 +9,9 @@ a channel, so the patterns lean wide, while ordinary prose ("Bearer token", `max
 from __future__ import annotations
 
 import re
+from typing import Any
 
-__all__ = ["CREDENTIAL_REFUSAL", "REDACTED", "contains_credential", "redact_secrets"]
+__all__ = ["CREDENTIAL_REFUSAL", "REDACTED", "contains_credential", "redact_secrets", "redact_value"]
 
 REDACTED = "[redacted]"
 CREDENTIAL_REFUSAL = "refused: arguments contain what looks like a credential"
@@ -77,3 +78,14 @@ _CREDENTIAL_SHAPES = re.compile(
 def contains_credential(text: str) -> bool:
     """True when `text` holds something shaped like a credential (token, key, our own ciphertext)."""
     return _CREDENTIAL_SHAPES.search(text) is not None
+
+
+def redact_value(value: Any) -> Any:
+    """`value` (JSON-shaped) with every string redacted as `redact_secrets` does, structure kept."""
+    if isinstance(value, str):
+        return redact_secrets(value)[0]
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_value(v) for v in value]
+    return value

@@ -99,10 +99,9 @@ def test_a_poisoned_tool_is_withheld_from_the_model_and_a_call_to_it_is_refused_
 
 
 def test_a_read_only_call_carrying_a_token_is_refused_before_any_server_sees_it(
-    scenario: Scenario, model_said: set[str]
+    scenario: Scenario,
 ) -> None:
-    s = scenario
-    model_said.add(f"ctx {BOT_TOKEN}")  # the scripted model's own argument comes back in its transcript
+    s = scenario  # the invariants' secret sweep also shows the token is not sent back to the model
     s.link("alice")
     s.world.anthropic.set_default(
         once_then_report("presto__query_history", {"limit": 5, "user": f"ctx {BOT_TOKEN}"})
