@@ -84,6 +84,9 @@ class PendingCall:
     reason: str
     fingerprint: str
     digest: str
+    # "server.tool" of each call whose output the model had read in this turn when it proposed this one:
+    # tool output is untrusted, so the people deciding see what might have talked the model into it.
+    read_before: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -290,8 +293,11 @@ async def _tool_step(
             msg = "This exact call was rejected earlier; not proposing it again unless the user asks."
             done[use_id] = tool_result(use_id, info.server, info.tool, msg, False)
         elif info.needs_approval:
+            read = tuple(dict.fromkeys(f"{c.server.split('/', 1)[-1]}.{c.tool}" for c in st.calls if c.ok))
             pending.append(
-                PendingCall(use_id, name, info.server, info.tool, args, reason, info.fingerprint, digest)
+                PendingCall(
+                    use_id, name, info.server, info.tool, args, reason, info.fingerprint, digest, read
+                )
             )
         else:
             runnable.append((use_id, info, args, digest))

@@ -130,6 +130,7 @@ class Approval:
     step_id: str = ""
     model_name: str = ""
     tool_use_id: str = ""
+    read_before: str = ""
     status: ApprovalStatus = ApprovalStatus.PENDING
     approvals: tuple[Vote, ...] = ()
     decided_by: tuple[str, ...] = ()
@@ -298,6 +299,7 @@ class NewApproval(TypedDict):
     step_id: NotRequired[str]
     model_name: NotRequired[str]
     tool_use_id: NotRequired[str]
+    read_before: NotRequired[str]  # the tool outputs the model had read when it proposed this (display only)
 
 
 # What the seal binds: change any of these in Redis and `verify` refuses the record.
@@ -547,7 +549,8 @@ def _json_list(raw: str) -> list[Any]:
 
 def _decode(raw: Mapping[Any, Any]) -> Approval:
     stored = {_text(k): _text(v) for k, v in raw.items()}
-    values: dict[str, Any] = {f.name: stored[f.name] for f in fields(Approval)}
+    # A field added in a later version is missing from older records: its default (always "") stands in.
+    values: dict[str, Any] = {f.name: stored.get(f.name, "") for f in fields(Approval)}
     lists = {name: _json_list(values[name]) for name in _LISTS}
     values.update(
         {name: float(values[name]) for name in _FLOATS},

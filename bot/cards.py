@@ -165,6 +165,9 @@ def _facts(a: Approval) -> list[JSON]:
     if a.source == "workflow":
         label = "*Reason*"
     reason = _clipped(safe_mrkdwn(a.reason), 1500) if a.reason.strip() else "_(no reason given)_"
+    if a.read_before:
+        read = ", ".join(_code(name.strip()) for name in a.read_before.split(",")[:10])
+        reason += f"\n:warning: Proposed after reading tool output (untrusted data) from {read}."
     return [
         SectionBlock(text=_md(head), fields=[MarkdownTextObject(text=f) for f in fields]).to_dict(),
         _section(f"{label}\n{reason}"),

@@ -310,6 +310,7 @@ class TurnRunner:
                 arguments=dict(pending.arguments),
                 reason=pending.reason,
                 tool_use_id=pending.tool_use_id,
+                read_before=pending.read_before,
             )
 
     async def _approval_update(self, turn: Turn) -> Incoming:

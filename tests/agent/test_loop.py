@@ -527,3 +527,4 @@ async def test_injected_instructions_in_tool_output_stay_inside_the_delimiter_an
     assert isinstance(result, Paused)  # the call the output asked for goes to people, it does not run
     assert [p.tool for p in result.pending] == ["kill_query"]
     assert tools.invocations == [(HISTORY, {"user": "etl"})]
+    assert result.pending[0].read_before == ("presto.query_history",)  # the card names what it read

@@ -370,3 +370,11 @@ def test_the_reject_modal_asks_for_a_required_reason_and_carries_only_the_id() -
 def test_the_reject_modal_refuses_anything_but_an_approval_id() -> None:
     with pytest.raises(ValueError, match="ids only"):
         reject_modal("a1; drop table")
+
+
+def test_the_card_names_the_tool_output_the_proposal_followed() -> None:
+    text = json.dumps(card(approval(read_before="presto.query_history, spark.failed_stages")).message.blocks)
+    assert "Proposed after reading tool output (untrusted data)" in text
+    assert "`presto.query_history`" in text
+    assert "`spark.failed_stages`" in text
+    assert "Proposed after reading" not in json.dumps(card(approval()).message.blocks)
