@@ -19,12 +19,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-__all__ = ["PostError", "Poster", "make_slack_client"]
+from mcp_clients.connection import shared_ssl_context
+
+__all__ = ["PostError", "Poster", "make_slack_client", "slack_session"]
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +52,21 @@ class _Uncertain(Exception):
     """The request may have been processed: the connection failed after it was sent."""
 
 
-def make_slack_client(token: str, base_url: str, *, timeout: int = 15) -> AsyncWebClient:
-    # No retry handlers: this module decides what is safe to retry (see the module docstring).
-    return AsyncWebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[])
+def make_slack_client(
+    token: str, base_url: str, *, timeout: int = 15, session: aiohttp.ClientSession | None = None
+) -> AsyncWebClient:
+    """No retry handlers: this module decides what is safe to retry (see the module docstring). Pass a
+    `session` to keep connections to Slack open across calls: without one, slack_sdk opens a new session,
+    so a new TCP and TLS connection, for every call (five per answered question)."""
+    return AsyncWebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[], session=session)
+
+
+def slack_session(*, timeout: int = 15) -> aiohttp.ClientSession:
+    """A keep-alive session for `make_slack_client`, using the process's one TLS context; close it."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=shared_ssl_context()),
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    )
 
 
 @dataclass(frozen=True)

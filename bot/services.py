@@ -11,14 +11,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx2
+import redis
 import redis.asyncio as aioredis
+from redis.driver_info import DriverInfo
 
 from agent.model import AnthropicModel, make_client
 from approvals.audit import Audit
 from approvals.turns import TurnStore
 from bot.linking import Linking
 from bot.metrics import Metrics, metrics_from_audit
-from bot.poster import Poster, make_slack_client
+from bot.poster import Poster, make_slack_client, slack_session
 from bot.settings import Settings
 from mcp_clients.connection import shared_ssl_context
 from mcp_clients.gateway import Gateway
@@ -30,6 +32,10 @@ from registry_cache.client import fetch_all
 from registry_cache.snapshot import SharedSnapshot
 
 __all__ = ["BotIdentity", "Services", "open_services"]
+
+# Given once: left to itself, redis-py looks its own version up in the package metadata for every new
+# connection (CLIENT SETINFO), which a freshly forked job paid on each of its connections.
+REDIS_DRIVER = DriverInfo(name="redis-py", lib_version=redis.__version__)
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,9 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
     assert settings.redis_url is not None, "settings.require() guarantees REDIS_URL outside demo/dev"
     # A blocking pool: under a burst, requests wait briefly for a connection instead of failing with
     # MaxConnectionsError (which turned into 503s at 200 events/s under CPU contention).
-    pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=200, timeout=5)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=200, timeout=5, driver_info=REDIS_DRIVER
+    )
     redis = aioredis.Redis(connection_pool=pool)
     http = httpx2.AsyncClient(verify=shared_ssl_context(), timeout=httpx2.Timeout(15, connect=5))
     secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else ""
@@ -94,7 +102,8 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         listings=ListingCache(redis),
     )
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
-    poster = Poster(make_slack_client(token, str(settings.slack_api_url)), redis, team)
+    slack = slack_session()
+    poster = Poster(make_slack_client(token, str(settings.slack_api_url), session=slack), redis, team)
 
     def build_model() -> AnthropicModel | None:
         if settings.anthropic_api_key is None:
@@ -132,5 +141,6 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         yield services
     finally:
         await metrics.flush()  # a job's last counters would be lost with the connection otherwise
+        await slack.close()
         await http.aclose()
         await redis.aclose()

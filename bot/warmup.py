@@ -53,7 +53,14 @@ def _reply(content: list[dict[str, Any]], stop_reason: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": {"input_tokens": 1, "output_tokens": 1},
+        # Every usage field a real reply carries: each optional one has a validator built on first sight.
+        "usage": {
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "service_tier": "standard",
+        },
     }
 
 

@@ -71,3 +71,22 @@ async def test_slack_refusals_surface_with_their_error_code(slack: FakeSlack, ar
     with pytest.raises(PostError) as info:
         await poster(slack, aredis).post(CHANNEL, text="x", blocks=[{"type": "divider"}] * 51, marker="t4:0")
     assert info.value.error == "invalid_blocks"
+
+
+async def test_calls_of_one_job_share_one_kept_alive_connection(
+    slack: FakeSlack, aredis: aioredis.Redis
+) -> None:
+    from bot.poster import slack_session
+
+    root = slack.post_user_message(CHANNEL, "U0ALICE", "why did the dag fail?")
+    session = slack_session()
+    try:
+        kept = Poster(make_slack_client("xoxb-test", slack.base_url, session=session), aredis, "T0CHATOPS")
+        await kept.react(CHANNEL, root, "eyes")
+        posted = await kept.post(CHANNEL, text="working", thread_ts=root, marker="t1:working")
+        await kept.update(CHANNEL, posted.ts, text="answer")
+        await kept.react(CHANNEL, root, "eyes", remove=True)
+    finally:
+        await session.close()
+    peers = {c.peer for c in slack.calls() if c.method != "conversations.replies"}
+    assert len(peers) == 1, peers  # without the session: one new connection (TCP + TLS) per call
