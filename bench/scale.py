@@ -29,12 +29,13 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from bench.common import Noise, Result, Section, _proc_stats, _tree_jiffies, percentile, stop_process
+from bench.common import Noise, Result, Section, _tree_jiffies, percentile, stop_process
 from bench.turn import _spawn, _Stack, _stack
 
 __all__ = ["STEPS", "run"]
@@ -64,19 +65,21 @@ def _worker_cmd(processes: int) -> list[str]:
 # --- memory --------------------------------------------------------------------------------------------
 
 
-def _descendants(roots: list[int]) -> list[int]:
-    """The live processes of these trees, from /proc/PID/task/TID/children (reads only our own tree)."""
-    found, stack = [], list(roots)
+def _descendants(roots: list[int]) -> dict[int, int]:
+    """The live processes of these trees and their depth below their root, from
+    /proc/PID/task/TID/children (reads only our own tree)."""
+    found: dict[int, int] = {}
+    stack = [(root, 0) for root in roots]
     while stack:
-        pid = stack.pop()
+        pid, depth = stack.pop()
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue  # exited
-        found.append(pid)
+        found[pid] = depth
         for tid in tasks:
             with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
-                stack.extend(int(c) for c in f.read().split())
+                stack.extend((int(c), depth + 1) for c in f.read().split())
     return found
 
 
@@ -93,7 +96,7 @@ def _pss_kb(pid: int) -> int | None:
     return None
 
 
-def _cpu(pids: list[int]) -> tuple[int, int]:
+def _cpu(pids: Iterable[int]) -> tuple[int, int]:
     """(own, reaped children) CPU jiffies summed over these processes: for a worker tree, what the pool
     parent and RQ workers spent themselves (plus any live horse), and what their reaped horses spent."""
     own = reaped = 0
@@ -111,6 +114,7 @@ class _Sample:
     at: float
     total_kb: int
     by_pid: dict[int, int]
+    depth: dict[int, int]
 
 
 @dataclass
@@ -130,9 +134,9 @@ class _PssSampler:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def sample(self, pids: list[int]) -> _Sample:
-        by_pid = {pid: kb for pid in pids if (kb := _pss_kb(pid)) is not None}
-        return _Sample(time.monotonic(), sum(by_pid.values()), by_pid)
+    def sample(self, depth: dict[int, int]) -> _Sample:
+        by_pid = {pid: kb for pid in depth if (kb := _pss_kb(pid)) is not None}
+        return _Sample(time.monotonic(), sum(by_pid.values()), by_pid, depth)
 
     def _loop(self) -> None:
         last_count, last_at = 0, -math.inf
@@ -160,20 +164,19 @@ class _PssSampler:
         return max(self.samples, key=lambda s: s.total_kb)
 
 
-def _roles(sample: _Sample, web: int, worker: int) -> dict[str, Any]:
-    """The peak sample split by role: web, pool parent, RQ workers (its children), work-horses and the
-    scheduler (their children), in MB, with process counts."""
-    stats = _proc_stats()
+def _roles(sample: _Sample, web: int, pool: bool) -> dict[str, Any]:
+    """The peak sample split by role, in MB, with process counts. Worker tree, by depth below its root:
+    with a pool, parent (0), RQ workers (1), work-horses and the scheduler (2); a single worker is itself
+    the root, with its horse and the scheduler at depth 1."""
     out: dict[str, Any] = {"web_mb": 0.0, "parent_mb": 0.0, "workers_mb": 0.0, "horses_mb": 0.0}
     counts = {"workers": 0, "horses": 0}
     for pid, kb in sample.by_pid.items():
-        mb = kb / 1024
-        ppid = stats.get(pid, (0, 0))[0]
-        if pid == web or ppid == web:
+        mb, depth = kb / 1024, sample.depth[pid] + (0 if pool else 1)
+        if pid == web:
             out["web_mb"] += mb
-        elif pid == worker:
+        elif depth == 0:
             out["parent_mb"] += mb
-        elif ppid == worker:
+        elif depth == 1:
             out["workers_mb"] += mb
             counts["workers"] += 1
         else:
@@ -295,7 +298,7 @@ def _step(st: _Stack, noise: Noise, processes: int, count: int, timeout: float) 
             sampler_cpu_s=sampler.cpu_seconds,
             pss_peak_mb=peak.total_kb / 1024,
             pss_samples=len(sampler.samples),
-            pss_peak_roles=_roles(peak, web.pid, worker.pid),
+            pss_peak_roles=_roles(peak, web.pid, pool=processes > 1),
             pss_series_mb=[round(s.total_kb / 1024, 1) for s in sampler.samples],
         )
         return record
