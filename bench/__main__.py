@@ -1,5 +1,5 @@
-"""`python -m bench [registry|tool_call|ingress|turn|approval ...]`: run the chosen benchmarks (default all),
-print one table, write bench/results/<timestamp>.json.
+"""`python -m bench [registry|tool_call|ingress|turn|approval|scale ...]`: run the chosen benchmarks (default
+all), print one table, write bench/results/<timestamp>.json.
 
 `--profile` runs the chosen benchmarks' hot path under pyinstrument instead and writes the reports to
 bench/results/profile-<name>-<timestamp>.txt (registry: cold refresh; tool_call: gateway calls; ingress:
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, Section, machine_stamp, print_table, quiet_logging, write_json
 
-NAMES = ("registry", "tool_call", "ingress", "turn", "approval")
+NAMES = ("registry", "tool_call", "ingress", "turn", "approval", "scale")
 
 
 def _runner(name: str, quick: bool, fastmcp: bool) -> Callable[[], Section]:
@@ -44,6 +44,10 @@ def _runner(name: str, quick: bool, fastmcp: bool) -> Callable[[], Section]:
         from bench import approval
 
         return lambda: approval.run(approvals=10 if quick else 30, budget_seconds=20.0 if quick else 45.0)
+    if name == "scale":
+        from bench import scale
+
+        return lambda: scale.run(steps=scale.QUICK_STEPS if quick else scale.STEPS)
     raise ValueError(name)
 
 
@@ -104,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.profile:
-        if "approval" in names:
-            parser.error("approval has no --profile target")
+        if "approval" in names or "scale" in names:
+            parser.error("approval and scale have no --profile target")
         for name in names:
             print(f"profiling {name} ...", file=sys.stderr, flush=True)
             print(f"{name}: {_profile(name, stamp)}")
