@@ -15,9 +15,8 @@ RQ workers, each of which forks a work-horse per job) is started, one warm-up tu
   parent, RQ workers, work-horses, RQ's scheduler process), sampled through the step, the peak kept.
   Not counted: redis-server, and this process, which runs the fixture world and the load.
 
-alice is one user in C threads; the per-user sliding limit (`bot.jobs.USER_TURNS_PER_MINUTE`, 10 a minute,
-a constant with no settings variable) is raised to `RATE_LIMIT` in the worker processes for this benchmark
-only, by setting the module attribute before `bot.cli` starts the pool (`_worker_cmd`).
+alice is one user in C threads; the per-user sliding limit (CHATOPS_USER_TURNS_PER_MINUTE, default 10 a
+minute) is raised to `RATE_LIMIT` in the worker processes' environment for this benchmark only.
 """
 
 from __future__ import annotations
@@ -53,13 +52,8 @@ USER, CHANNEL = "U0ALICE", "C0DATAENG"
 
 
 def _worker_cmd(processes: int) -> list[str]:
-    """`chatops worker --processes N` with the per-user limit raised; the attribute is read per turn
-    (bot.jobs `_refusal`), and is set before the pool forks, so every work-horse inherits it."""
-    code = (
-        "import sys; import bot.jobs; bot.jobs.USER_TURNS_PER_MINUTE = int(sys.argv[1]); "
-        "from bot.cli import main; sys.exit(main(sys.argv[2:]))"
-    )
-    return [sys.executable, "-c", code, str(RATE_LIMIT), "worker", "--processes", str(processes)]
+    """`chatops worker --processes N` (the per-user limit is raised in its environment: `_worker_env`)."""
+    return [sys.executable, "-m", "bot.cli", "worker", "--processes", str(processes)]
 
 
 # --- memory --------------------------------------------------------------------------------------------
@@ -266,7 +260,8 @@ def _conversations(st: _Stack, label: str, count: int, timeout: float) -> dict[s
 
 def _step(st: _Stack, noise: Noise, processes: int, count: int, timeout: float) -> dict[str, Any]:
     web = st.procs[0]
-    worker = _spawn(_worker_cmd(processes), st.env, st.logs / f"worker-{processes}.log")
+    env = {**st.env, "CHATOPS_USER_TURNS_PER_MINUTE": str(RATE_LIMIT)}
+    worker = _spawn(_worker_cmd(processes), env, st.logs / f"worker-{processes}.log")
     try:
         _wait_workers(st.rconn, processes, worker)
         warm = _conversations(st, f"w{processes}-warm", 1, timeout=30)

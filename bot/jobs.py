@@ -51,8 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-USER_TURNS_PER_MINUTE = 10
-
 _config: tuple[Settings, BotIdentity] | None = None
 
 
@@ -360,7 +358,7 @@ class TurnRunner:
             pipe.zcard(key)
             pipe.expire(key, 120)
             count = (await pipe.execute())[2]
-        if count > USER_TURNS_PER_MINUTE:
+        if count > self.svc.settings.user_turns_per_minute:
             return "You've asked me a lot in the last minute. Give me a moment, then ask again."
         return None
 

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     tool_output_max_chars: int = Field(
         default=20000, alias="CHATOPS_TOOL_OUTPUT_MAX_CHARS", ge=1000, le=1_000_000
     )
+    user_turns_per_minute: int = Field(default=10, alias="CHATOPS_USER_TURNS_PER_MINUTE", ge=1, le=100_000)
     audit_retention_days: int = Field(default=400, alias="AUDIT_RETENTION_DAYS", ge=1, le=3650)
     log_level: str = Field(default="INFO", alias="LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
