@@ -2,10 +2,13 @@
 
 - A turn's id is derived from (team, channel, ts), so Slack's retries and the app_mention/message pair of one
   message all name the same turn; `admit` records it once (SET NX) and says whether it is new.
-- A worker `claim`s a turn before running it, so even a job enqueued twice runs once.
+- A worker claims a turn's attempt before running it (`start`), so even a job enqueued twice runs once.
 - Each thread has at most one active run; later turns wait in the thread's backlog, in order, and the run that
   finishes hands the thread to the next one (`begin_run`/`end_run`, each one Lua script).
 - The transcript of a thread lives here too, so a follow-up continues on any worker after any restart.
+- A running attempt holds a lease (`start`, `renew`, `release`): a sorted set of "turn|attempt" scored by
+  when the lease ends. The worker renews it while the turn runs; a lease that ends means the worker died
+  (SIGKILL, a lost machine), and the sweep runs the turn again as a recovery attempt (bot/recovery.py).
 """
 
 from __future__ import annotations
@@ -20,12 +23,25 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
-__all__ = ["Conversation", "QueuedJob", "Turn", "TurnStore", "thread_key", "turn_id_for"]
+__all__ = [
+    "RUNNING_KEY",
+    "Conversation",
+    "QueuedJob",
+    "Turn",
+    "TurnStore",
+    "base_attempt",
+    "recoveries",
+    "recovery_attempt",
+    "thread_key",
+    "turn_id_for",
+]
 
 SEEN_TTL_SECONDS = 7 * 86400
 TURN_TTL_SECONDS = 30 * 86400
 CONVERSATION_TTL_SECONDS = 30 * 86400
 ACTIVE_TTL_SECONDS = 3600  # a crashed run must not hold its thread forever
+RUNNING_KEY = "chatops:turns:running"  # zset "turn id|attempt" -> when its lease ends
+_RECOVER = "recover-"
 
 
 def turn_id_for(team: str, channel: str, ts: str) -> str:
@@ -34,6 +50,30 @@ def turn_id_for(team: str, channel: str, ts: str) -> str:
 
 def thread_key(team: str, channel: str, thread_ts: str) -> str:
     return f"{team}:{channel}:{thread_ts}"
+
+
+def recoveries(attempt: str) -> int:
+    """How many times this attempt's work was already taken over after a worker died (0 for a normal one)."""
+    head, _, tail = attempt.rpartition(_RECOVER)
+    return int(tail) if tail.isdigit() and (head == "" or head.endswith("-")) else 0
+
+
+def base_attempt(attempt: str) -> str:
+    """The attempt a recovery continues ("resume-ab12-recover-2" -> "resume-ab12", "recover-1" -> "first"),
+    whose placeholder message it reuses and whose kind (a first run, a resume) it keeps."""
+    if not recoveries(attempt):
+        return attempt
+    head = attempt.rpartition(_RECOVER)[0].removesuffix("-")
+    return head or "first"
+
+
+def recovery_attempt(attempt: str, n: int) -> str:
+    base = base_attempt(attempt)
+    return f"{_RECOVER}{n}" if base == "first" else f"{base}-{_RECOVER}{n}"
+
+
+def lease_member(turn_id: str, attempt: str) -> str:
+    return f"{turn_id}|{attempt}"
 
 
 @dataclass(frozen=True)
@@ -89,6 +129,21 @@ if #KEYS == 6 then
 end
 return 1
 """
+# KEYS: claim, status, running. ARGV: lease member, lease end, now, attempt, ttl. One script, so a worker
+# that wins the claim always leaves a lease behind it (and the status says which attempt holds it).
+_START = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[5]) == false then return 0 end
+redis.call('HSET', KEYS[2], 'status', 'running', 'attempt', ARGV[4], 'at', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return 1
+"""
+# KEYS: running. ARGV: member, lease end. XX: a lease the sweep already took over is not brought back.
+_RENEW = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+return 1
+"""
 # KEYS: active, backlog. ARGV: turn id, ttl. 1 = this turn runs now; 0 = queued behind the active run.
 _BEGIN = """
 local active = redis.call('GET', KEYS[1])
@@ -121,6 +176,8 @@ class TurnStore:
         self._admit = redis.register_script(_ADMIT)
         self._begin = redis.register_script(_BEGIN)
         self._end = redis.register_script(_END)
+        self._start = redis.register_script(_START)
+        self._renew = redis.register_script(_RENEW)
 
     async def admit(
         self,
@@ -199,9 +256,35 @@ class TurnStore:
         await self._redis.hset(key, mapping=mapping)
         await self._redis.expire(key, TURN_TTL_SECONDS)
 
-    async def claim(self, turn_id: str) -> bool:
-        """True exactly once per turn, whichever worker asks first."""
-        return bool(await self._redis.set(f"chatops:turn-claim:{turn_id}", "1", nx=True, ex=TURN_TTL_SECONDS))
+    # --- leases of running attempts ---------------------------------------------------------------------
+
+    async def start(self, turn_id: str, attempt: str, lease_seconds: float) -> bool:
+        """`claim` this attempt and, in the same step, mark it running under a lease. False: a duplicate."""
+        now = self._clock()
+        keys = [f"chatops:turn-claim:{turn_id}:{attempt}", f"chatops:turn-status:{turn_id}", RUNNING_KEY]
+        args = [lease_member(turn_id, attempt), repr(now + lease_seconds), repr(now), attempt]
+        return bool(await self._start(keys=keys, args=[*args, str(TURN_TTL_SECONDS)]))
+
+    async def renew(self, turn_id: str, attempt: str, lease_seconds: float) -> bool:
+        """Extend a held lease; False when it is gone (released, or taken over by the sweep)."""
+        member, until = lease_member(turn_id, attempt), repr(self._clock() + lease_seconds)
+        return bool(await self._renew(keys=[RUNNING_KEY], args=[member, until]))
+
+    async def release(self, turn_id: str, attempt: str) -> None:
+        await self._redis.zrem(RUNNING_KEY, lease_member(turn_id, attempt))
+
+    async def expired_leases(self, now: float, limit: int = 50) -> list[tuple[str, str]]:
+        """(turn id, attempt) of leases that ended before `now`: their worker stopped renewing them."""
+        raw = await self._redis.zrangebyscore(RUNNING_KEY, "-inf", now, start=0, num=limit)
+        found = []
+        for member in raw:
+            turn_id, _, attempt = _text(member if isinstance(member, bytes | str) else "").partition("|")
+            found.append((turn_id, attempt))
+        return found
+
+    async def mark_once(self, name: str) -> bool:
+        """True the first time `name` is marked (e.g. telling a thread something exactly once)."""
+        return bool(await self._redis.set(f"chatops:once:{name}", "1", nx=True, ex=TURN_TTL_SECONDS))
 
     # --- threads ---------------------------------------------------------------------------------------
 
@@ -216,6 +299,10 @@ class TurnStore:
     async def begin_run(self, thread: str, turn_id: str) -> bool:
         keys = (f"chatops:thread-active:{thread}", f"chatops:thread-backlog:{thread}")
         return bool(await self._begin(keys=list(keys), args=[turn_id, str(ACTIVE_TTL_SECONDS)]))
+
+    async def active_run(self, thread: str) -> str | None:
+        raw = await self._redis.get(f"chatops:thread-active:{thread}")
+        return _text(raw) if raw else None
 
     async def end_run(self, thread: str, turn_id: str) -> str | None:
         keys = (f"chatops:thread-active:{thread}", f"chatops:thread-backlog:{thread}")

@@ -24,14 +24,15 @@ from agent.redaction import redact_secrets
 from agent.transcript import call_digest, withhold
 from approvals.audit import AuditRecord, args_digest, preview
 from approvals.store import ApprovalStore, Status
-from approvals.turns import Turn
+from approvals.turns import Turn, base_attempt
 from bot import blocks
 from bot.approval_flow import ApprovalFlow, seal_key
 from bot.events import MAX_INPUT_CHARS
 from bot.home import remember_request
-from bot.poster import PostError
+from bot.poster import Posted, PostError
 from bot.progress import SlackProgress
 from bot.queues import Queues
+from bot.recovery import TurnRecovery, find_working, held_lease, working_marker
 from bot.services import BotIdentity, Services, open_services
 from bot.settings import Settings
 from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
@@ -112,11 +113,12 @@ async def expire_approval(approval_id: str) -> bool:
 
 
 async def sweep() -> dict[str, int]:
-    """Expire overdue approvals, report runs whose worker died, re-render failed card updates; then
-    schedule the next sweep (one chain for the whole deployment)."""
+    """Expire overdue approvals, report runs whose worker died, re-render failed card updates, take over
+    turns whose worker died; then schedule the next sweep (one chain for the whole deployment)."""
     async with _job() as (svc, queues, bot):
         try:
-            return await approval_flow(svc, queues, bot).sweep()
+            counts = await approval_flow(svc, queues, bot).sweep()
+            return counts | await TurnRecovery(svc.store, svc.poster, queues).sweep(time.time())
         finally:
             queues.connection.delete("chatops:sweep-scheduled")
             queues.schedule_sweep()
@@ -154,9 +156,15 @@ class TurnRunner:
         turn = await store.load(turn_id)
         if turn is None:
             return "missing"
-        if not await store.claim(f"{turn_id}:{attempt}"):
+        lease = float(self.svc.settings.turn_lease_seconds)
+        if not await store.start(turn_id, attempt, lease):  # the claim, and a lease the sweep watches
             self.svc.metrics.inc("chatops_dedupe_hits_total", {"stage": "turn_claim"})
             return "duplicate"
+        async with held_lease(store, turn_id, attempt, lease):
+            return await self._claimed(turn, attempt)
+
+    async def _claimed(self, turn: Turn, attempt: str) -> str:
+        store = self.svc.store
         if attempt == "first":  # App Home lists the person's recent requests, queued ones included
             await remember_request(
                 self.svc.redis, turn.team, turn.user, turn.id, turn.channel, turn.thread_ts, turn.text
@@ -218,15 +226,7 @@ class TurnRunner:
         started = time.monotonic()
         working = blocks.working_message()
         # Posted while the tools are listed and the model thinks; progress waits for it, the model does not.
-        placeholder = asyncio.ensure_future(
-            poster.post(
-                turn.channel,
-                text=working.text,
-                blocks=working.blocks,
-                thread_ts=turn.thread_ts,
-                marker=f"{turn.id}:{attempt}:working",
-            )
-        )
+        placeholder = asyncio.ensure_future(self._working_message(turn, attempt, working))
 
         async def placeholder_ts() -> str:
             return (await placeholder).ts
@@ -292,6 +292,20 @@ class TurnRunner:
                     detail=f"definition withheld from the model: {reason}",
                 )
             )
+
+    async def _working_message(self, turn: Turn, attempt: str, working: blocks.Message) -> Posted:
+        """A recovery (its worker died) continues in the dead attempt's message: one answer in the thread."""
+        if attempt != base_attempt(attempt):
+            found = await find_working(self.svc.poster, turn, attempt)
+            if found is not None:
+                return found
+        return await self.svc.poster.post(
+            turn.channel,
+            text=working.text,
+            blocks=working.blocks,
+            thread_ts=turn.thread_ts,
+            marker=working_marker(turn.id, attempt),
+        )
 
     async def _request_approvals(
         self, turn: Turn, caller: Caller, session: GatewaySession, paused: Paused
