@@ -32,10 +32,7 @@ __all__ = ["MAX_RECOVERIES", "TurnRecovery", "held_lease", "working_marker"]
 log = logging.getLogger(__name__)
 
 MAX_RECOVERIES = 2
-GAVE_UP = (
-    "I couldn't finish this request: the worker answering it stopped {n} times. "
-    "Nothing that needed approval was run. Please ask me again."
-)
+GAVE_UP = "I couldn't finish this request: I tried {n} times and each try was cut short. Please ask me again."
 
 
 def working_marker(turn_id: str, attempt: str) -> str:
