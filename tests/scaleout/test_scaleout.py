@@ -236,7 +236,8 @@ def test_two_webs_three_workers_a_burst_and_two_deaths_lose_and_repeat_nothing(s
         _check_audit(s, c)
         assert model.firsts[VICTIM] == 2  # its question was asked again once, after the worker died
         assert all(n == 1 for tag, n in model.firsts.items() if tag != VICTIM), model.firsts
-        assert c.redis.zcard(RUNNING_KEY) == 0
+        # Every attempt let go of its lease (the last ones may still be saying goodbye to Slack).
+        wait_until("every turn lease to be released", lambda: c.redis.zcard(RUNNING_KEY) == 0)
 
 
 def _lapsed(c: Cluster, member: str) -> bool:

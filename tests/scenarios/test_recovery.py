@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 
 import redis as sync_redis
+from rq import Worker
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -60,6 +61,11 @@ def test_a_worker_killed_mid_turn_is_taken_over_by_the_sweep_and_answers_once(sc
     try:
         s.world.anthropic.wait_for_requests(1, timeout=30)
         (working,) = wait_until("the working message", lambda: s.bot_messages(CHANNEL, ts) or None)
+        connection = sync_redis.Redis.from_url(s.redis_url)
+        (ours,) = [
+            w for w in Worker.all(connection=connection, serializer=JSONSerializer) if w.pid == worker.pid
+        ]
+        assert ours.get_current_job_id() == turn_id  # our worker is the one mid-turn
         for pid in [*children_of(worker.pid), worker.pid]:
             os.kill(pid, signal.SIGKILL)
         worker.wait(timeout=10)
@@ -71,7 +77,6 @@ def test_a_worker_killed_mid_turn_is_taken_over_by_the_sweep_and_answers_once(sc
     assert s.turn_status(CHANNEL, ts) == "running"
 
     # RQ does not run it again by itself: its cleanup of abandoned jobs only marks the job failed.
-    connection = sync_redis.Redis.from_url(s.redis_url)
     StartedJobRegistry(AGENT, connection=connection, serializer=JSONSerializer).cleanup(time.time() + 86_400)
     job = Job.fetch(turn_id, connection=connection, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.FAILED
