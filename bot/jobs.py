@@ -22,7 +22,7 @@ from agent.loop import Answer, Failed, Limits, Paused
 from agent.prompt import wrap_tool_output
 from agent.redaction import redact_secrets
 from agent.transcript import call_digest, withhold
-from approvals.audit import AuditRecord, args_digest, preview
+from approvals.audit import AuditRecord
 from approvals.store import ApprovalStore, Status
 from approvals.turns import Turn, base_attempt
 from bot import blocks
@@ -35,6 +35,7 @@ from bot.queues import Queues
 from bot.recovery import TurnRecovery, find_working, held_lease, working_marker
 from bot.services import BotIdentity, Services, open_services
 from bot.settings import Settings
+from bot.tool_audit import AuditedTools
 from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
 from mcp_clients.gateway import Caller, GatewaySession
 from mcp_clients.tokens import Identity
@@ -243,7 +244,6 @@ class TurnRunner:
                     return "registry unavailable"
                 incoming = await self._approval_update(turn) if resuming else None
                 result = await self._loop(turn, identity, session, progress, incoming)
-                await self._audit_calls(turn, identity, session, result)
                 if isinstance(result, Paused):
                     await self._request_approvals(turn, caller, session, result)
                 private = any(
@@ -413,7 +413,7 @@ class TurnRunner:
         )
         result = await loop.run(
             conversation.messages,
-            tools=session,
+            tools=AuditedTools(session, svc.audit, turn, identity),
             model=svc.model,
             limits=limits,
             progress=progress,
@@ -446,31 +446,6 @@ class TurnRunner:
             )
         await svc.store.save_conversation(turn.thread, conversation)
         return result
-
-    async def _audit_calls(
-        self, turn: Turn, identity: Identity, session: GatewaySession, result: Answer | Paused | Failed
-    ) -> None:
-        for call in result.calls:
-            spec = session.spec(call.model_name)
-            await self.svc.audit.record(
-                AuditRecord(
-                    kind="tool_call",
-                    outcome="succeeded" if call.ok else "failed",
-                    request_id=turn.id,
-                    team=turn.team,
-                    channel=turn.channel,
-                    thread_ts=turn.thread_ts,
-                    user=turn.user,
-                    sub=identity.sub,
-                    server=call.server,
-                    tool=call.tool,
-                    args_sha256=args_digest(call.arguments),
-                    args_preview=preview(call.arguments),
-                    latency_ms=call.latency_ms,
-                    minutes_saved=spec.minutes_saved if (spec is not None and call.ok) else 0.0,
-                    detail=call.error_kind or "",
-                )
-            )
 
     async def _deliver(
         self, turn: Turn, placeholder: str, result: Answer | Paused | Failed, seconds: float, attempt: str
