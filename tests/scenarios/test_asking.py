@@ -4,8 +4,10 @@ once per message, however Slack delivers it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -15,6 +17,7 @@ from fixtures.anthropic_fake import Body, Reply, text, tool_use
 from fixtures.incident_script import question_and_results
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from tests.scenarios.conftest import Scenario
+from tests.scenarios.test_approvals import children_of
 
 CHANNEL = "C0DATAENG"
 QUERY_ID = re.compile(r"\b\d{8}_\d{6}_\d{5}_[a-z0-9]{5}\b")
@@ -152,7 +155,12 @@ def test_acks_stay_fast_while_the_model_is_slow(scenario: Scenario) -> None:
         assert all(d.status == 200 for d in deliveries)
         assert max(d.latency for d in deliveries) < 3.0
     finally:
-        worker.kill()
+        # The work-horse too (it is in a process group of its own): left behind, it would go on with its
+        # turn and that turn's lease for 20 s, into the next test, whose first message has the same ts and
+        # so the same turn id.
+        for pid in [*children_of(worker.pid), worker.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         worker.wait(timeout=10)
         s.world.anthropic.set_latency(0.0)
 
