@@ -102,3 +102,15 @@ async def test_the_turn_and_its_job_are_written_together_as_rq_reads_them(
     assert job.origin == AGENT
     assert job.enqueued_at is not None
     assert queue.key.encode() in redis.Redis.from_url(redis_url).smembers("rq:queues")  # workers find it
+
+
+async def test_any_text_is_stored_exactly(ingress: Ingress, aredis: aioredis.Redis) -> None:
+    text = (
+        '<@U0CHATOPS> why is "daily_ad_metrics" late? ünïcödé 🔥 日本語 \\n tab\there \\u0000 {"json": [1]}'
+    )
+    assert await ingress.admit(event(text=text)) == "queued"
+    from approvals.turns import turn_id_for
+
+    turn = await TurnStore(aredis).load(turn_id_for("T0CHATOPS", "C0DATAENG", "1.000100"))
+    assert turn is not None
+    assert turn.text == text.removeprefix("<@U0CHATOPS> ")  # the mention itself is not part of the question
