@@ -12,6 +12,7 @@
   directly in Redis are caught by `verify` before execution (ACCEPTANCE 27).
 - Errors: `UnknownApproval` (a LookupError) for an id with no record; redis.RedisError propagates, and
   callers turn it into "couldn't record your decision" (ACCEPTANCE 6, 36): nothing is decided without Redis.
+- The scripts' texts live in approvals.store_scripts; this module registers and calls them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any, Literal, NotRequired, TypedDict, Unpack, cast, get_args
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.typing import EncodableT, FieldT
+
+from approvals.store_scripts import _ADD_CARD, _EXPIRE, _FINISH, _GUARD, _LIB, _REJECT, _START, _VOTE
 
 __all__ = [
     "APPROVED_KEY",
@@ -161,116 +164,6 @@ def canonical_json(value: Any) -> str:
 
 def args_sha256(arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(arguments)).encode()).hexdigest()
-
-
-# ----- Lua ------------------------------------------------------------------------------------------------
-# Every script ends by returning {kind, count, HGETALL...}: the caller sees the record exactly as the
-# transition left it, not as a later read might. Floats arrive as Python reprs and are stored verbatim
-# (cjson would round them to 14 digits); JSON lists are appended to as text for the same reason.
-
-_LIB = """
-local rec, attempts = KEYS[1], KEYS[2]
-local function reply(kind, count) return {kind, count, unpack(redis.call('HGETALL', rec))} end
-local function note(user, action, result, now)
-  redis.call('RPUSH', attempts, '{"user":' .. cjson.encode(user) .. ',"action":' .. cjson.encode(action)
-    .. ',"result":"' .. result .. '","at":' .. now .. '}')
-  local ttl = redis.call('TTL', rec)
-  if ttl > 0 then redis.call('EXPIRE', attempts, ttl) end
-  return result
-end
-local function append(field, item)
-  local raw = redis.call('HGET', rec, field)
-  if raw == '[]' then raw = '[' .. item .. ']' else raw = string.sub(raw, 1, -2) .. ',' .. item .. ']' end
-  redis.call('HSET', rec, field, raw)
-end
-"""
-
-# KEYS: record, attempts, pending (, approved for votes). ARGV: id, user, eligible, now, action.
-# The refusal order is the contract of `vote`/`reject`: closed, expired, own request, not eligible.
-_GUARD = """
-local id, user, eligible, now, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local status = redis.call('HGET', rec, 'status')
-if not status then return {'missing', 0} end
-local votes = cjson.decode(redis.call('HGET', rec, 'approvals'))
-if status ~= 'PENDING' then return reply(note(user, action, 'already_decided', now), #votes) end
-if tonumber(now) >= tonumber(redis.call('HGET', rec, 'expires_at')) then
-  redis.call('HSET', rec, 'status', 'EXPIRED', 'decided_at', now)
-  redis.call('ZREM', KEYS[3], id)
-  return reply(note(user, action, 'expired', now), #votes)
-end
-if user == redis.call('HGET', rec, 'requester') then
-  return reply(note(user, action, 'own_request', now), #votes)
-end
-if eligible ~= '1' then return reply(note(user, action, 'not_eligible', now), #votes) end
-"""
-
-# ARGV[6]: this vote as JSON.
-_VOTE = """
-for _, v in ipairs(votes) do
-  if v.user == user then return reply(note(user, action, 'duplicate', now), #votes) end
-end
-append('approvals', ARGV[6])
-local count = #votes + 1
-if count < tonumber(redis.call('HGET', rec, 'quorum')) then
-  return reply(note(user, action, 'counted', now), count)
-end
-local voters = {}
-for _, v in ipairs(votes) do table.insert(voters, v.user) end
-table.insert(voters, user)
-redis.call('HSET', rec, 'status', 'APPROVED', 'decided_by', cjson.encode(voters), 'decided_at', now)
-redis.call('ZREM', KEYS[3], id)
-redis.call('ZADD', KEYS[4], now, id)
-return reply(note(user, action, 'approved', now), count)
-"""
-
-# ARGV[6]: the reason, ARGV[7]: decided_by as JSON.
-_REJECT = """
-redis.call('HSET', rec, 'status', 'REJECTED', 'decided_by', ARGV[7], 'decided_at', now,
-  'reject_reason', ARGV[6])
-redis.call('ZREM', KEYS[3], id)
-return reply(note(user, action, 'rejected', now), #votes)
-"""
-
-# KEYS: record, attempts (unused), pending. ARGV: id, now.
-_EXPIRE = """
-local status = redis.call('HGET', rec, 'status')
-if status ~= 'PENDING' then redis.call('ZREM', KEYS[3], ARGV[1]) return {'no', 0} end
-if tonumber(ARGV[2]) < tonumber(redis.call('HGET', rec, 'expires_at')) then return {'no', 0} end
-redis.call('HSET', rec, 'status', 'EXPIRED', 'decided_at', ARGV[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return reply('yes', 0)
-"""
-
-# KEYS: record, attempts (unused), running, approved. ARGV: id, now, lease_until.
-_START = """
-redis.call('ZREM', KEYS[4], ARGV[1])
-if redis.call('HGET', rec, 'status') ~= 'APPROVED' then return {'no', 0} end
-redis.call('HSET', rec, 'status', 'RUNNING', 'started_at', ARGV[2], 'lease_until', ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-return reply('yes', 0)
-"""
-
-# KEYS: record, attempts (unused), running. ARGV: id, status, detail, now, only_after_lease ("1"/"0").
-# mark_unknown passes "1": a worker that is merely slow but still holds its lease keeps its outcome.
-_FINISH = """
-if redis.call('HGET', rec, 'status') ~= 'RUNNING' then return {'no', 0} end
-if ARGV[5] == '1' and tonumber(ARGV[4]) < tonumber(redis.call('HGET', rec, 'lease_until')) then
-  return {'no', 0}
-end
-redis.call('HSET', rec, 'status', ARGV[2], 'finished_at', ARGV[4], 'outcome_detail', ARGV[3])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return reply('yes', 0)
-"""
-
-# KEYS: record, attempts (unused). ARGV: id, channel, ts, card JSON. A retried post is recorded once.
-_ADD_CARD = """
-if redis.call('EXISTS', rec) == 0 then return {'no', 0} end
-for _, c in ipairs(cjson.decode(redis.call('HGET', rec, 'cards'))) do
-  if c.channel == ARGV[2] and c.ts == ARGV[3] then return {'yes', 0} end
-end
-append('cards', ARGV[4])
-return {'yes', 0}
-"""
 
 
 class NewApproval(TypedDict):

@@ -36,7 +36,7 @@ from bot.services import BotIdentity, Services
 from mcp_clients.gateway import Caller, ToolSpec
 from mcp_clients.tokens import TokenUnavailable
 
-__all__ = ["ApprovalFlow", "seal_key"]
+__all__ = ["ApprovalFlow", "approval_flow", "seal_key"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ def seal_key(services: Services) -> bytes:
     """The HMAC key that seals approval records, derived from the first CHATOPS_SECRET_KEY."""
     master = services.settings.chatops_secret_key[0].get_secret_value().encode()
     return hashlib.sha256(b"chatops-mcp/approval-seal/v1|" + master).digest()
+
+
+def approval_flow(svc: Services, queues: Queues, bot: BotIdentity) -> ApprovalFlow:
+    return ApprovalFlow(svc, queues, bot, ApprovalStore(svc.redis, seal_key=seal_key(svc)))
 
 
 @dataclass

@@ -1,0 +1,425 @@
+"""The turn runner: one request answered in its thread, from the claim to the delivered answer.
+
+It claims the turn and its thread, offers linking to an unlinked requester, refuses what it must, runs the
+agent loop with the requester's tools, asks for approvals when the loop pauses, resumes a paused
+conversation with what people decided, and delivers the answer (privately when it read private data).
+`bot.jobs.run_turn` is its job entry point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+from agent import loop
+from agent.loop import Answer, Failed, Limits, Paused
+from agent.prompt import wrap_tool_output
+from agent.redaction import redact_secrets
+from agent.transcript import call_digest, withhold
+from approvals.audit import AuditRecord
+from approvals.store import ApprovalStore, Status
+from approvals.turns import Turn, base_attempt
+from bot import blocks
+from bot.approval_flow import approval_flow, seal_key
+from bot.events import MAX_INPUT_CHARS
+from bot.home import remember_request
+from bot.poster import Posted, PostError
+from bot.progress import SlackProgress
+from bot.queues import Queues
+from bot.recovery import find_working, held_lease, working_marker
+from bot.services import BotIdentity, Services
+from bot.tool_audit import AuditedTools
+from mcp_clients.gateway import Caller, GatewaySession
+from mcp_clients.tokens import Identity
+from registry_cache.snapshot import RegistryUnavailable
+
+__all__ = ["Incoming", "TurnRunner"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A non-human message that continues a conversation (an approval update)."""
+
+    text: str
+    rejected: tuple[str, ...] = ()
+
+
+@dataclass
+class TurnRunner:
+    svc: Services
+    bot: BotIdentity
+    queues: Queues
+
+    async def run(self, turn_id: str, attempt: str) -> str:
+        store = self.svc.store
+        turn = await store.load(turn_id)
+        if turn is None:
+            return "missing"
+        lease = float(self.svc.settings.turn_lease_seconds)
+        if not await store.start(turn_id, attempt, lease):  # the claim, and a lease the sweep watches
+            self.svc.metrics.inc("chatops_dedupe_hits_total", {"stage": "turn_claim"})
+            return "duplicate"
+        async with held_lease(store, turn_id, attempt, lease):
+            return await self._claimed(turn, attempt)
+
+    async def _claimed(self, turn: Turn, attempt: str) -> str:
+        store = self.svc.store
+        if attempt == "first":  # App Home lists the person's recent requests, queued ones included
+            await remember_request(
+                self.svc.redis, turn.team, turn.user, turn.id, turn.channel, turn.thread_ts, turn.text
+            )
+        if not await store.begin_run(turn.thread, turn.id):
+            await store.set_status(turn.id, "waiting_for_thread")
+            return "queued behind another request in this thread"
+        outcome, started = "error", time.monotonic()
+        try:
+            outcome = await self._run(turn, attempt)
+            return outcome
+        finally:
+            label = outcome.replace(" ", "_")
+            self.svc.metrics.inc("chatops_turns_total", {"outcome": label})
+            self.svc.metrics.observe("chatops_turn_seconds", {"outcome": label}, time.monotonic() - started)
+            nxt = await store.end_run(turn.thread, turn.id)
+            if nxt:
+                self.queues.enqueue_turn(nxt, "handoff")
+
+    async def _run(self, turn: Turn, attempt: str) -> str:
+        # The eyes are the first sign that the bot is on it; the answer does not wait for Slack to show them.
+        resuming = attempt.startswith("resume-")
+        eyes = (
+            None if resuming else asyncio.ensure_future(self.svc.poster.react(turn.channel, turn.ts, "eyes"))
+        )
+        try:
+            return await self._answer(turn, attempt, resuming, eyes)
+        finally:
+            if eyes is not None:
+                await eyes  # never left running when the job's event loop closes
+
+    async def _answer(
+        self, turn: Turn, attempt: str, resuming: bool, eyes: asyncio.Future[None] | None
+    ) -> str:
+        poster, store = self.svc.poster, self.svc.store
+        identity = await self.svc.broker.identity(turn.team, turn.user)
+        if identity is None and resuming:
+            await self._say(
+                turn,
+                "I can't continue: your account link has ended. Connect again and ask me.",
+                marker=f"{attempt}:unlinked",
+            )
+            return "requester unlinked"
+        if identity is None:
+            url = await self.svc.linking.offer(turn.team, turn.user, waiting=turn.id)
+            prompt = blocks.connect_prompt(
+                url, reason="Your question needs the tools your account gives you access to."
+            )
+            await poster.ephemeral(
+                turn.channel, turn.user, text=prompt.text, blocks=prompt.blocks, thread_ts=turn.thread_ts
+            )
+            await store.set_status(turn.id, "waiting_for_link")
+            return "waiting for link"
+        refusal = None if resuming else await self._refusal(turn)
+        if refusal:
+            await self._say(turn, refusal, marker="refused")
+            await store.set_status(turn.id, "refused")
+            return "refused"
+        started = time.monotonic()
+        working = blocks.working_message()
+        # Posted while the tools are listed and the model thinks; progress waits for it, the model does not.
+        placeholder = asyncio.ensure_future(self._working_message(turn, attempt, working))
+
+        async def placeholder_ts() -> str:
+            return (await placeholder).ts
+
+        progress = SlackProgress(poster, turn.channel, asyncio.ensure_future(placeholder_ts()))
+        caller = Caller(turn.team, turn.user, turn.channel, identity)
+        try:
+            async with self.svc.gateway.session(caller) as session:
+                try:
+                    await session.tools()
+                except RegistryUnavailable as exc:
+                    await poster.update(turn.channel, (await placeholder).ts, text=str(exc))
+                    await store.set_status(turn.id, "failed", reason="registry")
+                    return "registry unavailable"
+                incoming = await self._approval_update(turn) if resuming else None
+                result = await self._loop(turn, identity, session, progress, incoming)
+                if isinstance(result, Paused):
+                    await self._request_approvals(turn, caller, session, result)
+                private = any(
+                    (spec := session.spec(call.model_name)) is not None and spec.private_data
+                    for call in result.calls
+                )
+                await self._report_withheld(turn, identity, session)
+        finally:
+            await progress.settle()  # no late progress update may overwrite the answer
+            posted = await placeholder
+        seconds = time.monotonic() - started
+        if private:
+            await self._deliver_privately(turn, posted.ts, result, seconds)
+        else:
+            await self._deliver(turn, posted.ts, result, seconds, attempt)
+        if eyes is not None:
+            await eyes
+            await poster.react(turn.channel, turn.ts, "eyes", remove=True)
+        await store.mark_bot_thread(turn.team, turn.channel, turn.thread_ts)
+        kind = (
+            "answered" if isinstance(result, Answer) else "paused" if isinstance(result, Paused) else "failed"
+        )
+        await store.set_status(turn.id, kind)
+        return kind
+
+    async def _report_withheld(self, turn: Turn, identity: Identity, session: GatewaySession) -> None:
+        """A tool withheld for a poisoned definition goes to the audit (where its owners' alerting reads),
+        once a day per definition and reason, however many turns meet it."""
+        for name, (server, tool) in session.withheld.items():
+            reason = session.disabled.get(name, "")
+            digest = hashlib.sha256(f"{server}|{tool}|{reason}".encode()).hexdigest()[:24]
+            if not await self.svc.redis.set(f"chatops:withheld:{digest}", "1", nx=True, ex=86_400):
+                continue
+            await self.svc.audit.record(
+                AuditRecord(
+                    kind="tool_withheld",
+                    outcome="denied",
+                    request_id=turn.id,
+                    team=turn.team,
+                    channel=turn.channel,
+                    thread_ts=turn.thread_ts,
+                    user=turn.user,
+                    sub=identity.sub,
+                    server=server,
+                    tool=tool,
+                    detail=f"definition withheld from the model: {reason}",
+                )
+            )
+
+    async def _working_message(self, turn: Turn, attempt: str, working: blocks.Message) -> Posted:
+        """A recovery (its worker died) continues in the dead attempt's message: one answer in the thread."""
+        if attempt != base_attempt(attempt):
+            found = await find_working(self.svc.poster, turn, attempt)
+            if found is not None:
+                return found
+        return await self.svc.poster.post(
+            turn.channel,
+            text=working.text,
+            blocks=working.blocks,
+            thread_ts=turn.thread_ts,
+            marker=working_marker(turn.id, attempt),
+        )
+
+    async def _request_approvals(
+        self, turn: Turn, caller: Caller, session: GatewaySession, paused: Paused
+    ) -> None:
+        flow = approval_flow(self.svc, self.queues, self.bot)
+        for pending in paused.pending:
+            spec = session.spec(pending.model_name)
+            if spec is None:  # listed a moment ago; the loop only pauses on listed tools
+                continue
+            await flow.request(
+                turn=turn,
+                caller=caller,
+                spec=spec,
+                arguments=dict(pending.arguments),
+                reason=pending.reason,
+                tool_use_id=pending.tool_use_id,
+                read_before=pending.read_before,
+            )
+
+    async def _approval_update(self, turn: Turn) -> Incoming:
+        """The message that resumes a paused conversation: what people decided and what happened."""
+        store = ApprovalStore(self.svc.redis, seal_key=seal_key(self.svc))
+        parts = ["[Update from the approval system; not typed by a person]"]
+        rejected: list[str] = []
+        for a in await store.for_turn(turn.id):
+            call = f"`{a.short_name}.{a.tool}` (requested by <@{a.requester}>)"
+            by = ", ".join(f"<@{u}>" for u in a.decided_by) or "nobody"
+            if a.status == Status.SUCCEEDED:
+                parts.append(
+                    f"{call} was approved by {by} and ran. Its output:\n"
+                    + wrap_tool_output(a.server, a.tool, a.outcome_detail)
+                )
+            elif a.status == Status.FAILED:
+                parts.append(f"{call} was approved by {by} but did not succeed: {a.outcome_detail}")
+            elif a.status == Status.OUTCOME_UNKNOWN:
+                parts.append(
+                    f"{call} was approved by {by}; its outcome is unknown ({a.outcome_detail}). "
+                    "Do not run it again; tell the person to check."
+                )
+            elif a.status == Status.REJECTED:
+                rejected.append(call_digest(a.model_name, a.arguments))
+                parts.append(
+                    f"{call} was rejected by {by}: {a.reject_reason or 'no reason given'}. "
+                    "Do not propose it again unless the person asks."
+                )
+            elif a.status == Status.EXPIRED:
+                parts.append(f"{call} expired without a decision and did not run.")
+        parts.append("Continue from here: tell the person what happened and what is left to do.")
+        return Incoming("\n\n".join(parts), tuple(rejected))
+
+    async def _refusal(self, turn: Turn) -> str | None:
+        if len(turn.text) > MAX_INPUT_CHARS:
+            return (
+                f"That message is {len(turn.text):,} characters; I take at most {MAX_INPUT_CHARS:,}. "
+                "Please shorten it or attach the details as a file."
+            )
+        if not turn.text.strip():
+            return "What would you like me to look into?"
+        # A sliding minute (not minute buckets, which let a burst across a boundary through twice).
+        key, now = f"chatops:rate:{turn.team}:{turn.user}", time.time()
+        async with self.svc.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now - 60)
+            pipe.zadd(key, {turn.id: now})
+            pipe.zcard(key)
+            pipe.expire(key, 120)
+            count = (await pipe.execute())[2]
+        if count > self.svc.settings.user_turns_per_minute:
+            return "You've asked me a lot in the last minute. Give me a moment, then ask again."
+        return None
+
+    async def _loop(
+        self,
+        turn: Turn,
+        identity: Identity,
+        session: GatewaySession,
+        progress: SlackProgress,
+        incoming: Incoming | None,
+    ) -> Answer | Paused | Failed:
+        svc = self.svc
+        conversation = await svc.store.conversation(turn.thread)
+        asked_at = len(conversation.messages)
+        if incoming is None:
+            asker = f"<@{turn.user}> ({identity.email or identity.sub})"
+            conversation.messages.append({"role": "user", "content": f"{asker} asks:\n{turn.text}"})
+        else:
+            conversation.messages.append({"role": "user", "content": incoming.text})
+            conversation.rejected.extend(d for d in incoming.rejected if d not in conversation.rejected)
+        if turn.user not in conversation.users:
+            conversation.users.append(turn.user)
+        if svc.model is None:
+            return Failed(
+                "model_unavailable",
+                "No model is configured for this deployment (ANTHROPIC_API_KEY).",
+                conversation.messages,
+                [],
+                0,
+                0,
+                "",
+            )
+        limits = Limits(
+            max_steps=svc.settings.max_steps,
+            max_seconds=float(svc.settings.max_turn_seconds),
+            max_output_tokens=svc.settings.max_output_tokens,
+            tool_output_max_chars=svc.settings.tool_output_max_chars,
+        )
+        result = await loop.run(
+            conversation.messages,
+            tools=AuditedTools(session, svc.audit, turn, identity),
+            model=svc.model,
+            limits=limits,
+            progress=progress,
+            rejected=frozenset(conversation.rejected),
+        )
+        conversation.messages = list(result.messages)
+        private = {
+            c.model_name for c in result.calls if (spec := session.spec(c.model_name)) and spec.private_data
+        }
+        if isinstance(result, Paused):
+            # Close the paused step with placeholders so the stored conversation stays valid while people
+            # decide; the real outcome arrives later as an approval update (see _approval_update).
+            waiting = {
+                p.tool_use_id: (
+                    True,
+                    "Waiting for human approval. The outcome will arrive in a later message; "
+                    "do not call this again.",
+                )
+                for p in result.pending
+            }
+            conversation.messages = loop.resume(
+                result.messages, result.completed, waiting, pending=result.pending
+            )
+        if private:  # the answer went to the asker alone; the thread's memory must not hand it to others
+            conversation.messages = withhold(
+                conversation.messages,
+                private,
+                since=asked_at,
+                note=f"[withheld: private data, shown only to <@{turn.user}>]",
+            )
+        await svc.store.save_conversation(turn.thread, conversation)
+        return result
+
+    async def _deliver(
+        self, turn: Turn, placeholder: str, result: Answer | Paused | Failed, seconds: float, attempt: str
+    ) -> None:
+        used = sorted({f"{c.server.split('/', 1)[-1]} · {c.tool}" for c in result.calls})
+        footer = f"Used {', '.join(used)} · {seconds:.1f} s" if used else f"{seconds:.1f} s"
+        if isinstance(result, Answer):
+            text = result.text
+            if result.notes:
+                footer += " · " + " · ".join(result.notes)
+        else:
+            text = _summary(result)
+        text, _ = redact_secrets(text)
+        layout = blocks.answer_messages(text, footer=footer, feedback_id=turn.id)
+        poster = self.svc.poster
+        try:
+            for index, message in enumerate(layout.messages):
+                if index == 0:
+                    await poster.update(turn.channel, placeholder, text=message.text, blocks=message.blocks)
+                else:
+                    await poster.post(
+                        turn.channel,
+                        text=message.text,
+                        blocks=message.blocks,
+                        thread_ts=turn.thread_ts,
+                        marker=f"{turn.id}:{attempt}:answer:{index}",
+                    )
+            if layout.upload_full_text:
+                await poster.upload_text(
+                    turn.channel, turn.thread_ts, filename="answer.md", title="Full answer", content=text
+                )
+        except PostError as exc:
+            log.warning("answer blocks refused (%s); falling back to a file", exc.error)
+            await poster.update(turn.channel, placeholder, text="The full answer is attached as a file.")
+            await poster.upload_text(
+                turn.channel,
+                turn.thread_ts,
+                filename="answer.md",
+                title="Answer",
+                content=text + "\n\n" + footer,
+            )
+
+    async def _deliver_privately(
+        self, turn: Turn, placeholder: str, result: Answer | Paused | Failed, seconds: float
+    ) -> None:
+        """A turn that read a `private_data` server answers the requester alone (ACCEPTANCE 23): the
+        thread learns only that an answer was given, never what it said."""
+        text = result.text if isinstance(result, Answer) else _summary(result)
+        text, _ = redact_secrets(text)
+        footer = f"Only you can see this: it uses data from a server marked private · {seconds:.1f} s"
+        layout = blocks.answer_messages(text, footer=footer, feedback_id=turn.id, overflow_threshold=1000)
+        for message in layout.messages:
+            await self.svc.poster.ephemeral(
+                turn.channel, turn.user, text=message.text, blocks=message.blocks, thread_ts=turn.thread_ts
+            )
+        note = f"I answered <@{turn.user}> privately: the answer uses data from a server marked private."
+        await self.svc.poster.update(turn.channel, placeholder, text=note)
+
+    async def _say(self, turn: Turn, text: str, *, marker: str) -> None:
+        message = blocks.error_message(text)
+        await self.svc.poster.post(
+            turn.channel,
+            text=message.text,
+            blocks=message.blocks,
+            thread_ts=turn.thread_ts,
+            marker=f"{turn.id}:{marker}",
+        )
+
+
+def _summary(result: Paused | Failed) -> str:
+    if isinstance(result, Paused):
+        lines = [f"• `{p.server.split('/', 1)[-1]}.{p.tool}`" for p in result.pending]
+        return "This needs approval before it can run (see the card below):\n" + "\n".join(lines)
+    return result.message
