@@ -19,9 +19,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from approvals.audit import AuditRecord
 from approvals.policy import progress_text
-from approvals.store import ApprovalStore
 from bot import cards
-from bot.approval_flow import ApprovalFlow, seal_key
+from bot.approval_flow import approval_flow
 from bot.home import HOME_DISCONNECT_ACTION_ID, publish_home
 from bot.mrkdwn import escape
 from bot.poster import PostError
@@ -45,7 +44,7 @@ async def _on_home(body: dict[str, Any]) -> bool:
 
 
 def register_home(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity) -> None:
-    flow = ApprovalFlow(services, queues, bot, ApprovalStore(services.redis, seal_key=seal_key(services)))
+    flow = approval_flow(services, queues, bot)
 
     async def refresh(team: str, user: str, notice: str | None = None) -> None:
         try:

@@ -12,9 +12,8 @@ from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvals.store import ApprovalStore
 from bot import cards
-from bot.approval_flow import ApprovalFlow, seal_key
+from bot.approval_flow import approval_flow
 from bot.blocks import FEEDBACK_ACTION_ID, parse_feedback_value
 from bot.home_listeners import register_home
 from bot.oncall_listeners import register_oncall
@@ -39,7 +38,7 @@ async def _ack(ack: AsyncAck) -> None:
 def register(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity) -> None:
     # First: its Home-only Approve/Reject listeners must match before the cards' (Bolt runs the first match).
     register_home(app, services, queues, bot)
-    flow = ApprovalFlow(services, queues, bot, ApprovalStore(services.redis, seal_key=seal_key(services)))
+    flow = approval_flow(services, queues, bot)
     catalog = WorkflowCatalog(services.settings.workflows_dir)
     register_oncall(app, WorkflowFlow(services, queues, bot, catalog))
 

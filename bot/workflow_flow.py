@@ -28,7 +28,7 @@ from approvals.audit import AuditRecord, args_digest, preview
 from approvals.store import ApprovalStore, Status
 from approvals.turns import Turn
 from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
-from bot.approval_flow import ApprovalFlow, seal_key
+from bot.approval_flow import ApprovalFlow, approval_flow, seal_key
 from bot.mrkdwn import escape
 from bot.poster import PostError
 from bot.queues import Queues
@@ -125,9 +125,7 @@ class WorkflowFlow:
         return WorkflowRunStore(self.svc.redis)
 
     def _approvals(self) -> ApprovalFlow:
-        return ApprovalFlow(
-            self.svc, self.queues, self.bot, ApprovalStore(self.svc.redis, seal_key=seal_key(self.svc))
-        )
+        return approval_flow(self.svc, self.queues, self.bot)
 
     async def visible(self, identity: Identity, channel: str) -> list[Workflow]:
         """Workflows whose every step's server and tool the registry lets this person use here."""
