@@ -154,6 +154,7 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
         from bot.metrics import scrape
 
         services: Services = state["services"]
+        await services.metrics.flush()  # what this process counted a moment ago is in the answer too
         return Response(await scrape(services.redis) + generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
