@@ -27,24 +27,11 @@ from approvals.store import (
     args_sha256,
 )
 from fixtures.redis_proc import free_port
+from tests.approvals.conftest import T0, Clock
 
 T = TypeVar("T")
 KEY = b"k" * 32
-T0 = 1_764_040_000.0
 APPROVERS = [f"U0APPR{i:02d}" for i in range(20)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

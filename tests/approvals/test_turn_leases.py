@@ -20,21 +20,7 @@ from approvals.turns import (
 from bot.poster import Poster, make_slack_client
 from bot.queues import Queues
 from bot.recovery import TurnRecovery
-
-T0 = 1_764_040_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+from tests.approvals.conftest import Clock
 
 
 @pytest.fixture
