@@ -21,7 +21,7 @@ from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.redis_proc import free_port
 from fixtures.waiting import wait_until
 from tests.faults.conftest import Scenario, with_services
-from tests.scenarios.test_approvals import children_of
+from tests.processes import kill_worker
 
 CHANNEL = "C0INCIDENT"
 
@@ -122,9 +122,7 @@ def test_a_worker_killed_after_the_side_effect_never_runs_it_again(scenario: Sce
         s.click("U0BOB", approval)
         s.click("U0CAROL", approval)
         assert performed.wait(30), "the worker never reached the side effect"
-        for pid in [*children_of(worker.pid), worker.pid]:
-            os.kill(pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        kill_worker(worker)
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)

@@ -31,8 +31,8 @@ from fixtures.slack import TEAM_ID
 from fixtures.slack_ingress import Delivery, SlackIngress, SlackRequest
 from fixtures.waiting import wait_until
 from fixtures.world import SIGNING_SECRET, World
+from tests.processes import children_of
 from tests.scenarios.conftest import SLACK_IDS
-from tests.scenarios.test_approvals import children_of
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import redis as sync_redis
 from rq.registry import StartedJobRegistry
@@ -22,6 +21,7 @@ from fixtures.anthropic_fake import Body, Reply, text, tool_use
 from fixtures.mcp_airflow import INCIDENT_DAG, INCIDENT_RUN
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.waiting import wait_until
+from tests.processes import kill_worker
 from tests.scenarios.conftest import Scenario
 
 CHANNEL = "C0INCIDENT"
@@ -56,19 +56,6 @@ def ask(s: Scenario, question: str, user: str = "U0ALICE") -> tuple[str, Approva
     approvals = s.approvals(CHANNEL, ts)
     assert len(approvals) == 1
     return ts, approvals[0]
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def kills(s: Scenario) -> int:
@@ -271,9 +258,7 @@ def test_a_worker_killed_mid_call_leaves_outcome_unknown_and_nothing_reruns(scen
         assert entered.wait(30), "the worker never reached the tool"
         assert s.approval(approval.id).status == Status.RUNNING
         # The whole worker dies: RQ's work-horse runs in a session of its own, so kill it by parentage.
-        for pid in [*children_of(worker.pid), worker.pid]:
-            os.kill(pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        kill_worker(worker)
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)

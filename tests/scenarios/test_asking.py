@@ -4,10 +4,8 @@ once per message, however Slack delivers it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -16,8 +14,8 @@ import jwt
 from fixtures.anthropic_fake import Body, Reply, text, tool_use
 from fixtures.incident_script import question_and_results
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
+from tests.processes import kill_worker
 from tests.scenarios.conftest import Scenario
-from tests.scenarios.test_approvals import children_of
 
 CHANNEL = "C0DATAENG"
 QUERY_ID = re.compile(r"\b\d{8}_\d{6}_\d{5}_[a-z0-9]{5}\b")
@@ -158,10 +156,7 @@ def test_acks_stay_fast_while_the_model_is_slow(scenario: Scenario) -> None:
         # The work-horse too (it is in a process group of its own): left behind, it would go on with its
         # turn and that turn's lease for 20 s, into the next test, whose first message has the same ts and
         # so the same turn id.
-        for pid in [*children_of(worker.pid), worker.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        kill_worker(worker)
         s.world.anthropic.set_latency(0.0)
 
 

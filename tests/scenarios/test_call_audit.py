@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 from fixtures.waiting import wait_until
+from tests.processes import kill_worker
 from tests.scenarios.conftest import Scenario
-from tests.scenarios.test_approvals import children_of
 from tests.scenarios.test_recovery import CHANNEL, answerer
 
 
@@ -35,9 +35,7 @@ def test_a_call_made_before_the_worker_died_keeps_its_audit_record(scenario: Sce
         presto.knobs.release("query_history")
         s.world.anthropic.wait_for_requests(2, timeout=30)  # the call returned; the worker asks the model
         (record,) = wait_until("the call's audit record", lambda: tool_call_records(s) or None)
-        for pid in [*children_of(worker.pid), worker.pid]:
-            os.kill(pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        kill_worker(worker)
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)

@@ -21,8 +21,8 @@ from bot.queues import AGENT, Queues
 from fixtures.anthropic_fake import Body, Reply, first_user_text, text, tool_results, tool_use
 from fixtures.slack import TEAM_ID
 from fixtures.waiting import wait_until
+from tests.processes import kill_worker
 from tests.scenarios.conftest import Scenario
-from tests.scenarios.test_approvals import children_of
 
 CHANNEL = "C0DATAENG"
 
@@ -66,9 +66,7 @@ def test_a_worker_killed_mid_turn_is_taken_over_by_the_sweep_and_answers_once(sc
             w for w in Worker.all(connection=connection, serializer=JSONSerializer) if w.pid == worker.pid
         ]
         assert ours.get_current_job_id() == turn_id  # our worker is the one mid-turn
-        for pid in [*children_of(worker.pid), worker.pid]:
-            os.kill(pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        kill_worker(worker)
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
