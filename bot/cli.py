@@ -91,8 +91,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(Role.WORKER, dev=args.dev)
     setup_logging(settings.log_level)
     with _dev_redis(settings, args.dev) as settings:
-        run_worker(settings, whoami(settings), processes=args.processes, burst=args.burst, simple=args.simple)
-    return 0
+        return run_worker(
+            settings,
+            whoami(settings),
+            processes=args.processes,
+            burst=args.burst,
+            simple=args.simple,
+            turns=args.turns,
+        )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -301,9 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run RQ workers for agent turns, approved actions and workflows")
-    worker.add_argument("--processes", type=int, default=1, help="worker processes on this machine")
+    worker.add_argument(
+        "--processes", type=int, default=1, help="forking workers and turn pools on this machine (one each)"
+    )
+    worker.add_argument(
+        "--turns", type=int, default=None, help="turns each pool runs at once (CHATOPS_TURN_CONCURRENCY)"
+    )
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    worker.add_argument("--simple", action="store_true", help="run jobs in-process (no fork per job)")
+    worker.add_argument(
+        "--simple", action="store_true", help="one in-process worker for every queue (no fork)"
+    )
     worker.add_argument("--dev", action="store_true", help="allow embedded Redis and an ephemeral secret key")
     worker.set_defaults(func=cmd_worker)
 

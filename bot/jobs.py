@@ -7,9 +7,11 @@ instead of ~1.5 s).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
 from redis import Redis
 
@@ -22,9 +24,11 @@ from bot.turn_runner import TurnRunner  # also the import that loads agent, mcp 
 from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
 
 __all__ = [
+    "close_resident",
     "configure",
     "execute_approved",
     "expire_approval",
+    "open_resident",
     "resume_workflow",
     "run_turn",
     "run_workflow",
@@ -46,10 +50,49 @@ def _configured() -> tuple[Settings, BotIdentity]:
     return _config
 
 
+@dataclass
+class _Resident:
+    loop: asyncio.AbstractEventLoop
+    services: Services
+    queues: Queues
+    stack: AsyncExitStack
+
+
+_resident: _Resident | None = None
+
+
+async def open_resident() -> None:
+    """Services shared by every job that runs on this loop (the turn pool's): connection pools to Redis,
+    the model, Slack and the registry stay open and warm from one turn to the next."""
+    global _resident
+    settings, bot = _configured()
+    stack = AsyncExitStack()
+    svc = await stack.enter_async_context(open_services(settings, bot.team))
+    queues = Queues(Redis.from_url(str(settings.redis_url)))
+    stack.callback(queues.connection.close)
+    _ = svc.model  # its client built now, not by the first turn
+    _resident = _Resident(asyncio.get_running_loop(), svc, queues, stack)
+
+
+async def close_resident() -> None:
+    global _resident
+    resident, _resident = _resident, None
+    if resident is not None:
+        await resident.stack.aclose()
+
+
 @asynccontextmanager
 async def _job() -> AsyncIterator[tuple[Services, Queues, BotIdentity]]:
-    """What every job needs, built inside the job's own event loop (RQ gives each async job a fresh one)."""
+    """What every job needs: the resident services when the job runs on their loop (the turn pool), else
+    built inside the job's own event loop (RQ gives each async job of a forking worker a fresh one)."""
     settings, bot = _configured()
+    resident = _resident
+    if resident is not None and resident.loop is asyncio.get_running_loop():
+        try:
+            yield resident.services, resident.queues, bot
+        finally:
+            await resident.services.metrics.flush()  # a finished job's counters are in Redis, as below
+        return
     async with open_services(settings, bot.team) as svc:
         queues = Queues(Redis.from_url(str(settings.redis_url)))
         try:

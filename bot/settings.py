@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # How long a running turn's lease lasts without renewal (renewed every third of it): a worker that dies
     # mid-turn is noticed by the sweep after at most this long, plus the sweep interval.
     turn_lease_seconds: int = Field(default=60, alias="CHATOPS_TURN_LEASE_SECONDS", ge=3, le=3600)
+    # Turns one turn pool runs at once (`chatops worker --turns` overrides it). A turn is mostly waiting for
+    # the model and tools, so this is bounded by the model's rate limits more than by this machine.
+    turn_concurrency: int = Field(default=16, alias="CHATOPS_TURN_CONCURRENCY", ge=1, le=512)
     audit_retention_days: int = Field(default=400, alias="AUDIT_RETENTION_DAYS", ge=1, le=3650)
     log_level: str = Field(default="INFO", alias="LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 

@@ -1,25 +1,43 @@
 """`chatops worker`: RQ workers for the agent, action and workflow queues (SPEC §2).
 
-The job module is imported here, before any fork, so every work-horse inherits anthropic, mcp and slack_sdk
-already loaded (api-facts §4.3). Jobs are JSON-serialized: a pickled job planted in Redis cannot run.
+One `chatops worker` is a process tree:
+- the process itself: RQ's forking worker for approved actions and workflows (and RQ's scheduler, which
+  runs the expiry sweeps). One work-horse per job: an approved action runs in a process of its own, and a
+  crash mid-action is seen as that horse's death and reported, never retried;
+- one turn pool per `--processes` (bot.turn_pool), forked before anything else starts: the agent queue's
+  jobs, up to `--turns` (CHATOPS_TURN_CONCURRENCY) at a time per pool, on one warm event loop.
+`--burst` (drain every queue, then exit) and `--simple` (no fork at all) keep one plain RQ worker for all
+three queues: they are for tests, scripts and the embedded Redis that cannot fork.
+
+The job module is imported and the client libraries warmed here, before any fork, so the pools and every
+work-horse start with them loaded (api-facts §4.3). Jobs are JSON-serialized: a pickled job planted in Redis
+cannot run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
 
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 
 from bot import jobs
-from bot.queues import QUEUE_NAMES, Queues
+from bot.queues import ACTIONS, QUEUE_NAMES, WORKFLOWS, Queues
 from bot.redis_check import require_safe_redis
 from bot.services import BotIdentity
 from bot.settings import Settings
+from bot.turn_pool import TurnPool
 from bot.warmup import warm_up
 from mcp_clients.connection import shared_ssl_context
 from registry_cache.snapshot import preload
@@ -27,6 +45,9 @@ from registry_cache.snapshot import preload
 __all__ = ["ForkingWorker", "run_worker"]
 
 log = logging.getLogger(__name__)
+
+FORKED_QUEUES = (ACTIONS, WORKFLOWS)
+POOL_STOP_GRACE_SECONDS = 10  # beyond the longest turn (CHATOPS_MAX_TURN_SECONDS), before SIGKILL
 
 
 class ForkingWorker(Worker):
@@ -36,6 +57,15 @@ class ForkingWorker(Worker):
         preload(self.connection)  # one GET when the registry did not change since the last job
         super().execute_job(job, queue)
 
+    def _shutdown(self) -> None:
+        if self.get_state() != WorkerStatus.BUSY:
+            # Idle, RQ stops its scheduler first (it joins the scheduler's process: up to a second), then
+            # raises out of its blocking BLPOP. All that while Redis counts the connection as waiting and
+            # would hand it the next job (an approved action), which nobody would read: gone. Raising at
+            # once makes redis-py drop the connection; RQ's teardown stops the scheduler afterwards.
+            raise StopRequested()
+        super()._shutdown()  # type: ignore[no-untyped-call]
+
 
 def run_worker(
     settings: Settings,
@@ -44,8 +74,9 @@ def run_worker(
     processes: int = 1,
     burst: bool = False,
     simple: bool = False,
-    queues: Sequence[str] = QUEUE_NAMES,
-) -> None:
+    turns: int | None = None,
+) -> int:
+    """Run until stopped; return the exit status (1 when a turn pool died under us)."""
     connection = Redis.from_url(str(settings.redis_url))
     require_safe_redis(connection)  # an evicting Redis could drop approvals: refuse to start (ConfigError)
     jobs.configure(settings, bot)
@@ -53,16 +84,70 @@ def run_worker(
     shared_ssl_context()
     warm_up()  # the client libraries' lazy first-use work, done once here instead of in every job
     Queues(connection).schedule_sweep()  # expiry and crash detection keep running while any worker lives
-    worker_class: type[Worker] = SimpleWorker if simple else ForkingWorker  # type: ignore[assignment]
-    if processes > 1:
-        pool = WorkerPool(
-            list(queues),
-            connection=connection,
-            num_workers=processes,
-            worker_class=worker_class,
-            serializer=JSONSerializer,
-        )
-        pool.start(burst=burst, logging_level=settings.log_level)
-        return
-    worker = worker_class(list(queues), connection=connection, serializer=JSONSerializer)
-    worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+    if simple or burst:
+        worker_class: type[Worker] = SimpleWorker if simple else ForkingWorker  # type: ignore[assignment]
+        worker = worker_class(list(QUEUE_NAMES), connection=connection, serializer=JSONSerializer)
+        worker.work(burst=burst, with_scheduler=not burst, logging_level=settings.log_level)
+        return 0
+    slots = turns or settings.turn_concurrency
+    with _turn_pools(str(settings.redis_url), processes, slots, settings.max_turn_seconds) as failed:
+        if processes > 1:
+            pool = WorkerPool(
+                list(FORKED_QUEUES),
+                connection=connection,
+                num_workers=processes,
+                worker_class=ForkingWorker,
+                serializer=JSONSerializer,
+            )
+            pool.start(logging_level=settings.log_level)
+        else:
+            worker = ForkingWorker(list(FORKED_QUEUES), connection=connection, serializer=JSONSerializer)
+            worker.work(with_scheduler=True, logging_level=settings.log_level)
+    return 1 if failed.is_set() else 0
+
+
+@contextlib.contextmanager
+def _turn_pools(redis_url: str, count: int, slots: int, max_turn_seconds: int) -> Iterator[threading.Event]:
+    """Fork `count` turn pools; when the body ends, stop them (their running turns finish first). If one
+    dies on its own, this process is asked to stop too (SIGTERM to itself: RQ's warm shutdown), so the
+    process manager restarts the whole worker instead of running it without turns."""
+    parent = os.getpid()
+    failed = threading.Event()
+    stopping = threading.Event()
+    pids: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:  # the pool: it never returns into the caller's code
+            status = 1
+            try:
+                status = TurnPool(redis_url, slots).run(parent=parent)
+            finally:
+                os._exit(status)
+        pids.append(pid)
+
+    def watch(pid: int) -> None:
+        with contextlib.suppress(ChildProcessError):
+            _, raw = os.waitpid(pid, 0)
+            if not stopping.is_set():
+                log.error("turn pool %d exited (status %d); stopping this worker", pid, raw)
+                failed.set()
+                os.kill(parent, signal.SIGTERM)
+
+    watchers = [threading.Thread(target=watch, args=(pid,), daemon=True) for pid in pids]
+    for thread in watchers:
+        thread.start()
+    try:
+        yield failed
+    finally:
+        stopping.set()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + max_turn_seconds + POOL_STOP_GRACE_SECONDS
+        for pid, thread in zip(pids, watchers, strict=True):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("turn pool %d did not stop in time; killing it", pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                thread.join(timeout=5)

@@ -26,12 +26,13 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 from rq.worker.base import BaseWorker
 
+from bot.queues import ACTIONS, AGENT
 from fixtures.redis_proc import free_port
 from fixtures.slack import TEAM_ID
 from fixtures.slack_ingress import Delivery, SlackIngress, SlackRequest
 from fixtures.waiting import wait_until
 from fixtures.world import SIGNING_SECRET, World
-from tests.processes import children_of
+from tests.processes import children_of, in_tree
 from tests.scenarios.conftest import SLACK_IDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,11 +91,20 @@ class Cluster:
         for web in self.webs:
             wait_until(f"{web.name} to answer", functools.partial(self._healthy, web), timeout=60)
         connection = self.redis
-        wait_until(
-            f"{workers} workers to register",
-            lambda: len(Worker.all(connection=connection, serializer=JSONSerializer)) >= workers,
-            timeout=60,
-        )
+
+        def registered() -> bool:
+            """Every `chatops worker` has its forking worker and its turn pool's slot registered."""
+            queues = [
+                (w.pid, tuple(w.queue_names()))
+                for w in Worker.all(connection=connection, serializer=JSONSerializer)
+            ]
+            return all(
+                any(in_tree(pid, proc.pid) and AGENT in names for pid, names in queues)
+                and any(in_tree(pid, proc.pid) and ACTIONS in names for pid, names in queues)
+                for proc in self.workers
+            )
+
+        wait_until(f"{workers} workers to register", registered, timeout=60)
 
     def _healthy(self, web: Web) -> bool:
         if not web.alive:
@@ -161,7 +171,9 @@ class Cluster:
         _kill(web.proc)
 
     def kill_worker_running(self, job_id: str) -> int:
-        """SIGKILL the worker (and its work-horse) that is running `job_id`, as if its machine died."""
+        """SIGKILL the process running `job_id` (a turn pool, or a work-horse with its worker), as a crash
+        of that process would; return its pid. A `chatops worker` whose turn pool died stops on its own
+        after its running action (bot.worker), and is not restarted here."""
         connection = self.redis
 
         def running() -> BaseWorker | None:
@@ -169,9 +181,11 @@ class Cluster:
             return next((w for w in workers if w.get_current_job_id() == job_id), None)
 
         worker = wait_until(f"a worker to run {job_id}", running, timeout=30)
-        proc = next(p for p in self.workers if p.pid == worker.pid)
-        _kill(proc)
-        return proc.pid
+        assert any(in_tree(worker.pid, p.pid) for p in self.workers), "not one of this cluster's workers"
+        for pid in [*children_of(worker.pid), worker.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return worker.pid
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -191,6 +205,9 @@ def running_cluster(
     env = {
         **world.env(public_url="http://127.0.0.1:9", redis_url=redis_url),
         "CHATOPS_TURN_LEASE_SECONDS": str(lease),
+        # One turn at a time per worker, as a forking worker had: a SIGKILL then stops exactly the turn
+        # the test chose. A pool's death with several turns in flight: tests/bot/test_turn_pool.py.
+        "CHATOPS_TURN_CONCURRENCY": "1",
     }
     cluster = Cluster(world, redis_url, env, Path(tempfile.mkdtemp(prefix="chatops-scaleout-")))
     try:

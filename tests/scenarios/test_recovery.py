@@ -21,7 +21,7 @@ from bot.queues import AGENT, Queues
 from fixtures.anthropic_fake import Body, Reply, first_user_text, text, tool_results, tool_use
 from fixtures.slack import TEAM_ID
 from fixtures.waiting import wait_until
-from tests.processes import kill_worker
+from tests.processes import in_tree, kill_worker
 from tests.scenarios.conftest import Scenario
 
 CHANNEL = "C0DATAENG"
@@ -62,10 +62,12 @@ def test_a_worker_killed_mid_turn_is_taken_over_by_the_sweep_and_answers_once(sc
         s.world.anthropic.wait_for_requests(1, timeout=30)
         (working,) = wait_until("the working message", lambda: s.bot_messages(CHANNEL, ts) or None)
         connection = sync_redis.Redis.from_url(s.redis_url)
-        (ours,) = [
-            w for w in Worker.all(connection=connection, serializer=JSONSerializer) if w.pid == worker.pid
+        running = [
+            w
+            for w in Worker.all(connection=connection, serializer=JSONSerializer)
+            if w.get_current_job_id() == turn_id
         ]
-        assert ours.get_current_job_id() == turn_id  # our worker is the one mid-turn
+        assert [in_tree(w.pid, worker.pid) for w in running] == [True]  # our worker is the one mid-turn
         kill_worker(worker)
     finally:
         if worker.poll() is None:

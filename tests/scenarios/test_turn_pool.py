@@ -1,0 +1,158 @@
+"""The turn pool (bot/turn_pool.py) as `chatops worker` runs it: many turns at once in one process, each an
+RQ job seen by RQ as usual; a pool that dies loses none of its turns; a stop lets running turns finish."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rq import Queue, Worker
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from approvals.turns import RUNNING_KEY, turn_id_for
+from bot.queues import AGENT
+from fixtures.anthropic_fake import tool_results
+from fixtures.slack import TEAM_ID
+from fixtures.waiting import wait_until
+from tests.processes import in_tree, kill_worker
+from tests.scenarios.conftest import Scenario
+from tests.scenarios.test_recovery import answerer, lapsed, sweep_now
+
+CHANNEL = "C0DATAENG"
+QUESTIONS = ("which queries ran at 2am?", "is the ads cluster busy?", "what failed overnight?")
+
+
+@contextmanager
+def worker_process(s: Scenario, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`chatops worker` in its own session, its log in a file that `logged` reads."""
+    full = {**os.environ, **s.env, "CHATOPS_NETGUARD": "1", **env}
+    with tempfile.NamedTemporaryFile(prefix="chatops-worker-", suffix=".log", delete=False) as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "worker"], env=full, start_new_session=True, stderr=log
+        )
+    _logs[worker.pid] = Path(log.name)
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            kill_worker(worker)
+
+
+_logs: dict[int, Path] = {}
+
+
+def logged(worker: subprocess.Popen[bytes]) -> str:
+    return _logs[worker.pid].read_text(errors="replace")
+
+
+def ask_all(s: Scenario) -> list[str]:
+    """Three questions in three threads; the model fake holds its replies. Returns the threads' ts."""
+    s.link("alice")
+    s.world.anthropic.set_default(answerer)
+    s.world.anthropic.hang()
+    threads = []
+    for question in QUESTIONS:
+        mention = s.ingress.app_mention("U0ALICE", CHANNEL, question)
+        assert s.ingress.post(mention).status == 200
+        threads.append(mention.event["ts"])
+    return threads
+
+
+def running_jobs(s: Scenario) -> dict[str, int]:
+    """Job id -> pid of the RQ worker running it."""
+    workers = Worker.all(connection=s.redis, serializer=JSONSerializer)
+    return {job: w.pid for w in workers if (job := w.get_current_job_id()) and w.pid is not None}
+
+
+def answers(s: Scenario, ts: str) -> list[str]:
+    return [m.text for m in s.bot_messages(CHANNEL, ts) if "Answer to:" in m.text]
+
+
+def answered(s: Scenario, ts: str) -> list[str] | None:
+    return answers(s, ts) or None
+
+
+def finished(job: Job) -> bool:
+    return job.get_status() == JobStatus.FINISHED
+
+
+def test_one_pool_runs_several_turns_at_once_each_an_rq_job(scenario: Scenario) -> None:
+    s = scenario
+    threads = ask_all(s)
+    turn_ids = [turn_id_for(TEAM_ID, CHANNEL, ts) for ts in threads]
+    with worker_process(s) as worker:
+        s.world.anthropic.wait_for_requests(3, timeout=60)  # all three waiting for the model at once
+        running = wait_until(
+            "three running turns", lambda: running_jobs(s) if len(running_jobs(s)) == 3 else None
+        )
+        assert sorted(running) == sorted(turn_ids)
+        (pool,) = set(running.values())  # one process runs them all: the pool, a child of the worker
+        assert pool != worker.pid
+        assert in_tree(pool, worker.pid)
+        s.world.anthropic.release()
+        for ts in threads:
+            wait_until("the answer", functools.partial(answered, s, ts), timeout=30)
+        for turn_id in turn_ids:
+            job = Job.fetch(turn_id, connection=s.redis, serializer=JSONSerializer)
+            wait_until("RQ to record the job finished", functools.partial(finished, job))
+            assert job.return_value(refresh=True) == "answered"
+    for ts, question in zip(threads, QUESTIONS, strict=True):
+        (answer,) = answers(s, ts)
+        assert f"Answer to: {question}" in answer
+
+
+def test_a_pool_killed_with_turns_in_flight_loses_none_of_them(scenario: Scenario) -> None:
+    s = scenario
+    threads = ask_all(s)
+    with worker_process(s, CHATOPS_TURN_LEASE_SECONDS="3") as worker:
+        s.world.anthropic.wait_for_requests(3, timeout=60)
+        running = wait_until(
+            "three running turns", lambda: running_jobs(s) if len(running_jobs(s)) == 3 else None
+        )
+        (pool,) = set(running.values())
+        os.kill(pool, signal.SIGKILL)  # the pool alone: its parent is still up
+        # The worker notices, lets its forking worker stop, and exits non-zero for its supervisor to restart.
+        assert worker.wait(timeout=30) == 1
+    s.world.anthropic.release()
+    wait_until("the dead turns' leases to lapse", lambda: lapsed(s), timeout=15)
+    sweep_now(s)
+    with worker_process(s):  # the restarted worker: the sweep hands it the three turns again
+        for ts in threads:
+            wait_until("the answer", functools.partial(answered, s, ts), timeout=60)
+        wait_until("every lease to be released", lambda: s.redis.zcard(RUNNING_KEY) == 0, timeout=30)
+    for ts, question in zip(threads, QUESTIONS, strict=True):
+        (message,) = s.bot_messages(CHANNEL, ts)  # one message: the recovery reused the working one
+        assert f"Answer to: {question}" in message.text
+    firsts = [r for r in s.world.anthropic.requests() if not tool_results(r.body)]
+    assert len(firsts) == 6  # each question asked by its dead attempt and by its recovery, no more
+
+
+def test_a_stopped_pool_finishes_its_running_turns_and_takes_no_new_one(scenario: Scenario) -> None:
+    s = scenario
+    threads = ask_all(s)
+    with worker_process(s) as worker:
+        s.world.anthropic.wait_for_requests(3, timeout=60)
+        worker.send_signal(signal.SIGTERM)
+        wait_until(
+            "the worker to stop taking jobs", lambda: "stopping after the running turns" in logged(worker)
+        )
+        late = s.ingress.app_mention("U0ALICE", CHANNEL, "one more, while it stops")
+        assert s.ingress.post(late).status == 200
+        s.world.anthropic.release()
+        assert worker.wait(timeout=60) == 0
+    for ts, question in zip(threads, QUESTIONS, strict=True):
+        (answer,) = answers(s, ts)
+        assert f"Answer to: {question}" in answer
+    late_id = turn_id_for(TEAM_ID, CHANNEL, late.event["ts"])
+    assert late_id in Queue(AGENT, connection=s.redis, serializer=JSONSerializer).job_ids  # still queued
+    assert s.work() >= 1  # and any worker answers it later
+    (answer,) = answers(s, late.event["ts"])
+    assert "Answer to: one more, while it stops" in answer
