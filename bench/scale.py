@@ -1,18 +1,19 @@
-"""Scale: concurrent conversations against a slow model as worker processes are added.
+"""Scale: concurrent conversations against a slow model as the turn pool gets more slots.
 
 Setup (`bench.turn._stack`): a real web process (`python -m bot.cli serve`), real Redis, the fixture world in
 this process, alice linked through the real browser flow. The model fake answers every request after
 `MODEL_LATENCY` s (a `presto__query_history` call first, then the answer); the tool sleeps `TOOL_LATENCY` s.
-So one turn cannot take less than the floor, 2 × model + tool, and N workers (one job each at a time) cannot
+So one turn cannot take less than the floor, 2 × model + tool, and N slots (one turn each at a time) cannot
 answer more than N / floor conversations a second: that ideal, computed in the run, is each step's baseline.
 
-Per step a worker pool of N processes (`python -m bot.cli worker --processes N`: one imported parent forks N
-RQ workers, each of which forks a work-horse per job) is started, one warm-up turn runs, then C conversations
+Per step one `chatops worker --turns N` is started (bot.worker: the forking worker for actions and workflows,
+and one turn pool, a child process, whose N slots run turns on one event loop), one warm-up turn runs, then
+C conversations
 (C distinct threads, signed `app_mention`s) are posted at once. Measured:
 - throughput: answers / (last answer - first post), as a ratio of N / floor;
 - turn wall: post -> the answer's `chat.update` at FakeSlack; it includes the wait in the queue when C > N;
-- PSS: the sum of `Pss` in /proc/PID/smaps_rollup over the web process and the whole worker tree (pool
-  parent, RQ workers, work-horses, RQ's scheduler process), sampled through the step, the peak kept.
+- PSS: the sum of `Pss` in /proc/PID/smaps_rollup over the web process and the whole worker tree (the
+  forking worker, the turn pool, RQ's scheduler process), sampled through the step, the peak kept.
   Not counted: redis-server, and this process, which runs the fixture world and the load.
 
 alice is one user in C threads; the per-user sliding limit (CHATOPS_USER_TURNS_PER_MINUTE, default 10 a
@@ -51,9 +52,9 @@ SATURATED = 1.8  # the machine busier than this many cores (of 2): the cores are
 USER, CHANNEL = "U0ALICE", "C0DATAENG"
 
 
-def _worker_cmd(processes: int) -> list[str]:
-    """`chatops worker --processes N` (the per-user limit is raised in its environment: `_worker_env`)."""
-    return [sys.executable, "-m", "bot.cli", "worker", "--processes", str(processes)]
+def _worker_cmd(slots: int) -> list[str]:
+    """`chatops worker --turns N` (the per-user limit is raised in its environment: `_step`)."""
+    return [sys.executable, "-m", "bot.cli", "worker", "--turns", str(slots)]
 
 
 # --- memory --------------------------------------------------------------------------------------------
@@ -160,8 +161,7 @@ class _PssSampler:
 
 def _roles(sample: _Sample, web: int, pool: bool) -> dict[str, Any]:
     """The peak sample split by role, in MB, with process counts. Worker tree, by depth below its root:
-    with a pool, parent (0), RQ workers (1), work-horses and the scheduler (2); a single worker is itself
-    the root, with its horse and the scheduler at depth 1."""
+    the forking worker (0); the turn pool and RQ's scheduler (1); work-horses of actions (2)."""
     out: dict[str, Any] = {"web_mb": 0.0, "parent_mb": 0.0, "workers_mb": 0.0, "horses_mb": 0.0}
     counts = {"workers": 0, "horses": 0}
     for pid, kb in sample.by_pid.items():
@@ -263,15 +263,15 @@ def _step(st: _Stack, noise: Noise, processes: int, count: int, timeout: float) 
     env = {**st.env, "CHATOPS_USER_TURNS_PER_MINUTE": str(RATE_LIMIT)}
     worker = _spawn(_worker_cmd(processes), env, st.logs / f"worker-{processes}.log")
     try:
-        _wait_workers(st.rconn, processes, worker)
+        _wait_workers(st.rconn, processes + 1, worker)  # the slots and the forking worker
         warm = _conversations(st, f"w{processes}-warm", 1, timeout=30)
         if warm["missing"]:
-            raise RuntimeError(f"{processes} workers: the warm-up turn was not answered (see {st.logs})")
+            raise RuntimeError(f"{processes} slots: the warm-up turn was not answered (see {st.logs})")
         quiet = noise.wait_quiet(max_wait=3.0)
         bench_cpu = time.process_time()
         web0 = _tree_jiffies(web.pid)
         own0, reaped0 = _cpu(_descendants([worker.pid]))
-        with _PssSampler([web.pid, worker.pid]) as sampler, noise.run(f"{processes} workers × {count}"):
+        with _PssSampler([web.pid, worker.pid]) as sampler, noise.run(f"{processes} slots × {count}"):
             record = _conversations(st, f"w{processes}", count, timeout)
         tick = os.sysconf("SC_CLK_TCK")
         web_cpu = (_tree_jiffies(web.pid) - web0) / tick
@@ -293,7 +293,7 @@ def _step(st: _Stack, noise: Noise, processes: int, count: int, timeout: float) 
             sampler_cpu_s=sampler.cpu_seconds,
             pss_peak_mb=peak.total_kb / 1024,
             pss_samples=len(sampler.samples),
-            pss_peak_roles=_roles(peak, web.pid, pool=processes > 1),
+            pss_peak_roles=_roles(peak, web.pid, pool=True),
             pss_series_mb=[round(s.total_kb / 1024, 1) for s in sampler.samples],
         )
         return record
@@ -330,28 +330,28 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
         missing = f"; {len(r['missing'])} NOT ANSWERED" if r["missing"] else ""
         section.add(
             Result(
-                f"scale.throughput ({n} workers, {c} conv)",
+                f"scale.throughput ({n} slots, {c} conv)",
                 "conv/s",
                 rate,
                 ideal,
                 ratio,
                 "linear until saturated",
                 None if saturated else scaling >= LINEAR,
-                f"ideal = {n}/{FLOOR:.1f} s; {scaling:.2f}× of {n} × the {records[0]['processes']}-worker "
-                f"rate per worker; {len(answers)} answers in {wall:.2f} s; machine busy "
+                f"ideal = {n}/{FLOOR:.1f} s; {scaling:.2f}× of {n} × the {records[0]['processes']}-slot "
+                f"rate per slot; {len(answers)} answers in {wall:.2f} s; machine busy "
                 f"{busy:.2f} of 2 cores{' (SATURATED)' if saturated else ''}: "
                 f"bot {r['bot_cpu_s'] / wall:.2f}, bench+world {r['bench_cpu_s'] / wall:.2f}, "
                 f"others {reading.others:.2f}{missing}",
             ),
             Result(
-                f"scale.turn_wall ({n} workers, {c} conv)",
+                f"scale.turn_wall ({n} slots, {c} conv)",
                 "p50 s",
                 percentile(answers, 50),
                 FLOOR,
                 percentile(answers, 50) / FLOOR,
                 "",
                 None,
-                f"p99 {percentile(answers, 99):.2f} s (includes queueing: {c} conv on {n} workers); "
+                f"p99 {percentile(answers, 99):.2f} s (includes queueing: {c} conv on {n} slots); "
                 f"job start -> answer p50 {percentile(service, 50):.2f} s, "
                 f"p99 {percentile(service, 99):.2f} s",
             ),
@@ -360,15 +360,15 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
         world_ms = r["bench_cpu_s"] / c * 1000
         section.add(
             Result(
-                f"scale.cpu_per_conv ({n} workers, {c} conv)",
+                f"scale.cpu_per_conv ({n} slots, {c} conv)",
                 "ms",
                 bot_ms,
                 None,
                 None,
                 "",
                 None,
-                f"bot CPU per conversation: web {r['web_cpu_s'] / c * 1000:.0f} + pool parent and RQ workers "
-                f"{r['workers_cpu_s'] / c * 1000:.0f} + work-horses {r['horses_cpu_s'] / c * 1000:.0f} ms; "
+                f"bot CPU per conversation: web {r['web_cpu_s'] / c * 1000:.0f} + worker tree "
+                f"{r['workers_cpu_s'] / c * 1000:.0f} + reaped {r['horses_cpu_s'] / c * 1000:.0f} ms; "
                 f"this process (world, load, PSS sampling "
                 f"{r['sampler_cpu_s'] / c * 1000:.0f}) {world_ms:.0f} ms; 2 cores / bot CPU = "
                 f"{2000 / bot_ms:.1f} conv/s, / (bot + world) = {2000 / (bot_ms + world_ms):.1f} conv/s",
@@ -378,19 +378,19 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
         pss = r["pss_peak_mb"]
         section.add(
             Result(
-                f"scale.pss ({n} workers, {c} conv)",
+                f"scale.pss ({n} slots, {c} conv)",
                 "peak MB",
                 pss,
                 None,
                 None,
                 f"{c} conv ≤ {PSS_TARGET_MB / 1024:.0f} GB" if c >= 64 else "",
                 pss <= PSS_TARGET_MB if c >= 64 else None,
-                f"web {roles['web_mb']:.0f} + parent {roles['parent_mb']:.0f} + {roles['workers']} workers "
-                f"{roles['workers_mb']:.0f} + {roles['horses']} horses/scheduler {roles['horses_mb']:.0f} MB "
+                f"web {roles['web_mb']:.0f} + forking worker {roles['parent_mb']:.0f} + pool and scheduler "
+                f"{roles['workers_mb']:.0f} + {roles['horses']} action horses {roles['horses_mb']:.0f} MB "
                 f"({r['pss_samples']} samples; redis and the world not counted)",
             ),
             Result(
-                f"scale.pss_per_conv ({n} workers, {c} conv)",
+                f"scale.pss_per_conv ({n} slots, {c} conv)",
                 "MB",
                 pss / c,
                 None,
@@ -403,14 +403,14 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
     section.add(
         Result(
             "scale.linear_until",
-            "workers",
+            "slots",
             float(linear_until) if linear_until is not None else None,
             None,
             None,
             "",
             None,
             f"largest pool (from the smallest up) whose throughput is ≥ {LINEAR:.2f}× of N × the smallest "
-            "pool's per worker",
+            "pool's per slot",
         )
     )
 
@@ -433,9 +433,9 @@ def run(
         st.world.servers["presto"].knobs.slow("query_history", TOOL_LATENCY)
         for processes, count in steps:
             if time.monotonic() - started > budget_seconds:
-                skipped.append(f"{processes} workers × {count}")
+                skipped.append(f"{processes} slots × {count}")
                 continue
-            print(f"  scale: {processes} workers × {count} conversations", file=sys.stderr, flush=True)
+            print(f"  scale: {processes} slots × {count} conversations", file=sys.stderr, flush=True)
             t0 = time.monotonic()
             records.append(_step(st, noise, processes, count, step_timeout))
             records[-1]["step_seconds"] = round(time.monotonic() - t0, 1)
