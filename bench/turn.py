@@ -1,6 +1,7 @@
 """Turn overhead: what the bot adds around a model and a tool that each answer in a fixed time.
 
-Setup: a real web process (`python -m bot.cli serve`), a real forking worker (`python -m bot.cli worker`),
+Setup: a real web process (`python -m bot.cli serve`), a real `python -m bot.cli worker` (its turn pool runs
+the turns),
 real Redis, the fixture world in this process, and alice linked through the real browser flow. The model fake
 answers every request after `MODEL_LATENCY` s: with one read-only tool call (`presto__query_history`) when the
 conversation has no tool result yet, else with the answer. The presto tool sleeps `TOOL_LATENCY` s.
@@ -9,8 +10,9 @@ Measured per turn, on this process's clock (the fakes record arrival times; Fake
 - wall: posting the signed mention -> the answer arriving at FakeSlack (the `chat.update` that carries it);
 - first sign: posting -> the `reactions.add` "eyes" call (target < 300 ms);
 - the path in between: -> first model request -> tool call -> second model request -> answer.
-The floor is 2 × model latency + tool latency; a second floor adds what the fakes themselves cost, measured
-in the same run by calling them directly (bare AsyncAnthropic, bare mcp.Client). Target wall/floor ≤ 1.05×.
+The floor is the fakes' own latencies added up: each called directly in the same run (bare AsyncAnthropic,
+bare mcp.Client), so it holds the latency they were told to add (2 × model + tool) and their own HTTP
+handling. Target wall/floor ≤ 1.05×. The nominal floor (the added latencies alone) is shown beside it.
 """
 
 from __future__ import annotations
@@ -295,14 +297,14 @@ def run(
     budget_seconds: float = 45.0,
     simple_turns: int = 5,
 ) -> Section:
-    """The forking worker (what `chatops worker` runs) for the figures; then, as a diagnostic, the same
-    turns with `--simple` (no fork per job): the difference is the fork and the work-horse's cold start."""
+    """`chatops worker` (its turn pool) for the figures; then, as a diagnostic, the same turns with
+    `--simple` (one job at a time, a fresh event loop and clients per job): what the resident pool saves."""
     section = Section("turn")
     noise = Noise()
     with _stack() as st:
         fakes = asyncio.run(_fake_costs(st.world, st.tokens, 5))
         worker = [sys.executable, "-m", "bot.cli", "worker"]
-        forked = _turns(st, noise, worker, "fork", turns, max_turns, budget_seconds)
+        forked = _turns(st, noise, worker, "pool", turns, max_turns, budget_seconds)
         simple: list[dict[str, Any]] = []
         if simple_turns:
             simple = _turns(st, noise, [*worker, "--simple"], "simple", simple_turns, 2 * simple_turns, 20.0)
@@ -379,7 +381,7 @@ def _legs(use: list[dict[str, Any]]) -> dict[str, list[float]]:
         return first_after(r["progress_updates"], r["model"][0])
 
     return {
-        "post -> eyes (dequeue, fork, job start, open_services)": [r["eyes"] for r in use],
+        "post -> eyes (ack, dequeue, claim)": [r["eyes"] for r in use],
         "eyes -> placeholder posted (identity, rate check)": [
             (r["placeholder"] or math.nan) - r["eyes"] for r in use
         ],
@@ -416,26 +418,28 @@ def _rows(
     e = summary([r["eyes"] * 1000 for r in use])
     section.add(
         Result(
-            "turn.wall",
-            "p50 s",
-            w["p50"],
-            floor,
-            w["p50"] / floor,
-            "≤ 1.05×",
-            w["p50"] / floor <= 1.05,
-            f"mention -> answer in FakeSlack, forking worker; floor = 2×{MODEL_LATENCY}+{TOOL_LATENCY} s; "
-            f"{note}; max {w['max']:.3f} s",
-        ),
-        Result(
             "turn.wall vs fakes",
             "p50 s",
             w["p50"],
             fake_floor,
             w["p50"] / fake_floor,
+            "≤ 1.05×",
+            w["p50"] / fake_floor <= 1.05,
+            f"mention -> answer in FakeSlack, `chatops worker` (turn pool); floor = the fakes' own round "
+            f"trips, called bare in this run: model {model_rt * 1000:.0f} ms ×2 + tool {tool_rt * 1000:.0f} "
+            f"ms; {note}; max {w['max']:.3f} s",
+        ),
+        Result(
+            "turn.wall vs nominal",
+            "p50 s",
+            w["p50"],
+            floor,
+            w["p50"] / floor,
             "",
             None,
-            f"floor from the fakes called bare in this run: model {model_rt * 1000:.0f} ms ×2, "
-            f"tool {tool_rt * 1000:.0f} ms",
+            f"the same turns against the latencies the fakes were told to add, 2×{MODEL_LATENCY}+"
+            f"{TOOL_LATENCY} s (each fake's own HTTP handling is on top: "
+            f"{(fake_floor - floor) * 1000:.0f} ms of the gap)",
         ),
         Result(
             "turn.added",
@@ -480,7 +484,8 @@ def _rows(
                 sw / floor,
                 "",
                 None,
-                f"diagnostic: same turns, no fork per job; {simple_note}; "
+                f"diagnostic: same turns, one job at a time with a fresh loop and clients per job; "
+                f"{simple_note}; "
                 f"eyes p50 {statistics.median(r['eyes'] for r in simple_use) * 1000:.0f} ms",
             )
         )

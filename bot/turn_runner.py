@@ -21,7 +21,7 @@ from agent.redaction import redact_secrets
 from agent.transcript import call_digest, withhold
 from approvals.audit import AuditRecord
 from approvals.store import ApprovalStore, Status
-from approvals.turns import Turn, base_attempt
+from approvals.turns import Conversation, Turn, base_attempt
 from bot import blocks
 from bot.approval_flow import approval_flow, seal_key
 from bot.events import MAX_INPUT_CHARS
@@ -69,11 +69,17 @@ class TurnRunner:
 
     async def _claimed(self, turn: Turn, attempt: str) -> str:
         store = self.svc.store
-        if attempt == "first":  # App Home lists the person's recent requests, queued ones included
-            await remember_request(
+        # App Home lists the person's recent requests, queued ones included; written while the thread's
+        # run is claimed (each round trip before the first model request is waited for by the person).
+        remembered = (
+            remember_request(
                 self.svc.redis, turn.team, turn.user, turn.id, turn.channel, turn.thread_ts, turn.text
             )
-        if not await store.begin_run(turn.thread, turn.id):
+            if attempt == "first"
+            else asyncio.sleep(0)
+        )
+        _, began = await asyncio.gather(remembered, store.begin_run(turn.thread, turn.id))
+        if not began:
             await store.set_status(turn.id, "waiting_for_thread")
             return "queued behind another request in this thread"
         outcome, started = "error", time.monotonic()
@@ -104,7 +110,11 @@ class TurnRunner:
         self, turn: Turn, attempt: str, resuming: bool, eyes: asyncio.Future[None] | None
     ) -> str:
         poster, store = self.svc.poster, self.svc.store
-        identity = await self.svc.broker.identity(turn.team, turn.user)
+        # Both at once: a request from someone not linked yet counts towards their per-minute limit too.
+        identity, refusal = await asyncio.gather(
+            self.svc.broker.identity(turn.team, turn.user),
+            self._no_refusal() if resuming else self._refusal(turn),
+        )
         if identity is None and resuming:
             await self._say(
                 turn,
@@ -122,7 +132,6 @@ class TurnRunner:
             )
             await store.set_status(turn.id, "waiting_for_link")
             return "waiting for link"
-        refusal = None if resuming else await self._refusal(turn)
         if refusal:
             await self._say(turn, refusal, marker="refused")
             await store.set_status(turn.id, "refused")
@@ -139,14 +148,14 @@ class TurnRunner:
         caller = Caller(turn.team, turn.user, turn.channel, identity)
         try:
             async with self.svc.gateway.session(caller) as session:
-                try:
-                    await session.tools()
+                try:  # the conversation is read while the tools are listed
+                    _, conversation = await asyncio.gather(session.tools(), store.conversation(turn.thread))
                 except RegistryUnavailable as exc:
                     await poster.update(turn.channel, (await placeholder).ts, text=str(exc))
                     await store.set_status(turn.id, "failed", reason="registry")
                     return "registry unavailable"
                 incoming = await self._approval_update(turn) if resuming else None
-                result = await self._loop(turn, identity, session, progress, incoming)
+                result = await self._loop(turn, identity, session, progress, incoming, conversation)
                 if isinstance(result, Paused):
                     await self._request_approvals(turn, caller, session, result)
                 private = any(
@@ -259,6 +268,9 @@ class TurnRunner:
         parts.append("Continue from here: tell the person what happened and what is left to do.")
         return Incoming("\n\n".join(parts), tuple(rejected))
 
+    async def _no_refusal(self) -> str | None:
+        return None
+
     async def _refusal(self, turn: Turn) -> str | None:
         if len(turn.text) > MAX_INPUT_CHARS:
             return (
@@ -286,9 +298,9 @@ class TurnRunner:
         session: GatewaySession,
         progress: SlackProgress,
         incoming: Incoming | None,
+        conversation: Conversation,
     ) -> Answer | Paused | Failed:
         svc = self.svc
-        conversation = await svc.store.conversation(turn.thread)
         asked_at = len(conversation.messages)
         if incoming is None:
             asker = f"<@{turn.user}> ({identity.email or identity.sub})"

@@ -23,7 +23,7 @@ from mcp import MCPError
 from mcp.types import CallToolResult, RequestParamsMeta, Tool
 
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
-from mcp_clients.listing import ListingCache
+from mcp_clients.listing import Listing, ListingCache
 from mcp_clients.naming import fingerprint, model_tool_name
 from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments, poisoned_tool
 from mcp_clients.tokens import Identity, TokenBroker, TokenUnavailable
@@ -40,6 +40,7 @@ VIEW_REUSE_SECONDS = 1.0
 # A background re-listing starts this long after the listing was served from memory: it shares the turn's
 # event loop, and the turn's first model request (a few ms of work) should be on the wire before it.
 RELIST_AFTER_SECONDS = 0.03
+SPEC_MEMO_SIZE = 4096  # (server, caller) listings a long-lived process keeps built
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,10 @@ class Gateway:
         self.call_timeout = call_timeout
         self.output_max_chars = output_max_chars
         self.breaker = breaker or Breaker()
+        # listing key -> (view, tools, specs, poisoned): see GatewaySession._remembered_specs
+        self.spec_memo: dict[
+            str, tuple[RegistryView, tuple[Tool, ...], list[ToolSpec], dict[str, tuple[str, str]]]
+        ] = {}
 
     def session(self, caller: Caller) -> GatewaySession:
         return GatewaySession(self, caller)
@@ -238,7 +243,7 @@ class GatewaySession:
                 self.unavailable[entry.name] = f"unreachable a moment ago ({down})"
                 return []
             if remembered is not None:
-                specs = self._specs_of(view, entry, remembered.tools)
+                specs = self._remembered_specs(view, entry, self._listing_key(entry), remembered)
                 self._revalidating[entry.name] = asyncio.create_task(
                     self._revalidate(view, entry, specs), name=f"relist {entry.name}"
                 )
@@ -304,40 +309,33 @@ class GatewaySession:
         return stale
 
     def _specs_of(self, view: RegistryView, entry: ServerEntry, tools: Sequence[Tool]) -> list[ToolSpec]:
-        specs = []
-        for tool in tools:
-            if not view.tool_enabled(entry, tool.name):
-                continue
-            poison = poisoned_tool(tool.title, tool.description, tool.input_schema or {})
-            if poison is not None:
-                name = model_tool_name(entry.short_name, tool.name)
-                log.warning("tool %s of %s withheld from the model: %s", tool.name, entry.name, poison)
-                self.disabled[name] = poison
-                self.withheld[name] = (entry.name, tool.name)
-                continue
-            annotations = (
-                tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {}
-            )
-            read_only = tool.annotations.read_only_hint if tool.annotations else None
-            schema = dict(tool.input_schema) if tool.input_schema else {"type": "object", "properties": {}}
-            specs.append(
-                ToolSpec(
-                    model_name=model_tool_name(entry.short_name, tool.name),
-                    server=entry.name,
-                    short_name=entry.short_name,
-                    owner_team=entry.governance.owner_team,
-                    tool=tool.name,
-                    description=describe_for_model(entry, tool),
-                    input_schema=schema,
-                    read_only_hint=read_only,
-                    fingerprint=fingerprint(tool.name, tool.description or "", schema, annotations),
-                    approval=view.approval(entry, tool.name, read_only_hint=read_only),
-                    minutes_saved=view.minutes_saved(entry, tool.name),
-                    deprecated=entry.deprecated,
-                    private_data=entry.governance.private_data,
-                )
-            )
+        specs, poisoned = build_specs(view, entry, tools)
+        self._note_poisoned(entry, poisoned)
         return specs
+
+    def _remembered_specs(
+        self, view: RegistryView, entry: ServerEntry, key: str, listing: Listing
+    ) -> list[ToolSpec]:
+        """`_specs_of` a remembered listing, built once per (listing, registry version) in this process:
+        checking and fingerprinting every tool of every server was most of a warm turn's wait before its
+        first model request. ListingCache hands out the same tools tuple for the same stored tools."""
+        memo = self._gw.spec_memo
+        known = memo.get(key)
+        if known is not None and known[0] is view and known[1] is listing.tools:
+            specs, poisoned = known[2], known[3]
+        else:
+            specs, poisoned = build_specs(view, entry, listing.tools)
+            if len(memo) >= SPEC_MEMO_SIZE:
+                del memo[next(iter(memo))]  # the oldest entry: a bound, not an LRU
+            memo[key] = (view, listing.tools, specs, poisoned)
+        self._note_poisoned(entry, poisoned)
+        return list(specs)
+
+    def _note_poisoned(self, entry: ServerEntry, poisoned: Mapping[str, tuple[str, str]]) -> None:
+        for name, (tool, poison) in poisoned.items():
+            log.warning("tool %s of %s withheld from the model: %s", tool, entry.name, poison)
+            self.disabled[name] = poison
+            self.withheld[name] = (entry.name, tool)
 
     def spec(self, model_name: str) -> ToolSpec | None:
         return self._specs.get(model_name)
@@ -440,6 +438,45 @@ class GatewaySession:
         if result.is_error:
             return done(False, text, "tool_error", cut=cut)
         return done(True, text, structured=result.structured_content, cut=cut)
+
+
+def build_specs(
+    view: RegistryView, entry: ServerEntry, tools: Sequence[Tool]
+) -> tuple[list[ToolSpec], dict[str, tuple[str, str]]]:
+    """What the model may be shown of `entry`'s tools, and those withheld as poisoned (model name -> tool,
+    why). Pure: the session records the withheld ones."""
+    specs = []
+    poisoned: dict[str, tuple[str, str]] = {}
+    for tool in tools:
+        if not view.tool_enabled(entry, tool.name):
+            continue
+        poison = poisoned_tool(tool.title, tool.description, tool.input_schema or {})
+        if poison is not None:
+            poisoned[model_tool_name(entry.short_name, tool.name)] = (tool.name, poison)
+            continue
+        annotations = (
+            tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {}
+        )
+        read_only = tool.annotations.read_only_hint if tool.annotations else None
+        schema = dict(tool.input_schema) if tool.input_schema else {"type": "object", "properties": {}}
+        specs.append(
+            ToolSpec(
+                model_name=model_tool_name(entry.short_name, tool.name),
+                server=entry.name,
+                short_name=entry.short_name,
+                owner_team=entry.governance.owner_team,
+                tool=tool.name,
+                description=describe_for_model(entry, tool),
+                input_schema=schema,
+                read_only_hint=read_only,
+                fingerprint=fingerprint(tool.name, tool.description or "", schema, annotations),
+                approval=view.approval(entry, tool.name, read_only_hint=read_only),
+                minutes_saved=view.minutes_saved(entry, tool.name),
+                deprecated=entry.deprecated,
+                private_data=entry.governance.private_data,
+            )
+        )
+    return specs, poisoned
 
 
 def render_result(result: CallToolResult, max_chars: int) -> tuple[str, bool]:

@@ -44,10 +44,17 @@ class Listing:
     fetched_at: float
 
 
+PARSED_MEMO_SIZE = 1024
+
+
 class ListingCache:
     def __init__(self, redis: Redis, *, max_age: float = LISTING_MAX_AGE_SECONDS) -> None:
         self._redis = redis
         self.max_age = max_age
+        # stored tools JSON -> parsed: a long-lived process (the turn pool) reads the same listing turn
+        # after turn, and validating every Tool again cost more than the round trip. The same bytes give
+        # the same tuple, which lets the gateway keep what it built from it (GatewaySession).
+        self._parsed: dict[bytes, tuple[Tool, ...]] = {}
 
     @staticmethod
     def key(server: str, url: str, caller: str) -> str:
@@ -77,26 +84,36 @@ class ListingCache:
             log.warning("server outage not recorded: %s", exc)
 
     def _parse(self, raw: bytes | str | None) -> Listing | None:
+        """Stored as `<fetched_at>\n<tools JSON>`: the tools part is the same bytes from one re-listing to
+        the next, so it is parsed once per process (`_parsed`) however often it is written again."""
         if raw is None:
             return None
+        blob = raw.encode() if isinstance(raw, str) else raw
+        stamp, _, body = blob.partition(b"\n")
         try:
-            data = json.loads(raw)
-            fetched_at = float(data["at"])
-            tools = tuple(Tool.model_validate(t) for t in data["tools"])
-        except (ValueError, KeyError, TypeError, ValidationError):
+            fetched_at = float(stamp)
+        except ValueError:
             return None  # written by another version, or damaged: list live
         if time.time() - fetched_at > self.max_age:
             return None
+        tools = self._parsed.get(body)
+        if tools is None:
+            try:
+                tools = tuple(Tool.model_validate(t) for t in json.loads(body))
+            except (ValueError, TypeError, ValidationError):
+                return None
+            if len(self._parsed) >= PARSED_MEMO_SIZE:
+                del self._parsed[next(iter(self._parsed))]  # the oldest: a bound, not an LRU
+            self._parsed[body] = tools
         return Listing(tools, fetched_at)
 
     async def put(self, key: str, tools: Sequence[Tool]) -> None:
-        body = json.dumps(
-            {
-                "at": time.time(),
-                "tools": [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools],
-            },
+        listed = json.dumps(
+            [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools],
             separators=(",", ":"),
+            sort_keys=True,
         )
+        body = f"{time.time()!r}\n{listed}"
         try:
             await self._redis.set(key, body, ex=int(self.max_age) + 60)
         except RedisError as exc:

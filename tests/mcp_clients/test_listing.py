@@ -109,3 +109,30 @@ async def test_a_server_found_unreachable_is_not_waited_for_again_by_the_next_tu
     async with env.cached.session(caller) as approved:  # an approved action always tries for real
         await approved.tools(fresh=True)
     assert "moment ago" not in approved.unavailable["io.example/search-logs"]
+
+
+async def test_what_is_built_from_a_remembered_listing_follows_the_registry(env: Env) -> None:
+    """The process keeps what it built from a remembered listing, but only for that registry version."""
+    caller = await env.caller("alice")
+    for _ in range(3):  # live, then from memory (built), then from memory (kept)
+        async with env.cached.session(caller) as session:
+            assert "presto__query_history" in {s.model_name for s in await session.tools()}
+    env.world.registry.patch_governance("io.example/presto", {"tools": {"query_history": {"enabled": False}}})
+    await env.cached.snapshot.refresh_now()
+    async with env.cached.session(caller) as session:
+        shown = {s.model_name for s in await session.tools()}
+    assert "presto__query_history" not in shown
+    assert "presto__kill_query" in shown
+
+
+async def test_a_poisoned_tool_stays_withheld_in_every_turn_served_from_memory(env: Env) -> None:
+    env.world.servers["presto"].knobs.poison("query_history")
+    caller = await env.caller("alice")
+    for _ in range(3):  # live, then from memory (built), then from memory (kept)
+        async with env.cached.session(caller) as session:
+            shown = {s.model_name for s in await session.tools()}
+            outcome = await session.call("presto__query_history", {"limit": 1})
+        assert "presto__query_history" not in shown
+        assert set(session.withheld) == {"presto__query_history"}  # reported to the audit each turn
+        assert not outcome.ok
+    assert env.world.servers["presto"].record.tool_calls("query_history") == []
