@@ -43,8 +43,9 @@ __all__ = ["STEPS", "run"]
 MODEL_LATENCY = 1.0
 TOOL_LATENCY = 0.1
 FLOOR = 2 * MODEL_LATENCY + TOOL_LATENCY
-STEPS: tuple[tuple[int, int], ...] = ((1, 4), (4, 16), (16, 64), (32, 64))  # (workers, conversations)
-QUICK_STEPS: tuple[tuple[int, int], ...] = ((1, 2), (4, 8), (16, 32), (32, 64))
+# (turn slots, conversations, turn pools): the slots are shared out over the pools (`--processes`)
+STEPS: tuple[tuple[int, int, int], ...] = ((1, 4, 1), (4, 16, 1), (16, 64, 1), (32, 64, 1), (32, 64, 2))
+QUICK_STEPS: tuple[tuple[int, int, int], ...] = ((1, 2, 1), (4, 8, 1), (16, 32, 1), (32, 64, 1), (32, 64, 2))
 RATE_LIMIT = 10_000
 PSS_TARGET_MB = 4096.0
 LINEAR = 0.90  # throughput at or above this share of N / floor counts as linear
@@ -52,9 +53,18 @@ SATURATED = 1.8  # the machine busier than this many cores (of 2): the cores are
 USER, CHANNEL = "U0ALICE", "C0DATAENG"
 
 
-def _worker_cmd(slots: int) -> list[str]:
-    """`chatops worker --turns N` (the per-user limit is raised in its environment: `_step`)."""
-    return [sys.executable, "-m", "bot.cli", "worker", "--turns", str(slots)]
+def _worker_cmd(slots: int, pools: int) -> list[str]:
+    """`chatops worker --processes P --turns N/P` (the per-user limit is raised in its environment)."""
+    return [
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "worker",
+        "--processes",
+        str(pools),
+        "--turns",
+        str(slots // pools),
+    ]
 
 
 # --- memory --------------------------------------------------------------------------------------------
@@ -258,12 +268,14 @@ def _conversations(st: _Stack, label: str, count: int, timeout: float) -> dict[s
     }
 
 
-def _step(st: _Stack, noise: Noise, processes: int, count: int, timeout: float) -> dict[str, Any]:
+def _step(
+    st: _Stack, noise: Noise, processes: int, count: int, timeout: float, pools: int = 1
+) -> dict[str, Any]:
     web = st.procs[0]
     env = {**st.env, "CHATOPS_USER_TURNS_PER_MINUTE": str(RATE_LIMIT)}
-    worker = _spawn(_worker_cmd(processes), env, st.logs / f"worker-{processes}.log")
+    worker = _spawn(_worker_cmd(processes, pools), env, st.logs / f"worker-{processes}-{pools}.log")
     try:
-        _wait_workers(st.rconn, processes + 1, worker)  # the slots and the forking worker
+        _wait_workers(st.rconn, processes + pools, worker)  # the slots and the forking workers
         warm = _conversations(st, f"w{processes}-warm", 1, timeout=30)
         if warm["missing"]:
             raise RuntimeError(f"{processes} slots: the warm-up turn was not answered (see {st.logs})")
@@ -282,6 +294,7 @@ def _step(st: _Stack, noise: Noise, processes: int, count: int, timeout: float) 
         record.update(
             timeout=timeout,
             processes=processes,
+            pools=pools,
             count=count,
             quiet_before=quiet,
             noise=noise.readings[-1],
@@ -311,6 +324,7 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
     per_worker: float | None = None  # the smallest pool's throughput per worker: what linear extends
     for r in records:
         n, c = r["processes"], r["count"]
+        slots = f"{n} slots" if r.get("pools", 1) == 1 else f"{n} slots in {r['pools']} pools"
         answers = sorted(r["answers"].values())
         # Unanswered conversations: the step ran for its whole bound, and the rate says so.
         wall = r["timeout"] if r["missing"] or not answers else answers[-1]
@@ -322,7 +336,9 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
         reading = r["noise"]
         busy = reading.others + reading.ours
         saturated = busy >= SATURATED
-        if scaling >= LINEAR and still_linear:
+        if r.get("pools", 1) > 1:
+            pass  # beside the progression: the same slots spread over more processes
+        elif scaling >= LINEAR and still_linear:
             linear_until = n
         else:
             still_linear = False
@@ -330,7 +346,7 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
         missing = f"; {len(r['missing'])} NOT ANSWERED" if r["missing"] else ""
         section.add(
             Result(
-                f"scale.throughput ({n} slots, {c} conv)",
+                f"scale.throughput ({slots}, {c} conv)",
                 "conv/s",
                 rate,
                 ideal,
@@ -344,7 +360,7 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
                 f"others {reading.others:.2f}{missing}",
             ),
             Result(
-                f"scale.turn_wall ({n} slots, {c} conv)",
+                f"scale.turn_wall ({slots}, {c} conv)",
                 "p50 s",
                 percentile(answers, 50),
                 FLOOR,
@@ -360,7 +376,7 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
         world_ms = r["bench_cpu_s"] / c * 1000
         section.add(
             Result(
-                f"scale.cpu_per_conv ({n} slots, {c} conv)",
+                f"scale.cpu_per_conv ({slots}, {c} conv)",
                 "ms",
                 bot_ms,
                 None,
@@ -378,19 +394,20 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
         pss = r["pss_peak_mb"]
         section.add(
             Result(
-                f"scale.pss ({n} slots, {c} conv)",
+                f"scale.pss ({slots}, {c} conv)",
                 "peak MB",
                 pss,
                 None,
                 None,
                 f"{c} conv ≤ {PSS_TARGET_MB / 1024:.0f} GB" if c >= 64 else "",
                 pss <= PSS_TARGET_MB if c >= 64 else None,
-                f"web {roles['web_mb']:.0f} + forking worker {roles['parent_mb']:.0f} + pool and scheduler "
-                f"{roles['workers_mb']:.0f} + {roles['horses']} action horses {roles['horses_mb']:.0f} MB "
+                f"web {roles['web_mb']:.0f} + worker root {roles['parent_mb']:.0f} + its children "
+                f"{roles['workers_mb']:.0f} + {roles['horses']} deeper (horses, scheduler) "
+                f"{roles['horses_mb']:.0f} MB "
                 f"({r['pss_samples']} samples; redis and the world not counted)",
             ),
             Result(
-                f"scale.pss_per_conv ({n} slots, {c} conv)",
+                f"scale.pss_per_conv ({slots}, {c} conv)",
                 "MB",
                 pss / c,
                 None,
@@ -417,7 +434,7 @@ def _rows(section: Section, records: list[dict[str, Any]]) -> None:
 
 def run(
     *,
-    steps: tuple[tuple[int, int], ...] = STEPS,
+    steps: tuple[tuple[int, int, int], ...] = STEPS,
     step_timeout: float = 45.0,
     budget_seconds: float = 170.0,
 ) -> Section:
@@ -431,13 +448,17 @@ def run(
     with _stack() as st:
         st.world.anthropic.set_latency(MODEL_LATENCY)
         st.world.servers["presto"].knobs.slow("query_history", TOOL_LATENCY)
-        for processes, count in steps:
+        for processes, count, pools in steps:
             if time.monotonic() - started > budget_seconds:
-                skipped.append(f"{processes} slots × {count}")
+                skipped.append(f"{processes} slots ({pools} pools) × {count}")
                 continue
-            print(f"  scale: {processes} slots × {count} conversations", file=sys.stderr, flush=True)
+            print(
+                f"  scale: {processes} slots in {pools} pool(s) × {count} conversations",
+                file=sys.stderr,
+                flush=True,
+            )
             t0 = time.monotonic()
-            records.append(_step(st, noise, processes, count, step_timeout))
+            records.append(_step(st, noise, processes, count, step_timeout, pools))
             records[-1]["step_seconds"] = round(time.monotonic() - t0, 1)
         logs = st.logs
     _rows(section, records)

@@ -322,9 +322,10 @@ def run(
 
 
 def profile_target(profile: Any, turns: int = 10) -> None:
-    """The turn job itself (`bot.jobs.run_turn`), run in this process under an async-aware profiler, so
-    the report shows where each turn waits. The web process admits the mentions as usual; no worker runs,
-    the job is called directly with the turn id the web process derived."""
+    """The turn job itself (`bot.jobs.run_turn`, with resident services as in the turn pool), run in this
+    process under an async-aware profiler, so the report shows where each turn waits. The web process
+    admits the mentions as usual; no worker runs, the job is called directly with the turn id the web
+    process derived."""
     from approvals.turns import turn_id_for
     from bot import jobs
     from bot.identity import whoami
@@ -338,6 +339,13 @@ def profile_target(profile: Any, turns: int = 10) -> None:
         jobs.configure(settings, whoami(settings))
 
         async def turns_in_process() -> None:
+            await jobs.open_resident()  # as the turn pool runs them: services shared across turns
+            try:
+                await _profiled_turns()
+            finally:
+                await jobs.close_resident()
+
+        async def _profiled_turns() -> None:
             with contextlib.closing(
                 SlackIngress(st.web_url, SIGNING_SECRET, slack=st.world.slack)
             ) as ingress:
