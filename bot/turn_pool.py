@@ -33,7 +33,8 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue, SimpleWorker
 from rq.exceptions import DequeueTimeout
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.worker import BaseWorker, WorkerStatus
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 DEQUEUE_WAIT_SECONDS = 2  # how long a slot blocks on the queue before it looks at the stop flag again
 HEARTBEAT_SECONDS = 10.0  # RQ's forking worker heartbeats a running job every 30 s (job_monitoring_interval)
+MAINTENANCE_SECONDS = 60  # RQ's default is 10 min; a turn stuck as below waits for this, plus RQ's minute
+_STUCK = "Job was stuck in intermediate queue."  # what RQ's maintenance passes for such a job (rq 2.x)
 PARENT_CHECK_SECONDS = 1.0
 
 
@@ -104,6 +107,26 @@ class SlotWorker(SimpleWorker):
 
     def subscribe(self) -> None:
         return None  # RQ's command channel (kill-horse, stop-job) has no horse to act on here
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: StartedJobRegistry | None = None,
+        exc_string: str = "",
+    ) -> None:
+        if exc_string == _STUCK and job.get_status(refresh=True) == JobStatus.QUEUED:
+            # RQ's maintenance found a job a slot took off the queue (BLMOVE) and never started: its pool
+            # died in between. Nobody ran it; RQ would mark it failed and the person would never be
+            # answered. It goes back to the head of the queue instead (RQ then drops the stuck copy).
+            log.warning(
+                "turn slot %s: %s was taken by a pool that died before starting it; requeued",
+                self.name,
+                job.id,
+            )
+            self.connection.lpush(queue.key, job.id)
+            return
+        super().handle_job_failure(job, queue, started_job_registry, exc_string)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if isinstance(job, LoopJob):
@@ -224,6 +247,7 @@ class TurnPool:
             connection=connection,
             serializer=JSONSerializer,
             job_class=job_class,
+            maintenance_interval=MAINTENANCE_SECONDS,
         )
 
     def _install_signal_handlers(self) -> None:

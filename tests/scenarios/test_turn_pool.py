@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -156,3 +157,26 @@ def test_a_stopped_pool_finishes_its_running_turns_and_takes_no_new_one(scenario
     assert s.work() >= 1  # and any worker answers it later
     (answer,) = answers(s, late.event["ts"])
     assert "Answer to: one more, while it stops" in answer
+
+
+def test_a_turn_taken_by_a_pool_that_died_before_starting_it_is_answered(scenario: Scenario) -> None:
+    """A slot moves a job to RQ's intermediate queue (BLMOVE) before it starts it. A pool killed in between
+    leaves it there; RQ's maintenance would mark it failed a minute later and nobody would be answered.
+    The pool's maintenance puts it back on the queue instead."""
+    s = scenario
+    s.link("alice")
+    s.world.anthropic.set_default(answerer)
+    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "what is stuck in the queue?")
+    assert s.ingress.post(mention).status == 200
+    turn_id = turn_id_for(TEAM_ID, CHANNEL, mention.event["ts"])
+    queue = Queue(AGENT, connection=s.redis, serializer=JSONSerializer)
+    # What the dead slot did: took the job, and RQ's maintenance first saw it stuck two minutes ago.
+    assert s.redis.lmove(queue.key, queue.intermediate_queue_key) == turn_id.encode()
+    first_seen = queue.intermediate_queue.get_first_seen_key(turn_id)
+    s.redis.set(first_seen, time.time() - 120)
+    with worker_process(s):  # a pool's first slot runs RQ's maintenance as it starts
+        (answer,) = wait_until("the answer", functools.partial(answered, s, mention.event["ts"]), timeout=60)
+        job = Job.fetch(turn_id, connection=s.redis, serializer=JSONSerializer)
+        wait_until("RQ to record the job finished", functools.partial(finished, job))
+    assert "Answer to: what is stuck in the queue?" in answer
+    assert s.redis.llen(queue.intermediate_queue_key) == 0
