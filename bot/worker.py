@@ -22,7 +22,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import FrameType
 
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
@@ -52,6 +54,13 @@ POOL_STOP_GRACE_SECONDS = 10  # beyond the longest turn (CHATOPS_MAX_TURN_SECOND
 
 class ForkingWorker(Worker):
     """RQ's forking worker, handing each work-horse the registry view already parsed."""
+
+    on_stop: Callable[[], None] | None = None  # told first when a signal asks this worker to stop
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.on_stop is not None:
+            self.on_stop()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         preload(self.connection)  # one GET when the registry did not change since the last job
@@ -90,30 +99,58 @@ def run_worker(
         worker.work(burst=burst, with_scheduler=not burst, logging_level=settings.log_level)
         return 0
     slots = turns or settings.turn_concurrency
-    with _turn_pools(str(settings.redis_url), processes, slots, settings.max_turn_seconds) as failed:
+    with _turn_pools(str(settings.redis_url), processes, slots, settings.max_turn_seconds) as pools:
         if processes > 1:
-            pool = WorkerPool(
+            pool = _Pool(
                 list(FORKED_QUEUES),
                 connection=connection,
                 num_workers=processes,
                 worker_class=ForkingWorker,
                 serializer=JSONSerializer,
             )
+            pool.on_stop = pools.stop
             pool.start(logging_level=settings.log_level)
         else:
             worker = ForkingWorker(list(FORKED_QUEUES), connection=connection, serializer=JSONSerializer)
+            worker.on_stop = pools.stop
             worker.work(with_scheduler=True, logging_level=settings.log_level)
-    return 1 if failed.is_set() else 0
+    return 1 if pools.failed.is_set() else 0
+
+
+class _Pool(WorkerPool):
+    """RQ's pool of forking workers, telling the turn pools to stop as soon as it is told."""
+
+    on_stop: Callable[[], None] | None = None
+
+    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        if self.on_stop is not None:
+            self.on_stop()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class _TurnPools:
+    pids: list[int]
+    failed: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        """SIGTERM every pool (once): they take no new turn and finish the running ones. Called from the
+        signal handler, so a stop reaches the pools at once, not after the forking worker's running job."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def _turn_pools(redis_url: str, count: int, slots: int, max_turn_seconds: int) -> Iterator[threading.Event]:
+def _turn_pools(redis_url: str, count: int, slots: int, max_turn_seconds: int) -> Iterator[_TurnPools]:
     """Fork `count` turn pools; when the body ends, stop them (their running turns finish first). If one
     dies on its own, this process is asked to stop too (SIGTERM to itself: RQ's warm shutdown), so the
     process manager restarts the whole worker instead of running it without turns."""
     parent = os.getpid()
-    failed = threading.Event()
-    stopping = threading.Event()
     pids: list[int] = []
     for _ in range(count):
         pid = os.fork()
@@ -124,25 +161,23 @@ def _turn_pools(redis_url: str, count: int, slots: int, max_turn_seconds: int) -
             finally:
                 os._exit(status)
         pids.append(pid)
+    pools = _TurnPools(pids)
 
     def watch(pid: int) -> None:
         with contextlib.suppress(ChildProcessError):
             _, raw = os.waitpid(pid, 0)
-            if not stopping.is_set():
+            if not pools.stopping.is_set():
                 log.error("turn pool %d exited (status %d); stopping this worker", pid, raw)
-                failed.set()
+                pools.failed.set()
                 os.kill(parent, signal.SIGTERM)
 
     watchers = [threading.Thread(target=watch, args=(pid,), daemon=True) for pid in pids]
     for thread in watchers:
         thread.start()
     try:
-        yield failed
+        yield pools
     finally:
-        stopping.set()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        pools.stop()
         deadline = time.monotonic() + max_turn_seconds + POOL_STOP_GRACE_SECONDS
         for pid, thread in zip(pids, watchers, strict=True):
             thread.join(timeout=max(0.0, deadline - time.monotonic()))

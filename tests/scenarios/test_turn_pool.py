@@ -19,7 +19,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from approvals.turns import RUNNING_KEY, turn_id_for
-from bot.queues import AGENT
+from bot.queues import ACTIONS, AGENT
 from fixtures.anthropic_fake import tool_results
 from fixtures.slack import TEAM_ID
 from fixtures.waiting import wait_until
@@ -180,3 +180,23 @@ def test_a_turn_taken_by_a_pool_that_died_before_starting_it_is_answered(scenari
         wait_until("RQ to record the job finished", functools.partial(finished, job))
     assert "Answer to: what is stuck in the queue?" in answer
     assert s.redis.llen(queue.intermediate_queue_key) == 0
+
+
+def test_a_stop_reaches_the_turn_pool_at_once_while_an_action_still_runs(scenario: Scenario) -> None:
+    """SIGTERM to `chatops worker` while its forking worker runs a long job: the forking worker finishes
+    that job, but the turn pool must stop taking turns now, not when the job is done."""
+    s = scenario
+    actions = Queue(ACTIONS, connection=s.redis, serializer=JSONSerializer)
+    actions.enqueue_call("time.sleep", args=(30,), job_id="long-action")
+    with worker_process(s) as worker:
+        wait_until(
+            "the forking worker to run the long job",
+            lambda: any(
+                w.get_current_job_id() == "long-action"
+                for w in Worker.all(connection=s.redis, serializer=JSONSerializer)
+            ),
+            timeout=60,
+        )
+        worker.send_signal(signal.SIGTERM)
+        wait_until("the turn pool to stop", lambda: "stopping after the running turns" in logged(worker))
+        assert worker.poll() is None  # the forking worker is still finishing its job
