@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import anthropic
 import httpx2
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from agent.model import make_client
+from agent.workflow import load_workflows
+from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
 from bot.settings import ConfigError, Role, Settings
 from mcp_clients.connection import shared_ssl_context
@@ -13,7 +17,7 @@ from mcp_clients.provider import Provider, ProviderError
 from registry_cache.client import RegistryFetchError, fetch_all
 from registry_cache.model import parse_entries
 
-__all__ = ["redis_safety", "run_doctor"]
+__all__ = ["redis_safety", "run_doctor", "workers"]
 
 
 async def redis_safety(redis: aioredis.Redis) -> tuple[list[str], list[str]]:
@@ -22,10 +26,49 @@ async def redis_safety(redis: aioredis.Redis) -> tuple[list[str], list[str]]:
     return judge({str(k): str(v) for k, v in config.items()})
 
 
+async def workers(redis: aioredis.Redis) -> tuple[bool, str]:
+    """Who listens on each queue (RQ's own registry of live workers) and what waits there. Bad: jobs wait
+    on a queue no worker takes (questions would never be answered)."""
+    parts, ok = [], True
+    for name in QUEUE_NAMES:
+        listening = await redis.scard(f"rq:workers:{name}")
+        waiting = await redis.llen(f"rq:queue:{name}")
+        kind = "turn slots" if name == AGENT else "workers"
+        parts.append(f"{name}: {listening} {kind}, {waiting} waiting")
+        ok = ok and (listening > 0 or waiting == 0)
+    detail = "; ".join(parts)
+    if not ok:
+        detail += " (start `chatops worker`)"
+    return ok, detail
+
+
+async def model_check(settings: Settings) -> tuple[bool, str]:
+    """Count the tokens of a one-word message: the key, the address and the model id are all checked, and
+    nothing is generated (nothing is billed)."""
+    assert settings.anthropic_api_key is not None
+    base_url = str(settings.anthropic_base_url) if settings.anthropic_base_url else None
+    async with make_client(
+        settings.anthropic_api_key.get_secret_value(), base_url, max_retries=0, timeout=15
+    ) as client:
+        try:
+            await client.messages.count_tokens(
+                model=settings.chatops_model, messages=[{"role": "user", "content": "ping"}]
+            )
+        except anthropic.AuthenticationError:
+            return False, "ANTHROPIC_API_KEY was not accepted"
+        except anthropic.NotFoundError:
+            return False, f"CHATOPS_MODEL {settings.chatops_model!r} is not a model this key can use"
+        except anthropic.APIConnectionError as exc:
+            return False, f"the Messages API could not be reached ({type(exc.__cause__ or exc).__name__})"
+        except anthropic.APIStatusError as exc:
+            return False, f"the Messages API answered HTTP {exc.status_code}"
+    return True, f"{settings.chatops_model} answers with this key"
+
+
 async def run_doctor(settings: Settings) -> int:
     failures = 0
 
-    def report(ok: bool, what: str, detail: str) -> None:
+    def report(ok: bool, detail: str, *, what: str) -> None:
         nonlocal failures
         failures += 0 if ok else 1
         print(f"{'ok ' if ok else 'BAD'} {what}: {detail}")
@@ -33,30 +76,36 @@ async def run_doctor(settings: Settings) -> int:
     for role in (Role.WEB_HTTP, Role.WORKER):
         try:
             settings.require(role)
-            report(True, f"settings for {role.value}", "complete")
+            report(True, what=f"settings for {role.value}", detail="complete")
         except ConfigError as exc:
-            report(False, f"settings for {role.value}", str(exc))
+            report(False, what=f"settings for {role.value}", detail=str(exc))
     if settings.redis_url:
         redis = aioredis.Redis.from_url(settings.redis_url)
         try:
             await redis.ping()
             problems, warnings = await redis_safety(redis)
             report(
-                not problems, "Redis", "; ".join(problems + warnings) or "reachable, persistent, no eviction"
+                not problems,
+                what="Redis",
+                detail="; ".join(problems + warnings) or "reachable, persistent, no eviction",
             )
+            report(*await workers(redis), what="workers")
         except (RedisError, OSError) as exc:
-            report(False, "Redis", f"unreachable ({type(exc).__name__})")
+            report(False, what="Redis", detail=f"unreachable ({type(exc).__name__})")
         finally:
             await redis.aclose()
+    workflows, errors = load_workflows(settings.workflows_dir)
+    detail = f"{len(workflows)} loaded from {settings.workflows_dir}"
+    report(not errors, what="workflows", detail=detail + "".join(f"\n    {e}" for e in errors))
     async with httpx2.AsyncClient(verify=shared_ssl_context(), timeout=10) as http:
         if settings.registry_url:
             try:
                 entries, skipped = parse_entries(await fetch_all(http, str(settings.registry_url)))
                 detail = f"{len(entries)} usable entries, {len(skipped)} skipped"
                 detail += "".join(f"\n    skipped {s.name}: {s.reason}" for s in skipped)
-                report(True, "registry", detail)
+                report(True, what="registry", detail=detail)
             except RegistryFetchError as exc:
-                report(False, "registry", str(exc))
+                report(False, what="registry", detail=str(exc))
         if settings.oauth_issuer and settings.oauth_client_id and settings.oauth_client_secret:
             provider = Provider(
                 http,
@@ -66,16 +115,19 @@ async def run_doctor(settings: Settings) -> int:
             )
             try:
                 meta = await provider.metadata()
-                report(True, "identity provider", f"token endpoint {meta.token_endpoint}")
+                report(True, what="identity provider", detail=f"token endpoint {meta.token_endpoint}")
             except ProviderError as exc:
-                report(False, "identity provider", str(exc))
+                report(False, what="identity provider", detail=str(exc))
+    if settings.anthropic_api_key is not None:
+        ok, detail = await model_check(settings)
+        report(ok, what="model", detail=detail)
     if settings.slack_bot_token:
         from bot.identity import whoami
 
         try:
             bot = whoami(settings)
-            report(True, "Slack", f"bot {bot.user_id} in team {bot.team}")
+            report(True, what="Slack", detail=f"bot {bot.user_id} in team {bot.team}")
         except ConfigError as exc:
-            report(False, "Slack", str(exc))
+            report(False, what="Slack", detail=str(exc))
     print("all good" if failures == 0 else f"{failures} problem(s) found")
     return 0 if failures == 0 else 1

@@ -1,0 +1,62 @@
+"""`chatops doctor` (SPEC §3): checks every setting against the live services and says plainly what is
+wrong, one line per check, exiting non-zero when anything is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.scenarios.conftest import Scenario
+
+CHECKS = ("settings for web", "settings for worker", "Redis", "workers", "workflows", "registry")
+MORE_CHECKS = ("identity provider", "model", "Slack")
+
+
+def doctor(s: Scenario, **overrides: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **s.env, "CHATOPS_NETGUARD": "1", **overrides}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "doctor"], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def line(done: subprocess.CompletedProcess[str], check: str) -> str:
+    (found,) = [x for x in done.stdout.splitlines() if x[4:].startswith(f"{check}:")]
+    return found
+
+
+def test_a_healthy_deployment_passes_every_check(scenario: Scenario) -> None:
+    done = doctor(scenario)
+    assert done.returncode == 0, done.stdout
+    for check in CHECKS + MORE_CHECKS:
+        assert line(done, check).startswith("ok "), done.stdout
+    assert done.stdout.strip().endswith("all good")
+
+
+def test_each_broken_service_is_named_and_the_rest_still_checked(scenario: Scenario) -> None:
+    scenario.world.slack.revoke("xoxb-not-the-token")
+    done = doctor(
+        scenario,
+        REGISTRY_URL="http://127.0.0.1:9/v0/servers",
+        ANTHROPIC_API_KEY="sk-ant-not-the-key",
+        SLACK_BOT_TOKEN="xoxb-not-the-token",
+    )
+    assert done.returncode == 1
+    assert line(done, "registry").startswith("BAD")
+    assert line(done, "model") == "BAD model: ANTHROPIC_API_KEY was not accepted"
+    assert line(done, "Slack") == "BAD Slack: SLACK_BOT_TOKEN: Slack refused it (token_revoked)"
+    assert line(done, "Redis").startswith("ok ")  # the others are still checked, and pass
+    assert line(done, "identity provider").startswith("ok ")
+    assert done.stdout.strip().endswith("3 problem(s) found")
+    assert "sk-ant-not-the-key" not in done.stdout + done.stderr  # secrets never printed
+    assert "xoxb-not-the-token" not in done.stdout + done.stderr
+
+
+def test_questions_waiting_with_no_worker_to_answer_them_are_reported(scenario: Scenario) -> None:
+    s = scenario
+    s.link("alice")
+    assert s.ingress.post(s.ingress.app_mention("U0ALICE", "C0DATAENG", "anyone there?")).status == 200
+    done = doctor(s)
+    assert done.returncode == 1
+    assert "chatops-agent: 0 turn slots, 1 waiting" in line(done, "workers")
+    assert "start `chatops worker`" in line(done, "workers")
