@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import httpx2
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.driver_info import DriverInfo
 
 from agent.model import AnthropicModel, make_client
@@ -77,8 +79,15 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
     assert settings.redis_url is not None, "settings.require() guarantees REDIS_URL outside demo/dev"
     # A blocking pool: under a burst, requests wait briefly for a connection instead of failing with
     # MaxConnectionsError (which turned into 503s at 200 events/s under CPU contention).
+    # Retries: after a Redis restart every pooled connection is dead, and without them the first command on
+    # each failed (an event answered 503, a click told "couldn't record"). redis-py gives its own pools
+    # retries; a pool passed in, as here, gets none unless asked.
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=200, timeout=5, driver_info=REDIS_DRIVER
+        settings.redis_url,
+        max_connections=200,
+        timeout=5,
+        driver_info=REDIS_DRIVER,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
     )
     redis = aioredis.Redis(connection_pool=pool)
     http = httpx2.AsyncClient(verify=shared_ssl_context(), timeout=httpx2.Timeout(15, connect=5))

@@ -136,14 +136,15 @@ class SlotWorker(SimpleWorker):
     def serve(self, stop: threading.Event, *, maintenance: bool) -> int:
         """Take jobs until `stop` is set, then finish the one running; return how many ran."""
         ran = 0
+        self._last_beat = time.monotonic()
         self.register_birth()  # type: ignore[no-untyped-call]
         self.set_state(WorkerStatus.IDLE)
         backoff = 1.0
         try:
             while not stop.is_set():
-                if maintenance and self.should_run_maintenance_tasks:
-                    self.run_maintenance_tasks()  # type: ignore[no-untyped-call]
                 try:
+                    if maintenance and self.should_run_maintenance_tasks:
+                        self.run_maintenance_tasks()  # type: ignore[no-untyped-call]
                     found = self.queue_class.dequeue_any(
                         self._ordered_queues,
                         DEQUEUE_WAIT_SECONDS,
@@ -153,32 +154,37 @@ class SlotWorker(SimpleWorker):
                         death_penalty_class=self.death_penalty_class,
                     )
                     backoff = 1.0
+                    if found is None:
+                        continue
+                    job, queue = found
+                    if stop.is_set():  # taken while the pool was stopping: the next worker's, untouched
+                        self._give_back(job, queue)
+                        break
+                    job.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
+                    self.execute_job(job, queue)
+                    self._beat(force=True)
+                    ran += 1
                 except DequeueTimeout:
-                    self.heartbeat()
-                    continue
-                except RedisConnectionError as exc:
+                    self._beat()
+                except Exception as exc:  # Redis gone, or RQ's bookkeeping failed: the slot must live on
+                    # (a turn cut short here is taken over by the sweep when its lease lapses)
                     log.error(
-                        "turn slot %s: Redis unreachable (%s), retry in %.0f s", self.name, exc, backoff
+                        "turn slot %s: %s (%s); again in %.0f s", self.name, type(exc).__name__, exc, backoff
                     )
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
-                    continue
-                if found is None:
-                    continue
-                job, queue = found
-                if stop.is_set():  # taken while the pool was stopping: the next worker's, untouched
-                    self._give_back(job, queue)
-                    break
-                job.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
-                self.execute_job(job, queue)
-                self.heartbeat()
-                ran += 1
         finally:
             try:
                 self.register_death()  # type: ignore[no-untyped-call]
             except RedisConnectionError:
                 log.warning("turn slot %s: could not record its stop in Redis", self.name)
         return ran
+
+    def _beat(self, *, force: bool = False) -> None:
+        """RQ's worker heartbeat, at most every HEARTBEAT_SECONDS while idle (a dequeue ends every 2 s)."""
+        if force or time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
+            self.heartbeat()
+            self._last_beat = time.monotonic()
 
     def _give_back(self, job: Job, queue: Queue) -> None:
         """Put a job this slot took (BLMOVE to RQ's intermediate queue) back at the head of its queue, in

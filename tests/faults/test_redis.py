@@ -22,7 +22,9 @@ from bot.redis_check import UnsafeRedis, arequire_safe_redis, judge
 from fixtures.anthropic_fake import Body, Reply, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.redis_proc import RedisProc, free_port
+from fixtures.waiting import wait_until
 from tests.faults.conftest import Scenario, audit_records, scenario_on
+from tests.scenarios.test_turn_pool import worker_process
 
 CHANNEL = "C0INCIDENT"
 DURABLE = ("--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction")  # README's
@@ -249,3 +251,29 @@ def test_a_full_redis_fails_closed_and_the_approver_is_told(scenario: Scenario) 
             assert s.world.servers["presto"].ledger.count("kill_query") == 0
     finally:
         full.stop()
+
+
+def test_a_running_worker_lives_through_a_redis_restart_and_answers_after_it(
+    scenario: Scenario, durable_redis: RedisProc
+) -> None:
+    """Its turn pool and forking worker retry their connections; nobody has to restart them."""
+    with scenario_on(scenario, durable_redis) as s:
+        s.link("alice")
+        s.world.anthropic.set_default(agent)
+
+        def ask(question: str) -> str:
+            mention = s.ingress.app_mention("U0ALICE", "C0DATAENG", question)
+            assert s.ingress.post(mention).status == 200
+            return str(mention.event["ts"])
+
+        def answered(ts: str) -> bool:
+            return any("Nothing is running" in str(m.blocks) for m in s.bot_messages("C0DATAENG", ts))
+
+        with worker_process(s) as worker:
+            before = ask("is anything running on presto?")
+            wait_until("the first answer", lambda: answered(before), timeout=60)
+            durable_redis.kill()
+            durable_redis.start()
+            after = ask("and now, after the restart?")
+            wait_until("the answer after the restart", lambda: answered(after), timeout=60)
+            assert worker.poll() is None  # the same worker process, never restarted
