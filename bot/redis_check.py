@@ -1,9 +1,13 @@
 """Is this Redis safe to keep approvals in? Checked when `worker` and `serve` start (ACCEPTANCE 35).
 
-An evicting `maxmemory-policy` can silently drop an approval record or an execution lease, so the bot refuses
-to start on one (a `ConfigError`: one line, exit 2). Without the append-only file a Redis crash loses the
-last writes (decisions included); that is a warning, since RDB-only Redis is sometimes a deliberate choice
-for a dev box. A Redis that hides CONFIG (some managed services) cannot be checked: that is a warning too.
+Refused (a `ConfigError`: one line, exit 2):
+- an evicting `maxmemory-policy`: it can silently drop an approval record or an execution lease;
+- RDB snapshots without the append-only file (Redis's default configuration): after a crash Redis comes
+  back with the state of its last snapshot, minutes old, and an approval that was already carried out is
+  APPROVED again, so its action could run twice.
+Warned: no persistence at all (`save ""`, `appendonly no`; test and dev servers): a crash loses pending
+approvals and queued work, but brings nothing old back, so nothing runs twice. A Redis that hides CONFIG
+(some managed services) cannot be checked: that is a warning too.
 """
 
 from __future__ import annotations
@@ -33,16 +37,22 @@ class UnsafeRedis(ConfigError):
 
 
 def judge(config: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """(problems that must stop the bot, warnings) for `CONFIG GET maxmemory-policy appendonly`."""
+    """(problems that must stop the bot, warnings) for `CONFIG GET maxmemory-policy appendonly save`."""
     problems: list[str] = []
     warnings: list[str] = []
     policy = config.get("maxmemory-policy", "noeviction")
     if policy != "noeviction":
         problems.append(f"Redis maxmemory-policy is {policy}: it may evict approvals; set noeviction")
     if config.get("appendonly", "no") != "yes":
-        warnings.append(
-            "Redis appendonly is off: a Redis crash can lose recent approvals (set appendonly yes)"
-        )
+        if config.get("save", "").strip():
+            problems.append(
+                "Redis keeps RDB snapshots without appendonly: after a crash it would bring back approvals "
+                "minutes old, and an action could run twice; set appendonly yes"
+            )
+        else:
+            warnings.append(
+                "Redis appendonly is off: a Redis crash can lose recent approvals (set appendonly yes)"
+            )
     return problems, warnings
 
 
@@ -65,7 +75,11 @@ def _decide(config: Mapping[str, str]) -> list[str]:
 def require_safe_redis(connection: redis.Redis) -> list[str]:
     """Raise `UnsafeRedis` for an evicting Redis; log and return the warnings otherwise."""
     try:
-        config = {**connection.config_get("maxmemory-policy"), **connection.config_get("appendonly")}
+        config = {
+            **connection.config_get("maxmemory-policy"),
+            **connection.config_get("appendonly"),
+            **connection.config_get("save"),
+        }
     except ResponseError:
         log.warning(UNREADABLE)
         return [UNREADABLE]
@@ -78,6 +92,7 @@ async def arequire_safe_redis(connection: aioredis.Redis) -> list[str]:
         config = {
             **(await connection.config_get("maxmemory-policy")),
             **(await connection.config_get("appendonly")),
+            **(await connection.config_get("save")),
         }
     except ResponseError:
         log.warning(UNREADABLE)

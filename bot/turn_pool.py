@@ -208,6 +208,7 @@ class TurnPool:
 
     def run(self, *, parent: int | None = None) -> int:
         """Serve until stopped (a signal, or `parent` gone); return the process's exit status."""
+        self._install_signal_handlers()  # first: a stop during start-up must not kill the process mid-way
         loop = asyncio.new_event_loop()
         loop_thread = threading.Thread(target=loop.run_forever, name="turn-loop", daemon=True)
         loop_thread.start()
@@ -222,7 +223,6 @@ class TurnPool:
                 )
                 for i, worker in enumerate(workers)
             ]
-            self._install_signal_handlers()
             for thread in threads:
                 thread.start()
             log.info("turn pool %s: %d slots on %s", self.name, self.slots, AGENT)

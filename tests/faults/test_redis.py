@@ -101,14 +101,44 @@ def test_the_web_refuses_to_start_on_a_redis_that_evicts_keys_with_one_line(scen
     ]
 
 
-def test_the_worker_starts_on_rdb_only_redis_with_a_warning(scenario: Scenario) -> None:
-    rdb_only = RedisProc().start()  # appendonly no, noeviction
+def test_the_worker_starts_on_a_redis_without_persistence_with_a_warning(scenario: Scenario) -> None:
+    ephemeral = RedisProc().start()  # save "", appendonly no, noeviction: a crash loses, never brings back
     try:
-        started = start_worker(scenario.env, rdb_only)
+        started = start_worker(scenario.env, ephemeral)
     finally:
-        rdb_only.stop()
+        ephemeral.stop()
     assert started.returncode == 0, started.stderr.decode()[-1000:]
     assert "appendonly is off" in started.stderr.decode()
+
+
+RDB_ONLY = "Redis keeps RDB snapshots without appendonly"
+
+
+def test_rdb_snapshots_without_aof_are_a_reason_to_refuse() -> None:
+    problems, _ = judge({"maxmemory-policy": "noeviction", "appendonly": "no", "save": "3600 1 300 100"})
+    assert [p for p in problems if p.startswith(RDB_ONLY)]
+    assert judge({"maxmemory-policy": "noeviction", "appendonly": "yes", "save": "3600 1"}) == ([], [])
+    problems, warnings = judge({"maxmemory-policy": "noeviction", "appendonly": "no", "save": ""})
+    assert problems == []
+    assert warnings
+
+
+def test_the_worker_and_the_web_refuse_an_rdb_only_redis(scenario: Scenario) -> None:
+    """Redis's default configuration: snapshots, no AOF. After a crash it would come back with approvals
+    minutes old, APPROVED again though their actions already ran (ACCEPTANCE 35)."""
+    rdb_only = RedisProc(extra_args=("--save", "60 1")).start()
+    try:
+        worker = start_worker(scenario.env, rdb_only)
+        web = start_web(scenario.env, rdb_only)
+        keys = sync_redis.Redis.from_url(rdb_only.url).keys("rq:*")
+    finally:
+        rdb_only.stop()
+    assert worker.returncode == 2
+    assert RDB_ONLY in worker.stderr.decode()
+    assert web.returncode == 2
+    (said,) = web.stderr.decode().strip().splitlines()
+    assert said.startswith(f"chatops: configuration error: REDIS_URL: {RDB_ONLY}")
+    assert keys == []  # the worker never registered or polled
 
 
 def test_the_web_check_refuses_an_evicting_redis_and_passes_a_durable_one(durable_redis: RedisProc) -> None:

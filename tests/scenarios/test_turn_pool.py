@@ -197,6 +197,7 @@ def test_a_stop_reaches_the_turn_pool_at_once_while_an_action_still_runs(scenari
             ),
             timeout=60,
         )
+        wait_until("the turn pool to start", lambda: "slots on chatops-agent" in logged(worker), timeout=60)
         worker.send_signal(signal.SIGTERM)
         wait_until("the turn pool to stop", lambda: "stopping after the running turns" in logged(worker))
         assert worker.poll() is None  # the forking worker is still finishing its job
