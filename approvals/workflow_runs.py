@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 __all__ = ["WorkflowRun", "WorkflowRunStore"]
 
 RUN_TTL_SECONDS = 30 * 86400
+RUNNING_KEY = "chatops:wfruns:running"  # zset "run id|claim token" -> when its lease ends
 RECENT_PER_USER = 20
 
 
@@ -77,3 +78,26 @@ class WorkflowRunStore:
         return bool(
             await self._redis.set(f"chatops:wfrun-claim:{run_id}:{step}", "1", nx=True, ex=RUN_TTL_SECONDS)
         )
+
+    # --- leases of running executions (a worker that dies mid-run stops renewing; see bot.workflow_flow) ---
+
+    async def hold(self, run_id: str, token: str, seconds: float) -> None:
+        await self._redis.zadd(RUNNING_KEY, {f"{run_id}|{token}": self._clock() + seconds})
+
+    async def renew(self, run_id: str, token: str, seconds: float) -> bool:
+        """Extend a held lease; False when it is gone (released, or ended by the sweep)."""
+        member = f"{run_id}|{token}"
+        return bool(await self._redis.zadd(RUNNING_KEY, {member: self._clock() + seconds}, xx=True, ch=True))
+
+    async def release(self, run_id: str, token: str) -> None:
+        await self._redis.zrem(RUNNING_KEY, f"{run_id}|{token}")
+
+    async def lapsed(self, now: float, limit: int = 50) -> list[tuple[str, str]]:
+        """(run id, token) of executions whose lease ended before `now`."""
+        raw = await self._redis.zrangebyscore(RUNNING_KEY, "-inf", now, start=0, num=limit)
+        found = []
+        for member in raw:
+            text = member.decode() if isinstance(member, bytes) else str(member)
+            run_id, _, token = text.partition("|")
+            found.append((run_id, token))
+        return found

@@ -123,12 +123,15 @@ async def expire_approval(approval_id: str) -> bool:
 
 
 async def sweep() -> dict[str, int]:
-    """Expire overdue approvals, report runs whose worker died, re-render failed card updates, take over
-    turns whose worker died; then schedule the next sweep (one chain for the whole deployment)."""
+    """Expire overdue approvals, report actions and workflow runs whose worker died, re-render failed card
+    updates, take over turns whose worker died; then schedule the next sweep (one chain for the whole
+    deployment)."""
     async with _job() as (svc, queues, bot):
         try:
+            now = time.time()
             counts = await approval_flow(svc, queues, bot).sweep()
-            return counts | await TurnRecovery(svc.store, svc.poster, queues).sweep(time.time())
+            counts |= await TurnRecovery(svc.store, svc.poster, queues).sweep(now)
+            return counts | {"workflows_lost": await workflow_flow(svc, queues, bot).lost(now)}
         finally:
             queues.connection.delete("chatops:sweep-scheduled")
             queues.schedule_sweep()

@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from redis.exceptions import RedisError
 
@@ -27,7 +28,7 @@ from bot import blocks
 from bot.poster import Posted, Poster, PostError
 from bot.queues import Queues
 
-__all__ = ["MAX_RECOVERIES", "TurnRecovery", "held_lease", "working_marker"]
+__all__ = ["MAX_RECOVERIES", "Leases", "TurnRecovery", "held_lease", "working_marker"]
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,17 @@ async def find_working(poster: Poster, turn: Turn, attempt: str) -> Posted | Non
     return await poster.find(turn.channel, turn.thread_ts, working_marker(turn.id, attempt))
 
 
+class Leases(Protocol):
+    """Where leases of running work are kept: TurnStore (turn, attempt), WorkflowRunStore (run, token)."""
+
+    async def renew(self, key: str, token: str, seconds: float, /) -> bool: ...
+
+    async def release(self, key: str, token: str, /) -> None: ...
+
+
 @contextlib.asynccontextmanager
-async def held_lease(store: TurnStore, turn_id: str, attempt: str, seconds: float) -> AsyncIterator[None]:
-    """Renew the attempt's lease while the body runs; release it when the body returns.
+async def held_lease(store: Leases, turn_id: str, attempt: str, seconds: float) -> AsyncIterator[None]:
+    """Renew the lease while the body runs; release it when the body returns.
 
     An exception leaves the lease to lapse, so the sweep retries the turn (or tells the person) instead of
     leaving a "working" message that never changes."""
@@ -56,10 +65,10 @@ async def held_lease(store: TurnStore, turn_id: str, attempt: str, seconds: floa
             await asyncio.sleep(seconds / 3)
             try:
                 if not await store.renew(turn_id, attempt, seconds):
-                    log.warning("turn %s (%s) lost its lease; the sweep may run it again", turn_id, attempt)
+                    log.warning("%s (%s) lost its lease; the sweep may take it over", turn_id, attempt)
                     return
             except RedisError as exc:  # the next renewal may get through; the lease has slack for it
-                log.warning("could not renew the lease of turn %s: %s", turn_id, type(exc).__name__)
+                log.warning("could not renew the lease of %s: %s", turn_id, type(exc).__name__)
 
     renewing = asyncio.create_task(renew())
     finished = False

@@ -32,6 +32,7 @@ from bot.approval_flow import ApprovalFlow, approval_flow, seal_key
 from bot.mrkdwn import escape
 from bot.poster import PostError
 from bot.queues import Queues
+from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
 from mcp_clients.gateway import Caller
 from mcp_clients.tokens import Identity
@@ -172,8 +173,45 @@ class WorkflowFlow:
         run = await runs.get(run_id)
         if run is None:
             return "missing"
-        if not await runs.claim(run_id, approval_id or "start"):
+        token = approval_id or "start"
+        if not await runs.claim(run_id, token):
             return "duplicate"
+        # Held while the steps run: if this worker dies, the sweep finds the lease lapsed (`lost`).
+        seconds = float(self.svc.settings.turn_lease_seconds)
+        await runs.hold(run_id, token, seconds)
+        async with held_lease(runs, run_id, token, seconds):
+            return await self._execute(run, approval_id)
+
+    async def lost(self, now: float) -> int:
+        """Runs whose worker died mid-run (their lease lapsed): each ends as failed and its channel is told
+        where it stopped. None is run again on its own: a step may have done something an operator must
+        look at first, so starting it again is theirs to decide. Returns how many were ended."""
+        runs, ended = self.runs, 0
+        for run_id, token in await runs.lapsed(now):
+            run = await runs.get(run_id)
+            if run is not None and run.status == "running":
+                message = (
+                    "Stopped: it was cut off mid-way (its worker was lost or failed). The steps shown as "
+                    "done are done; "
+                    f"nothing more will run. Run `/oncall run {run.workflow}` again if it is still needed."
+                )
+                if run.message_ts is not None:
+                    try:
+                        await self.svc.poster.post(
+                            run.channel,
+                            text=f":x: {message}",
+                            thread_ts=run.message_ts,
+                            marker=f"{run.id}:lost",
+                        )
+                    except PostError as exc:
+                        log.warning("could not tell run %s's thread that it stopped: %s", run.id, exc.error)
+                await self._end(run, self.catalog.current().get(run.workflow), "failed", message)
+                ended += 1
+            await runs.release(run_id, token)  # only after acting on it: a sweep that dies leaves it
+        return ended
+
+    async def _execute(self, run: WorkflowRun, approval_id: str | None) -> str:
+        runs = self.runs
         workflow = self.catalog.current().get(run.workflow)
         if workflow is None:
             return await self._end(run, None, "failed", f"Workflow `{run.workflow}` no longer exists.")

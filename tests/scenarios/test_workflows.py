@@ -9,10 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import redis as sync_redis
+
 from agent.workflow import load_workflows
-from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
+from approvals.workflow_runs import RUNNING_KEY, WorkflowRun, WorkflowRunStore
+from bot.queues import Queues
 from fixtures.mcp_airflow import INCIDENT_DAG
 from fixtures.waiting import wait_until
+from tests.processes import kill_worker
 from tests.scenarios.conftest import Scenario
 
 CHANNEL = "C0INCIDENT"
@@ -202,3 +206,44 @@ def test_a_malformed_file_is_reported_and_the_rest_keep_working(tmp_path: Path) 
     assert report.returncode == 1
     assert "broken.yaml:" in report.stdout
     assert "ok   restart-failed-dag" in report.stdout
+
+
+def test_a_run_whose_worker_dies_is_ended_and_its_channel_told(scenario: Scenario) -> None:
+    """Steps may have side effects, so nothing is run again on its own: the run ends as failed, the
+    thread of its progress message says where it stopped, and the audit has its end."""
+    s = scenario
+    s.link("alice")
+    spark = s.world.servers["spark"]
+    entered = spark.knobs.hang("list_applications")  # the second step: the worker dies waiting on it
+    oncall(s, "U0ALICE", "run incident-snapshot")
+    wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+    env = {**os.environ, **s.env, "CHATOPS_NETGUARD": "1", "CHATOPS_TURN_LEASE_SECONDS": "3"}
+    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, start_new_session=True)
+    try:
+        assert entered.wait(timeout=60)
+        kill_worker(worker)
+    finally:
+        if worker.poll() is None:
+            kill_worker(worker)
+        spark.knobs.release("list_applications")
+    (run,) = runs(s, "U0ALICE")
+    assert run.status == "running"
+    wait_until("its lease to lapse", lambda: s.redis.zrangebyscore(RUNNING_KEY, "-inf", time.time()) or None)
+    Queues(sync_redis.Redis.from_url(s.redis_url)).enqueue_sweep_now()
+    s.work()
+    (run,) = runs(s, "U0ALICE")
+    assert run.status == "failed"
+    assert "cut off mid-way (its worker was lost or failed)" in run.summary
+    assert run.message_ts is not None
+    told = [m.text for m in s.bot_messages(CHANNEL, run.message_ts) if m.ts != run.message_ts]
+    assert len(told) == 1
+    assert "Run `/oncall run incident-snapshot` again" in told[0]
+    records = [json.loads(v[b"record"]) for _, v in s.redis.xrange("chatops:audit")]
+    (end,) = [r for r in records if r["kind"] == "workflow_run"]
+    assert end["outcome"] == "failed"
+    assert s.redis.zcard(RUNNING_KEY) == 0
+    Queues(sync_redis.Redis.from_url(s.redis_url)).enqueue_sweep_now()
+    s.work()  # a later sweep finds nothing more to say
+    assert len([m for m in s.bot_messages(CHANNEL, run.message_ts) if m.ts != run.message_ts]) == 1
+    assert len(spark.record.tool_calls("list_applications")) == 1  # nothing was run again
+    assert s.world.servers["presto"].record.tool_calls("slow_queries") == []
