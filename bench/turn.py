@@ -389,13 +389,11 @@ def _legs(use: list[dict[str, Any]]) -> dict[str, list[float]]:
         return first_after(r["progress_updates"], r["model"][0])
 
     return {
-        "post -> eyes (ack, dequeue, claim)": [r["eyes"] for r in use],
-        "eyes -> placeholder posted (identity, rate check)": [
-            (r["placeholder"] or math.nan) - r["eyes"] for r in use
+        "post -> 1st model request (ack, dequeue, claim, identity, tool listing)": [
+            r["model"][0] for r in use
         ],
-        "placeholder -> 1st model request (tool listing, 3 servers)": [
-            r["model"][0] - (r["placeholder"] or math.nan) for r in use
-        ],
+        "post -> eyes (sent once the model is asked)": [r["eyes"] for r in use],
+        "post -> working message posted": [r["placeholder"] or math.nan for r in use],
         "1st model request -> progress chat.update, minus model latency": [
             progress(r) - r["model"][0] - MODEL_LATENCY for r in use
         ],
@@ -502,7 +500,7 @@ def _rows(
         base = _median(simple_legs[name]) * 1000 if simple_legs else None
         value = _median(values) * 1000
         notes = "baseline: the same leg with --simple" if base is not None else ""
-        if name.startswith("placeholder"):
+        if name.startswith("post -> 1st model"):
             notes += f"; bare SDK listing of the 3 servers (fresh clients): {list_rt * 1000:.0f} ms"
         section.add(
             Result(

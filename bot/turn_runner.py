@@ -9,10 +9,13 @@ conversation with what people decided, and delivers the answer (privately when i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from agent import loop
 from agent.loop import Answer, Failed, Limits, Paused
@@ -39,6 +42,21 @@ from registry_cache.snapshot import RegistryUnavailable
 __all__ = ["Incoming", "TurnRunner"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SIGNS_WAIT_MAX_SECONDS = 0.15  # the first sign stays well inside the second a person waits for (< 300 ms)
+SEND_GRACE_SECONDS = 0.001
+
+
+async def after_asking(asked: asyncio.Event, call: Awaitable[T]) -> T:
+    """Slack's signs of life (the eyes, the working message) go out once the model has been asked. The
+    model is the long pole, and every call on a loop delays the others: sent first, the signs held the
+    first model request back by ~3 ms (bench/turn). The bound keeps the signs prompt when asking takes
+    long (a live tool listing); every way out of a turn sets `asked`."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asked.wait(), SIGNS_WAIT_MAX_SECONDS)
+    await asyncio.sleep(SEND_GRACE_SECONDS)  # the request's bytes leave before the signs' work starts
+    return await call
 
 
 @dataclass(frozen=True)
@@ -97,17 +115,28 @@ class TurnRunner:
     async def _run(self, turn: Turn, attempt: str) -> str:
         # The eyes are the first sign that the bot is on it; the answer does not wait for Slack to show them.
         resuming = attempt.startswith("resume-")
+        asked = asyncio.Event()  # set when the model is first asked, and on every way out of the turn
         eyes = (
-            None if resuming else asyncio.ensure_future(self.svc.poster.react(turn.channel, turn.ts, "eyes"))
+            None
+            if resuming
+            else asyncio.ensure_future(
+                after_asking(asked, self.svc.poster.react(turn.channel, turn.ts, "eyes"))
+            )
         )
         try:
-            return await self._answer(turn, attempt, resuming, eyes)
+            return await self._answer(turn, attempt, resuming, eyes, asked)
         finally:
+            asked.set()
             if eyes is not None:
                 await eyes  # never left running when the job's event loop closes
 
     async def _answer(
-        self, turn: Turn, attempt: str, resuming: bool, eyes: asyncio.Future[None] | None
+        self,
+        turn: Turn,
+        attempt: str,
+        resuming: bool,
+        eyes: asyncio.Future[None] | None,
+        asked: asyncio.Event,
     ) -> str:
         poster, store = self.svc.poster, self.svc.store
         # Both at once: a request from someone not linked yet counts towards their per-minute limit too.
@@ -139,18 +168,21 @@ class TurnRunner:
         started = time.monotonic()
         working = blocks.working_message()
         # Posted while the tools are listed and the model thinks; progress waits for it, the model does not.
-        placeholder = asyncio.ensure_future(self._working_message(turn, attempt, working))
+        placeholder = asyncio.ensure_future(
+            after_asking(asked, self._working_message(turn, attempt, working))
+        )
 
         async def placeholder_ts() -> str:
             return (await placeholder).ts
 
-        progress = SlackProgress(poster, turn.channel, asyncio.ensure_future(placeholder_ts()))
+        progress = SlackProgress(poster, turn.channel, asyncio.ensure_future(placeholder_ts()), asked=asked)
         caller = Caller(turn.team, turn.user, turn.channel, identity)
         try:
             async with self.svc.gateway.session(caller) as session:
                 try:  # the conversation is read while the tools are listed
                     _, conversation = await asyncio.gather(session.tools(), store.conversation(turn.thread))
                 except RegistryUnavailable as exc:
+                    asked.set()
                     await poster.update(turn.channel, (await placeholder).ts, text=str(exc))
                     await store.set_status(turn.id, "failed", reason="registry")
                     return "registry unavailable"
@@ -164,6 +196,7 @@ class TurnRunner:
                 )
                 await self._report_withheld(turn, identity, session)
         finally:
+            asked.set()
             await progress.settle()  # no late progress update may overwrite the answer
             posted = await placeholder
         seconds = time.monotonic() - started
