@@ -33,7 +33,8 @@ from redis.exceptions import RedisError
 
 from approvals.impact import metrics_from_audit
 from approvals.store import PENDING_KEY, RUNNING_KEY
-from bot.queues import QUEUE_NAMES
+from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
+from bot.queues import AGENT, QUEUE_NAMES
 
 __all__ = ["FAMILIES", "Family", "Metrics", "RedisCollector", "SyncMetrics", "metrics_from_audit", "scrape"]
 
@@ -81,6 +82,8 @@ chatops_minutes_saved_total        counter   server,tool         Engineer minute
 chatops_queue_depth                gauge     queue               Jobs waiting in each RQ queue.
 chatops_approvals_pending          gauge     -                   Approval cards waiting for a decision.
 chatops_approvals_running          gauge     -                   Approved actions running now.
+chatops_turns_running              gauge     -                   Agent turns in progress (their leases).
+chatops_turn_slots                 gauge     -                   Turn slots of live turn pools.
 chatops_metrics_store_up           gauge     -                   1 if the metrics store was readable.
 """
 _BUCKETS = {"chatops_approval_decision_seconds": DECISION}
@@ -257,6 +260,8 @@ class Snapshot:
     pending: int
     running: int
     up: bool
+    turns_running: int = 0
+    turn_slots: int = 0
 
 
 def _queue_commands(pipe: Any) -> None:
@@ -268,6 +273,8 @@ def _queue_commands(pipe: Any) -> None:
         pipe.llen(f"rq:queue:{queue}")
     pipe.zcard(PENDING_KEY)
     pipe.zcard(RUNNING_KEY)
+    pipe.zcard(TURNS_RUNNING_KEY)
+    pipe.scard(f"rq:workers:{AGENT}")  # RQ's own registry of the live workers on a queue: the pools' slots
 
 
 def _snapshot(results: list[Any]) -> Snapshot:
@@ -278,7 +285,8 @@ def _snapshot(results: list[Any]) -> Snapshot:
     }
     rest = results[len(stored) :]
     depths = {q: int(n) for q, n in zip(QUEUE_NAMES, rest, strict=False)}
-    return Snapshot(hashes, depths, int(rest[-2]), int(rest[-1]), True)
+    pending, running, turns, slots = (int(n) for n in rest[-4:])
+    return Snapshot(hashes, depths, pending, running, True, turns, slots)
 
 
 DOWN = Snapshot({}, {}, 0, 0, False)
@@ -313,6 +321,8 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     for name, value in (
         ("chatops_approvals_pending", snap.pending),
         ("chatops_approvals_running", snap.running),
+        ("chatops_turns_running", snap.turns_running),
+        ("chatops_turn_slots", snap.turn_slots),
         ("chatops_metrics_store_up", int(snap.up)),
     ):
         yield GaugeMetricFamily(name, FAMILIES[name].help, value=value)

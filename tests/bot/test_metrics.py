@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from approvals.audit import Audit, AuditRecord
 from approvals.store import PENDING_KEY
+from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
 from bot.metrics import FAMILIES, Metrics, RedisCollector, SyncMetrics, metrics_from_audit, scrape
-from bot.queues import AGENT, QUEUE_NAMES
+from bot.queues import ACTIONS, AGENT, QUEUE_NAMES
 
 
 def parse(body: bytes) -> dict[str, Metric]:
@@ -83,6 +84,16 @@ async def test_live_gauges_read_queues_and_pending_approvals(aredis: aioredis.Re
     }
     assert value(families["chatops_approvals_pending"], "chatops_approvals_pending") == 2
     assert value(families["chatops_metrics_store_up"], "chatops_metrics_store_up") == 1
+
+
+async def test_live_gauges_show_turns_running_against_the_slots_of_live_pools(aredis: aioredis.Redis) -> None:
+    """Saturation at a glance: turns in progress (their leases) and the turn slots RQ knows to be alive."""
+    await aredis.zadd(TURNS_RUNNING_KEY, {"t1|first": time.time() + 60, "t2|recover-1": time.time() + 60})
+    await aredis.sadd(f"rq:workers:{AGENT}", "rq:worker:a.1", "rq:worker:a.2", "rq:worker:a.3")
+    await aredis.sadd(f"rq:workers:{ACTIONS}", "rq:worker:forking")  # not a turn slot
+    families = parse(await scrape(aredis))
+    assert value(families["chatops_turns_running"], "chatops_turns_running") == 2
+    assert value(families["chatops_turn_slots"], "chatops_turn_slots") == 3
 
 
 async def test_labels_are_normalised_and_unknown_metrics_dropped(aredis: aioredis.Redis) -> None:
