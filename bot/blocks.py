@@ -40,6 +40,7 @@ __all__ = [
     "parse_feedback_value",
     "progress_message",
     "reconnect_prompt",
+    "text_length",
     "working_message",
 ]
 
@@ -108,7 +109,7 @@ def answer_messages(
     trailer = _trailer(footer if already_safe else safe_mrkdwn(footer), feedback_id)
     # The fallback text counts towards the 40,000 as well; it is never longer than the preview.
     budget = min(blocks_text_limit, message_limit - _PREVIEW_CHARS - 20)
-    if section_limit + _text_length(trailer) > budget:
+    if section_limit + text_length(trailer) > budget:
         raise ValueError("blocks_text_limit leaves no room for a full section next to the footer")
     messages = _pack([_section(c) for c in chunks], trailer, max_blocks, budget)
     if len(messages) <= overflow_threshold:
@@ -123,7 +124,7 @@ def answer_messages(
 
 def _pack(sections: list[JSON], trailer: list[JSON], max_blocks: int, budget: int) -> list[Message]:
     def fits(blocks: list[JSON]) -> bool:
-        return len(blocks) <= max_blocks and _text_length(blocks) <= budget
+        return len(blocks) <= max_blocks and text_length(blocks) <= budget
 
     groups: list[list[JSON]] = [[]]
     for section in sections:
@@ -202,12 +203,12 @@ def _preview(safe: str) -> str:
     return flat
 
 
-def _text_length(node: object) -> int:
+def text_length(node: object) -> int:
     """Cumulative text the way Slack counts it for msg_blocks_too_long: every "text" string, nested."""
     if isinstance(node, dict):
-        return sum(len(v) if k == "text" and isinstance(v, str) else _text_length(v) for k, v in node.items())
+        return sum(len(v) if k == "text" and isinstance(v, str) else text_length(v) for k, v in node.items())
     if isinstance(node, list):
-        return sum(_text_length(v) for v in node)
+        return sum(text_length(v) for v in node)
     return 0
 
 

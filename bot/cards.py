@@ -34,7 +34,7 @@ from slack_sdk.models.views import View
 
 from approvals.policy import mention, progress_text, slack_time
 from approvals.store import Approval, ApprovalStatus
-from bot.blocks import BLOCKS_TEXT_LIMIT, TEXT_OBJECT_LIMIT, Message
+from bot.blocks import BLOCKS_TEXT_LIMIT, TEXT_OBJECT_LIMIT, Message, text_length
 from bot.mrkdwn import escape, safe_mrkdwn, split_text
 
 __all__ = [
@@ -203,7 +203,7 @@ def _message(a: Approval, blocks: list[JSON]) -> Message:
     # The notification text is plain: no mentions or date tokens, which would ping or render oddly there.
     where = f"{a.tool[:80]} on {(a.short_name or a.server)[:80]}"
     text = f"{_HEADS[a.status][1]}: {where}, requested by {a.requester_email[:80]}"
-    total = _text_length(blocks)
+    total = text_length(blocks)
     if len(blocks) > MAX_BLOCKS or total > BLOCKS_TEXT_LIMIT:
         raise RuntimeError(f"bug: card layout exceeded Slack's limits ({len(blocks)} blocks, {total} chars)")
     return Message(escape(text), blocks)
@@ -223,7 +223,7 @@ class _Row:
 def _argument_blocks(a: Approval) -> tuple[list[JSON], bool]:
     """Sections listing every argument, and whether all values are shown in full."""
     fixed = [*_facts(dataclasses.replace(a, status=ApprovalStatus.PENDING)), _digests(a)]
-    budget = BLOCKS_TEXT_LIMIT - _text_length(fixed) - STATUS_RESERVE
+    budget = BLOCKS_TEXT_LIMIT - text_length(fixed) - STATUS_RESERVE
     most = MAX_BLOCKS - len(fixed) - 4  # status, detail, buttons, and one spare
     rows = [_row(k, v) for k, v in sorted(a.arguments.items())]
     for row in rows:
@@ -231,7 +231,7 @@ def _argument_blocks(a: Approval) -> tuple[list[JSON], bool]:
     blocks = _pack(rows, len(rows))
 
     def fits(candidate: list[JSON]) -> bool:
-        return len(candidate) <= most and _text_length(candidate) <= budget
+        return len(candidate) <= most and text_length(candidate) <= budget
 
     while not fits(blocks):
         longest = max(
@@ -345,12 +345,3 @@ def _checked_id(approval_id: str) -> str:
     if not _APPROVAL_ID.fullmatch(approval_id):
         raise ValueError("button values and modal metadata carry approval ids only")
     return approval_id
-
-
-def _text_length(node: object) -> int:
-    """Block text the way Slack counts it for msg_blocks_too_long: every "text" string, nested."""
-    if isinstance(node, dict):
-        return sum(len(v) if k == "text" and isinstance(v, str) else _text_length(v) for k, v in node.items())
-    if isinstance(node, list):
-        return sum(_text_length(v) for v in node)
-    return 0

@@ -6,6 +6,7 @@ import anthropic
 import httpx2
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from agent.model import make_client
 from agent.workflow import load_workflows
@@ -35,7 +36,7 @@ async def workers(redis: aioredis.Redis) -> tuple[bool, str]:
     on a queue no worker takes (questions would never be answered)."""
     parts, ok = [], True
     for name in QUEUE_NAMES:
-        listening = await redis.scard(f"rq:workers:{name}")
+        listening = await redis.scard(WORKERS_BY_QUEUE_KEY % name)
         waiting = await redis.llen(f"rq:queue:{name}")
         kind = "turn slots" if name == AGENT else "workers"
         parts.append(f"{name}: {listening} {kind}, {waiting} waiting")

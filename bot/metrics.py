@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.exceptions import RedisError
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from approvals.impact import metrics_from_audit
 from approvals.store import PENDING_KEY, RUNNING_KEY
@@ -274,7 +275,7 @@ def _queue_commands(pipe: Any) -> None:
     pipe.zcard(PENDING_KEY)
     pipe.zcard(RUNNING_KEY)
     pipe.zcard(TURNS_RUNNING_KEY)
-    pipe.scard(f"rq:workers:{AGENT}")  # RQ's own registry of the live workers on a queue: the pools' slots
+    pipe.scard(WORKERS_BY_QUEUE_KEY % AGENT)  # RQ's registry of live workers on a queue: the turn slots
 
 
 def _snapshot(results: list[Any]) -> Snapshot:

@@ -40,7 +40,7 @@ VIEW_REUSE_SECONDS = 1.0
 # A background re-listing starts this long after the listing was served from memory: it shares the turn's
 # event loop, and the turn's first model request (a few ms of work) should be on the wire before it.
 RELIST_AFTER_SECONDS = 0.03
-SPEC_MEMO_SIZE = 4096  # (server, caller) listings a long-lived process keeps built
+SPEC_MEMO_SIZE = 1024  # distinct server listings a long-lived process keeps built
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,10 @@ class Gateway:
         self.call_timeout = call_timeout
         self.output_max_chars = output_max_chars
         self.breaker = breaker or Breaker()
-        # listing key -> (view, tools, specs, poisoned): see GatewaySession._remembered_specs
+        # (server, url, listing) -> (view, tools, specs, poisoned): see GatewaySession._remembered_specs
         self.spec_memo: dict[
-            str, tuple[RegistryView, tuple[Tool, ...], list[ToolSpec], dict[str, tuple[str, str]]]
+            tuple[str, str, int],
+            tuple[RegistryView, tuple[Tool, ...], list[ToolSpec], dict[str, tuple[str, str]]],
         ] = {}
 
     def session(self, caller: Caller) -> GatewaySession:
@@ -243,7 +244,7 @@ class GatewaySession:
                 self.unavailable[entry.name] = f"unreachable a moment ago ({down})"
                 return []
             if remembered is not None:
-                specs = self._remembered_specs(view, entry, self._listing_key(entry), remembered)
+                specs = self._remembered_specs(view, entry, remembered)
                 self._revalidating[entry.name] = asyncio.create_task(
                     self._revalidate(view, entry, specs), name=f"relist {entry.name}"
                 )
@@ -313,13 +314,14 @@ class GatewaySession:
         self._note_poisoned(entry, poisoned)
         return specs
 
-    def _remembered_specs(
-        self, view: RegistryView, entry: ServerEntry, key: str, listing: Listing
-    ) -> list[ToolSpec]:
+    def _remembered_specs(self, view: RegistryView, entry: ServerEntry, listing: Listing) -> list[ToolSpec]:
         """`_specs_of` a remembered listing, built once per (listing, registry version) in this process:
         checking and fingerprinting every tool of every server was most of a warm turn's wait before its
-        first model request. ListingCache hands out the same tools tuple for the same stored tools."""
+        first model request. ListingCache hands out the same tools tuple for the same stored tools, so
+        everyone shown the same listing of a server shares what is built from it (the memo entry holds
+        the tuple, so its id is not reused while it is a key)."""
         memo = self._gw.spec_memo
+        key = (entry.name, entry.url, id(listing.tools))
         known = memo.get(key)
         if known is not None and known[0] is view and known[1] is listing.tools:
             specs, poisoned = known[2], known[3]

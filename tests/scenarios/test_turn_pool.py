@@ -45,6 +45,7 @@ def worker_process(s: Scenario, **env: str) -> Iterator[subprocess.Popen[bytes]]
     finally:
         if worker.poll() is None:
             kill_worker(worker)
+        _logs.pop(worker.pid).unlink(missing_ok=True)
 
 
 _logs: dict[int, Path] = {}
