@@ -18,7 +18,7 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import redis.asyncio as aioredis
 
@@ -50,8 +50,9 @@ def fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def matches(secret: str | None, expected: str) -> bool:
-    return bool(secret) and hmac.compare_digest(fingerprint(secret or ""), expected)
+def matches(secret: str | None, expected: str) -> TypeGuard[str]:
+    """Whether `secret` is the one whose fingerprint is `expected` (in constant time)."""
+    return secret is not None and secret != "" and hmac.compare_digest(fingerprint(secret), expected)
 
 
 class NotConfirmable(Exception):

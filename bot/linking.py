@@ -204,7 +204,6 @@ class Linking:
         person = await self._slack_person(user)
         email = signed_in_email(held.claims)
         if not self._match_email:
-            assert browser is not None  # matches() above
             return await self._pending.hold(
                 held, browser=browser, person=person, signed_in_as=email or held.claims.sub
             )
