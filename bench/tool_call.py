@@ -35,6 +35,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from bench.common import Noise, Result, Section, WorldProcess, median_ratio, summary
 from bot.linking import Linking
+from bot.poster import Poster, make_slack_client
+from bot.slack_people import SlackPeople
 from fixtures.idp import CLIENT_ID, DEFAULT_CLIENT_SECRET
 from fixtures.redis_proc import RedisProc
 from mcp_clients.connection import shared_ssl_context
@@ -125,12 +127,18 @@ async def _link(
     """The real flow: offer, start, log in at the IdP, authorize, callback."""
     if await broker.identity(TEAM, user) is None:
         offer = (await linking.offer(TEAM, user)).rsplit("/", 1)[1]
-        url = await linking.start(offer)
+        url = await linking.start(offer, browser="bench-browser")
         async with httpx2.AsyncClient() as browser:
             await browser.get(world["login"][person])
             answer = await browser.get(url)
         params = dict(httpx2.URL(answer.headers["location"]).params)
-        await linking.finish(state=params["state"], code=params["code"], iss=params.get("iss"), error=None)
+        await linking.finish(
+            state=params["state"],
+            code=params["code"],
+            iss=params.get("iss"),
+            error=None,
+            browser="bench-browser",
+        )
     identity = await broker.identity(TEAM, user)
     assert identity is not None, "linking failed"
     return Caller(TEAM, user, "C0DATAENG", identity)
@@ -145,12 +153,17 @@ async def _gateway_session(
     try:
         async with httpx2.AsyncClient(verify=shared_ssl_context()) as http:
             provider = Provider(http, world["issuer"], CLIENT_ID, DEFAULT_CLIENT_SECRET)
-            broker = TokenBroker(redis, provider, Sealer([world["secret_key"]]))
+            sealer = Sealer([world["secret_key"]])
+            broker = TokenBroker(redis, provider, sealer)
             snapshot = SharedSnapshot(
                 redis, lambda: fetch_all(http, world["registry_url"]), ttl_seconds=3600, stale_max_seconds=900
             )
             gateway = Gateway(snapshot, broker)
-            linking = Linking(redis, provider, broker, snapshot, public_url=PUBLIC_URL)
+            slack = make_slack_client(world["env"]["SLACK_BOT_TOKEN"], world["env"]["SLACK_API_URL"])
+            people = SlackPeople(Poster(slack, redis, TEAM))
+            linking = Linking(
+                redis, provider, broker, snapshot, people=people, sealer=sealer, public_url=PUBLIC_URL
+            )
             caller = await _link(world, linking, broker, "alice", USER)
             token = await broker.user_token(TEAM, USER, world["resources"]["presto"])  # now cached
             async with gateway.session(caller) as session:

@@ -67,8 +67,8 @@ WEB_API_METHODS: dict[str, tuple[str, ...]] = {
     "files.completeUploadExternal": ("files:write",),
     "views.open": (),
     "views.publish": (),
-    # bot.poster reads it as a form method; without users:read.email, so no address is ever fetched.
-    "users.info": ("users:read",),
+    # bot.slack_people: account linking compares the signed-in email with the Slack profile's (SPEC §5).
+    "users.info": ("users:read", "users:read.email"),
 }
 
 # slack_sdk helpers that call several methods under one Python name.

@@ -24,6 +24,7 @@ from bot.linking import Linking
 from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client, slack_session
 from bot.settings import Settings
+from bot.slack_people import SlackPeople
 from mcp_clients.connection import shared_ssl_context
 from mcp_clients.gateway import Gateway
 from mcp_clients.listing import ListingCache
@@ -126,7 +127,16 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         )
         return AnthropicModel(client, settings.chatops_model, on_result=metrics.model_result)
 
-    linking = Linking(redis, provider, broker, snapshot, public_url=settings.base_url)
+    linking = Linking(
+        redis,
+        provider,
+        broker,
+        snapshot,
+        people=SlackPeople(poster),
+        sealer=sealer,
+        public_url=settings.base_url,
+        match_email=settings.oauth_match_email,
+    )
     services = Services(
         settings,
         redis,

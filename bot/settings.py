@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     oauth_issuer: AnyHttpUrl | None = Field(default=None, alias="OAUTH_ISSUER")
     oauth_client_id: str | None = Field(default=None, alias="OAUTH_CLIENT_ID")
     oauth_client_secret: SecretStr | None = Field(default=None, alias="OAUTH_CLIENT_SECRET")
+    # Linking requires the provider's email to equal the Slack profile's; false: the person confirms instead.
+    oauth_match_email: bool = Field(default=True, alias="OAUTH_MATCH_EMAIL")
     public_url: AnyHttpUrl | None = Field(default=None, alias="PUBLIC_URL")
     chatops_secret_key: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(), alias="CHATOPS_SECRET_KEY"
@@ -107,6 +109,12 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         # `FOO=` in a .env file means "not set", not "set to the empty string".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("oauth_match_email", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any) -> Any:
+        # `OAUTH_MATCH_EMAIL=` means "not set": keep the safe default rather than refusing to start.
+        return True if isinstance(value, str) and not value.strip() else value
 
     @field_validator("slack_bot_token")
     @classmethod

@@ -22,14 +22,14 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from approvals.audit import AuditRecord
 from bot import listeners
 from bot.ingress import Ingress
-from bot.linking import LinkFailed, LinkResult
-from bot.pages import page
+from bot.link_routes import LinkRoutes
+from bot.linking import LinkResult
 from bot.poster import make_slack_client
 from bot.queues import Queues
 from bot.redis_check import arequire_safe_redis
@@ -102,27 +102,6 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
         metrics.observe("chatops_slack_ack_seconds", {}, time.perf_counter() - started)
         return response
 
-    async def oauth_start(request: Request) -> Response:
-        services: Services = state["services"]
-        try:
-            url = await services.linking.start(request.path_params["offer"])
-        except LinkFailed as exc:
-            return HTMLResponse(page("This link cannot be used", str(exc), ok=False), status_code=400)
-        return RedirectResponse(url, status_code=302)
-
-    async def oauth_callback(request: Request) -> Response:
-        services: Services = state["services"]
-        q = request.query_params
-        try:
-            result = await services.linking.finish(
-                state=q.get("state"), code=q.get("code"), iss=q.get("iss"), error=q.get("error")
-            )
-        except LinkFailed as exc:
-            return HTMLResponse(page("Your account was not connected", str(exc), ok=False), status_code=400)
-        who = result.identity.email or result.identity.sub
-        waiting = " I'm answering your waiting question now." if result.waiting else ""
-        return HTMLResponse(page("You're connected", f"Slack now knows you as {who}.{waiting}", ok=True))
-
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
 
@@ -158,8 +137,7 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
         return Response(await scrape(services.redis) + generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
-        Route("/oauth/start/{offer}", oauth_start, methods=["GET"]),
-        Route("/oauth/callback", oauth_callback, methods=["GET"]),
+        *LinkRoutes(lambda: state["services"], settings.base_url).routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

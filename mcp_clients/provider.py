@@ -51,6 +51,8 @@ class ProviderMetadata:
     authorization_endpoint: str
     token_endpoint: str
     jwks_uri: str
+    # RFC 9207: when true, an authorization response without `iss` must be refused.
+    authorization_response_iss_parameter_supported: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ class Provider:
                     authorization_endpoint=str(doc["authorization_endpoint"]),
                     token_endpoint=str(doc["token_endpoint"]),
                     jwks_uri=str(doc["jwks_uri"]),
+                    authorization_response_iss_parameter_supported=(
+                        doc.get("authorization_response_iss_parameter_supported") is True
+                    ),
                 )
             except KeyError as exc:
                 raise ProviderError(f"identity provider metadata lacks {exc.args[0]}") from None

@@ -93,3 +93,17 @@ def test_dev_role_needs_no_secrets() -> None:
 def test_empty_values_in_a_dotenv_mean_unset() -> None:
     with pytest.raises(ConfigError, match="^SLACK_SIGNING_SECRET: "):
         load_settings(Role.WEB_HTTP, env={**FULL, "SLACK_SIGNING_SECRET": " "})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, True), ("", True), ("false", False), ("0", False), ("TRUE", True)]
+)
+def test_email_matching_at_linking_is_on_unless_turned_off(value: str | None, expected: bool) -> None:
+    env = FULL if value is None else {**FULL, "OAUTH_MATCH_EMAIL": value}
+    assert load_settings(Role.WEB_HTTP, env=env).oauth_match_email is expected
+
+
+def test_a_malformed_email_matching_switch_is_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(Role.WEB_HTTP, env={**FULL, "OAUTH_MATCH_EMAIL": "sometimes"})
+    assert info.value.variable == "OAUTH_MATCH_EMAIL"

@@ -208,7 +208,9 @@ def test_the_bot_asks_for_exactly_the_scopes_its_events_methods_and_command_need
     needed.add("commands")
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == needed
     assert "assistant:write" not in needed  # no assistant.threads.setStatus
-    assert "users:read.email" not in needed
+    # Linking confirms the person by their Slack profile's email (SPEC §5): users.info with the email scope.
+    assert {"users.info"} <= methods
+    assert {"users:read", "users:read.email"} <= needed
 
 
 def test_bad_names_are_refused_and_the_bot_user_name_is_made_valid() -> None:

@@ -11,9 +11,12 @@ import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
 from bot.linking import Linking
+from bot.poster import Poster
+from bot.slack_people import SlackPeople
 from fixtures.idp import CLIENT_ID, DEFAULT_CLIENT_SECRET, FakeIdP
 from fixtures.registry import FakeRegistry
 from fixtures.server import serve
+from fixtures.slack import FakeSlack
 from fixtures.world import World, running_world
 from mcp_clients.gateway import Breaker, Caller, Gateway
 from mcp_clients.listing import ListingCache
@@ -25,6 +28,34 @@ from registry_cache.snapshot import SharedSnapshot
 
 PUBLIC_URL = "http://127.0.0.1:1"
 TEAM = "T0CHATOPS"
+SLACK_IDS = {"alice": "U0ALICE", "bob": "U0BOB", "carol": "U0CAROL", "dave": "U0DAVE", "erin": "U0ERIN"}
+BROWSER = "one-browser"  # what GET /oauth/start would have put in the browser's cookie
+
+
+def make_linking(
+    aredis: aioredis.Redis,
+    provider: Provider,
+    broker: TokenBroker,
+    snapshot: SharedSnapshot,
+    sealer: Sealer,
+    slack: FakeSlack,
+) -> Linking:
+    people = SlackPeople(Poster(slack.async_client(), aredis, TEAM))
+    return Linking(aredis, provider, broker, snapshot, people=people, sealer=sealer, public_url=PUBLIC_URL)
+
+
+async def link_in_browser(linking: Linking, idp: FakeIdP, person: str, user: str) -> None:
+    """The real browser flow: log in at the IdP, start, authorize, come back to the callback."""
+    offer = (await linking.offer(TEAM, user)).rsplit("/", 1)[1]
+    authorize_url = await linking.start(offer, browser=BROWSER)
+    async with httpx2.AsyncClient() as browser:
+        await browser.get(idp.login_url(person))
+        answer = await browser.get(authorize_url)
+    assert answer.status_code in (302, 303), answer.text
+    params = dict(httpx2.URL(answer.headers["location"]).params)
+    await linking.finish(
+        state=params.get("state"), code=params.get("code"), iss=params.get("iss"), error=None, browser=BROWSER
+    )
 
 
 @dataclass
@@ -39,25 +70,7 @@ class IdentityWorld:
     resources: dict[str, str]
 
     async def link(self, person: str) -> None:
-        """The real browser flow: log in at the IdP, start, authorize, come back to the callback."""
-        slack_user = {
-            "alice": "U0ALICE",
-            "bob": "U0BOB",
-            "carol": "U0CAROL",
-            "dave": "U0DAVE",
-            "erin": "U0ERIN",
-        }[person]
-        start = await self.linking.offer(TEAM, slack_user)
-        offer = start.rsplit("/", 1)[1]
-        authorize_url = await self.linking.start(offer)
-        async with httpx2.AsyncClient() as browser:
-            await browser.get(self.idp.login_url(person))
-            answer = await browser.get(authorize_url)
-        assert answer.status_code in (302, 303), answer.text
-        params = dict(httpx2.URL(answer.headers["location"]).params)
-        await self.linking.finish(
-            state=params.get("state"), code=params.get("code"), iss=params.get("iss"), error=None
-        )
+        await link_in_browser(self.linking, self.idp, person, SLACK_IDS[person])
 
 
 @pytest.fixture
@@ -79,7 +92,7 @@ async def identity_world(idp: FakeIdP, aredis: aioredis.Redis) -> AsyncIterator[
     ]
     urls = {n: f"http://127.0.0.1:{9000 + i}/mcp" for i, n in enumerate(names)}
     registry = FakeRegistry.from_file(urls=urls)
-    with serve(registry.app) as reg_server:
+    with serve(registry.app) as reg_server, FakeSlack() as slack:
         async with httpx2.AsyncClient() as http:
             provider = Provider(http, idp.issuer, CLIENT_ID, DEFAULT_CLIENT_SECRET)
             sealer = Sealer([Fernet.generate_key().decode()])
@@ -87,11 +100,8 @@ async def identity_world(idp: FakeIdP, aredis: aioredis.Redis) -> AsyncIterator[
             snapshot = SharedSnapshot(
                 aredis, lambda: fetch_all(http, reg_server.url), ttl_seconds=60, stale_max_seconds=900
             )
-            linking = Linking(aredis, provider, broker, snapshot, public_url=PUBLIC_URL)
+            linking = make_linking(aredis, provider, broker, snapshot, sealer, slack)
             yield IdentityWorld(idp, registry, http, provider, broker, snapshot, linking, urls)
-
-
-SLACK_IDS = {"alice": "U0ALICE", "bob": "U0BOB", "carol": "U0CAROL", "dave": "U0DAVE", "erin": "U0ERIN"}
 
 
 @dataclass
@@ -105,15 +115,7 @@ class Env:
     async def caller(self, person: str, channel: str = "C0DATAENG") -> Caller:
         user = SLACK_IDS[person]
         if await self.broker.identity(TEAM, user) is None:
-            offer = (await self.linking.offer(TEAM, user)).rsplit("/", 1)[1]
-            url = await self.linking.start(offer)
-            async with httpx2.AsyncClient() as browser:
-                await browser.get(self.world.idp.login_url(person))
-                answer = await browser.get(url)
-            params = dict(httpx2.URL(answer.headers["location"]).params)
-            await self.linking.finish(
-                state=params["state"], code=params["code"], iss=params.get("iss"), error=None
-            )
+            await link_in_browser(self.linking, self.world.idp, person, user)
         identity = await self.broker.identity(TEAM, user)
         assert identity is not None
         return Caller(TEAM, user, channel, identity)
@@ -132,13 +134,14 @@ async def env(world: World, aredis: aioredis.Redis) -> AsyncIterator[Env]:
         server.record.clear()
     async with httpx2.AsyncClient() as http:
         provider = Provider(http, world.idp.issuer, CLIENT_ID, DEFAULT_CLIENT_SECRET)
-        broker = TokenBroker(aredis, provider, Sealer([world.secret_key]))
+        sealer = Sealer([world.secret_key])
+        broker = TokenBroker(aredis, provider, sealer)
         snapshot = SharedSnapshot(
             aredis, lambda: fetch_all(http, world.registry_url), ttl_seconds=60, stale_max_seconds=900
         )
         gateway = Gateway(snapshot, broker, output_max_chars=2000, breaker=Breaker())
         cached = Gateway(snapshot, broker, breaker=Breaker(), listings=ListingCache(aredis))
-        linking = Linking(aredis, provider, broker, snapshot, public_url=PUBLIC_URL)
+        linking = make_linking(aredis, provider, broker, snapshot, sealer, world.slack)
         yield Env(world, broker, gateway, cached, linking)
     world.registry.reset()
     for server in world.servers.values():

@@ -9,7 +9,7 @@ import pytest
 
 from bot.linking import LinkFailed
 from mcp_clients.tokens import NotLinked, ReconnectNeeded
-from tests.mcp_clients.conftest import TEAM, IdentityWorld
+from tests.mcp_clients.conftest import BROWSER, TEAM, IdentityWorld
 
 
 def claims(token: str) -> dict[str, object]:
@@ -139,11 +139,13 @@ async def test_refresh_tokens_at_rest_are_fernet_ciphertext(identity_world: Iden
 async def test_state_is_single_use_and_iss_must_match(identity_world: IdentityWorld) -> None:
     w = identity_world
     offer = (await w.linking.offer(TEAM, "U0ALICE")).rsplit("/", 1)[1]
-    url = await w.linking.start(offer)
+    url = await w.linking.start(offer, browser=BROWSER)
     state = dict(__import__("httpx2").URL(url).params)["state"]
     with pytest.raises(LinkFailed, match="unexpected identity provider"):
-        await w.linking.finish(state=state, code="x", iss="https://evil.example.com", error=None)
+        await w.linking.finish(
+            state=state, code="x", iss="https://evil.example.com", error=None, browser=BROWSER
+        )
     with pytest.raises(LinkFailed, match="already used"):
-        await w.linking.finish(state=state, code="x", iss=None, error=None)
+        await w.linking.finish(state=state, code="x", iss=None, error=None, browser=BROWSER)
     with pytest.raises(LinkFailed, match="expired"):
-        await w.linking.start("no-such-offer")
+        await w.linking.start("no-such-offer", browser=BROWSER)

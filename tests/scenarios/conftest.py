@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx2
@@ -86,18 +87,29 @@ class Scenario:
 
     def link(self, person: str) -> None:
         """Connect a person's account through the real browser flow against the web process."""
+        page = self.browse_link(person, self.offer_url(person))
+        assert page.status_code == 200, f"linking {person} failed: {page.text}"
+
+    def offer_url(self, person: str) -> str:
+        """The Connect link the bot would hand this person in Slack."""
 
         async def offer() -> str:
             async with open_services(self.settings, self.bot.team) as svc:
                 linking: Linking = svc.linking
                 return await linking.offer(TEAM_ID, SLACK_IDS[person])
 
-        url = asyncio.run(offer())
-        self.browse_link(person, url)
+        return asyncio.run(offer())
+
+    @contextmanager
+    def browser(self, person: str | None = None) -> Iterator[httpx2.Client]:
+        """One browser (its own cookie jar), signed in at the identity provider as `person` if given."""
+        with httpx2.Client(follow_redirects=True, timeout=10) as browser:
+            if person is not None:
+                browser.get(self.world.idp.login_url(person))
+            yield browser
 
     def browse_link(self, person: str, url: str) -> httpx2.Response:
-        with httpx2.Client(follow_redirects=True, timeout=10) as browser:
-            browser.get(self.world.idp.login_url(person))
+        with self.browser(person) as browser:
             return browser.get(url)
 
     def bot_messages(self, channel: str, thread_ts: str) -> list[Message]:
