@@ -251,7 +251,9 @@ async def publish_home(services: Services, team: str, user: str, *, notice: str 
         except RegistryUnavailable as exc:
             notice = (notice + "\n" if notice else "") + f":warning: {escape(str(exc))}"
         store = ApprovalStore(services.redis, seal_key=seal_key(services))
-        approvals = [a for a in await store.pending_for_groups(identity.groups) if a.requester != user]
+        pending = await store.pending_for_groups(identity.groups)
+        # Not their own requests, asked from this Slack account or another linked to the same person.
+        approvals = [a for a in pending if a.requester != user and a.requester_sub != identity.sub]
     week, month, asked = await _audit_summary(services.redis, user, time.time())
     recent = await _recent(services, team, user, asked)
     view = home_view(
