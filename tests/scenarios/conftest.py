@@ -84,13 +84,14 @@ class Scenario:
             [sys.executable, "-m", "bot.cli", "worker", "--burst"], env=env, check=True, timeout=120
         )
 
-    def link(self, person: str) -> None:
-        """Connect a person's account through the real browser flow against the web process."""
+    def link(self, person: str, *, slack_user: str | None = None) -> None:
+        """Connect a person's account through the real browser flow against the web process; `slack_user`
+        links another Slack account of theirs (the person signs in at the identity provider either way)."""
 
         async def offer() -> str:
             async with open_services(self.settings, self.bot.team) as svc:
                 linking: Linking = svc.linking
-                return await linking.offer(TEAM_ID, SLACK_IDS[person])
+                return await linking.offer(TEAM_ID, slack_user or SLACK_IDS[person])
 
         url = asyncio.run(offer())
         self.browse_link(person, url)
