@@ -37,6 +37,7 @@ class IdentityWorld:
     snapshot: SharedSnapshot
     linking: Linking
     resources: dict[str, str]
+    secret_key: str  # the broker's CHATOPS_SECRET_KEY
 
     async def link(self, person: str) -> None:
         """The real browser flow: log in at the IdP, start, authorize, come back to the callback."""
@@ -82,13 +83,13 @@ async def identity_world(idp: FakeIdP, aredis: aioredis.Redis) -> AsyncIterator[
     with serve(registry.app) as reg_server:
         async with httpx2.AsyncClient() as http:
             provider = Provider(http, idp.issuer, CLIENT_ID, DEFAULT_CLIENT_SECRET)
-            sealer = Sealer([Fernet.generate_key().decode()])
-            broker = TokenBroker(aredis, provider, sealer)
+            secret_key = Fernet.generate_key().decode()
+            broker = TokenBroker(aredis, provider, Sealer([secret_key]))
             snapshot = SharedSnapshot(
                 aredis, lambda: fetch_all(http, reg_server.url), ttl_seconds=60, stale_max_seconds=900
             )
             linking = Linking(aredis, provider, broker, snapshot, public_url=PUBLIC_URL)
-            yield IdentityWorld(idp, registry, http, provider, broker, snapshot, linking, urls)
+            yield IdentityWorld(idp, registry, http, provider, broker, snapshot, linking, urls, secret_key)
 
 
 SLACK_IDS = {"alice": "U0ALICE", "bob": "U0BOB", "carol": "U0CAROL", "dave": "U0DAVE", "erin": "U0ERIN"}
