@@ -38,6 +38,7 @@ from fixtures.waiting import wait_until
 from fixtures.world import SIGNING_SECRET
 from registry_cache.snapshot import ATTEMPT_KEY, SNAPSHOT_KEY, VERSION_KEY
 from tests.faults.conftest import Scenario, audit_records
+from tests.scenarios.test_home import buttons, open_home
 
 CHANNEL = "C0INCIDENT"
 ALICE_AGAIN = "u-alice-recreated"  # Alice's account re-created at the provider: same email, another person
@@ -137,6 +138,23 @@ def test_two_slack_accounts_of_one_person_count_once_toward_a_quorum_of_two(scen
         r for r in audit_records(s.redis) if r["kind"] == "tool_call" and r["approval_id"] == approval.id
     ]
     assert ran["approvers"] == ["u-alice", "u-carol"]  # persons, not Slack accounts
+
+
+def test_app_home_of_a_second_account_offers_neither_the_persons_own_request_nor_a_second_vote(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    for person in ("bob", "alice"):
+        s.link(person)
+    s.link("alice", slack_user="U0ALICE2")
+    own = ask(s)
+    bobs = ask(s, user="U0BOB")
+    s.click("U0ALICE", bobs)  # 1 of 2, from her usual account
+    view = open_home(s, "U0ALICE2")
+    offered = {element.get("value") for _, element in buttons(view)}
+    assert own.id not in offered
+    assert bobs.id not in offered
+    assert "You have approved this" in json.dumps(view["blocks"])
 
 
 # ----- an approved action runs as the person who asked, or not at all --------------------------------------
