@@ -26,6 +26,7 @@ from cryptography.fernet import Fernet
 
 from approvals.store import Approval, Status
 from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
+from bot.cards import REJECT_ACTION_ID
 from bot.settings import Role, load_settings
 from bot.web import build_web
 from fixtures.anthropic_fake import Body, Reply, text, tool_use
@@ -108,6 +109,9 @@ def test_a_second_slack_account_of_the_requester_cannot_approve_their_request(sc
     assert kill_calls(s) == []
     (attempt,) = [r for r in audit_records(s.redis) if r["kind"] == "approval_decision"]
     assert (attempt["user"], attempt["sub"], attempt["outcome"]) == ("U0ALICE2", "u-alice", "denied")
+    s.click("U0ALICE2", approval, REJECT_ACTION_ID, wait=False)  # nor reject it: no reason form opens
+    assert "You asked for this" in s.told("U0ALICE2", CHANNEL, count=2)[-1]
+    assert list(s.world.slack.views()) == []
 
 
 def test_two_slack_accounts_of_one_person_count_once_toward_a_quorum_of_two(scenario: Scenario) -> None:
