@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from approvals.store import Approval, args_sha256
 from bot.bindings import SERVER_CHANGED, server_problem
 from mcp_clients.gateway import ToolSpec
 from registry_cache.view import ApprovalRule
+from tests.approvals.test_policy import approval
 
 URL = "https://presto.mcp.example.com/mcp"
 
@@ -29,30 +29,7 @@ SPEC = ToolSpec(
     url=URL,
     resource="api://presto",
 )
-APPROVAL = Approval(
-    id="a" + "0" * 23,
-    turn_id="t1",
-    team="T0CHATOPS",
-    channel="C0INCIDENT",
-    thread_ts="1764040000.000100",
-    requester="U0ALICE",
-    requester_sub="u-alice",
-    requester_email="alice@example.com",
-    server="io.example/presto",
-    short_name="presto",
-    owner_team="data-platform",
-    tool="kill_query",
-    arguments={"query_id": "q1"},
-    args_sha256=args_sha256({"query_id": "q1"}),
-    fingerprint="f" * 64,
-    reason="runaway",
-    approver_groups=("presto-oncall",),
-    created_at=1.0,
-    expires_at=2.0,
-    seal="s",
-    server_url=URL,
-    resource="api://presto",
-)
+APPROVAL = approval(server_url=URL, resource="api://presto")
 
 
 def test_the_server_it_was_approved_for_may_run_it() -> None:

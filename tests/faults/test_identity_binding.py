@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import threading
@@ -21,37 +20,28 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
 from approvals.store import Approval, Status
-from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
 from bot.cards import REJECT_ACTION_ID
 from bot.settings import Role, load_settings
 from bot.web import build_web
-from fixtures.anthropic_fake import Body, Reply, text, tool_use
 from fixtures.mcp_airflow import INCIDENT_DAG
 from fixtures.mcp_base import FixtureMcp
-from fixtures.mcp_presto import RUNAWAY_QUERY_ID, build_presto_server
+from fixtures.mcp_presto import build_presto_server
 from fixtures.server import bind_loopback, start
 from fixtures.slack_ingress import SlackIngress
 from fixtures.waiting import wait_until
 from fixtures.world import SIGNING_SECRET
 from registry_cache.snapshot import ATTEMPT_KEY, SNAPSHOT_KEY, VERSION_KEY
 from tests.faults.conftest import Scenario, audit_records
+from tests.faults.test_execution import proposed, proposer
 from tests.scenarios.test_home import buttons, open_home
+from tests.scenarios.test_workflows import oncall, runs
 
 CHANNEL = "C0INCIDENT"
 ALICE_AGAIN = "u-alice-recreated"  # Alice's account re-created at the provider: same email, another person
 PRESTO = "io.example/presto"
-
-
-def proposer(body: Body) -> Reply:
-    if "[Update from the approval system" in json.dumps(body["messages"][-1]):
-        return text("Told about the outcome.")
-    return tool_use(
-        "presto__kill_query", {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway"}, text_before="Kill it."
-    )
 
 
 def ask(s: Scenario, user: str = "U0ALICE") -> Approval:
@@ -76,6 +66,13 @@ def relink_alice_as_another_person(s: Scenario) -> None:
 
 def requests_as(s: Scenario, sub: str) -> list[Any]:
     return [r for server in s.world.servers.values() for r in server.record.all() if r.sub == sub]
+
+
+def start_run(s: Scenario, command: str, *, work: bool = True) -> None:
+    oncall(s, "U0ALICE", command)
+    wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+    if work:
+        s.work()
 
 
 def registry_changed(s: Scenario) -> None:
@@ -168,9 +165,7 @@ def test_a_requester_relinked_to_another_identity_before_the_run_fails_it_and_no
     scenario: Scenario,
 ) -> None:
     s = scenario
-    for person in ("alice", "bob", "carol"):
-        s.link(person)
-    approval = ask(s)
+    approval = proposed(s)
     s.click("U0BOB", approval)
     relink_alice_as_another_person(s)
     s.click("U0CAROL", approval)
@@ -191,8 +186,8 @@ def test_a_workflow_step_approved_after_its_starter_relinked_fails_and_the_run_e
     s = scenario
     s.link("alice")
     s.link("bob")
-    oncall(s, f"run restart-failed-dag dag_id={INCIDENT_DAG}")
-    (run,) = runs(s)
+    start_run(s, f"run restart-failed-dag dag_id={INCIDENT_DAG}")
+    (run,) = runs(s, "U0ALICE")
     assert run.status == "waiting_approval"
     assert run.sub == "u-alice"
     relink_alice_as_another_person(s)
@@ -203,7 +198,7 @@ def test_a_workflow_step_approved_after_its_starter_relinked_fails_and_the_run_e
     assert "now linked to another identity" in s.approval(approval.id).outcome_detail
     assert s.world.servers["airflow"].ledger.count("clear_task_instances") == 0
     assert s.world.servers["airflow"].record.tool_calls("clear_task_instances") == []
-    (run,) = runs(s)
+    (run,) = runs(s, "U0ALICE")
     assert run.status == "failed"
     assert "now linked to another identity" in run.summary
     assert requests_as(s, ALICE_AGAIN) == []
@@ -212,10 +207,10 @@ def test_a_workflow_step_approved_after_its_starter_relinked_fails_and_the_run_e
 def test_a_workflow_whose_starter_relinked_before_it_ran_does_nothing_at_all(scenario: Scenario) -> None:
     s = scenario
     s.link("alice")
-    oncall(s, "run incident-snapshot", work=False)
+    start_run(s, "run incident-snapshot", work=False)
     relink_alice_as_another_person(s)
     s.work()
-    (run,) = runs(s)
+    (run,) = runs(s, "U0ALICE")
     assert run.status == "failed"
     assert run.summary == "Not run: the Slack account that started it is now linked to another identity."
     assert requests_as(s, ALICE_AGAIN) == []  # not even a listing under the other identity
@@ -241,12 +236,14 @@ def test_a_workflow_whose_starter_relinks_mid_run_runs_no_further_step(scenario:
     helper = threading.Thread(target=relink_while_the_step_hangs)
     helper.start()
     try:
-        oncall(s, "run incident-snapshot")  # the worker runs here, in this thread, while the helper relinks
+        start_run(
+            s, "run incident-snapshot"
+        )  # the worker runs here, in this thread, while the helper relinks
     finally:
         helper.join(timeout=90)
         spark.knobs.release()
     assert not failures, failures
-    (run,) = runs(s)
+    (run,) = runs(s, "U0ALICE")
     assert run.status == "failed"
     assert "now linked to another identity" in run.summary
     assert len(spark.record.tool_calls("list_applications")) == 1
@@ -277,9 +274,7 @@ def test_an_approval_whose_server_now_points_elsewhere_fails_and_nothing_runs(
     scenario: Scenario, change: str
 ) -> None:
     s = scenario
-    for person in ("alice", "bob", "carol"):
-        s.link(person)
-    approval = ask(s)
+    approval = proposed(s)
     assert (approval.server, approval.server_url) == (PRESTO, s.world.servers["presto"].url)
     assert approval.resource == s.world.resource("presto")
     with lookalike_presto(s) as (other, other_url):
@@ -323,9 +318,7 @@ def restarted_with_key(s: Scenario, secret_key: str) -> Iterator[Scenario]:
 
 def test_an_approval_made_before_a_key_rotation_runs_once_after_it(scenario: Scenario) -> None:
     s = scenario
-    for person in ("alice", "bob", "carol"):
-        s.link(person)
-    approval = ask(s)  # sealed by a worker with the old key
+    approval = proposed(s)  # sealed by a worker with the old key
     new_key = Fernet.generate_key().decode()
     with restarted_with_key(s, f"{new_key},{s.world.secret_key}") as after:
         after.click("U0BOB", approval)
@@ -341,9 +334,7 @@ def test_an_approval_sealed_under_a_key_no_longer_listed_is_refused_and_nothing_
     scenario: Scenario,
 ) -> None:
     s = scenario
-    for person in ("alice", "bob", "carol"):
-        s.link(person)
-    approval = ask(s)
+    approval = proposed(s)
     with restarted_with_key(s, Fernet.generate_key().decode()) as after:
         after.click("U0BOB", approval)
         after.click("U0CAROL", approval)
@@ -353,26 +344,3 @@ def test_an_approval_sealed_under_a_key_no_longer_listed_is_refused_and_nothing_
     assert final.outcome_detail == "refused to run: seal mismatch"
     assert kill_calls(s) == []
     assert s.world.servers["presto"].ledger.count("kill_query") == 0
-
-
-# ----- workflow helpers ------------------------------------------------------------------------------------
-
-
-def oncall(s: Scenario, command: str, *, work: bool = True) -> None:
-    assert (
-        s.ingress.post(s.ingress.slash_command("U0ALICE", "/oncall", command, channel=CHANNEL)).status == 200
-    )
-    wait_until("the run to be queued", lambda: runs(s) or None)
-    if work:
-        s.work()
-
-
-def runs(s: Scenario) -> list[WorkflowRun]:
-    async def load() -> list[WorkflowRun]:
-        client = aioredis.Redis.from_url(s.redis_url)
-        try:
-            return await WorkflowRunStore(client).recent("T0CHATOPS", "U0ALICE")
-        finally:
-            await client.aclose()
-
-    return asyncio.run(load())
