@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 
 from agent.redaction import redact_secrets
 from agent.transcript import canonical_json
-from approvals.store import args_sha256
+from approvals.store import Approval, args_sha256
 
-__all__ = ["AUDIT_STREAM", "Audit", "AuditRecord", "args_digest", "preview"]
+__all__ = ["AUDIT_STREAM", "Audit", "AuditRecord", "approval_record", "args_digest", "preview"]
 
 AUDIT_STREAM = "chatops:audit"
 PREVIEW_CHARS = 300
@@ -71,6 +71,38 @@ class AuditRecord:
         data = asdict(self)
         data["approvers"] = list(self.approvers)
         return data
+
+
+def approval_record(
+    approval: Approval,
+    kind: str,
+    outcome: str,
+    *,
+    detail: str = "",
+    latency_ms: float = 0.0,
+    minutes: float = 0.0,
+) -> AuditRecord:
+    """A record about `approval`, in the requester's name; a click's record replaces user and sub."""
+    return AuditRecord(
+        kind=kind,
+        outcome=outcome,  # type: ignore[arg-type]
+        request_id=approval.turn_id,
+        approval_id=approval.id,
+        workflow_run_id=approval.workflow_run_id,
+        team=approval.team,
+        channel=approval.channel,
+        thread_ts=approval.thread_ts,
+        user=approval.requester,
+        sub=approval.requester_sub,
+        server=approval.server,
+        tool=approval.tool,
+        args_sha256=approval.args_sha256,
+        args_preview=preview(approval.arguments),
+        approvers=approval.approver_subs,  # persons, as everywhere in the audit (SPEC §5)
+        latency_ms=latency_ms,
+        minutes_saved=minutes,
+        detail=detail,
+    )
 
 
 class Audit:

@@ -4,12 +4,15 @@
        ├──reject──▶ REJECTED                        └──lease passed, mark_unknown──▶ OUTCOME_UNKNOWN
        └──expiry (vote, reject or the sweeper)──▶ EXPIRED
 
-- The decision is made from the stored record alone (Habit 5): the caller says only who clicked and whether
-  their groups are eligible *now*; requester, expiry, quorum and earlier votes are read inside the script,
-  so two processes can never both win a race (no read-then-write in Python).
+- The decision is made from the stored record alone (Habit 5): the caller says only who clicked (their Slack
+  account and the `sub` it is linked to) and whether their groups are eligible *now*; requester, expiry,
+  quorum and earlier votes are read inside the script, so two processes can never both win a race (no
+  read-then-write in Python). A person is their `sub` (SPEC §5): "own request" and "already voted" compare
+  subs, and also Slack accounts, so neither a second account nor a relinked one counts twice.
 - Every click, refusals included, is appended to `chatops:approval:{id}:attempts` by the same script.
-- `seal` is an HMAC over the facts that decide what runs, so arguments (or arguments and digest) edited
-  directly in Redis are caught by `verify` before execution (ACCEPTANCE 27).
+- `seal` (approvals.seal) binds the facts that decide what runs, so arguments (or arguments and digest),
+  requester or server edited directly in Redis are caught by `verify` before execution (ACCEPTANCE 27).
+- The record's fields and statuses are approvals.approval's; this module re-exports them.
 - Errors: `UnknownApproval` (a LookupError) for an id with no record; redis.RedisError propagates, and
   callers turn it into "couldn't record your decision" (ACCEPTANCE 6, 36): nothing is decided without Redis.
 - The scripts' texts live in approvals.store_scripts; this module registers and calls them.
@@ -17,21 +20,33 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, is_dataclass
-from enum import StrEnum
-from typing import Any, Literal, NotRequired, TypedDict, Unpack, cast, get_args
+from dataclasses import fields, is_dataclass
+from typing import Any, Unpack, cast, get_args
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.typing import EncodableT, FieldT
 
+from approvals.approval import (
+    FINAL_OUTCOMES,
+    Approval,
+    ApprovalStatus,
+    CardRef,
+    NewApproval,
+    Status,
+    Vote,
+    VoteKind,
+    VoteResult,
+    args_sha256,
+    canonical_json,
+)
+from approvals.seal import ApprovalSeal
 from approvals.store_scripts import _ADD_CARD, _EXPIRE, _FINISH, _GUARD, _LIB, _REJECT, _START, _VOTE
 
 __all__ = [
@@ -57,157 +72,26 @@ RUNNING_KEY = "chatops:approvals:running"
 APPROVED_KEY = "chatops:approvals:approved"
 _ID = re.compile(r"a[0-9a-f]{23}")
 
-VoteKind = Literal[
-    "counted",
-    "approved",
-    "rejected",
-    "already_decided",
-    "expired",
-    "own_request",
-    "not_eligible",
-    "duplicate",
-]
 _KINDS = frozenset(get_args(VoteKind))
-
-
-class ApprovalStatus(StrEnum):
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"
-    REJECTED = "REJECTED"
-    EXPIRED = "EXPIRED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
-
-
-Status = ApprovalStatus  # the short name callers use
-FINAL_OUTCOMES = frozenset({ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.OUTCOME_UNKNOWN})
 
 
 class UnknownApproval(LookupError):
     """No record for this id (never created, malformed, or past retention)."""
 
 
-@dataclass(frozen=True)
-class Vote:
-    user: str
-    sub: str
-    email: str
-    at: float
-
-
-@dataclass(frozen=True)
-class CardRef:
-    channel: str
-    ts: str
-
-
-@dataclass(frozen=True)
-class Approval:
-    """One request to run one tool call; the first block is fixed at creation, the rest is its state."""
-
-    id: str
-    turn_id: str
-    team: str
-    channel: str
-    thread_ts: str
-    requester: str
-    requester_sub: str
-    requester_email: str
-    server: str
-    short_name: str
-    owner_team: str
-    tool: str
-    arguments: dict[str, Any]
-    args_sha256: str
-    fingerprint: str
-    reason: str
-    approver_groups: tuple[str, ...]
-    created_at: float
-    expires_at: float
-    seal: str
-    quorum: int = 1
-    source: str = "agent"  # agent | workflow
-    workflow_run_id: str = ""
-    step_id: str = ""
-    model_name: str = ""
-    tool_use_id: str = ""
-    read_before: str = ""
-    status: ApprovalStatus = ApprovalStatus.PENDING
-    approvals: tuple[Vote, ...] = ()
-    decided_by: tuple[str, ...] = ()
-    decided_at: float | None = None
-    reject_reason: str = ""
-    cards: tuple[CardRef, ...] = ()
-    started_at: float | None = None
-    lease_until: float | None = None
-    finished_at: float | None = None
-    outcome_detail: str = ""
-
-    @property
-    def count(self) -> int:
-        return len(self.approvals)
-
-
-@dataclass(frozen=True)
-class VoteResult:
-    kind: VoteKind
-    approval: Approval
-    count: int
-
-
-def canonical_json(value: Any) -> str:
-    """The one serialisation digests are taken over; no `default=`: arguments must already be plain JSON."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def args_sha256(arguments: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(dict(arguments)).encode()).hexdigest()
-
-
-class NewApproval(TypedDict):
-    """What `create` is told; the id, digest, seal, times and state are the store's own."""
-
-    turn_id: str
-    team: str
-    channel: str
-    thread_ts: str
-    requester: str
-    requester_sub: str
-    requester_email: str
-    server: str
-    short_name: str
-    owner_team: str
-    tool: str
-    arguments: Mapping[str, Any]
-    fingerprint: str
-    reason: str
-    approver_groups: Sequence[str]
-    quorum: NotRequired[int]
-    source: NotRequired[str]  # agent | workflow (checked)
-    created_at: NotRequired[float]  # default: now
-    expires_at: NotRequired[float]  # or give create() ttl_seconds
-    workflow_run_id: NotRequired[str]
-    step_id: NotRequired[str]
-    model_name: NotRequired[str]
-    tool_use_id: NotRequired[str]
-    read_before: NotRequired[str]  # the tool outputs the model had read when it proposed this (display only)
-
-
-# What the seal binds: change any of these in Redis and `verify` refuses the record.
-_SEALED = ("id", "server", "tool", "args_sha256", "requester", "requester_sub", "fingerprint")
-
-
 class ApprovalStore:
     def __init__(
-        self, redis: aioredis.Redis, *, clock: Callable[[], float] = time.time, seal_key: bytes
+        self,
+        redis: aioredis.Redis,
+        *,
+        clock: Callable[[], float] = time.time,
+        seal_key: bytes,
+        older_seal_keys: Sequence[bytes] = (),
     ) -> None:
-        if len(seal_key) < 16:
-            raise ValueError("seal_key must be at least 16 bytes")
+        """`seal_key` seals new records; it and `older_seal_keys` (keys being rotated out) verify."""
         self._redis = redis
         self._clock = clock
-        self._seal_key = seal_key
+        self._sealer = ApprovalSeal((seal_key, *older_seal_keys))
         self._vote = redis.register_script(_LIB + _GUARD + _VOTE)
         self._reject = redis.register_script(_LIB + _GUARD + _REJECT)
         self._expire = redis.register_script(_LIB + _EXPIRE)
@@ -239,7 +123,7 @@ class ApprovalStore:
             created_at=created,
             expires_at=expires,
         )
-        values["seal"] = self._seal(values)
+        values["seal"] = self._sealer.seal(values)
         approval = Approval(**values)
         key, turn_key = _record_key(approval.id), f"chatops:turn-approvals:{approval.turn_id}"
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -279,7 +163,7 @@ class ApprovalStore:
     ) -> VoteResult:
         at = self._now(now)
         ballot = json.dumps({"user": user, "sub": sub, "email": email, "at": at}, ensure_ascii=False)
-        argv = (user, _flag(eligible), repr(at), "approve", ballot)
+        argv = (user, sub, _flag(eligible), repr(at), "approve", ballot)
         keys = (PENDING_KEY, APPROVED_KEY)
         return _vote_result(await self._run(self._vote, approval_id, keys, *argv))
 
@@ -293,8 +177,7 @@ class ApprovalStore:
         reason: str,
         now: float | None = None,
     ) -> VoteResult:
-        # `sub` mirrors `vote`; the rejecter's identity goes to the audit record the caller writes.
-        argv = (user, _flag(eligible), repr(self._now(now)), "reject", reason, json.dumps([user]))
+        argv = (user, sub, _flag(eligible), repr(self._now(now)), "reject", reason, json.dumps([user]))
         return _vote_result(await self._run(self._reject, approval_id, PENDING_KEY, *argv))
 
     async def expire(self, approval_id: str, now: float | None = None) -> bool:
@@ -350,7 +233,10 @@ class ApprovalStore:
         """None when the record is as created; otherwise why it must not run."""
         if not hmac.compare_digest(args_sha256(approval.arguments), approval.args_sha256):
             return "arguments changed after approval"
-        if not hmac.compare_digest(self._seal(vars(approval)), approval.seal):
+        if not (approval.server_url and approval.resource):
+            # Recorded before approvals named their server: nothing shows the server is the one approved.
+            return "the server changed since it was approved (the approval does not name its server's URL)"
+        if not self._sealer.verifies(vars(approval), approval.seal):
             return "seal mismatch"
         return None
 
@@ -358,10 +244,6 @@ class ApprovalStore:
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
-
-    def _seal(self, values: Mapping[str, Any]) -> str:
-        facts = canonical_json({name: values[name] for name in _SEALED})
-        return hmac.new(self._seal_key, facts.encode(), hashlib.sha256).hexdigest()
 
     async def _run(
         self, script: AsyncScript, approval_id: str, third: str | tuple[str, ...] | None, *argv: str

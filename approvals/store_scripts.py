@@ -12,9 +12,9 @@ script gives its KEYS and ARGV as `ApprovalStore` passes them.
 _LIB = """
 local rec, attempts = KEYS[1], KEYS[2]
 local function reply(kind, count) return {kind, count, unpack(redis.call('HGETALL', rec))} end
-local function note(user, action, result, now)
-  redis.call('RPUSH', attempts, '{"user":' .. cjson.encode(user) .. ',"action":' .. cjson.encode(action)
-    .. ',"result":"' .. result .. '","at":' .. now .. '}')
+local function note(user, sub, action, result, now)
+  redis.call('RPUSH', attempts, '{"user":' .. cjson.encode(user) .. ',"sub":' .. cjson.encode(sub)
+    .. ',"action":' .. cjson.encode(action) .. ',"result":"' .. result .. '","at":' .. now .. '}')
   local ttl = redis.call('TTL', rec)
   if ttl > 0 then redis.call('EXPIRE', attempts, ttl) end
   return result
@@ -26,34 +26,36 @@ local function append(field, item)
 end
 """
 
-# KEYS: record, attempts, pending (, approved for votes). ARGV: id, user, eligible, now, action.
+# KEYS: record, attempts, pending (, approved for votes). ARGV: id, user, sub, eligible, now, action.
 # The refusal order is the contract of `vote`/`reject`: closed, expired, own request, not eligible.
+# A person is their sub (SPEC §5): any Slack account linked to the requester's sub is the requester, and the
+# Slack account that asked stays the requester whatever it is linked to now. No sub, no decision.
 _GUARD = """
-local id, user, eligible, now, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local id, user, sub, eligible, now, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local status = redis.call('HGET', rec, 'status')
 if not status then return {'missing', 0} end
 local votes = cjson.decode(redis.call('HGET', rec, 'approvals'))
-if status ~= 'PENDING' then return reply(note(user, action, 'already_decided', now), #votes) end
+if status ~= 'PENDING' then return reply(note(user, sub, action, 'already_decided', now), #votes) end
 if tonumber(now) >= tonumber(redis.call('HGET', rec, 'expires_at')) then
   redis.call('HSET', rec, 'status', 'EXPIRED', 'decided_at', now)
   redis.call('ZREM', KEYS[3], id)
-  return reply(note(user, action, 'expired', now), #votes)
+  return reply(note(user, sub, action, 'expired', now), #votes)
 end
-if user == redis.call('HGET', rec, 'requester') then
-  return reply(note(user, action, 'own_request', now), #votes)
+if sub == redis.call('HGET', rec, 'requester_sub') or user == redis.call('HGET', rec, 'requester') then
+  return reply(note(user, sub, action, 'own_request', now), #votes)
 end
-if eligible ~= '1' then return reply(note(user, action, 'not_eligible', now), #votes) end
+if eligible ~= '1' or sub == '' then return reply(note(user, sub, action, 'not_eligible', now), #votes) end
 """
 
-# ARGV[6]: this vote as JSON.
+# ARGV[7]: this vote as JSON. One vote per person (sub), and per Slack account (one relinked since it voted).
 _VOTE = """
 for _, v in ipairs(votes) do
-  if v.user == user then return reply(note(user, action, 'duplicate', now), #votes) end
+  if v.sub == sub or v.user == user then return reply(note(user, sub, action, 'duplicate', now), #votes) end
 end
-append('approvals', ARGV[6])
+append('approvals', ARGV[7])
 local count = #votes + 1
 if count < tonumber(redis.call('HGET', rec, 'quorum')) then
-  return reply(note(user, action, 'counted', now), count)
+  return reply(note(user, sub, action, 'counted', now), count)
 end
 local voters = {}
 for _, v in ipairs(votes) do table.insert(voters, v.user) end
@@ -61,15 +63,15 @@ table.insert(voters, user)
 redis.call('HSET', rec, 'status', 'APPROVED', 'decided_by', cjson.encode(voters), 'decided_at', now)
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZADD', KEYS[4], now, id)
-return reply(note(user, action, 'approved', now), count)
+return reply(note(user, sub, action, 'approved', now), count)
 """
 
-# ARGV[6]: the reason, ARGV[7]: decided_by as JSON.
+# ARGV[7]: the reason, ARGV[8]: decided_by as JSON.
 _REJECT = """
-redis.call('HSET', rec, 'status', 'REJECTED', 'decided_by', ARGV[7], 'decided_at', now,
-  'reject_reason', ARGV[6])
+redis.call('HSET', rec, 'status', 'REJECTED', 'decided_by', ARGV[8], 'decided_at', now,
+  'reject_reason', ARGV[7])
 redis.call('ZREM', KEYS[3], id)
-return reply(note(user, action, 'rejected', now), #votes)
+return reply(note(user, sub, action, 'rejected', now), #votes)
 """
 
 # KEYS: record, attempts (unused), pending. ARGV: id, now.

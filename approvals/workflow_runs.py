@@ -34,6 +34,7 @@ class WorkflowRun:
     approvals: list[str] = field(default_factory=list)
     summary: str = ""
     finished_at: float | None = None
+    sub: str = ""  # the person who started it (SPEC §5): every step runs as them or not at all
 
 
 class WorkflowRunStore:
@@ -49,10 +50,19 @@ class WorkflowRunStore:
         team: str,
         channel: str,
         user: str,
+        sub: str,
         thread_ts: str | None = None,
     ) -> WorkflowRun:
         run = WorkflowRun(
-            "w" + secrets.token_hex(5), workflow, params, team, channel, user, self._clock(), thread_ts
+            "w" + secrets.token_hex(5),
+            workflow,
+            params,
+            team,
+            channel,
+            user,
+            self._clock(),
+            thread_ts,
+            sub=sub,
         )
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(f"chatops:wfrun:{run.id}", json.dumps(asdict(run)), ex=RUN_TTL_SECONDS)

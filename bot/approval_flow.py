@@ -16,45 +16,50 @@ import contextlib
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from agent.redaction import redact_secrets
-from approvals.audit import AuditRecord, preview
-from approvals.policy import progress_text, refusal_text
-from approvals.store import Approval, ApprovalStore, Status, VoteResult
+from approvals.audit import approval_record
+from approvals.store import Approval, ApprovalStore, Status
 from approvals.turns import Turn
-from bot import cards
+from bot import approval_clicks, cards
+from bot.approval_clicks import RECORDED_LATER
+from bot.bindings import SERVER_CHANGED, Unbound, bound_identity, server_problem
 from bot.poster import PostError
 from bot.queues import Queues
 from bot.services import BotIdentity, Services
 from mcp_clients.gateway import Caller, ToolSpec
-from mcp_clients.tokens import TokenUnavailable
+from mcp_clients.tokens import Identity
 
-__all__ = ["ApprovalFlow", "approval_flow", "seal_key"]
+__all__ = ["RECORDED_LATER", "ApprovalFlow", "approval_flow", "seal_key", "seal_keys"]
 
 log = logging.getLogger(__name__)
 
-RECORDED_LATER = "Your approval is recorded. It will run as soon as my queue is reachable again."
 ENQUEUE_GRACE_SECONDS = 30  # an APPROVED record older than this with no live job lost its enqueue
 _DEAD_JOB = {JobStatus.FAILED, JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED}
 TERMINAL = {Status.REJECTED, Status.EXPIRED, Status.SUCCEEDED, Status.FAILED, Status.OUTCOME_UNKNOWN}
 LEASE_MARGIN_SECONDS = 60
 
 
+def seal_keys(services: Services) -> list[bytes]:
+    """The HMAC keys of approval records, one per CHATOPS_SECRET_KEY: the first seals, all verify."""
+    masters = [k.get_secret_value().encode() for k in services.settings.chatops_secret_key]
+    return [hashlib.sha256(b"chatops-mcp/approval-seal/v1|" + master).digest() for master in masters]
+
+
 def seal_key(services: Services) -> bytes:
-    """The HMAC key that seals approval records, derived from the first CHATOPS_SECRET_KEY."""
-    master = services.settings.chatops_secret_key[0].get_secret_value().encode()
-    return hashlib.sha256(b"chatops-mcp/approval-seal/v1|" + master).digest()
+    """The key that seals new approval records (stores that only read need no other)."""
+    return seal_keys(services)[0]
 
 
 def approval_flow(svc: Services, queues: Queues, bot: BotIdentity) -> ApprovalFlow:
-    return ApprovalFlow(svc, queues, bot, ApprovalStore(svc.redis, seal_key=seal_key(svc)))
+    first, *older = seal_keys(svc)
+    return ApprovalFlow(svc, queues, bot, ApprovalStore(svc.redis, seal_key=first, older_seal_keys=older))
 
 
 @dataclass
@@ -93,6 +98,8 @@ class ApprovalFlow:
             requester_sub=caller.identity.sub,
             requester_email=caller.identity.email,
             server=spec.server,
+            server_url=spec.url,
+            resource=spec.resource,
             short_name=spec.short_name,
             owner_team=spec.owner_team,
             tool=spec.tool,
@@ -158,75 +165,16 @@ class ApprovalFlow:
     # --- clicks --------------------------------------------------------------------------------------
 
     async def vote(self, approval_id: str, *, user: str, channel: str, message_ts: str) -> str:
-        """An Approve click. Returns the ephemeral text for the clicker (empty: nothing to say)."""
-        approval = await self.store.get(approval_id)
-        if approval is None or not _card_matches(approval, channel, message_ts):
-            return "I can't find that request; it may have been made on another card."
-        try:
-            identity = await self.svc.broker.current_identity(approval.team, user)
-        except TokenUnavailable as exc:
-            await self._audit_attempt(approval, user, "", "approve", "denied", f"not linked: {exc}")
-            url = await self.svc.linking.offer(approval.team, user)
-            return f"{refusal_text(None, not_linked=True)} <{url}|Connect your account>"
-        eligible = bool(set(approval.approver_groups) & identity.groups)
-        result = await self.store.vote(
-            approval_id, user=user, sub=identity.sub, email=identity.email, eligible=eligible
+        """An Approve click; returns the ephemeral text for the clicker (bot.approval_clicks)."""
+        return await approval_clicks.vote(
+            self, approval_id, user=user, channel=channel, message_ts=message_ts
         )
-        # From here the decision is durable: a Redis failure must not read as "nothing changed".
-        try:
-            await self._audit_attempt(
-                result.approval, user, identity.sub, "approve", _outcome(result), result.kind
-            )
-            if result.kind == "approved":  # run first, then redraw: a slow chat.update must not delay it
-                self.queues.enqueue_action(approval_id)
-            if result.kind in ("counted", "approved"):
-                await self.refresh_cards(approval_id)
-        except RedisError as exc:
-            # The sweeper re-enqueues an APPROVED record with no job (ACCEPTANCE 37).
-            log.warning("approval %s recorded, follow-up failed (%s)", approval_id, type(exc).__name__)
-            return RECORDED_LATER if result.kind == "approved" else ""
-        if result.kind == "approved":
-            return ""
-        if result.kind == "counted":
-            return f"Your approval is counted. {progress_text(result.approval)}"
-        if result.kind == "expired":
-            await self.on_expired(approval_id)
-        return refusal_text(result)
 
     async def reject(self, approval_id: str, *, user: str, reason: str) -> str:
-        approval = await self.store.get(approval_id)
-        if approval is None:
-            return "I can't find that request."
-        try:
-            identity = await self.svc.broker.current_identity(approval.team, user)
-        except TokenUnavailable:
-            return refusal_text(None, not_linked=True)
-        eligible = bool(set(approval.approver_groups) & identity.groups)
-        result = await self.store.reject(
-            approval_id, user=user, sub=identity.sub, eligible=eligible, reason=reason
-        )
-        await self._audit_attempt(result.approval, user, identity.sub, "reject", _outcome(result), reason)
-        if result.kind == "rejected":
-            await self.refresh_cards(approval_id)
-            await self.svc.audit.record(
-                self._audit(result.approval, "approval_decision", "rejected", detail=reason)
-            )
-            await self._settled(result.approval)
-            return ""
-        if result.kind == "expired":
-            await self.on_expired(approval_id)
-        return refusal_text(result)
+        return await approval_clicks.reject(self, approval_id, user=user, reason=reason)
 
     async def may_reject(self, approval_id: str, *, user: str) -> str | None:
-        """Quick check before opening the reason modal: why this person cannot reject, if they cannot."""
-        approval = await self.store.get(approval_id)
-        if approval is None:
-            return "I can't find that request."
-        if approval.status != Status.PENDING:
-            return "This request has already been decided."
-        if approval.requester == user:
-            return "You asked for this; someone who may approve it has to decide."
-        return None
+        return await approval_clicks.may_reject(self, approval_id, user=user)
 
     # --- execution (actions queue) -------------------------------------------------------------------
 
@@ -238,19 +186,18 @@ class ApprovalFlow:
         problem = await self.store.verify(approval)
         if problem is not None:
             return await self._finish(approval, Status.FAILED, f"refused to run: {problem}", alert=True)
-        identity = await self.svc.broker.identity(approval.team, approval.requester)
-        if identity is None:
-            await self._tell_requester_to_reconnect(approval)
-            return await self._finish(approval, Status.FAILED, "the requester's account link has ended")
+        try:
+            identity = await self._requester(approval)
+        except Unbound as exc:
+            return await self._finish(approval, Status.FAILED, str(exc))
         caller = Caller(approval.team, approval.requester, approval.channel, identity)
         async with self.svc.gateway.session(caller) as session:
             tools = {t.model_name: t for t in await session.tools(fresh=True)}
             spec = tools.get(approval.model_name)
-            if spec is None and await self.svc.broker.identity(approval.team, approval.requester) is None:
-                # Listing ended the link (refresh refused: invalid_grant): the requester must reconnect.
-                # Never anyone else's token (ACCEPTANCE 30).
-                await self._tell_requester_to_reconnect(approval)
-                return await self._finish(approval, Status.FAILED, "the requester's account link has ended")
+            try:  # again: listing may have ended the link (invalid_grant), or it was relinked meanwhile
+                await self._requester(approval)
+            except Unbound as exc:
+                return await self._finish(approval, Status.FAILED, str(exc))
             poisoned = session.disabled.get(approval.model_name)
             if spec is None and poisoned is not None:
                 detail = (
@@ -261,6 +208,8 @@ class ApprovalFlow:
                 return await self._finish(
                     approval, Status.FAILED, "the tool is no longer available to the requester"
                 )
+            if server_problem(approval, spec) is not None:
+                return await self._finish(approval, Status.FAILED, f"{SERVER_CHANGED}; ask again", alert=True)
             if spec.fingerprint != approval.fingerprint:
                 return await self._finish(
                     approval,
@@ -413,6 +362,17 @@ class ApprovalFlow:
         except PostError as exc:
             log.warning("could not tell the thread about %s (%s)", approval.id, exc.error)
 
+    async def _requester(self, approval: Approval) -> Identity:
+        """The requester's identity, while their Slack account is still linked to the person who asked (never
+        anyone else's: ACCEPTANCE 30); raises `Unbound`, after asking them to connect again if it ended."""
+        broker, sub = self.svc.broker, approval.requester_sub
+        try:
+            return await bound_identity(broker, approval.team, approval.requester, sub, role="requester")
+        except Unbound as exc:
+            if exc.ended:
+                await self._tell_requester_to_reconnect(approval)
+            raise
+
     async def _tell_requester_to_reconnect(self, approval: Approval) -> None:
         url = await self.svc.linking.offer(approval.team, approval.requester)
         call = f"`{approval.short_name}.{approval.tool}`"
@@ -423,59 +383,4 @@ class ApprovalFlow:
                 approval.channel, approval.requester, text=text, thread_ts=approval.thread_ts
             )
 
-    def _audit(
-        self,
-        approval: Approval,
-        kind: str,
-        outcome: str,
-        *,
-        detail: str = "",
-        latency_ms: float = 0.0,
-        minutes: float = 0.0,
-    ) -> AuditRecord:
-        return AuditRecord(
-            kind=kind,
-            outcome=outcome,  # type: ignore[arg-type]
-            request_id=approval.turn_id,
-            approval_id=approval.id,
-            workflow_run_id=approval.workflow_run_id,
-            team=approval.team,
-            channel=approval.channel,
-            thread_ts=approval.thread_ts,
-            user=approval.requester,
-            sub=approval.requester_sub,
-            server=approval.server,
-            tool=approval.tool,
-            args_sha256=approval.args_sha256,
-            args_preview=preview(approval.arguments),
-            approvers=tuple(approval.decided_by),
-            latency_ms=latency_ms,
-            minutes_saved=minutes,
-            detail=detail,
-        )
-
-    async def _audit_attempt(
-        self, approval: Approval, user: str, sub: str, action: str, outcome: str, detail: str
-    ) -> None:
-        record = self._audit(approval, "approval_decision", outcome, detail=f"{action}: {detail}")
-        # A decision record is about the person who clicked; the requester stays in the request's records.
-        decided = outcome in ("approved", "rejected")  # decision latency feeds a metric
-        record = replace(
-            record,
-            user=user,
-            sub=sub,
-            detail=f"{action} (requested by {approval.requester}): {detail}",
-            latency_ms=(time.time() - approval.created_at) * 1000 if decided else 0.0,
-        )
-        await self.svc.audit.record(record)
-
-
-def _card_matches(approval: Approval, channel: str, message_ts: str) -> bool:
-    # A click must come from one of this approval's own cards, not from a copy pasted elsewhere.
-    return any(c.channel == channel and c.ts == message_ts for c in approval.cards)
-
-
-def _outcome(result: VoteResult) -> str:
-    return {"approved": "approved", "counted": "pending", "rejected": "rejected", "expired": "expired"}.get(
-        result.kind, "denied"
-    )
+    _audit = staticmethod(approval_record)

@@ -87,7 +87,7 @@ def home_view(
     blocks.append(_context("Owners' estimates for your successful tool calls and workflow runs (UTC weeks)."))
     if identity is not None:
         blocks += [_DIVIDER, _section(f"*Waiting on your approval ({len(approvals)})*")]
-        blocks += [b for a in approvals[:MAX_APPROVALS] for b in _approval(a, viewer)]
+        blocks += [b for a in approvals[:MAX_APPROVALS] for b in _approval(a, viewer, identity.sub)]
         if not approvals or len(approvals) > MAX_APPROVALS:
             more = len(approvals) - MAX_APPROVALS
             blocks.append(_context(f"…and {more} more." if approvals else "Nothing is waiting on you."))
@@ -148,7 +148,7 @@ def _account(identity: Identity | None, connect_url: str | None) -> list[JSON]:
     ]
 
 
-def _approval(a: Approval, viewer: str) -> list[JSON]:
+def _approval(a: Approval, viewer: str, viewer_sub: str) -> list[JSON]:
     reason = _clip(escape(" ".join(a.reason.replace("`", "'").split())), 400) or "_(no reason given)_"
     # ensure_ascii: invisible and look-alike characters show as \\u escapes, as they do on the card.
     arguments = json.dumps(a.arguments, ensure_ascii=True, sort_keys=True).replace("`", "\\u0060")
@@ -158,7 +158,7 @@ def _approval(a: Approval, viewer: str) -> list[JSON]:
         f"{progress_text(a)} Expires {slack_time(a.expires_at, '{date_short_pretty} {time}')}. "
         f"The card is in {_channel(a.channel)}."
     )
-    if any(v.user == viewer for v in a.approvals):
+    if any(v.user == viewer or v.sub == viewer_sub for v in a.approvals):  # this account, or this person
         return [_section(text), _context("You have approved this; it needs more approvers.")]
     approve = _button("Approve", APPROVE_ACTION_ID, value=a.id, style="primary")
     reject = _button("Reject", REJECT_ACTION_ID, value=a.id, style="danger")
@@ -251,7 +251,9 @@ async def publish_home(services: Services, team: str, user: str, *, notice: str 
         except RegistryUnavailable as exc:
             notice = (notice + "\n" if notice else "") + f":warning: {escape(str(exc))}"
         store = ApprovalStore(services.redis, seal_key=seal_key(services))
-        approvals = [a for a in await store.pending_for_groups(identity.groups) if a.requester != user]
+        pending = await store.pending_for_groups(identity.groups)
+        # Not their own requests, asked from this Slack account or another linked to the same person.
+        approvals = [a for a in pending if a.requester != user and a.requester_sub != identity.sub]
     week, month, asked = await _audit_summary(services.redis, user, time.time())
     recent = await _recent(services, team, user, asked)
     view = home_view(

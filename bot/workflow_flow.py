@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.workflow import Workflow, load_workflows
+from agent.workflow import Workflow
 from agent.workflow_runner import (
     Declined,
     RunState,
@@ -29,11 +28,13 @@ from approvals.store import ApprovalStore, Status
 from approvals.turns import Turn
 from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
 from bot.approval_flow import ApprovalFlow, approval_flow, seal_key
+from bot.bindings import BoundTools, Unbound, bound_identity
 from bot.mrkdwn import escape
 from bot.poster import PostError
 from bot.queues import Queues
 from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
+from bot.workflow_catalog import WorkflowCatalog
 from mcp_clients.gateway import Caller
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import RegistryUnavailable
@@ -52,30 +53,6 @@ _ICONS = {
     "rejected": ":no_entry:",
     "expired": ":alarm_clock:",
 }
-
-
-class WorkflowCatalog:
-    """The workflow files, reloaded when the folder changes (operators edit them without restarts)."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self._stamp: tuple[float, int] | None = None
-        self.workflows: dict[str, Workflow] = {}
-        self.errors: list[str] = []
-
-    def current(self) -> dict[str, Workflow]:
-        try:
-            entries = [os.path.join(self.folder, n) for n in os.listdir(self.folder)]
-            stamp = (max((os.path.getmtime(p) for p in entries), default=0.0), len(entries))
-        except FileNotFoundError:
-            stamp = (0.0, 0)
-        if stamp != self._stamp:
-            self._stamp = stamp
-            found, errors = load_workflows(self.folder)
-            self.workflows, self.errors = found, [str(e) for e in errors]
-            for error in self.errors:
-                log.warning("workflow file ignored: %s", error)
-        return self.workflows
 
 
 @dataclass
@@ -160,8 +137,15 @@ class WorkflowFlow:
         params: dict[str, Any],
         thread_ts: str | None = None,
     ) -> WorkflowRun:
+        identity = await self.svc.broker.identity(team, user)  # the person every step runs as (SPEC §5)
         run = await self.runs.create(
-            workflow=workflow.name, params=params, team=team, channel=channel, user=user, thread_ts=thread_ts
+            workflow=workflow.name,
+            params=params,
+            team=team,
+            channel=channel,
+            user=user,
+            sub=identity.sub if identity is not None else "",
+            thread_ts=thread_ts,
         )
         self.queues.enqueue_workflow(run.id)
         return run
@@ -215,13 +199,13 @@ class WorkflowFlow:
         workflow = self.catalog.current().get(run.workflow)
         if workflow is None:
             return await self._end(run, None, "failed", f"Workflow `{run.workflow}` no longer exists.")
-        identity = await self.svc.broker.identity(run.team, run.user)
-        if identity is None:
-            url = await self.svc.linking.offer(run.team, run.user)
-            await self._tell(
-                run, f"Connect your account first: <{url}|Connect>. Then run the workflow again."
-            )
-            return await self._end(run, workflow, "failed", "The person who ran it is not connected.")
+        try:
+            identity = await bound_identity(self.svc.broker, run.team, run.user, run.sub, role="starter")
+        except Unbound as exc:
+            if exc.ended:
+                url = await self.svc.linking.offer(run.team, run.user)
+                await self._tell(run, f"Connect your account first: <{url}|Connect>, then run it again.")
+            return await self._end(run, workflow, "failed", f"Not run: {exc}.")
         progress = WorkflowProgress(self, run, workflow)
         state = RunState.from_json(run.state) if run.state else None
         if run.message_ts is None:
@@ -261,7 +245,7 @@ class WorkflowFlow:
             result = await run_workflow(
                 workflow,
                 run.params,
-                tools=session,
+                tools=BoundTools(session, self.svc.broker, run.sub),
                 progress=progress,
                 state=state,
                 approved_outcome=outcome,

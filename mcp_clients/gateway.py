@@ -36,6 +36,7 @@ __all__ = ["Breaker", "Caller", "Gateway", "GatewaySession", "ToolOutcome", "Too
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_META_KEY = "io.chatops/idempotency-key"
+SERVER_CHANGED = "{server} changed its URL or resource in the registry since its tools were listed; ask again"
 VIEW_REUSE_SECONDS = 1.0
 # A background re-listing starts this long after the listing was served from memory: it shares the turn's
 # event loop, and the turn's first model request (a few ms of work) should be on the wire before it.
@@ -72,6 +73,8 @@ class ToolSpec:
     approval: ApprovalRule
     minutes_saved: float
     deprecated: bool
+    url: str  # the remote it was listed from and the audience of its tokens: what an approval binds
+    resource: str
     private_data: bool = False  # results go to the requester only (governance `private_data`)
 
     @property
@@ -365,6 +368,9 @@ class GatewaySession:
             return ToolOutcome(
                 False, f"{spec.server} is no longer available to you here.", error_kind="refused"
             )
+        if (entry.url, entry.resource) != (spec.url, spec.resource):
+            # The definition was checked (and perhaps approved) at the old remote: it vouches for nothing now.
+            return ToolOutcome(False, SERVER_CHANGED.format(server=spec.short_name), error_kind="refused")
         if not view.tool_enabled(entry, spec.tool):
             return ToolOutcome(False, f"{spec.tool} has been disabled by its owners.", error_kind="refused")
         if credential_in_arguments(arguments):
@@ -476,6 +482,8 @@ def build_specs(
                 minutes_saved=view.minutes_saved(entry, tool.name),
                 deprecated=entry.deprecated,
                 private_data=entry.governance.private_data,
+                url=entry.url,
+                resource=entry.resource,
             )
         )
     return specs, poisoned

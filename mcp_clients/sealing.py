@@ -3,7 +3,8 @@
 Each record gets its own Fernet key, derived with HKDF from a master key and the binding. A ciphertext copied
 into another person's record therefore fails to decrypt there: the binding is part of the key, not a field
 an attacker with Redis write access could edit. CHATOPS_SECRET_KEY may list several master keys: the first
-encrypts, all decrypt, so keys rotate without a flag day (`reseal` moves old records to the first key).
+encrypts, all decrypt, so keys rotate without a flag day; `reseal` moves a record to the first key (the token
+broker does it to a link's refresh token at every refresh, so an old key stops being needed).
 """
 
 from __future__ import annotations

@@ -202,6 +202,8 @@ class TokenBroker:
             updates: dict[FieldT, EncodableT] = {}
             if issued.refresh_token:  # rotation: keep the newest; keep the old one when none came back
                 updates["refresh"] = self._sealer.seal(issued.refresh_token, binding)
+            else:  # ...under the first CHATOPS_SECRET_KEY, so a key being rotated out stops being needed
+                updates["refresh"] = self._sealer.reseal(_text(sealed), binding)
             try:
                 claims = await self._provider.verify(issued.access_token, audience=resource)
             except ProviderError as exc:

@@ -62,6 +62,8 @@ async def new(store: ApprovalStore, **overrides: Any) -> Approval:
         "requester_sub": "sub-alice",
         "requester_email": "alice@example.com",
         "server": "io.example/presto",
+        "server_url": "https://presto.mcp.example.com/mcp",
+        "resource": "https://presto.mcp.example.com/mcp",
         "short_name": "presto",
         "owner_team": "data-platform",
         "tool": "kill_query",
@@ -191,7 +193,7 @@ async def test_self_approval_is_refused_the_request_stays_pending_and_the_attemp
     assert stored.status is ApprovalStatus.PENDING
     assert stored.approvals == ()
     assert await store.attempts(approval.id) == [
-        {"user": "U0ALICE", "action": "approve", "result": "own_request", "at": T0}
+        {"user": "U0ALICE", "sub": "sub-U0ALICE", "action": "approve", "result": "own_request", "at": T0}
     ]
 
 

@@ -68,6 +68,7 @@ class IdentityWorld:
     snapshot: SharedSnapshot
     linking: Linking
     resources: dict[str, str]
+    secret_key: str  # the broker's CHATOPS_SECRET_KEY
 
     async def link(self, person: str) -> None:
         await link_in_browser(self.linking, self.idp, person, SLACK_IDS[person])
@@ -95,13 +96,14 @@ async def identity_world(idp: FakeIdP, aredis: aioredis.Redis) -> AsyncIterator[
     with serve(registry.app) as reg_server, FakeSlack() as slack:
         async with httpx2.AsyncClient() as http:
             provider = Provider(http, idp.issuer, CLIENT_ID, DEFAULT_CLIENT_SECRET)
-            sealer = Sealer([Fernet.generate_key().decode()])
+            secret_key = Fernet.generate_key().decode()
+            sealer = Sealer([secret_key])
             broker = TokenBroker(aredis, provider, sealer)
             snapshot = SharedSnapshot(
                 aredis, lambda: fetch_all(http, reg_server.url), ttl_seconds=60, stale_max_seconds=900
             )
             linking = make_linking(aredis, provider, broker, snapshot, sealer, slack)
-            yield IdentityWorld(idp, registry, http, provider, broker, snapshot, linking, urls)
+            yield IdentityWorld(idp, registry, http, provider, broker, snapshot, linking, urls, secret_key)
 
 
 @dataclass

@@ -85,18 +85,19 @@ class Scenario:
             [sys.executable, "-m", "bot.cli", "worker", "--burst"], env=env, check=True, timeout=120
         )
 
-    def link(self, person: str) -> None:
-        """Connect a person's account through the real browser flow against the web process."""
-        page = self.browse_link(person, self.offer_url(person))
+    def link(self, person: str, *, slack_user: str | None = None) -> None:
+        """Connect a person's account through the real browser flow against the web process; `slack_user`
+        links another Slack account of theirs (the person signs in at the identity provider either way)."""
+        page = self.browse_link(person, self.offer_url(person, slack_user=slack_user))
         assert page.status_code == 200, f"linking {person} failed: {page.text}"
 
-    def offer_url(self, person: str) -> str:
-        """The Connect link the bot would hand this person in Slack."""
+    def offer_url(self, person: str, *, slack_user: str | None = None) -> str:
+        """The Connect link the bot would hand this person (or their other Slack account) in Slack."""
 
         async def offer() -> str:
             async with open_services(self.settings, self.bot.team) as svc:
                 linking: Linking = svc.linking
-                return await linking.offer(TEAM_ID, SLACK_IDS[person])
+                return await linking.offer(TEAM_ID, slack_user or SLACK_IDS[person])
 
         return asyncio.run(offer())
 

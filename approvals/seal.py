@@ -1,0 +1,50 @@
+"""The seal on an approval: an HMAC over the facts that decide what runs (SPEC §5 "Secrets", §6, §10).
+
+Arguments (or arguments and their digest), requester, server, URL, resource or fingerprint edited directly in
+Redis no longer match the seal, so the record is refused before anything runs (ACCEPTANCE 27).
+
+Keys rotate like tokens at rest: the first key seals, every key listed verifies, so an approval sealed before
+CHATOPS_SECRET_KEY became "new,old" still runs, and one sealed under a key no longer listed does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from approvals.approval import canonical_json
+
+__all__ = ["SEALED", "ApprovalSeal"]
+
+# What the seal binds: change any of these in Redis and `verifies` is False.
+SEALED = (
+    "id",
+    "server",
+    "server_url",
+    "resource",
+    "tool",
+    "args_sha256",
+    "requester",
+    "requester_sub",
+    "fingerprint",
+)
+
+
+class ApprovalSeal:
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys or any(len(k) < 16 for k in keys):
+            raise ValueError("at least one seal key, each at least 16 bytes")
+        self._keys = tuple(keys)
+
+    def seal(self, values: Mapping[str, Any]) -> str:
+        return self._mac(self._keys[0], values)
+
+    def verifies(self, values: Mapping[str, Any], seal: str) -> bool:
+        return any(hmac.compare_digest(self._mac(key, values), seal) for key in self._keys)
+
+    @staticmethod
+    def _mac(key: bytes, values: Mapping[str, Any]) -> str:
+        facts = canonical_json({name: values[name] for name in SEALED})
+        return hmac.new(key, facts.encode(), hashlib.sha256).hexdigest()
