@@ -1,8 +1,8 @@
 # One entry point for people, the git hook and CI: `make check` is what must pass.
 PY ?= .venv/bin/python
-SRC = bot agent mcp_clients approvals registry_cache fixtures
+SRC = bot agent mcp_clients approvals registry_cache fixtures interop
 
-.PHONY: setup check lint format typecheck test lock bench demo
+.PHONY: setup check lint format typecheck test lock bench demo interop interop-setup
 
 # A virtual environment from the lock file (what CI does too).
 setup:
@@ -25,6 +25,18 @@ typecheck:
 
 test:
 	$(PY) -m pytest -q
+
+# The real MCP peers (reference servers, the stdio bridge, the conformance suite, Node 22) pinned in
+# interop/package-lock.json. tests/interop needs them; they are reinstalled only when the lock changes.
+interop-setup: interop/node_modules/.package-lock.json
+
+interop/node_modules/.package-lock.json: interop/package.json interop/package-lock.json
+	cd interop && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The MCP conformance suite's client scenarios against our client; fails only when a required one fails.
+interop: interop-setup
+	$(PY) -m interop.conformance
 
 lock:
 	$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --universal -o requirements.lock

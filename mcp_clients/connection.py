@@ -20,6 +20,7 @@ from typing import Any
 import httpx2
 import jwt
 from mcp import Client
+from mcp.client.session import ElicitationFnT
 from mcp.client.streamable_http import streamable_http_client
 
 __all__ = ["BearerFlow", "ConnectError", "Connection", "shared_ssl_context"]
@@ -99,11 +100,22 @@ def _hold_seconds(token: str | None, now: float) -> float:
 
 
 class Connection:
-    def __init__(self, url: str, auth: BearerFlow, *, timeout: float, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        auth: BearerFlow,
+        *,
+        timeout: float,
+        connect_timeout: float = 10.0,
+        elicitation: ElicitationFnT | None = None,
+    ) -> None:
         self.url = url
         self.auth = auth
         self._timeout = timeout
         self._connect_timeout = connect_timeout
+        # Declaring the `elicitation` capability is what makes servers offer (and send) their questions,
+        # so it is declared only when someone will answer them.
+        self._elicitation = elicitation
         self._client: Client | None = None
         self._ready = asyncio.Event()
         self._closing = asyncio.Event()
@@ -129,7 +141,8 @@ class Connection:
             follow_redirects=False,  # a redirect could carry the bearer token to another host
         )
         try:
-            async with http, Client(streamable_http_client(self.url, http_client=http)) as client:
+            transport = streamable_http_client(self.url, http_client=http)
+            async with http, Client(transport, elicitation_callback=self._elicitation) as client:
                 self._client = client
                 self._ready.set()
                 await self._closing.wait()
