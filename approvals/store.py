@@ -129,6 +129,7 @@ class Approval:
     seal: str
     quorum: int = 1
     source: str = "agent"  # agent | workflow
+    identity: str = "user"  # user (the requester's token) | service (the bot's own, `identity: service`)
     workflow_run_id: str = ""
     step_id: str = ""
     model_name: str = ""
@@ -186,6 +187,7 @@ class NewApproval(TypedDict):
     approver_groups: Sequence[str]
     quorum: NotRequired[int]
     source: NotRequired[str]  # agent | workflow (checked)
+    identity: NotRequired[str]  # user | service (checked): whose token the approved call runs with
     created_at: NotRequired[float]  # default: now
     expires_at: NotRequired[float]  # or give create() ttl_seconds
     workflow_run_id: NotRequired[str]
@@ -195,7 +197,8 @@ class NewApproval(TypedDict):
     read_before: NotRequired[str]  # the tool outputs the model had read when it proposed this (display only)
 
 
-# What the seal binds: change any of these in Redis and `verify` refuses the record.
+# What the seal binds: change any of these in Redis and `verify` refuses the record. `identity` is bound too
+# when it is `service` (see `_seal`): a record cannot be switched to run with the bot's own token.
 _SEALED = ("id", "server", "tool", "args_sha256", "requester", "requester_sub", "fingerprint")
 
 
@@ -230,6 +233,8 @@ class ApprovalStore:
             raise ValueError("an approval nobody may give could only expire; refuse the call instead")
         if values.get("source", "agent") not in ("agent", "workflow"):
             raise ValueError(f"unknown source {values['source']!r}")
+        if values.get("identity", "user") not in ("user", "service"):
+            raise ValueError(f"unknown identity {values['identity']!r}")
         args = json.loads(canonical_json(dict(values["arguments"])))  # a private copy, and proof it is JSON
         values.update(
             id="a" + secrets.token_hex(12)[:23],
@@ -360,7 +365,10 @@ class ApprovalStore:
         return self._clock() if now is None else now
 
     def _seal(self, values: Mapping[str, Any]) -> str:
-        facts = canonical_json({name: values[name] for name in _SEALED})
+        sealed = {name: values[name] for name in _SEALED}
+        if values.get("identity", "user") != "user":  # records sealed before the field existed still open
+            sealed["identity"] = values["identity"]
+        facts = canonical_json(sealed)
         return hmac.new(self._seal_key, facts.encode(), hashlib.sha256).hexdigest()
 
     async def _run(
@@ -450,6 +458,7 @@ def _decode(raw: Mapping[Any, Any]) -> Approval:
         **{name: float(values[name]) if values[name] else None for name in _OPTIONAL_FLOATS},
         arguments=json.loads(values["arguments"]),
         quorum=int(values["quorum"]),
+        identity=values["identity"] or "user",
         status=ApprovalStatus(values["status"]),
         approver_groups=tuple(lists["approver_groups"]),
         decided_by=tuple(lists["decided_by"]),

@@ -4,8 +4,10 @@
   APPROVALS_CHANNEL when set. Buttons carry the approval id and nothing else.
 - A click is judged from server-side state only: the clicker's linked identity and groups (re-read when older
   than 5 minutes), the record's status, expiry, requester and quorum, in one atomic transition.
-- An approved action runs from the `actions` queue under the REQUESTER's identity, with the stored arguments,
-  after re-checking their digest and the tool's fingerprint; APPROVED → RUNNING is atomic, so it runs once.
+- An approved action runs from the `actions` queue under the REQUESTER's identity (or the bot's service
+  identity, for a step of an `identity: service` workflow: sealed into the record as `identity=service`), with
+  the stored arguments, after re-checking their digest and the tool's fingerprint; APPROVED → RUNNING is
+  atomic, so it runs once.
 - Whatever happens (success, failure, rejection, expiry, a crash mid-call), every card is updated, the thread
   is told, it is audited, and the paused conversation resumes with the outcome.
 """
@@ -84,6 +86,7 @@ class ApprovalFlow:
         approval = await self.store.create(
             turn_id=turn.id,
             source=source,
+            identity="service" if caller.service else "user",
             workflow_run_id=workflow_run_id,
             step_id=step_id,
             team=turn.team,
@@ -242,7 +245,8 @@ class ApprovalFlow:
         if identity is None:
             await self._tell_requester_to_reconnect(approval)
             return await self._finish(approval, Status.FAILED, "the requester's account link has ended")
-        caller = Caller(approval.team, approval.requester, approval.channel, identity)
+        service = approval.identity == "service"  # sealed: verify() refused a record switched to service
+        caller = Caller(approval.team, approval.requester, approval.channel, identity, service=service)
         async with self.svc.gateway.session(caller) as session:
             tools = {t.model_name: t for t in await session.tools(fresh=True)}
             spec = tools.get(approval.model_name)
@@ -433,6 +437,8 @@ class ApprovalFlow:
         latency_ms: float = 0.0,
         minutes: float = 0.0,
     ) -> AuditRecord:
+        if approval.identity == "service":  # `sub` stays the requester's: the person who answers for it
+            detail = f"{detail} (runs as the service identity)".strip()
         return AuditRecord(
             kind=kind,
             outcome=outcome,  # type: ignore[arg-type]

@@ -2,8 +2,10 @@
 
 A run posts one progress message in the channel (or the thread it was started from) that updates as steps
 finish; approval cards for its sensitive steps go in that message's thread. Steps run through the same
-gateway as the agent: the registry permissions and token of the person who ran it (or the bot's service
-identity for `identity: service` workflows, which may only use tools that need no approval).
+gateway as the agent: the registry permissions of the person who ran it, with that person's token, or the
+bot's service identity for `identity: service` workflows. A sensitive step of a service workflow runs, once
+approved, with the service identity too: the approval records (and seals) `identity=service` and its card
+says so.
 """
 
 from __future__ import annotations
@@ -243,21 +245,9 @@ class WorkflowFlow:
         before = len(state.log) if state else 0
         async with self.svc.gateway.session(caller) as session:
             try:
-                tools = await session.tools()
+                await session.tools()  # the registry answers, or the run ends here
             except RegistryUnavailable as exc:
                 return await self._end(run, workflow, "failed", str(exc), progress=progress)
-            if caller.service and any(
-                t.needs_approval
-                for t in tools
-                if any(s.server_short == t.short_name and s.tool == t.tool for s in workflow.steps)
-            ):
-                return await self._end(
-                    run,
-                    workflow,
-                    "failed",
-                    "Service-identity workflows may only use tools that need no approval.",
-                    progress=progress,
-                )
             result = await run_workflow(
                 workflow,
                 run.params,

@@ -1,0 +1,87 @@
+"""What a workflow may do (SPEC §5, §8): service-identity steps that need approval run, once approved, as the
+service identity."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bot.settings import Role, load_settings
+from bot.web import build_web
+from fixtures.mcp_airflow import INCIDENT_DAG
+from fixtures.server import bind_loopback, start
+from fixtures.slack_ingress import SlackIngress
+from fixtures.waiting import wait_until
+from fixtures.world import SIGNING_SECRET
+from tests.scenarios.conftest import Scenario
+from tests.scenarios.test_workflows import CHANNEL, oncall, runs
+
+SERVICE_RESTART = """
+name: service-restart
+description: Clear the failed tasks of a DAG's latest failed run, as the bot's service identity
+identity: service
+params:
+  dag_id: {type: string, required: true, description: Airflow DAG id}
+steps:
+  - id: runs
+    call: airflow.list_dag_runs
+    args: {dag_id: "{{ params.dag_id }}", state: failed, limit: 1}
+  - id: clear
+    call: airflow.clear_task_instances
+    args: {dag_id: "{{ params.dag_id }}", run_id: "{{ steps.runs.result.runs[0].run_id }}"}
+"""
+@contextmanager
+def with_workflows(s: Scenario, folder: Path, **files: str) -> Iterator[Scenario]:
+    """The same world and Redis, served by a web process (and worked by jobs) reading `folder`'s workflows."""
+    for name, text in files.items():
+        (folder / f"{name}.yaml").write_text(text)
+    sock = bind_loopback()
+    public_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    env = {**s.world.env(public_url=public_url, redis_url=s.redis_url), "WORKFLOWS_DIR": str(folder)}
+    settings = load_settings(Role.WEB_HTTP, env=env)
+    web = start(build_web(settings, s.bot), sock=sock)
+    s.world.allow_redirect(web.url)
+    ingress = SlackIngress(web.url, SIGNING_SECRET, slack=s.world.slack)
+    try:
+        yield Scenario(s.world, settings, env, s.bot, web, ingress, s.redis_url)
+    finally:
+        ingress.close()
+        web.stop()
+
+
+def test_an_approved_step_of_a_service_workflow_runs_as_the_service_identity(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    scenario.world.idp.set_service_groups(["service", "data-eng"])  # Airflow itself admits data-eng only
+    with with_workflows(scenario, tmp_path, **{"service-restart": SERVICE_RESTART}) as s:
+        s.link("alice")
+        s.link("bob")
+        oncall(s, "U0ALICE", f"run service-restart dag_id={INCIDENT_DAG}")
+        wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+        s.work()
+        (run,) = runs(s, "U0ALICE")
+        assert run.status == "waiting_approval", run.summary
+        approval = s.approval(run.approvals[0])
+        assert (approval.tool, approval.identity, approval.requester) == (
+            "clear_task_instances",
+            "service",
+            "U0ALICE",
+        )
+        card = s.world.slack.message(CHANNEL, s.card_ts(approval))
+        assert card is not None
+        assert "*Runs as*\\nthe service identity" in json.dumps(card.blocks)
+        airflow = s.world.servers["airflow"]
+        assert airflow.ledger.count("clear_task_instances") == 0
+        s.click("U0BOB", approval)
+        s.work()
+        (run,) = runs(s, "U0ALICE")
+        assert run.status == "succeeded", run.summary
+        assert airflow.ledger.count("clear_task_instances") == 1
+        assert [c.sub for c in airflow.record.tool_calls("clear_task_instances")] == ["svc:chatops-bot"]
+        assert {c.sub for c in airflow.record.tool_calls()} == {"svc:chatops-bot"}  # never alice's token
+        records = [json.loads(v[b"record"]) for _, v in s.redis.xrange("chatops:audit")]
+        (call,) = [r for r in records if r["kind"] == "tool_call" and r["approval_id"] == approval.id]
+        assert (call["outcome"], call["sub"]) == ("succeeded", "u-alice")  # who answers for it
+        assert "service identity" in call["detail"]
