@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.workflow import Workflow, load_workflows
+from agent.workflow import Workflow
 from agent.workflow_runner import (
     Declined,
     RunState,
@@ -36,6 +35,7 @@ from bot.poster import PostError
 from bot.queues import Queues
 from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
+from bot.workflow_catalog import WorkflowCatalog
 from mcp_clients.gateway import Caller
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import RegistryUnavailable
@@ -54,30 +54,6 @@ _ICONS = {
     "rejected": ":no_entry:",
     "expired": ":alarm_clock:",
 }
-
-
-class WorkflowCatalog:
-    """The workflow files, reloaded when the folder changes (operators edit them without restarts)."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self._stamp: tuple[float, int] | None = None
-        self.workflows: dict[str, Workflow] = {}
-        self.errors: list[str] = []
-
-    def current(self) -> dict[str, Workflow]:
-        try:
-            entries = [os.path.join(self.folder, n) for n in os.listdir(self.folder)]
-            stamp = (max((os.path.getmtime(p) for p in entries), default=0.0), len(entries))
-        except FileNotFoundError:
-            stamp = (0.0, 0)
-        if stamp != self._stamp:
-            self._stamp = stamp
-            found, errors = load_workflows(self.folder)
-            self.workflows, self.errors = found, [str(e) for e in errors]
-            for error in self.errors:
-                log.warning("workflow file ignored: %s", error)
-        return self.workflows
 
 
 @dataclass
