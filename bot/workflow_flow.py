@@ -5,7 +5,7 @@ finish; approval cards for its sensitive steps go in that message's thread. Step
 gateway as the agent: the registry permissions of the person who ran it, with that person's token, or the
 bot's service identity for `identity: service` workflows. A sensitive step of a service workflow runs, once
 approved, with the service identity too: the approval records (and seals) `identity=service` and its card
-says so.
+says so. Which steps may not run at all is decided in `bot.workflow_access`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bot.poster import PostError
 from bot.queues import Queues
 from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
+from bot.workflow_access import withheld_steps
 from bot.workflow_catalog import WorkflowCatalog
 from mcp_clients.gateway import Caller
 from mcp_clients.tokens import Identity
@@ -221,7 +222,7 @@ class WorkflowFlow:
         before = len(state.log) if state else 0
         async with self.svc.gateway.session(caller) as session:
             try:
-                await session.tools()  # the registry answers, or the run ends here
+                tools = await session.tools()
             except RegistryUnavailable as exc:
                 return await self._end(run, workflow, "failed", str(exc), progress=progress)
             result = await run_workflow(
@@ -232,6 +233,7 @@ class WorkflowFlow:
                 state=state,
                 approved_outcome=outcome,
                 declined=declined,
+                withheld=withheld_steps(workflow, tools, session.withheld),
             )
             await self._audit_steps(run, identity, result.state.log[before:])
             if isinstance(result, WorkflowPaused):

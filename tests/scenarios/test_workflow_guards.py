@@ -1,5 +1,5 @@
-"""What a workflow may do (SPEC §5, §8): service-identity steps that need approval run, once approved, as the
-service identity."""
+"""What a workflow may do (SPEC §5, §6, §8): service-identity steps that need approval run, once approved, as
+the service identity; steps nobody may approve fail before anything runs, saying why."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fixtures.server import bind_loopback, start
 from fixtures.slack_ingress import SlackIngress
 from fixtures.waiting import wait_until
 from fixtures.world import SIGNING_SECRET
+from registry_cache.view import NOBODY_MAY_APPROVE
 from tests.scenarios.conftest import Scenario
 from tests.scenarios.test_workflows import CHANNEL, oncall, runs
 
@@ -32,6 +33,29 @@ steps:
     call: airflow.clear_task_instances
     args: {dag_id: "{{ params.dag_id }}", run_id: "{{ steps.runs.result.runs[0].run_id }}"}
 """
+POST_STATUS = """
+name: post-status
+description: Publish an incident update on the public status page
+identity: user
+params:
+  message: {type: string, required: true, description: What customers read}
+steps:
+  - id: post
+    call: statuspage.post_update
+    args: {incident_id: INC-2041, message: "{{ params.message }}"}
+"""
+CHECKED_LOOK = """
+name: checked-look
+description: Read the status page, but only after someone approves
+identity: user
+steps:
+  - id: look
+    call: statuspage.current_incidents
+    args: {}
+    approval: required
+"""
+
+
 @contextmanager
 def with_workflows(s: Scenario, folder: Path, **files: str) -> Iterator[Scenario]:
     """The same world and Redis, served by a web process (and worked by jobs) reading `folder`'s workflows."""
@@ -85,3 +109,24 @@ def test_an_approved_step_of_a_service_workflow_runs_as_the_service_identity(
         (call,) = [r for r in records if r["kind"] == "tool_call" and r["approval_id"] == approval.id]
         assert (call["outcome"], call["sub"]) == ("succeeded", "u-alice")  # who answers for it
         assert "service identity" in call["detail"]
+
+
+def test_a_step_nobody_may_approve_fails_before_anything_runs_and_says_why(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    files = {"post-status": POST_STATUS, "checked-look": CHECKED_LOOK}
+    with with_workflows(scenario, tmp_path, **files) as s:
+        s.link("alice")
+        oncall(s, "U0ALICE", 'run post-status message="Cause identified."')  # the tool needs approval
+        wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+        oncall(s, "U0ALICE", "run checked-look")  # the step asks for approval of a read-only tool
+        wait_until("both runs to be queued", lambda: len(runs(s, "U0ALICE")) == 2 or None)
+        s.work()
+        for run in runs(s, "U0ALICE"):
+            assert run.status == "failed", (run.workflow, run.status)
+            assert "withheld" in run.summary
+            assert NOBODY_MAY_APPROVE in run.summary
+            assert run.approvals == []
+        statuspage = s.world.servers["statuspage"]
+        assert statuspage.ledger.count("post_update") == 0
+        assert statuspage.record.tool_calls() == []
