@@ -1,5 +1,6 @@
-"""What a workflow may do (SPEC §5, §6, §8): service-identity steps that need approval run, once approved, as
-the service identity; steps nobody may approve fail before anything runs, saying why."""
+"""What a workflow may do and who may see it (SPEC §6, §7, §8): service-identity steps that need approval run,
+once approved, as the service identity; steps nobody may approve fail before anything runs, saying why;
+`/oncall status <run-id>` shows a run only to its starter and to people who may run that workflow."""
 
 from __future__ import annotations
 
@@ -130,3 +131,28 @@ def test_a_step_nobody_may_approve_fails_before_anything_runs_and_says_why(
         statuspage = s.world.servers["statuspage"]
         assert statuspage.ledger.count("post_update") == 0
         assert statuspage.record.tool_calls() == []
+
+
+def status_reply(s: Scenario, user: str, run_id: str) -> str:
+    before = len(s.world.slack.ephemerals(CHANNEL, user=user))
+    oncall(s, user, f"status {run_id}")
+    return s.told(user, CHANNEL, before + 1)[-1]
+
+
+def test_a_run_is_shown_only_to_its_starter_and_to_people_who_may_run_that_workflow(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    for person in ("alice", "bob", "erin"):
+        s.link(person)
+    oncall(s, "U0ALICE", "run incident-snapshot")  # airflow, spark and presto: data-eng may run it
+    wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+    s.work()
+    (run,) = runs(s, "U0ALICE")
+    assert run.status == "succeeded", run.summary
+    assert run.id in status_reply(s, "U0ALICE", run.id)  # the starter
+    assert run.id in status_reply(s, "U0BOB", run.id)  # data-eng: may run incident-snapshot too
+    nothing = f"No such run: `{run.id}`."
+    assert status_reply(s, "U0ERIN", run.id) == nothing  # ads-eng: no spark, no airflow
+    assert status_reply(s, "U0DAVE", run.id) == nothing  # not even linked
+    assert status_reply(s, "U0ERIN", "w0000000000") == "No such run: `w0000000000`."  # same words
