@@ -7,7 +7,8 @@
 - An approved action runs from the `actions` queue under the REQUESTER's identity (or the bot's service
   identity, for a step of an `identity: service` workflow: sealed into the record as `identity=service`), with
   the stored arguments, after re-checking their digest and the tool's fingerprint; APPROVED → RUNNING is
-  atomic, so it runs once.
+  atomic, so it runs once. Its lease is renewed while it runs (approvals.action_lease), and a registry that
+  cannot be read before the call ends it FAILED (nothing ran), not "outcome unknown".
 - Whatever happens (success, failure, rejection, expiry, a crash mid-call), every card is updated, the thread
   is told, it is audited, and the paused conversation resumes with the outcome.
 """
@@ -27,6 +28,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from agent.redaction import redact_secrets
+from approvals.action_lease import ActionLeases
 from approvals.audit import AuditRecord, preview
 from approvals.policy import progress_text, refusal_text
 from approvals.store import Approval, ApprovalStore, Status, VoteResult
@@ -34,9 +36,11 @@ from approvals.turns import Turn
 from bot import cards
 from bot.poster import PostError
 from bot.queues import Queues
+from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
 from mcp_clients.gateway import Caller, ToolSpec
 from mcp_clients.tokens import TokenUnavailable
+from registry_cache.snapshot import RegistryUnavailable
 
 __all__ = ["ApprovalFlow", "approval_flow", "seal_key"]
 
@@ -46,7 +50,7 @@ RECORDED_LATER = "Your approval is recorded. It will run as soon as my queue is 
 ENQUEUE_GRACE_SECONDS = 30  # an APPROVED record older than this with no live job lost its enqueue
 _DEAD_JOB = {JobStatus.FAILED, JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED}
 TERMINAL = {Status.REJECTED, Status.EXPIRED, Status.SUCCEEDED, Status.FAILED, Status.OUTCOME_UNKNOWN}
-LEASE_MARGIN_SECONDS = 60
+REGISTRY_DOWN = "the registry was unavailable; nothing ran"
 
 
 def seal_key(services: Services) -> bytes:
@@ -234,10 +238,18 @@ class ApprovalFlow:
     # --- execution (actions queue) -------------------------------------------------------------------
 
     async def execute(self, approval_id: str) -> str:
-        lease = int(self.svc.gateway.call_timeout) + LEASE_MARGIN_SECONDS
+        lease = float(self.svc.settings.turn_lease_seconds)
         approval = await self.store.start(approval_id, lease_seconds=lease)
         if approval is None:
             return "not approved or already started"
+        # Renewed while this worker runs it: only a dead worker's action is reported as outcome unknown.
+        async with held_lease(ActionLeases(self.svc.redis), approval.id, "", lease):
+            try:
+                return await self._execute(approval)
+            except RegistryUnavailable:  # raised only before the call: the server was never asked
+                return await self._finish(approval, Status.FAILED, REGISTRY_DOWN)
+
+    async def _execute(self, approval: Approval) -> str:
         problem = await self.store.verify(approval)
         if problem is not None:
             return await self._finish(approval, Status.FAILED, f"refused to run: {problem}", alert=True)
