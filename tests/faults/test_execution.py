@@ -53,6 +53,10 @@ def kills(s: Scenario) -> int:
     return s.world.servers["presto"].ledger.count("kill_query")
 
 
+def thread_text(s: Scenario, approval: Approval) -> str:
+    return " ".join(m.text for m in s.bot_messages(CHANNEL, approval.thread_ts))
+
+
 def sweep_now(s: Scenario) -> None:
     Queues(sync_redis.Redis.from_url(s.redis_url)).enqueue_sweep_now()
 
@@ -144,8 +148,7 @@ def test_a_worker_killed_after_the_side_effect_never_runs_it_again(scenario: Sce
     assert s.approval(approval.id).status == Status.OUTCOME_UNKNOWN
     assert kills(s) == 1
     assert len(presto.record.tool_calls("kill_query")) == 1
-    thread = " ".join(m.text for m in s.bot_messages(CHANNEL, approval.thread_ts))
-    assert "outcome is unknown" in thread
+    assert "outcome is unknown" in thread_text(s, approval)
 
 
 def test_an_expired_requester_token_that_cannot_refresh_fails_without_borrowing_the_approvers(
@@ -205,8 +208,7 @@ def test_a_call_that_outlives_its_lease_keeps_running_while_its_worker_lives(sce
         presto.knobs.release()
         kill_worker(worker)
     assert kills(s) == 1
-    thread = " ".join(m.text for m in s.bot_messages(CHANNEL, approval.thread_ts))
-    assert "outcome is unknown" not in thread
+    assert "outcome is unknown" not in thread_text(s, approval)
 
 
 def test_an_action_whose_worker_dies_still_ends_outcome_unknown_when_its_lease_lapses(
@@ -230,8 +232,7 @@ def test_an_action_whose_worker_dies_still_ends_outcome_unknown_when_its_lease_l
     s.work()
     assert s.approval(approval.id).status == Status.OUTCOME_UNKNOWN
     assert kills(s) <= 1  # the call had reached the server: whether it acted is what is unknown
-    thread = " ".join(m.text for m in s.bot_messages(CHANNEL, approval.thread_ts))
-    assert "outcome is unknown" in thread
+    assert "outcome is unknown" in thread_text(s, approval)
 
 
 def test_a_registry_outage_after_the_action_started_ends_it_failed_and_nothing_ran(
@@ -248,6 +249,6 @@ def test_a_registry_outage_after_the_action_started_ends_it_failed_and_nothing_r
     assert final.outcome_detail == REGISTRY_DOWN
     assert kills(s) == 0
     assert s.world.servers["presto"].record.tool_calls("kill_query") == []
-    thread = " ".join(m.text for m in s.bot_messages(CHANNEL, approval.thread_ts))
+    thread = thread_text(s, approval)
     assert REGISTRY_DOWN in thread
     assert "outcome is unknown" not in thread

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from approvals.workflow_runs import WorkflowRun
 from bot.settings import Role, load_settings
 from bot.web import build_web
 from fixtures.mcp_airflow import INCIDENT_DAG
@@ -76,6 +77,15 @@ def with_workflows(s: Scenario, folder: Path, **files: str) -> Iterator[Scenario
         web.stop()
 
 
+def ran(s: Scenario, user: str, *commands: str) -> list[WorkflowRun]:
+    """Start each `/oncall` command as `user`, let the workers do what they can, and return the runs."""
+    for queued, command in enumerate(commands, start=len(runs(s, user)) + 1):
+        oncall(s, user, command)
+        wait_until(f"run {queued} to be queued", lambda n=queued: len(runs(s, user)) >= n)
+    s.work()
+    return runs(s, user)
+
+
 def test_an_approved_step_of_a_service_workflow_runs_as_the_service_identity(
     scenario: Scenario, tmp_path: Path
 ) -> None:
@@ -83,10 +93,7 @@ def test_an_approved_step_of_a_service_workflow_runs_as_the_service_identity(
     with with_workflows(scenario, tmp_path, **{"service-restart": SERVICE_RESTART}) as s:
         s.link("alice")
         s.link("bob")
-        oncall(s, "U0ALICE", f"run service-restart dag_id={INCIDENT_DAG}")
-        wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
-        s.work()
-        (run,) = runs(s, "U0ALICE")
+        (run,) = ran(s, "U0ALICE", f"run service-restart dag_id={INCIDENT_DAG}")
         assert run.status == "waiting_approval", run.summary
         approval = s.approval(run.approvals[0])
         assert (approval.tool, approval.identity, approval.requester) == (
@@ -118,12 +125,14 @@ def test_a_step_nobody_may_approve_fails_before_anything_runs_and_says_why(
     files = {"post-status": POST_STATUS, "checked-look": CHECKED_LOOK}
     with with_workflows(scenario, tmp_path, **files) as s:
         s.link("alice")
-        oncall(s, "U0ALICE", 'run post-status message="Cause identified."')  # the tool needs approval
-        wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
-        oncall(s, "U0ALICE", "run checked-look")  # the step asks for approval of a read-only tool
-        wait_until("both runs to be queued", lambda: len(runs(s, "U0ALICE")) == 2 or None)
-        s.work()
-        for run in runs(s, "U0ALICE"):
+        both = ran(
+            s,
+            "U0ALICE",
+            'run post-status message="Cause identified."',  # the tool needs approval
+            "run checked-look",  # the step asks for approval of a read-only tool
+        )
+        assert len(both) == 2
+        for run in both:
             assert run.status == "failed", (run.workflow, run.status)
             assert "withheld" in run.summary
             assert NOBODY_MAY_APPROVE in run.summary
@@ -145,10 +154,7 @@ def test_a_run_is_shown_only_to_its_starter_and_to_people_who_may_run_that_workf
     s = scenario
     for person in ("alice", "bob", "erin"):
         s.link(person)
-    oncall(s, "U0ALICE", "run incident-snapshot")  # airflow, spark and presto: data-eng may run it
-    wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
-    s.work()
-    (run,) = runs(s, "U0ALICE")
+    (run,) = ran(s, "U0ALICE", "run incident-snapshot")  # airflow, spark and presto: data-eng may run it
     assert run.status == "succeeded", run.summary
     assert run.id in status_reply(s, "U0ALICE", run.id)  # the starter
     assert run.id in status_reply(s, "U0BOB", run.id)  # data-eng: may run incident-snapshot too
