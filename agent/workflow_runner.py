@@ -1,7 +1,8 @@
 """Runs a canned workflow step by step through the `Tools` port, ending as a value.
 
-    preflight    every step's tool is listed for this person, and every argument that does not wait on an
-                 earlier result is valid, before anything runs          -> WorkflowFailed("preflight")
+    preflight    every step's tool is listed for this person, no step is withheld (`withheld`: step id ->
+                 why, from the bot), and every argument that does not wait on an earlier result is valid,
+                 before anything runs                                   -> WorkflowFailed("preflight")
     each step    `when` false -> skipped; render args -> WorkflowFailed("render"); check them against the
                  tool's schema -> WorkflowFailed("invalid_args"); needs approval -> WorkflowPaused;
                  else call -> WorkflowFailed("step_failed") on failure, or on to the next step
@@ -123,9 +124,18 @@ def _resolve(step: Step, infos: Sequence[ToolInfo]) -> ToolInfo | str:
     return f"step `{step.id}`: {step.call} is ambiguous (offered by {servers})"
 
 
-def _check(workflow: Workflow, params: Mapping[str, Any], infos: Sequence[ToolInfo], start: int) -> list[str]:
+def _check(
+    workflow: Workflow,
+    params: Mapping[str, Any],
+    infos: Sequence[ToolInfo],
+    start: int,
+    withheld: Mapping[str, str],
+) -> list[str]:
     problems: list[str] = []
     for step in workflow.steps[start:]:
+        if step.id in withheld:
+            problems.append(f"step `{step.id}`: {step.call} is withheld: {withheld[step.id]}")
+            continue
         info = _resolve(step, infos)
         if isinstance(info, str):
             problems.append(info)
@@ -142,9 +152,11 @@ def _check(workflow: Workflow, params: Mapping[str, Any], infos: Sequence[ToolIn
     return problems
 
 
-async def preflight(workflow: Workflow, params: Mapping[str, Any], tools: Tools) -> list[str]:
+async def preflight(
+    workflow: Workflow, params: Mapping[str, Any], tools: Tools, withheld: Mapping[str, str] | None = None
+) -> list[str]:
     """What stops this person running `workflow` with `params`, found before any step runs."""
-    return _check(workflow, params, list(await tools.tools()), 0)
+    return _check(workflow, params, list(await tools.tools()), 0, withheld or {})
 
 
 def _value(text: str, structured: Any) -> Any:
@@ -175,11 +187,14 @@ async def run_workflow(
     state: RunState | None = None,
     approved_outcome: tuple[bool, str, Any] | None = None,
     declined: Declined | None = None,
+    withheld: Mapping[str, str] | None = None,
 ) -> WorkflowResult:
     """Run (or resume) `workflow` with typed `params` until it is done, paused or failed.
 
     To resume after an approval, pass the saved `state` and either `approved_outcome` (ok, text, structured
     result of the approved call, as executed by the bot) or `declined` (rejected or expired, and why).
+    `withheld` names the steps that may not run for this person (step id -> why): the run fails before any
+    step runs, saying why.
     """
     st = RunState(dict(s.results), s.next_index, list(s.log), s.pending_args) if (s := state) else RunState()
     if approved_outcome is not None or declined is not None:
@@ -187,7 +202,7 @@ async def run_workflow(
         if ended is not None:
             return ended
     infos = list(await tools.tools())
-    problems = _check(workflow, params, infos, st.next_index)
+    problems = _check(workflow, params, infos, st.next_index, withheld or {})
     if problems:
         what = "The rest of this workflow" if st.next_index else "This workflow"
         message = f"{what} cannot run:\n" + "\n".join(f"• {p}" for p in problems)

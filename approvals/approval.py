@@ -97,6 +97,7 @@ class Approval:
     resource: str = ""
     quorum: int = 1
     source: str = "agent"  # agent | workflow
+    identity: str = "user"  # user (the requester's token) | service (the bot's own, `identity: service`)
     workflow_run_id: str = ""
     step_id: str = ""
     model_name: str = ""
@@ -160,6 +161,7 @@ class NewApproval(TypedDict):
     approver_groups: Sequence[str]
     quorum: NotRequired[int]
     source: NotRequired[str]  # agent | workflow (checked)
+    identity: NotRequired[str]  # user | service (checked): whose token the approved call runs with
     created_at: NotRequired[float]  # default: now
     expires_at: NotRequired[float]  # or give create() ttl_seconds
     workflow_run_id: NotRequired[str]

@@ -83,6 +83,8 @@ def approval_record(
     minutes: float = 0.0,
 ) -> AuditRecord:
     """A record about `approval`, in the requester's name; a click's record replaces user and sub."""
+    if approval.identity == "service":  # `sub` stays the requester's: the person who answers for it
+        detail = f"{detail} (runs as the service identity)".strip()
     return AuditRecord(
         kind=kind,
         outcome=outcome,  # type: ignore[arg-type]

@@ -18,7 +18,8 @@ from approvals.approval import canonical_json
 
 __all__ = ["SEALED", "ApprovalSeal"]
 
-# What the seal binds: change any of these in Redis and `verifies` is False.
+# What the seal binds: change any of these in Redis and `verifies` is False. `identity` is bound too when it
+# is `service` (see `_mac`): a record cannot be switched to run with the bot's own token.
 SEALED = (
     "id",
     "server",
@@ -46,5 +47,8 @@ class ApprovalSeal:
 
     @staticmethod
     def _mac(key: bytes, values: Mapping[str, Any]) -> str:
-        facts = canonical_json({name: values[name] for name in SEALED})
+        sealed = {name: values[name] for name in SEALED}
+        if values.get("identity", "user") != "user":  # records sealed before the field existed still open
+            sealed["identity"] = values["identity"]
+        facts = canonical_json(sealed)
         return hmac.new(key, facts.encode(), hashlib.sha256).hexdigest()

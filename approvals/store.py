@@ -114,6 +114,8 @@ class ApprovalStore:
             raise ValueError("an approval nobody may give could only expire; refuse the call instead")
         if values.get("source", "agent") not in ("agent", "workflow"):
             raise ValueError(f"unknown source {values['source']!r}")
+        if values.get("identity", "user") not in ("user", "service"):
+            raise ValueError(f"unknown identity {values['identity']!r}")
         args = json.loads(canonical_json(dict(values["arguments"])))  # a private copy, and proof it is JSON
         values.update(
             id="a" + secrets.token_hex(12)[:23],
@@ -332,6 +334,7 @@ def _decode(raw: Mapping[Any, Any]) -> Approval:
         **{name: float(values[name]) if values[name] else None for name in _OPTIONAL_FLOATS},
         arguments=json.loads(values["arguments"]),
         quorum=int(values["quorum"]),
+        identity=values["identity"] or "user",
         status=ApprovalStatus(values["status"]),
         approver_groups=tuple(lists["approver_groups"]),
         decided_by=tuple(lists["decided_by"]),

@@ -4,8 +4,11 @@
   APPROVALS_CHANNEL when set. Buttons carry the approval id and nothing else.
 - A click is judged from server-side state only: the clicker's linked identity and groups (re-read when older
   than 5 minutes), the record's status, expiry, requester and quorum, in one atomic transition.
-- An approved action runs from the `actions` queue under the REQUESTER's identity, with the stored arguments,
-  after re-checking their digest and the tool's fingerprint; APPROVED → RUNNING is atomic, so it runs once.
+- An approved action runs from the `actions` queue under the REQUESTER's identity (or the bot's service
+  identity, for a step of an `identity: service` workflow: sealed into the record as `identity=service`), with
+  the stored arguments, after re-checking their digest and the tool's fingerprint; APPROVED → RUNNING is
+  atomic, so it runs once. Its lease is renewed while it runs (approvals.action_lease), and a registry that
+  cannot be read before the call ends it FAILED (nothing ran), not "outcome unknown".
 - Whatever happens (success, failure, rejection, expiry, a crash mid-call), every card is updated, the thread
   is told, it is audited, and the paused conversation resumes with the outcome.
 """
@@ -24,6 +27,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from agent.redaction import redact_secrets
+from approvals.action_lease import ActionLeases
 from approvals.audit import approval_record
 from approvals.store import Approval, ApprovalStore, Status
 from approvals.turns import Turn
@@ -32,9 +36,11 @@ from bot.approval_clicks import RECORDED_LATER
 from bot.bindings import SERVER_CHANGED, Unbound, bound_identity, server_problem
 from bot.poster import PostError
 from bot.queues import Queues
+from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
 from mcp_clients.gateway import Caller, ToolSpec
 from mcp_clients.tokens import Identity
+from registry_cache.snapshot import RegistryUnavailable
 
 __all__ = ["RECORDED_LATER", "ApprovalFlow", "approval_flow", "seal_key", "seal_keys"]
 
@@ -43,7 +49,7 @@ log = logging.getLogger(__name__)
 ENQUEUE_GRACE_SECONDS = 30  # an APPROVED record older than this with no live job lost its enqueue
 _DEAD_JOB = {JobStatus.FAILED, JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED}
 TERMINAL = {Status.REJECTED, Status.EXPIRED, Status.SUCCEEDED, Status.FAILED, Status.OUTCOME_UNKNOWN}
-LEASE_MARGIN_SECONDS = 60
+REGISTRY_DOWN = "the registry was unavailable; nothing ran"
 
 
 def seal_keys(services: Services) -> list[bytes]:
@@ -89,6 +95,7 @@ class ApprovalFlow:
         approval = await self.store.create(
             turn_id=turn.id,
             source=source,
+            identity="service" if caller.service else "user",
             workflow_run_id=workflow_run_id,
             step_id=step_id,
             team=turn.team,
@@ -179,10 +186,18 @@ class ApprovalFlow:
     # --- execution (actions queue) -------------------------------------------------------------------
 
     async def execute(self, approval_id: str) -> str:
-        lease = int(self.svc.gateway.call_timeout) + LEASE_MARGIN_SECONDS
+        lease = float(self.svc.settings.turn_lease_seconds)
         approval = await self.store.start(approval_id, lease_seconds=lease)
         if approval is None:
             return "not approved or already started"
+        # Renewed while this worker runs it: only a dead worker's action is reported as outcome unknown.
+        async with held_lease(ActionLeases(self.svc.redis), approval.id, "", lease):
+            try:
+                return await self._execute(approval)
+            except RegistryUnavailable:  # raised only before the call: the server was never asked
+                return await self._finish(approval, Status.FAILED, REGISTRY_DOWN)
+
+    async def _execute(self, approval: Approval) -> str:
         problem = await self.store.verify(approval)
         if problem is not None:
             return await self._finish(approval, Status.FAILED, f"refused to run: {problem}", alert=True)
@@ -190,7 +205,8 @@ class ApprovalFlow:
             identity = await self._requester(approval)
         except Unbound as exc:
             return await self._finish(approval, Status.FAILED, str(exc))
-        caller = Caller(approval.team, approval.requester, approval.channel, identity)
+        service = approval.identity == "service"  # sealed: verify() refused a record switched to service
+        caller = Caller(approval.team, approval.requester, approval.channel, identity, service=service)
         async with self.svc.gateway.session(caller) as session:
             tools = {t.model_name: t for t in await session.tools(fresh=True)}
             spec = tools.get(approval.model_name)

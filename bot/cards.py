@@ -161,6 +161,8 @@ def _facts(a: Approval) -> list[JSON]:
         f"*Expires*\n{slack_time(a.expires_at, '{date_short_pretty} {time}')}",
         f"*Proposed by*\n{origin}",
     ]
+    if a.identity == "service":  # approvers must know the call does not carry the requester's own rights
+        fields.append("*Runs as*\nthe service identity (the bot's own credentials), not the requester")
     label = "*Reason given by the assistant* (its own words; check the arguments)"
     if a.source == "workflow":
         label = "*Reason*"

@@ -11,7 +11,7 @@ from bot.settings import Settings
 from mcp_clients.connection import shared_ssl_context
 from registry_cache.client import fetch_all
 from registry_cache.model import parse_entries
-from registry_cache.view import Person, RegistryView
+from registry_cache.view import NOBODY_MAY_APPROVE, Person, RegistryView
 
 __all__ = ["show_registry"]
 
@@ -52,12 +52,17 @@ async def show_registry(settings: Settings, *, as_who: str | None, channel: str 
             access = view.access(person, entry, channel)
             line += "  -> " + ("yes" if access.allowed else f"no: {access.reason}")
         print(line)
+        if not gov.approver_groups:  # SPEC §6: such tools are withheld from the model, and this says why
+            print(f"    {'(tools needing approval)':28} WITHHELD: {NOBODY_MAY_APPROVE}")
         for tool, policy in sorted(gov.tools.items()):
             bits = ["disabled" if not policy.enabled else f"approval={policy.approval or 'by annotations'}"]
             if policy.approver_groups:
                 bits.append(f"approvers={','.join(policy.approver_groups)}")
             if policy.quorum:
                 bits.append(f"quorum={policy.quorum}")
+            if policy.enabled and view.approval(entry, tool, read_only_hint=None).unapprovable:
+                when = "WITHHELD" if policy.approval == "required" else "WITHHELD unless annotated read-only"
+                bits.append(f"{when}: {NOBODY_MAY_APPROVE}")
             print(f"    {tool:28} {' '.join(bits)}")
     for skip in view.skipped:
         print(f"skipped {skip.name}: {skip.reason}")

@@ -81,8 +81,9 @@ class Settings(BaseSettings):
         default=20000, alias="CHATOPS_TOOL_OUTPUT_MAX_CHARS", ge=1000, le=1_000_000
     )
     user_turns_per_minute: int = Field(default=10, alias="CHATOPS_USER_TURNS_PER_MINUTE", ge=1, le=100_000)
-    # How long a running turn's lease lasts without renewal (renewed every third of it): a worker that dies
-    # mid-turn is noticed by the sweep after at most this long, plus the sweep interval.
+    # How long the lease of running work (a turn, a workflow run, an approved action) lasts without renewal
+    # (renewed every third of it): a worker that dies mid-way is noticed by the sweep after at most this
+    # long, plus the sweep interval.
     turn_lease_seconds: int = Field(default=60, alias="CHATOPS_TURN_LEASE_SECONDS", ge=3, le=3600)
     # Turns one turn pool runs at once (`chatops worker --turns` overrides it). A turn is mostly waiting for
     # the model and tools, so this is bounded by the model's rate limits more than by this machine.

@@ -215,10 +215,9 @@ class TurnRunner:
         return kind
 
     async def _report_withheld(self, turn: Turn, identity: Identity, session: GatewaySession) -> None:
-        """A tool withheld for a poisoned definition goes to the audit (where its owners' alerting reads),
-        once a day per definition and reason, however many turns meet it."""
-        for name, (server, tool) in session.withheld.items():
-            reason = session.disabled.get(name, "")
+        """A tool withheld from the model (a poisoned definition, or nobody may approve it) goes to the audit
+        (where its owners' alerting reads), once a day per tool and reason, however many turns meet it."""
+        for server, tool, reason in session.withheld.values():
             digest = hashlib.sha256(f"{server}|{tool}|{reason}".encode()).hexdigest()[:24]
             if not await self.svc.redis.set(f"chatops:withheld:{digest}", "1", nx=True, ex=86_400):
                 continue
@@ -234,7 +233,7 @@ class TurnRunner:
                     sub=identity.sub,
                     server=server,
                     tool=tool,
-                    detail=f"definition withheld from the model: {reason}",
+                    detail=f"withheld from the model: {reason}",
                 )
             )
 

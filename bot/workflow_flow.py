@@ -2,8 +2,10 @@
 
 A run posts one progress message in the channel (or the thread it was started from) that updates as steps
 finish; approval cards for its sensitive steps go in that message's thread. Steps run through the same
-gateway as the agent: the registry permissions and token of the person who ran it (or the bot's service
-identity for `identity: service` workflows, which may only use tools that need no approval).
+gateway as the agent: the registry permissions of the person who ran it, with that person's token, or the
+bot's service identity for `identity: service` workflows. A sensitive step of a service workflow runs, once
+approved, with the service identity too: the approval records (and seals) `identity=service` and its card
+says so. Who may run or see what is decided in `bot.workflow_access`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bot.poster import PostError
 from bot.queues import Queues
 from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
+from bot.workflow_access import may_run, may_see_run, withheld_steps
 from bot.workflow_catalog import WorkflowCatalog
 from mcp_clients.gateway import Caller
 from mcp_clients.tokens import Identity
@@ -112,20 +115,8 @@ class WorkflowFlow:
         except RegistryUnavailable:
             return []
         person = Person(identity.sub, identity.email, identity.groups)
-        out = []
-        for workflow in self.catalog.current().values():
-            ok = True
-            for step in workflow.steps:
-                entry = view.server(step.server_short)
-                if (
-                    entry is None
-                    or not view.access(person, entry, channel).allowed
-                    or not view.tool_enabled(entry, step.tool)
-                ):
-                    ok = False
-            if ok:
-                out.append(workflow)
-        return sorted(out, key=lambda w: w.name)
+        found = [w for w in self.catalog.current().values() if may_run(view, person, w, channel)]
+        return sorted(found, key=lambda w: w.name)
 
     async def start(
         self,
@@ -230,18 +221,6 @@ class WorkflowFlow:
                 tools = await session.tools()
             except RegistryUnavailable as exc:
                 return await self._end(run, workflow, "failed", str(exc), progress=progress)
-            if caller.service and any(
-                t.needs_approval
-                for t in tools
-                if any(s.server_short == t.short_name and s.tool == t.tool for s in workflow.steps)
-            ):
-                return await self._end(
-                    run,
-                    workflow,
-                    "failed",
-                    "Service-identity workflows may only use tools that need no approval.",
-                    progress=progress,
-                )
             result = await run_workflow(
                 workflow,
                 run.params,
@@ -250,6 +229,7 @@ class WorkflowFlow:
                 state=state,
                 approved_outcome=outcome,
                 declined=declined,
+                withheld=withheld_steps(workflow, tools, session.withheld),
             )
             await self._audit_steps(run, identity, result.state.log[before:])
             if isinstance(result, WorkflowPaused):
@@ -384,16 +364,31 @@ class WorkflowFlow:
             log.info("could not tell %s: %s", run.user, exc.error)
 
     async def status_text(self, team: str, user: str, run_id: str | None) -> str:
-        runs = (
-            [r for r in [await self.runs.get(run_id)] if r] if run_id else await self.runs.recent(team, user)
-        )
-        if not runs:
-            return "No workflow runs found." if run_id else "You have not run any workflows recently."
+        if run_id is None:
+            runs = await self.runs.recent(team, user)
+            if not runs:
+                return "You have not run any workflows recently."
+        else:
+            run = await self.runs.get(run_id)
+            if run is None or not await self._may_see(run, team, user):
+                return f"No such run: `{run_id}`."  # the same words whether it exists or not
+            runs = [run]
         lines = [
             f"`{r.id}` *{r.workflow}*: {r.status}" + (f" — {escape(r.summary[:200])}" if r.summary else "")
             for r in runs
         ]
         return "\n".join(lines)
+
+    async def _may_see(self, run: WorkflowRun, team: str, user: str) -> bool:
+        if run.team == team and run.user == user:
+            return True  # the starter needs neither a link nor the registry to see their own run
+        try:
+            view = await self.svc.snapshot.view()
+        except RegistryUnavailable:
+            view = None
+        identity = await self.svc.broker.identity(team, user)
+        workflow = self.catalog.current().get(run.workflow)
+        return may_see_run(run, team, user, identity=identity, workflow=workflow, view=view)
 
     def params_json(self, workflow: str, channel: str, thread_ts: str | None) -> str:
         return json.dumps({"w": workflow, "c": channel, "t": thread_ts})

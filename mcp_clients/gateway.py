@@ -29,7 +29,7 @@ from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments, p
 from mcp_clients.tokens import Identity, TokenBroker, TokenUnavailable
 from registry_cache.model import ServerEntry
 from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
-from registry_cache.view import ApprovalRule, Person, RegistryView
+from registry_cache.view import NOBODY_MAY_APPROVE, ApprovalRule, Person, RegistryView
 
 __all__ = ["Breaker", "Caller", "Gateway", "GatewaySession", "ToolOutcome", "ToolSpec"]
 
@@ -164,7 +164,8 @@ class GatewaySession:
         self.unavailable: dict[str, str] = {}  # server -> why its tools are missing this turn
         self._view: tuple[RegistryView, float] | None = None
         self.disabled: dict[str, str] = {}  # model name -> why the tool was withheld (poisoning)
-        self.withheld: dict[str, tuple[str, str]] = {}  # model name -> (server, tool) of each of those
+        # model name -> (server, tool, why) of every tool withheld from the model: poisoned or unapprovable
+        self.withheld: dict[str, tuple[str, str, str]] = {}
         # server -> a background re-listing of a remembered listing: model name -> why it may not be called
         self._revalidating: dict[str, asyncio.Task[dict[str, str]]] = {}
         self._listed: tuple[ToolSpec, ...] | None = None
@@ -315,7 +316,7 @@ class GatewaySession:
     def _specs_of(self, view: RegistryView, entry: ServerEntry, tools: Sequence[Tool]) -> list[ToolSpec]:
         specs, poisoned = build_specs(view, entry, tools)
         self._note_poisoned(entry, poisoned)
-        return specs
+        return self._offered(entry, specs)
 
     def _remembered_specs(self, view: RegistryView, entry: ServerEntry, listing: Listing) -> list[ToolSpec]:
         """`_specs_of` a remembered listing, built once per (listing, registry version) in this process:
@@ -334,13 +335,24 @@ class GatewaySession:
                 del memo[next(iter(memo))]  # the oldest entry: a bound, not an LRU
             memo[key] = (view, listing.tools, specs, poisoned)
         self._note_poisoned(entry, poisoned)
-        return list(specs)
+        return self._offered(entry, specs)
 
     def _note_poisoned(self, entry: ServerEntry, poisoned: Mapping[str, tuple[str, str]]) -> None:
         for name, (tool, poison) in poisoned.items():
             log.warning("tool %s of %s withheld from the model: %s", tool, entry.name, poison)
             self.disabled[name] = poison
-            self.withheld[name] = (entry.name, tool)
+            self.withheld[name] = (entry.name, tool, f"its definition looks poisoned ({poison})")
+
+    def _offered(self, entry: ServerEntry, specs: Sequence[ToolSpec]) -> list[ToolSpec]:
+        """`specs` without the tools that need an approval nobody may give (SPEC §6): offered, a call to one
+        could only wait on a card until it expired. They are withheld, with the reason, like poisoned ones."""
+        offered = []
+        for spec in specs:
+            if spec.approval.unapprovable:
+                self.withheld[spec.model_name] = (entry.name, spec.tool, NOBODY_MAY_APPROVE)
+            else:
+                offered.append(spec)
+        return offered
 
     def spec(self, model_name: str) -> ToolSpec | None:
         return self._specs.get(model_name)

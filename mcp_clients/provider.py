@@ -31,6 +31,8 @@ __all__ = [
 
 JWKS_REFRESH_MIN_SECONDS = 30.0
 LEEWAY_SECONDS = 30
+# The longest one token request may take: what the per-person refresh lock (mcp_clients.tokens) is sized by.
+TOKEN_REQUEST_TIMEOUT_SECONDS = 15.0
 
 
 class ProviderError(Exception):
@@ -193,7 +195,7 @@ class Provider:
                 data=form,
                 auth=(self._client_id, self._client_secret),
                 headers={"Accept": "application/json"},
-                timeout=15,
+                timeout=TOKEN_REQUEST_TIMEOUT_SECONDS,
             )
         except httpx2.HTTPError as exc:
             raise ProviderError(f"identity provider unreachable ({type(exc).__name__})") from None

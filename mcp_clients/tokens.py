@@ -9,30 +9,40 @@ State lives in Redis so any process can serve any person:
 
 Refreshes for one person are serialized across processes with a Redis lock, and the cache is re-checked
 under the lock, so ten concurrent calls make one refresh and a rotating provider never sees a refresh token
-twice (which would revoke the family). `invalid_grant`/`invalid_target` end the link: the refresh token is
-discarded and the person is asked to connect again; there is never a fallback to another identity.
+twice (which would revoke the family). The lock is extended while its holder works, so it outlives however
+long the provider takes; its TTL only bounds how long a holder that died blocks the others.
+`invalid_grant`/`invalid_target` end the link: the refresh token is discarded and the person is asked to
+connect again; there is never a fallback to another identity.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import LockError
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, RedisError
 from redis.typing import EncodableT, FieldT
 
-from mcp_clients.provider import Claims, LinkEnded, Provider, ProviderError
+from mcp_clients.provider import TOKEN_REQUEST_TIMEOUT_SECONDS, Claims, LinkEnded, Provider, ProviderError
 from mcp_clients.sealing import Binding, Sealer, SealError
 
 __all__ = ["Identity", "NotLinked", "ReconnectNeeded", "TokenBroker", "TokenUnavailable"]
 
+log = logging.getLogger(__name__)
+
 GROUPS_MAX_AGE_SECONDS = 300
-LOCK_SECONDS = 20
+# The per-person refresh lock's TTL: one token request, plus room for the Redis work and the token's check
+# around it. A live holder extends it every third of that (`_keep_alive`), so a slow provider never lets a
+# second refresh in; the TTL only bounds how long a holder that died blocks the others.
+LOCK_SECONDS = TOKEN_REQUEST_TIMEOUT_SECONDS + 5.0
 
 
 class TokenUnavailable(Exception):
@@ -74,11 +84,13 @@ class TokenBroker:
         sealer: Sealer,
         *,
         clock: Callable[[], float] = time.time,
+        lock_seconds: float = LOCK_SECONDS,
     ) -> None:
         self._redis = redis
         self._provider = provider
         self._sealer = sealer
         self._clock = clock
+        self._lock_seconds = lock_seconds
 
     def _binding(self, team: str, user: str) -> Binding:
         return Binding(team, user, self._provider.issuer)
@@ -169,8 +181,10 @@ class TokenBroker:
     async def _refresh_locked(self, team: str, user: str, resource: str, *, force: bool = False) -> _Issued:
         key = self._token_key(team, user, resource)
         binding = self._binding(team, user)
+        # A waiter gives up after one lease and one more token request: the holder is still working by then.
+        wait = self._lock_seconds + TOKEN_REQUEST_TIMEOUT_SECONDS
         lock = self._redis.lock(
-            f"chatops:lock:refresh:{team}:{user}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
+            f"chatops:lock:refresh:{team}:{user}", timeout=self._lock_seconds, blocking_timeout=wait
         )
         try:
             acquired = await lock.acquire()
@@ -178,6 +192,7 @@ class TokenBroker:
             acquired = False
         if not acquired:
             raise TokenUnavailable("the identity provider is slow to answer; try again in a moment")
+        keeper = _keep_alive(lock, self._lock_seconds)
         try:
             if not force:
                 cached = await self._cached(key, binding)
@@ -219,6 +234,9 @@ class TokenBroker:
             await self._store(key, binding, issued.access_token, claims.expires_at)
             return _Issued(issued.access_token)
         finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             # The lock may have expired while we worked; the next caller re-checks the cache anyway.
             with contextlib.suppress(LockError):
                 await lock.release()
@@ -267,3 +285,22 @@ class TokenBroker:
 @dataclass(frozen=True)
 class _Issued:
     access_token: str
+
+
+def _keep_alive(lock: Lock, seconds: float) -> asyncio.Task[None]:
+    """Reset `lock`'s TTL every third of it until cancelled. The refresh it guards may outlast one TTL (a slow
+    provider, discovery, fetching signing keys); had the lock lapsed, a second caller would refresh with the
+    same refresh token, and a rotating provider would revoke the whole family."""
+
+    async def extend() -> None:
+        while True:
+            await asyncio.sleep(seconds / 3)
+            try:
+                await lock.reacquire()
+            except LockError:  # lost already (this loop was starved past the TTL): nothing left to keep
+                log.warning("the refresh lock %s lapsed while its refresh was running", lock.name)
+                return
+            except RedisError as exc:  # the next try may get through; the TTL has slack for it
+                log.warning("could not extend the refresh lock: %s", type(exc).__name__)
+
+    return asyncio.create_task(extend(), name="refresh lock keep-alive")

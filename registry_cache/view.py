@@ -1,8 +1,9 @@
 """The pure permission view: who may use which server and tool, what needs approval, who may approve.
 
 No I/O here. Built from one registry snapshot, answered in microseconds, tested exhaustively. Every rule is
-SPEC §6; where the spec is silent the view fails closed (a server with no approver groups has nobody who can
-approve its sensitive calls, and they are refused rather than run).
+SPEC §6; where the spec is silent the view fails closed. A sensitive tool that nobody may approve (no approver
+groups) is `ApprovalRule.unapprovable`: the gateway withholds it from the model with NOBODY_MAY_APPROVE as the
+reason, and a workflow step calling it fails before anything runs.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from dataclasses import dataclass
 
 from registry_cache.model import ServerEntry, Skipped
 
-__all__ = ["Access", "ApprovalRule", "Person", "RegistryView"]
+__all__ = ["NOBODY_MAY_APPROVE", "Access", "ApprovalRule", "Person", "RegistryView"]
 
 EVERYONE = "*"
+# Why a tool is withheld from the model when its calls need an approval that nobody may give (SPEC §6):
+# offered, each call could only wait on a card until it expired.
+NOBODY_MAY_APPROVE = "it needs approval and the registry names nobody who may approve it (no approver_groups)"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,11 @@ class ApprovalRule:
 
     def may_approve(self, groups: Iterable[str]) -> bool:
         return bool(set(self.approver_groups) & set(groups))
+
+    @property
+    def unapprovable(self) -> bool:
+        """Needs an approval that nobody may give: such a tool is withheld, never offered."""
+        return self.required and not self.approver_groups
 
 
 class RegistryView:

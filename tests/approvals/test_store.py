@@ -441,6 +441,32 @@ async def test_verify_catches_arguments_and_digest_edited_together(
     assert await store.verify(stored) == "seal mismatch"
 
 
+async def test_the_identity_an_approval_runs_with_is_sealed(
+    store: ApprovalStore, aredis: aioredis.Redis
+) -> None:
+    """Switching a record to the bot's service identity (or away from it) in Redis is refused at execution;
+    a record written before `identity` existed still verifies, as a user-identity record."""
+    service = await new(store, identity="service")
+    person = await new(store)
+    older = await new(store)
+    await aredis.hset(f"chatops:approval:{service.id}", "identity", "user")
+    await aredis.hset(f"chatops:approval:{person.id}", "identity", "service")
+    await aredis.hdel(f"chatops:approval:{older.id}", "identity")
+    for approval_id, expected in (
+        (service.id, "seal mismatch"),
+        (person.id, "seal mismatch"),
+        (older.id, None),
+    ):
+        stored = await store.get(approval_id)
+        assert stored is not None
+        assert await store.verify(stored) == expected, approval_id
+    kept = await store.get(older.id)
+    assert kept is not None
+    assert kept.identity == "user"
+    with pytest.raises(ValueError, match="identity"):
+        await new(store, identity="admin")
+
+
 async def test_a_record_sealed_with_another_key_does_not_verify(
     store: ApprovalStore, aredis: aioredis.Redis
 ) -> None:

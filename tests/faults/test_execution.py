@@ -1,5 +1,6 @@
-"""Between an approval and its outcome (ACCEPTANCE 30, 31, 33, 37): whatever fails, an approved action runs at
-most once, under the requester's identity, and the people involved hear about it."""
+"""Between an approval and its outcome (ACCEPTANCE 30-33, 37): whatever fails, an approved action runs at most
+once, under the requester's identity, and the people involved hear about it. A live worker keeps its action's
+lease however long the call takes; a registry that cannot be read before the call ends it FAILED."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import time
 
 import redis as sync_redis
 
-from approvals.store import APPROVED_KEY, Approval, ApprovalStore, Status
-from bot.approval_flow import RECORDED_LATER, ApprovalFlow, seal_key
+from approvals.store import APPROVED_KEY, RUNNING_KEY, Approval, ApprovalStore, Status
+from bot.approval_flow import RECORDED_LATER, REGISTRY_DOWN, ApprovalFlow, seal_key
 from bot.queues import Queues
 from bot.services import Services
 from fixtures.anthropic_fake import Body, Reply, text, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.redis_proc import free_port
 from fixtures.waiting import wait_until
+from registry_cache.snapshot import ATTEMPT_KEY, SNAPSHOT_KEY, VERSION_KEY
 from tests.faults.conftest import Scenario, with_services
 from tests.processes import kill_worker
 
@@ -49,6 +51,10 @@ def proposed(s: Scenario, quorum: int | None = None) -> Approval:
 
 def kills(s: Scenario) -> int:
     return s.world.servers["presto"].ledger.count("kill_query")
+
+
+def thread_text(s: Scenario, approval: Approval) -> str:
+    return " ".join(m.text for m in s.bot_messages(CHANNEL, approval.thread_ts))
 
 
 def sweep_now(s: Scenario) -> None:
@@ -142,8 +148,7 @@ def test_a_worker_killed_after_the_side_effect_never_runs_it_again(scenario: Sce
     assert s.approval(approval.id).status == Status.OUTCOME_UNKNOWN
     assert kills(s) == 1
     assert len(presto.record.tool_calls("kill_query")) == 1
-    thread = " ".join(m.text for m in s.bot_messages(CHANNEL, approval.thread_ts))
-    assert "outcome is unknown" in thread
+    assert "outcome is unknown" in thread_text(s, approval)
 
 
 def test_an_expired_requester_token_that_cannot_refresh_fails_without_borrowing_the_approvers(
@@ -166,3 +171,84 @@ def test_an_expired_requester_token_that_cannot_refresh_fails_without_borrowing_
     assert {r.sub for r in presto} <= {"u-alice"}  # never bob's or carol's token
     told = " ".join(s.told("U0ALICE", CHANNEL))
     assert "Connect again" in told
+
+
+def lapse(s: Scenario, approval: Approval) -> None:
+    """As if the action's lease had run out while its call was still going (a call longer than a lease)."""
+    s.redis.zadd(RUNNING_KEY, {approval.id: time.time() - 1})
+    s.redis.hset(f"chatops:approval:{approval.id}", "lease_until", repr(time.time() - 1))
+
+
+def lease_until(s: Scenario, approval: Approval) -> float:
+    return float(s.redis.hget(f"chatops:approval:{approval.id}", "lease_until") or 0)
+
+
+def worker_with_short_leases(s: Scenario) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **s.env, "CHATOPS_NETGUARD": "1", "CHATOPS_TURN_LEASE_SECONDS": "3"}
+    return subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, start_new_session=True)
+
+
+def test_a_call_that_outlives_its_lease_keeps_running_while_its_worker_lives(scenario: Scenario) -> None:
+    s = scenario
+    approval = proposed(s, quorum=1)
+    presto = s.world.servers["presto"]
+    entered = presto.knobs.hang("kill_query")  # the server holds the call, before any side effect
+    worker = worker_with_short_leases(s)
+    try:
+        s.click("U0CAROL", approval)
+        assert entered.wait(30), "the worker never called the server"
+        lapse(s, approval)
+        wait_until("the live worker to renew the lease", lambda: lease_until(s, approval) > time.time())
+        sweep_now(s)
+        s.work()  # the sweep, in this process, while the worker still waits on the server
+        assert s.approval(approval.id).status == Status.RUNNING
+        presto.knobs.release("kill_query")
+        wait_until("the call to finish", lambda: s.approval(approval.id).status == Status.SUCCEEDED, 30)
+    finally:
+        presto.knobs.release()
+        kill_worker(worker)
+    assert kills(s) == 1
+    assert "outcome is unknown" not in thread_text(s, approval)
+
+
+def test_an_action_whose_worker_dies_still_ends_outcome_unknown_when_its_lease_lapses(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    approval = proposed(s, quorum=1)
+    presto = s.world.servers["presto"]
+    entered = presto.knobs.hang("kill_query")
+    worker = worker_with_short_leases(s)
+    try:
+        s.click("U0CAROL", approval)
+        assert entered.wait(30), "the worker never called the server"
+        kill_worker(worker)
+    finally:
+        if worker.poll() is None:
+            kill_worker(worker)
+        presto.knobs.release()
+    wait_until("its lease to lapse", lambda: s.redis.zrangebyscore(RUNNING_KEY, "-inf", time.time()) or None)
+    sweep_now(s)
+    s.work()
+    assert s.approval(approval.id).status == Status.OUTCOME_UNKNOWN
+    assert kills(s) <= 1  # the call had reached the server: whether it acted is what is unknown
+    assert "outcome is unknown" in thread_text(s, approval)
+
+
+def test_a_registry_outage_after_the_action_started_ends_it_failed_and_nothing_ran(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    approval = proposed(s, quorum=1)
+    s.click("U0CAROL", approval)  # approved and queued; the worker has not taken it yet
+    s.world.registry.fail_with(503)
+    s.redis.delete(SNAPSHOT_KEY, VERSION_KEY, ATTEMPT_KEY)  # and no copy is left that may serve
+    s.work()
+    final = s.approval(approval.id)
+    assert final.status == Status.FAILED
+    assert final.outcome_detail == REGISTRY_DOWN
+    assert kills(s) == 0
+    assert s.world.servers["presto"].record.tool_calls("kill_query") == []
+    thread = thread_text(s, approval)
+    assert REGISTRY_DOWN in thread
+    assert "outcome is unknown" not in thread

@@ -8,7 +8,8 @@ import jwt
 import pytest
 
 from bot.linking import LinkFailed
-from mcp_clients.tokens import NotLinked, ReconnectNeeded
+from fixtures.waiting import wait_until
+from mcp_clients.tokens import NotLinked, ReconnectNeeded, TokenBroker
 from tests.mcp_clients.conftest import BROWSER, TEAM, IdentityWorld
 
 
@@ -70,6 +71,27 @@ async def test_ten_concurrent_calls_with_an_expired_token_make_one_refresh(
     # The rotated refresh token was kept: a later refresh for another server still works.
     await w.broker.user_token(TEAM, "U0ALICE", w.resources["AIRFLOW_URL"])
     assert w.idp.counters().get("family.revoked", 0) == 0
+
+
+async def test_a_token_request_slower_than_the_lock_still_makes_one_refresh_across_processes(
+    identity_world: IdentityWorld,
+) -> None:
+    """The refresh lock outlives the request it guards: with a 1-second lock and a provider that takes 2.5 s,
+    a second process waits for the first instead of refreshing with the same (rotating) refresh token, which
+    the provider would take for a stolen token and answer by revoking the person's whole family."""
+    w = identity_world
+    await w.link("alice")
+    one, other = (TokenBroker(w.broker._redis, w.provider, w.broker._sealer, lock_seconds=1) for _ in "ab")
+    w.idp.fail_next(1, error=None, delay=2.5, grant_type="refresh_token")  # slow, then answers
+    before = w.idp.counters().get("token.refresh_token.ok", 0)
+    first = asyncio.create_task(one.user_token(TEAM, "U0ALICE", w.resources["PRESTO_URL"]))
+    reached = lambda: w.idp.counters().get("fault.injected")  # noqa: E731  (the slow request has begun)
+    await asyncio.to_thread(wait_until, "the first refresh to reach the provider", reached)
+    second = await asyncio.wait_for(other.user_token(TEAM, "U0ALICE", w.resources["PRESTO_URL"]), 20)
+    assert await asyncio.wait_for(first, 20) == second
+    assert w.idp.counters().get("token.refresh_token.ok", 0) - before == 1
+    assert w.idp.counters().get("family.revoked", 0) == 0
+    assert claims(await other.user_token(TEAM, "U0ALICE", w.resources["SPARK_URL"]))["sub"] == "u-alice"
 
 
 async def test_a_refresh_ciphertext_copied_into_another_record_is_rejected(
