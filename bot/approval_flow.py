@@ -7,12 +7,12 @@
 - An approved action runs from the `actions` queue under the REQUESTER's identity, with the stored arguments,
   after re-checking their digest and the tool's fingerprint; APPROVED → RUNNING is atomic, so it runs once.
 - Whatever happens (success, failure, rejection, expiry, a crash mid-call), every card is updated, the thread
-  is told, it is audited, and the paused conversation resumes with the outcome.
+  is told, it is audited, and the paused conversation resumes with the outcome. The outcome of a call to a
+  `private_data` server goes to the requester alone; the cards and the thread say only that it was sent.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
@@ -29,10 +29,10 @@ from approvals.audit import AuditRecord, preview
 from approvals.policy import progress_text, refusal_text
 from approvals.store import Approval, ApprovalStore, Status, VoteResult
 from approvals.turns import Turn
-from bot import cards
-from bot.poster import PostError
+from bot.approval_notices import ApprovalNotices, mentions
 from bot.queues import Queues
 from bot.services import BotIdentity, Services
+from bot.slack_text import Mrkdwn, code, ours
 from mcp_clients.gateway import Caller, ToolSpec
 from mcp_clients.tokens import TokenUnavailable
 
@@ -112,48 +112,16 @@ class ApprovalFlow:
         self.queues.schedule_expiry(approval.id, approval.expires_at)
         return approval
 
+    @property
+    def notices(self) -> ApprovalNotices:
+        return ApprovalNotices(self.svc, self.store)
+
     async def _post_cards(self, approval: Approval) -> None:
-        layout = cards.approval_card(approval, now=time.time())
-        targets: list[tuple[str, str | None]] = [(approval.channel, approval.thread_ts)]
-        mirror = self.svc.settings.approvals_channel
-        if mirror and mirror != approval.channel:
-            targets.append((mirror, None))
-        for channel, thread_ts in targets:
-            posted = await self.svc.poster.post(
-                channel,
-                text=layout.message.text,
-                blocks=layout.message.blocks,
-                thread_ts=thread_ts,
-                marker=f"{approval.id}:card:{channel}",
-            )
-            await self.store.add_card(approval.id, posted.channel, posted.ts)
-            if layout.arguments_file:
-                await self.svc.poster.upload_text(
-                    channel,
-                    thread_ts or posted.ts,
-                    filename=f"arguments-{approval.id}.json",
-                    title=f"Full arguments of {approval.short_name}.{approval.tool}",
-                    content=layout.arguments_file,
-                )
+        await self.notices.post_cards(approval)
 
     async def refresh_cards(self, approval_id: str) -> None:
         """Re-render every copy of the card from the record (idempotent; safe to retry)."""
-        approval = await self.store.get(approval_id)
-        if approval is None:
-            return
-        now = time.time()
-        message = (
-            cards.approval_card(approval, now=now).message
-            if approval.status == Status.PENDING
-            else cards.decided_card(approval, now=now)
-        )
-        for card in approval.cards:
-            try:
-                await self.svc.poster.update(card.channel, card.ts, text=message.text, blocks=message.blocks)
-            except PostError as exc:
-                # The store is the truth; the sweeper re-renders dirty cards later (ACCEPTANCE 31).
-                log.warning("card %s update failed (%s); will retry", approval.id, exc.error)
-                await self.svc.redis.sadd("chatops:cards-dirty", approval.id)
+        await self.notices.refresh_cards(approval_id)
 
     # --- clicks --------------------------------------------------------------------------------------
 
@@ -295,13 +263,7 @@ class ApprovalFlow:
         detail = redact_secrets(detail)[0][:2000]
         await self.store.finish(approval.id, status, detail)
         await self.refresh_cards(approval.id)
-        label = {Status.SUCCEEDED: "ran", Status.FAILED: "failed", Status.OUTCOME_UNKNOWN: "outcome unknown"}[
-            status
-        ]
-        prefix = ":rotating_light: " if alert or status == Status.OUTCOME_UNKNOWN else ""
-        notify = " ".join(f"<@{u}>" for u in approval.decided_by) if status == Status.OUTCOME_UNKNOWN else ""
-        text = f"{prefix}`{approval.short_name}.{approval.tool}` {label}: {detail[:500]} {notify}".strip()
-        await self._say(approval, text, marker="result")
+        await self.notices.announce(approval, status, detail, alert=alert)
         if status != Status.SUCCEEDED:
             await self.svc.audit.record(
                 self._audit(approval, "approval_outcome", status.value.lower(), detail=detail)
@@ -323,8 +285,10 @@ class ApprovalFlow:
         await self.svc.audit.record(self._audit(approval, "approval_expired", "expired"))
         await self._say(
             approval,
-            f"The request to run `{approval.short_name}.{approval.tool}` expired "
-            "without a decision; nothing was run.",
+            ours(
+                "The request to run {call} expired without a decision; nothing was run.",
+                call=code(f"{approval.short_name}.{approval.tool}"),
+            ),
             marker="expired",
         )
         await self._settled(approval)
@@ -348,12 +312,14 @@ class ApprovalFlow:
                             approval, "tool_call", "outcome_unknown", detail="worker lost during the call"
                         )
                     )
-                    people = " ".join(f"<@{u}>" for u in (approval.requester, *approval.decided_by))
                     await self._say(
                         approval,
-                        f":rotating_light: `{approval.short_name}.{approval.tool}` was "
-                        "running when its worker stopped. Its outcome is unknown and it "
-                        f"will not be re-run automatically; please check. {people}",
+                        ours(
+                            ":rotating_light: {call} was running when its worker stopped. Its outcome is "
+                            "unknown and it will not be re-run automatically; please check. {people}",
+                            call=code(f"{approval.short_name}.{approval.tool}"),
+                            people=mentions((approval.requester, *approval.decided_by)),
+                        ),
                         marker="unknown",
                     )
                     await self._settled(approval)
@@ -405,23 +371,11 @@ class ApprovalFlow:
 
     # --- helpers -------------------------------------------------------------------------------------
 
-    async def _say(self, approval: Approval, text: str, *, marker: str) -> None:
-        try:
-            await self.svc.poster.post(
-                approval.channel, text=text, thread_ts=approval.thread_ts, marker=f"{approval.id}:{marker}"
-            )
-        except PostError as exc:
-            log.warning("could not tell the thread about %s (%s)", approval.id, exc.error)
+    async def _say(self, approval: Approval, text: Mrkdwn, *, marker: str) -> None:
+        await self.notices.say(approval, text, marker=marker)
 
     async def _tell_requester_to_reconnect(self, approval: Approval) -> None:
-        url = await self.svc.linking.offer(approval.team, approval.requester)
-        call = f"`{approval.short_name}.{approval.tool}`"
-        text = f"Your approved request {call} could not run because your account link has ended. "
-        text += f"<{url}|Connect again>, then ask again."
-        with contextlib.suppress(PostError):  # the thread is told about the failure anyway
-            await self.svc.poster.ephemeral(
-                approval.channel, approval.requester, text=text, thread_ts=approval.thread_ts
-            )
+        await self.notices.tell_requester_to_reconnect(approval)
 
     def _audit(
         self,
