@@ -4,16 +4,11 @@ nor show a secret, whichever way it reaches the poster."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
-from bot.poster import Poster, make_slack_client
 from bot.slack_text import Mrkdwn, code, defuse, file_text, link, ours, untrusted
-from fixtures.slack import FakeSlack
 
-CHANNEL = "C0INCIDENT"
 HOSTILE = "<!channel> <@U0ALICE> <https://evil.example|https://good.example> AKIAIOSFODNN7EXAMPLE"
 CONTROL = ("<!channel>", "<@U0ALICE>", "<https://evil.example|", "AKIAIOSFODNN7EXAMPLE")
 
@@ -79,28 +74,3 @@ def test_file_content_keeps_no_control_sequence_and_no_secret_but_stays_readable
     assert "a < b" in content
     assert "evil.example" in content
     assert file_text("x AKIAIOSFODNN7EXAMPLE", redact=False).endswith("AKIAIOSFODNN7EXAMPLE")
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-async def test_a_plain_string_that_reaches_the_poster_is_treated_as_untrusted(
-    slack: FakeSlack, aredis: aioredis.Redis
-) -> None:
-    poster = Poster(make_slack_client("xoxb-test", slack.base_url), aredis, "T0CHATOPS")
-    root = slack.post_user_message(CHANNEL, "U0ALICE", "hello")
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "<!channel> look"}}]
-    posted = await poster.post(CHANNEL, text=HOSTILE, blocks=blocks, thread_ts=root, marker="t1:x")  # type: ignore[arg-type]
-    await poster.update(CHANNEL, posted.ts, text=HOSTILE)  # type: ignore[arg-type]
-    await poster.ephemeral(CHANNEL, "U0BOB", text=HOSTILE, thread_ts=root)  # type: ignore[arg-type]
-    await poster.upload_text(CHANNEL, root, filename="a.md", title=HOSTILE, content=HOSTILE)
-    sent = json.dumps([call.args for call in slack.calls()])
-    assert controls(sent) == []
-    (uploaded,) = slack.files()
-    assert "evil.example" in slack.file_content(uploaded.id).decode()
-    assert controls(slack.file_content(uploaded.id).decode()) == []

@@ -9,7 +9,7 @@ from approvals.turns import thread_key
 from fixtures.anthropic_fake import Body, Reply, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.slack import TEAM_ID
-from tests.faults.conftest import Scenario
+from tests.faults.conftest import Scenario, approved_kill
 
 CHANNEL = "C0DATAENG"
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -52,19 +52,10 @@ def test_keys_in_tool_output_are_redacted_in_the_answer_and_the_audit(scenario: 
 
 def test_keys_in_an_approved_actions_output_are_redacted_in_the_thread(scenario: Scenario) -> None:
     s = scenario
-    for person in ("alice", "bob", "carol"):
-        s.link(person)
     s.world.servers["presto"].knobs.inject("kill_query", LEAKY)
-    s.world.anthropic.set_default(
-        echo("presto__kill_query", {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway backfill"})
+    approval = approved_kill(
+        s, echo("presto__kill_query", {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway backfill"})
     )
-    mention = s.ingress.app_mention("U0ALICE", "C0INCIDENT", "kill the runaway backfill")
-    s.ingress.post(mention)
-    s.work()
-    (approval,) = s.approvals("C0INCIDENT", mention.event["ts"])
-    s.click("U0BOB", approval)
-    s.click("U0CAROL", approval)
-    s.work()
     assert s.world.servers["presto"].ledger.count("kill_query") == 1
     thread = json.dumps(
         [m.text + json.dumps(m.blocks) for m in s.bot_messages("C0INCIDENT", approval.thread_ts)]
@@ -116,18 +107,9 @@ def test_an_approved_action_on_a_private_data_server_reports_to_the_requester_al
 ) -> None:
     s = scenario
     s.world.registry.patch_governance("io.example/presto", {"private_data": True})
-    for person in ("alice", "bob", "carol"):
-        s.link(person)
     s.settings = s.settings.model_copy(update={"approvals_channel": "C0APPROVALS"})  # cards are mirrored
     s.world.servers["presto"].knobs.inject("kill_query", PRIVATE_OUTPUT)
-    s.world.anthropic.set_default(kill_then_report)
-    mention = s.ingress.app_mention("U0ALICE", "C0INCIDENT", "kill the runaway backfill")
-    s.ingress.post(mention)
-    s.work()
-    (approval,) = s.approvals("C0INCIDENT", mention.event["ts"])
-    s.click("U0BOB", approval)
-    s.click("U0CAROL", approval)
-    s.work()
+    approval = approved_kill(s, kill_then_report)
     assert s.world.servers["presto"].ledger.count("kill_query") == 1
     assert PRIVATE_OUTPUT in json.dumps(s.world.anthropic.last_request().body)  # the model did read it
 
@@ -155,12 +137,12 @@ def test_an_approved_action_on_a_private_data_server_reports_to_the_requester_al
     assert "result sent privately to <@U0ALICE>" in thread
     assert "answered <@U0ALICE> privately" in thread
     # The thread's memory keeps it from the next person who asks there.
-    stored = s.redis.get(f"chatops:conv:{thread_key(TEAM_ID, 'C0INCIDENT', mention.event['ts'])}")
+    stored = s.redis.get(f"chatops:conv:{thread_key(TEAM_ID, 'C0INCIDENT', approval.thread_ts)}")
     assert stored is not None
     assert b"kill the runaway backfill" in stored
     assert PRIVATE_OUTPUT.encode() not in stored
     follow_up = s.ingress.app_mention(
-        "U0BOB", "C0INCIDENT", "what did the kill return?", thread_ts=mention.event["ts"]
+        "U0BOB", "C0INCIDENT", "what did the kill return?", thread_ts=approval.thread_ts
     )
     s.ingress.post(follow_up)
     s.work()

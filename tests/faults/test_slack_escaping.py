@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import pytest
 import redis as sync_redis
 
-from approvals.store import Status
+from approvals.store import ApprovalStore, Status
+from bot.approval_flow import seal_key
 from bot.queues import Queues
+from bot.services import Services
 from fixtures.anthropic_fake import Body, Reply, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.slack import Call
@@ -167,13 +169,11 @@ def an_action_whose_worker_died(s: Scenario) -> None:
     (approval,) = s.approvals(CHANNEL, propose_kill(s))
     s.click("U0BOB", approval)  # approved; its job is queued but no worker takes it yet
 
-    async def started_then_lost(svc: object) -> None:  # as if a worker took it and died mid-call
-        from bot.approval_flow import ApprovalStore, seal_key
-
-        store = ApprovalStore(svc.redis, seal_key=seal_key(svc))  # type: ignore[attr-defined]
+    async def started_then_lost(svc: Services) -> None:  # as if a worker took it and died mid-call
+        store = ApprovalStore(svc.redis, seal_key=seal_key(svc))
         assert await store.start(approval.id, lease_seconds=60) is not None
 
-    with_services(s, started_then_lost)  # type: ignore[arg-type]
+    with_services(s, started_then_lost)
     s.redis.zadd("chatops:approvals:running", {approval.id: 1.0})
     s.redis.hset(f"chatops:approval:{approval.id}", "lease_until", json.dumps(1.0))
     sweep(s)

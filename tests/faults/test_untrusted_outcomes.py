@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 
 from fixtures.anthropic_fake import Body, Reply, text, tool_use
-from tests.faults.conftest import Scenario
+from tests.faults.conftest import Scenario, approved_kill
 
 CHANNEL = "C0INCIDENT"
 UPDATE = "[Update from the approval system"
@@ -41,16 +41,7 @@ def test_a_failed_approved_actions_server_error_reaches_the_model_only_as_untrus
     scenario: Scenario,
 ) -> None:
     s = scenario
-    for person in ("alice", "bob", "carol"):
-        s.link(person)
-    s.world.anthropic.set_default(kill(INJECTED))
-    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "kill the runaway backfill")
-    s.ingress.post(mention)
-    s.work()
-    (approval,) = s.approvals(CHANNEL, mention.event["ts"])
-    s.click("U0BOB", approval)
-    s.click("U0CAROL", approval)
-    s.work()
+    approval = approved_kill(s, kill(INJECTED))
     assert s.approval(approval.id).status.value == "FAILED"
     update = update_seen_by_model(s)
     assert f"Query {INJECTED!r} not found" in update  # the server's own words arrived...
