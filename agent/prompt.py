@@ -3,15 +3,18 @@
 Tool output comes from systems the bot does not control (a log line, a query text, a ticket body), so it is
 data, never instructions. The prompt says so, and `wrap_tool_output` marks every tool result with a
 delimiter the output itself cannot close: a result that contains `</tool_output>` cannot smuggle text
-outside the untrusted region (ACCEPTANCE case 21).
+outside the untrusted region (ACCEPTANCE case 21). It is the one way anything a server said reaches the model
+(results, errors, the outcome of an approved action), so each such text is also labelled with the server it
+came from, which `withhold_output` relies on to keep a server's output from people who may not use it.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 
-__all__ = ["SYSTEM_PROMPT", "system_prompt", "wrap_tool_output"]
+__all__ = ["SYSTEM_PROMPT", "system_prompt", "withhold_output", "wrap_tool_output"]
 
 SYSTEM_PROMPT = """\
 You are an on-call assistant that engineers talk to in Slack. You help them investigate and operate \
@@ -51,3 +54,21 @@ def wrap_tool_output(server: str, tool: str, text: str) -> str:
     safe = _DELIMITER.sub(lambda m: f"&lt;{m.group(1)}{m.group(2)}", text)
     attrs = f'server="{html.escape(server, quote=True)}" tool="{html.escape(tool, quote=True)}"'
     return f'<tool_output {attrs} trust="untrusted-data">\n{safe}\n</tool_output>'
+
+
+# A whole region as `wrap_tool_output` writes it. Its body cannot hold a closing tag (defused above), so the
+# shortest match is exactly one region.
+_REGION = re.compile(
+    r'<tool_output server="([^"]*)" tool="[^"]*" trust="untrusted-data">\n.*?\n</tool_output>', re.S
+)
+
+
+def withhold_output(text: str, may_see: Callable[[str], bool], note: Callable[[str], str]) -> str:
+    """`text` with every region of tool output from a server `may_see` refuses replaced by `note(server)`.
+    Text outside the regions (the model's and people's words) is left as it is."""
+
+    def region(match: re.Match[str]) -> str:
+        server = html.unescape(match.group(1))
+        return match.group(0) if not server or may_see(server) else note(server)
+
+    return _REGION.sub(region, text)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.prompt import wrap_tool_output
+from agent.prompt import withhold_output, wrap_tool_output
 
 __all__ = [
     "DROPPED_OUTPUT",
@@ -25,6 +25,7 @@ __all__ = [
     "text_of",
     "tool_result",
     "withhold",
+    "withhold_servers",
 ]
 
 DROPPED_OUTPUT = "[older tool output removed to keep this conversation within its budget]"
@@ -184,3 +185,30 @@ def withhold(
                 blocks.append(dict(block))
         kept.append({**message, "content": blocks})
     return kept
+
+
+def withhold_servers(
+    messages: Sequence[Mapping[str, Any]], may_see: Callable[[str], bool], note: Callable[[str], str]
+) -> list[dict[str, Any]]:
+    """The transcript as one person may be handed it: the output of every server `may_see` refuses (tool
+    results, and the outcomes of approved actions in approval updates) becomes `note(server)`. What the
+    assistant said stays: those answers were posted where everyone in the thread could read them."""
+
+    def scrub(content: Any) -> Any:
+        if isinstance(content, str):
+            return withhold_output(content, may_see, note)
+        if not isinstance(content, list):
+            return content
+        blocks: list[Any] = []
+        for block in content:
+            if isinstance(block, Mapping) and block.get("type") == "text":
+                blocks.append({**block, "text": withhold_output(str(block.get("text", "")), may_see, note)})
+            elif isinstance(block, Mapping) and block.get("type") == "tool_result":
+                blocks.append({**block, "content": scrub(block.get("content"))})
+            else:
+                blocks.append(block)
+        return blocks
+
+    return [
+        {**m, "content": scrub(m.get("content"))} if m.get("role") == "user" else dict(m) for m in messages
+    ]

@@ -113,6 +113,9 @@ class Approval:
     lease_until: float | None = None
     finished_at: float | None = None
     outcome_detail: str = ""
+    # "bot": the detail is the bot's own reason for not calling the server; "server" (or "" in records
+    # older than the field): what the server answered, which a private server's privacy covers.
+    outcome_source: str = ""
 
     @property
     def count(self) -> int:

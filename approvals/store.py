@@ -202,11 +202,20 @@ class ApprovalStore:
         return _decode(_pairs(reply[2:])) if _text(reply[0]) == "yes" else None
 
     async def finish(
-        self, approval_id: str, status: ApprovalStatus, detail: str = "", now: float | None = None
+        self,
+        approval_id: str,
+        status: ApprovalStatus,
+        detail: str = "",
+        now: float | None = None,
+        *,
+        from_server: bool = True,
     ) -> bool:
+        """RUNNING → a final outcome. `from_server=False`: the detail is the bot's own reason for not calling
+        (nothing of the server's is in it, so a private server's privacy does not hide it)."""
         if status not in FINAL_OUTCOMES:
             raise ValueError(f"a run ends as SUCCEEDED, FAILED or OUTCOME_UNKNOWN, not {status}")
-        argv = (str(status), detail, repr(self._now(now)), "0")
+        source = "server" if from_server else "bot"
+        argv = (str(status), detail, repr(self._now(now)), "0", source)
         return await self._transition(self._finish, approval_id, RUNNING_KEY, *argv)
 
     async def approved_before(self, decided_before: float) -> list[str]:
@@ -222,7 +231,7 @@ class ApprovalStore:
 
     async def mark_unknown(self, approval_id: str, detail: str, now: float | None = None) -> bool:
         """RUNNING → OUTCOME_UNKNOWN once the lease has passed; it is never re-run on its own (SPEC §10)."""
-        argv = (str(ApprovalStatus.OUTCOME_UNKNOWN), detail, repr(self._now(now)), "1")
+        argv = (str(ApprovalStatus.OUTCOME_UNKNOWN), detail, repr(self._now(now)), "1", "server")
         return await self._transition(self._finish, approval_id, RUNNING_KEY, *argv)
 
     async def add_card(self, approval_id: str, channel: str, ts: str) -> bool:

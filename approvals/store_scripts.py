@@ -93,14 +93,16 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 return reply('yes', 0)
 """
 
-# KEYS: record, attempts (unused), running. ARGV: id, status, detail, now, only_after_lease ("1"/"0").
+# KEYS: record, attempts (unused), running. ARGV: id, status, detail, now, only_after_lease ("1"/"0"),
+# source of the detail ("server": what the server answered, or may have; "bot": the bot's own reason).
 # mark_unknown passes "1": a worker that is merely slow but still holds its lease keeps its outcome.
 _FINISH = """
 if redis.call('HGET', rec, 'status') ~= 'RUNNING' then return {'no', 0} end
 if ARGV[5] == '1' and tonumber(ARGV[4]) < tonumber(redis.call('HGET', rec, 'lease_until')) then
   return {'no', 0}
 end
-redis.call('HSET', rec, 'status', ARGV[2], 'finished_at', ARGV[4], 'outcome_detail', ARGV[3])
+redis.call('HSET', rec, 'status', ARGV[2], 'finished_at', ARGV[4], 'outcome_detail', ARGV[3],
+  'outcome_source', ARGV[6])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return reply('yes', 0)
 """

@@ -10,12 +10,12 @@
   atomic, so it runs once. Its lease is renewed while it runs (approvals.action_lease), and a registry that
   cannot be read before the call ends it FAILED (nothing ran), not "outcome unknown".
 - Whatever happens (success, failure, rejection, expiry, a crash mid-call), every card is updated, the thread
-  is told, it is audited, and the paused conversation resumes with the outcome.
+  is told, it is audited, and the paused conversation resumes with the outcome. The outcome of a call to a
+  `private_data` server goes to the requester alone; the cards and the thread say only that it was sent.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
@@ -31,13 +31,14 @@ from approvals.action_lease import ActionLeases
 from approvals.audit import approval_record
 from approvals.store import Approval, ApprovalStore, Status
 from approvals.turns import Turn
-from bot import approval_clicks, cards
+from bot import approval_clicks
 from bot.approval_clicks import RECORDED_LATER
+from bot.approval_notices import ApprovalNotices, mentions
 from bot.bindings import SERVER_CHANGED, Unbound, bound_identity, server_problem
-from bot.poster import PostError
 from bot.queues import Queues
 from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
+from bot.slack_text import Mrkdwn, code, ours
 from mcp_clients.gateway import Caller, ToolSpec
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import RegistryUnavailable
@@ -126,48 +127,16 @@ class ApprovalFlow:
         self.queues.schedule_expiry(approval.id, approval.expires_at)
         return approval
 
+    @property
+    def notices(self) -> ApprovalNotices:
+        return ApprovalNotices(self.svc, self.store)
+
     async def _post_cards(self, approval: Approval) -> None:
-        layout = cards.approval_card(approval, now=time.time())
-        targets: list[tuple[str, str | None]] = [(approval.channel, approval.thread_ts)]
-        mirror = self.svc.settings.approvals_channel
-        if mirror and mirror != approval.channel:
-            targets.append((mirror, None))
-        for channel, thread_ts in targets:
-            posted = await self.svc.poster.post(
-                channel,
-                text=layout.message.text,
-                blocks=layout.message.blocks,
-                thread_ts=thread_ts,
-                marker=f"{approval.id}:card:{channel}",
-            )
-            await self.store.add_card(approval.id, posted.channel, posted.ts)
-            if layout.arguments_file:
-                await self.svc.poster.upload_text(
-                    channel,
-                    thread_ts or posted.ts,
-                    filename=f"arguments-{approval.id}.json",
-                    title=f"Full arguments of {approval.short_name}.{approval.tool}",
-                    content=layout.arguments_file,
-                )
+        await self.notices.post_cards(approval)
 
     async def refresh_cards(self, approval_id: str) -> None:
         """Re-render every copy of the card from the record (idempotent; safe to retry)."""
-        approval = await self.store.get(approval_id)
-        if approval is None:
-            return
-        now = time.time()
-        message = (
-            cards.approval_card(approval, now=now).message
-            if approval.status == Status.PENDING
-            else cards.decided_card(approval, now=now)
-        )
-        for card in approval.cards:
-            try:
-                await self.svc.poster.update(card.channel, card.ts, text=message.text, blocks=message.blocks)
-            except PostError as exc:
-                # The store is the truth; the sweeper re-renders dirty cards later (ACCEPTANCE 31).
-                log.warning("card %s update failed (%s); will retry", approval.id, exc.error)
-                await self.svc.redis.sadd("chatops:cards-dirty", approval.id)
+        await self.notices.refresh_cards(approval_id)
 
     # --- clicks --------------------------------------------------------------------------------------
 
@@ -195,16 +164,18 @@ class ApprovalFlow:
             try:
                 return await self._execute(approval)
             except RegistryUnavailable:  # raised only before the call: the server was never asked
-                return await self._finish(approval, Status.FAILED, REGISTRY_DOWN)
+                return await self._finish(approval, Status.FAILED, REGISTRY_DOWN, from_server=False)
 
     async def _execute(self, approval: Approval) -> str:
         problem = await self.store.verify(approval)
         if problem is not None:
-            return await self._finish(approval, Status.FAILED, f"refused to run: {problem}", alert=True)
+            return await self._finish(
+                approval, Status.FAILED, f"refused to run: {problem}", alert=True, from_server=False
+            )
         try:
             identity = await self._requester(approval)
         except Unbound as exc:
-            return await self._finish(approval, Status.FAILED, str(exc))
+            return await self._finish(approval, Status.FAILED, str(exc), from_server=False)
         service = approval.identity == "service"  # sealed: verify() refused a record switched to service
         caller = Caller(approval.team, approval.requester, approval.channel, identity, service=service)
         async with self.svc.gateway.session(caller) as session:
@@ -213,25 +184,31 @@ class ApprovalFlow:
             try:  # again: listing may have ended the link (invalid_grant), or it was relinked meanwhile
                 await self._requester(approval)
             except Unbound as exc:
-                return await self._finish(approval, Status.FAILED, str(exc))
+                return await self._finish(approval, Status.FAILED, str(exc), from_server=False)
             poisoned = session.disabled.get(approval.model_name)
             if spec is None and poisoned is not None:
                 detail = (
                     f"the tool's definition changed after approval and was withheld ({poisoned}); ask again"
                 )
-                return await self._finish(approval, Status.FAILED, detail, alert=True)
+                return await self._finish(approval, Status.FAILED, detail, alert=True, from_server=False)
             if spec is None:
                 return await self._finish(
-                    approval, Status.FAILED, "the tool is no longer available to the requester"
+                    approval,
+                    Status.FAILED,
+                    "the tool is no longer available to the requester",
+                    from_server=False,
                 )
             if server_problem(approval, spec) is not None:
-                return await self._finish(approval, Status.FAILED, f"{SERVER_CHANGED}; ask again", alert=True)
+                return await self._finish(
+                    approval, Status.FAILED, f"{SERVER_CHANGED}; ask again", alert=True, from_server=False
+                )
             if spec.fingerprint != approval.fingerprint:
                 return await self._finish(
                     approval,
                     Status.FAILED,
                     "the tool's definition changed after approval; ask again",
                     alert=True,
+                    from_server=False,
                 )
             outcome = await session.call(approval.model_name, approval.arguments, idempotency_key=approval.id)
         if outcome.error_kind == "auth":
@@ -255,18 +232,22 @@ class ApprovalFlow:
         )
         return await self._finish(approval, status, outcome.text)
 
-    async def _finish(self, approval: Approval, status: Status, detail: str, *, alert: bool = False) -> str:
+    async def _finish(
+        self,
+        approval: Approval,
+        status: Status,
+        detail: str,
+        *,
+        alert: bool = False,
+        from_server: bool = True,
+    ) -> str:
+        """`from_server=False`: the server was not called and `detail` is our own reason, which the thread
+        sees even for a private server (there is nothing of the server's in it)."""
         # Tool output can carry keys: redact before it is stored, drawn on the card or posted (ACCEPTANCE 23).
         detail = redact_secrets(detail)[0][:2000]
-        await self.store.finish(approval.id, status, detail)
+        await self.store.finish(approval.id, status, detail, from_server=from_server)
         await self.refresh_cards(approval.id)
-        label = {Status.SUCCEEDED: "ran", Status.FAILED: "failed", Status.OUTCOME_UNKNOWN: "outcome unknown"}[
-            status
-        ]
-        prefix = ":rotating_light: " if alert or status == Status.OUTCOME_UNKNOWN else ""
-        notify = " ".join(f"<@{u}>" for u in approval.decided_by) if status == Status.OUTCOME_UNKNOWN else ""
-        text = f"{prefix}`{approval.short_name}.{approval.tool}` {label}: {detail[:500]} {notify}".strip()
-        await self._say(approval, text, marker="result")
+        await self.notices.announce(approval, status, detail, alert=alert, from_server=from_server)
         if status != Status.SUCCEEDED:
             await self.svc.audit.record(
                 self._audit(approval, "approval_outcome", status.value.lower(), detail=detail)
@@ -288,8 +269,10 @@ class ApprovalFlow:
         await self.svc.audit.record(self._audit(approval, "approval_expired", "expired"))
         await self._say(
             approval,
-            f"The request to run `{approval.short_name}.{approval.tool}` expired "
-            "without a decision; nothing was run.",
+            ours(
+                "The request to run {call} expired without a decision; nothing was run.",
+                call=code(f"{approval.short_name}.{approval.tool}"),
+            ),
             marker="expired",
         )
         await self._settled(approval)
@@ -313,12 +296,14 @@ class ApprovalFlow:
                             approval, "tool_call", "outcome_unknown", detail="worker lost during the call"
                         )
                     )
-                    people = " ".join(f"<@{u}>" for u in (approval.requester, *approval.decided_by))
                     await self._say(
                         approval,
-                        f":rotating_light: `{approval.short_name}.{approval.tool}` was "
-                        "running when its worker stopped. Its outcome is unknown and it "
-                        f"will not be re-run automatically; please check. {people}",
+                        ours(
+                            ":rotating_light: {call} was running when its worker stopped. Its outcome is "
+                            "unknown and it will not be re-run automatically; please check. {people}",
+                            call=code(f"{approval.short_name}.{approval.tool}"),
+                            people=mentions((approval.requester, *approval.decided_by)),
+                        ),
                         marker="unknown",
                     )
                     await self._settled(approval)
@@ -370,13 +355,8 @@ class ApprovalFlow:
 
     # --- helpers -------------------------------------------------------------------------------------
 
-    async def _say(self, approval: Approval, text: str, *, marker: str) -> None:
-        try:
-            await self.svc.poster.post(
-                approval.channel, text=text, thread_ts=approval.thread_ts, marker=f"{approval.id}:{marker}"
-            )
-        except PostError as exc:
-            log.warning("could not tell the thread about %s (%s)", approval.id, exc.error)
+    async def _say(self, approval: Approval, text: Mrkdwn, *, marker: str) -> None:
+        await self.notices.say(approval, text, marker=marker)
 
     async def _requester(self, approval: Approval) -> Identity:
         """The requester's identity, while their Slack account is still linked to the person who asked (never
@@ -390,13 +370,6 @@ class ApprovalFlow:
             raise
 
     async def _tell_requester_to_reconnect(self, approval: Approval) -> None:
-        url = await self.svc.linking.offer(approval.team, approval.requester)
-        call = f"`{approval.short_name}.{approval.tool}`"
-        text = f"Your approved request {call} could not run because your account link has ended. "
-        text += f"<{url}|Connect again>, then ask again."
-        with contextlib.suppress(PostError):  # the thread is told about the failure anyway
-            await self.svc.poster.ephemeral(
-                approval.channel, approval.requester, text=text, thread_ts=approval.thread_ts
-            )
+        await self.notices.tell_requester_to_reconnect(approval)
 
     _audit = staticmethod(approval_record)

@@ -25,7 +25,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.mrkdwn import escape, safe_mrkdwn, split_text
+from bot.mrkdwn import split_text
+from bot.slack_text import Mrkdwn, trusted, untrusted
 
 __all__ = [
     "CONNECT_ACTION_ID",
@@ -57,9 +58,10 @@ _PREVIEW_CHARS = 150
 
 @dataclass(frozen=True)
 class Message:
-    """One chat.postMessage worth: `text` is the notification fallback, `blocks` what people see."""
+    """One chat.postMessage worth: `text` is the notification fallback, `blocks` what people see. Every
+    builder here makes untrusted text safe itself (bot.slack_text.untrusted)."""
 
-    text: str
+    text: Mrkdwn
     blocks: list[JSON]
 
     def as_kwargs(self) -> JSON:
@@ -104,9 +106,9 @@ def answer_messages(
     """
     if max_blocks < 3 or section_limit > TEXT_OBJECT_LIMIT:
         raise ValueError("need room for a section, the footer and the feedback control")
-    safe = answer if already_safe else safe_mrkdwn(answer)
+    safe = trusted(answer) if already_safe else untrusted(answer)
     chunks = _chunks(safe, section_limit) or ["_(The answer was empty.)_"]
-    trailer = _trailer(footer if already_safe else safe_mrkdwn(footer), feedback_id)
+    trailer = _trailer(trusted(footer) if already_safe else untrusted(footer), feedback_id)
     # The fallback text counts towards the 40,000 as well; it is never longer than the preview.
     budget = min(blocks_text_limit, message_limit - _PREVIEW_CHARS - 20)
     if section_limit + text_length(trailer) > budget:
@@ -187,11 +189,11 @@ def _feedback(feedback_id: str) -> JSON:
     return ContextActionsBlock(elements=[element]).to_dict()
 
 
-def _fallback(blocks: list[JSON], index: int, total: int) -> str:
-    """A short plain preview for notifications; the blocks carry the content."""
+def _fallback(blocks: list[JSON], index: int, total: int) -> Mrkdwn:
+    """A short plain preview for notifications; the blocks carry the content (already made safe)."""
     first = next((b["text"]["text"] for b in blocks if b.get("type") == "section"), "")
     flat = _preview(str(first)) or "Answer"
-    return flat if total == 1 else f"({index}/{total}) {flat}"
+    return trusted(flat if total == 1 else f"({index}/{total}) {flat}")
 
 
 def _preview(safe: str) -> str:
@@ -224,9 +226,9 @@ _STATE_EMOJI = {"running": ":hourglass_flowing_sand:", "ok": ":white_check_mark:
 
 
 def working_message(text: str = "On it…") -> Message:
-    safe = safe_mrkdwn(text)
+    safe = untrusted(text)
     section = _section(f":hourglass_flowing_sand: {safe}"[:TEXT_OBJECT_LIMIT])
-    return Message(_preview(safe) or "On it…", [section])
+    return Message(trusted(_preview(safe) or "On it…"), [section])
 
 
 def progress_message(lines: Sequence[ProgressLine]) -> Message:
@@ -237,12 +239,15 @@ def progress_message(lines: Sequence[ProgressLine]) -> Message:
     body = "\n".join(shown) or ":hourglass_flowing_sand: Working…"
     blocks = [_section(c) for c in _chunks(body, TEXT_OBJECT_LIMIT)]
     done = sum(1 for line in lines if line.state != "running")
-    return Message(f"Working: {done} of {len(lines)} tool calls finished", blocks)
+    return Message(trusted(f"Working: {done} of {len(lines)} tool calls finished"), blocks)
 
 
 def _progress_line(line: ProgressLine) -> str:
     # Names come from MCP servers, so they are escaped and kept short enough for 40 lines to stay compact.
-    server, tool = escape(_short(line.server_short)), escape(_short(line.tool))
+    server, tool = (
+        untrusted(_short(line.server_short), markdown=False),
+        untrusted(_short(line.tool), markdown=False),
+    )
     text = f"{_STATE_EMOJI[line.state]} {server} · `{tool}`"
     if line.latency_ms is not None and line.state != "running":
         ms = line.latency_ms
@@ -259,7 +264,7 @@ def connect_prompt(url: str, *, reason: str) -> Message:
     """Ephemeral: why the person must link their account, and a button that starts it."""
     text = (
         "*Connect your account to continue*\n"
-        f"{safe_mrkdwn(reason)}\n"
+        f"{untrusted(reason)}\n"
         "I act with your own company identity, so I can only see and do what you can. "
         "Once you've connected, I'll answer your waiting request — no need to ask again."
     )
@@ -269,7 +274,7 @@ def connect_prompt(url: str, *, reason: str) -> Message:
 def reconnect_prompt(url: str, *, why: str) -> Message:
     text = (
         "*Please reconnect your account*\n"
-        f"{safe_mrkdwn(why)}\n"
+        f"{untrusted(why)}\n"
         "I act with your own company identity, and the link to it needs renewing before I can continue."
     )
     return _prompt(text, "Reconnect your account", url, RECONNECT_ACTION_ID, "Please reconnect your account")
@@ -280,12 +285,13 @@ def _prompt(text: str, label: str, url: str, action_id: str, fallback: str) -> M
         raise ValueError("the connect link must be an http(s) URL")
     section = _section(text[:TEXT_OBJECT_LIMIT])
     button = ButtonElement(text=label, url=url, action_id=action_id, style="primary")
-    return Message(fallback, [section, ActionsBlock(elements=[button]).to_dict()])
+    return Message(trusted(fallback), [section, ActionsBlock(elements=[button]).to_dict()])
 
 
 def error_message(text: str) -> Message:
-    """A visible failure. Up to 12,000 characters are shown; any more is said, not silently dropped."""
-    safe = safe_mrkdwn(text)
+    """A visible failure. Up to 12,000 characters are shown; any more is said, not silently dropped.
+    `text` is untrusted unless it is `Mrkdwn` (our wording, with its mentions and links)."""
+    safe = untrusted(text)
     chunks = _chunks(f":warning: {safe}", TEXT_OBJECT_LIMIT)
     shown: list[str] = []
     for chunk in chunks:

@@ -2,7 +2,9 @@
 
 A card shows everything an approver needs to decide from a phone: who asked, which server (and who owns it),
 which tool, the agent's stated reason (labelled as the model's words), every argument, who may approve and
-how many are needed, when it expires, and short digests that tie the card to the stored record.
+how many are needed, when it expires, and short digests that tie the card to the stored record. Text from
+the model, an approver or a server (reason, reject reason, outcome) is made safe by bot.slack_text.untrusted;
+the outcome of a call to a `private_data` server is never drawn: the card says it was sent privately.
 
 Arguments are never silently cut. A value too long for a card (over 2,500 characters, or more than the card
 can hold next to the other facts) shows its first 200 characters and its length, and `arguments_file` holds
@@ -35,7 +37,8 @@ from slack_sdk.models.views import View
 from approvals.policy import mention, progress_text, slack_time
 from approvals.store import Approval, ApprovalStatus
 from bot.blocks import BLOCKS_TEXT_LIMIT, TEXT_OBJECT_LIMIT, Message, text_length
-from bot.mrkdwn import escape, safe_mrkdwn, split_text
+from bot.mrkdwn import escape, split_text
+from bot.slack_text import untrusted
 
 __all__ = [
     "APPROVE_ACTION_ID",
@@ -65,6 +68,7 @@ LINE_LIMIT = TEXT_OBJECT_LIMIT - 100  # one argument line, escaped, with room fo
 # Room kept for what changes after posting (status word, status line, reject reason or outcome detail,
 # buttons); the arguments get what the fixed facts leave, so every version of a card lays them out alike.
 STATUS_RESERVE = 2800
+_FINISHED = frozenset({ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.OUTCOME_UNKNOWN})
 _APPROVAL_ID = re.compile(r"a[0-9a-f]{23}")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -88,24 +92,26 @@ class CardLayout:
     arguments_file: str | None
 
 
-def approval_card(approval: Approval, *, now: float) -> CardLayout:
-    """The card with live Approve/Reject buttons, or, once the request is closed, the decided card."""
+def approval_card(approval: Approval, *, now: float, private: bool = False) -> CardLayout:
+    """The card with live Approve/Reject buttons, or, once the request is closed, the decided card.
+    `private`: the server is marked `private_data`, so its outcome goes to the requester alone."""
     shown = _as_of(approval, now)
     args_blocks, complete = _argument_blocks(approval)
     live = shown.status is ApprovalStatus.PENDING
-    blocks = [*_facts(shown), *args_blocks, *_status(shown), _digests(approval)]
+    blocks = [*_facts(shown), *args_blocks, *_status(shown, private), _digests(approval)]
     if live:
         blocks.append(_buttons(approval.id))
     return CardLayout(_message(shown, blocks), None if complete else _pretty(approval.arguments))
 
 
-def decided_card(approval: Approval, *, now: float) -> Message:
-    """The same facts without buttons, plus who decided, when, and the outcome."""
+def decided_card(approval: Approval, *, now: float, private: bool = False) -> Message:
+    """The same facts without buttons, plus who decided, when, and the outcome (or, when `private`, that
+    the outcome was sent to the requester alone)."""
     shown = _as_of(approval, now)
     if shown.status is ApprovalStatus.PENDING:
         raise ValueError("a pending approval is shown with approval_card")
     args_blocks, _ = _argument_blocks(approval)
-    return _message(shown, [*_facts(shown), *args_blocks, *_status(shown), _digests(approval)])
+    return _message(shown, [*_facts(shown), *args_blocks, *_status(shown, private), _digests(approval)])
 
 
 def reject_modal(approval_id: str) -> JSON:
@@ -166,7 +172,7 @@ def _facts(a: Approval) -> list[JSON]:
     label = "*Reason given by the assistant* (its own words; check the arguments)"
     if a.source == "workflow":
         label = "*Reason*"
-    reason = _clipped(safe_mrkdwn(a.reason), 1500) if a.reason.strip() else "_(no reason given)_"
+    reason = _clipped(untrusted(a.reason), 1500) if a.reason.strip() else "_(no reason given)_"
     if a.read_before:
         read = ", ".join(_code(name.strip()) for name in a.read_before.split(",")[:10])
         reason += f"\n:warning: Proposed after reading tool output (untrusted data) from {read}."
@@ -176,13 +182,16 @@ def _facts(a: Approval) -> list[JSON]:
     ]
 
 
-def _status(a: Approval) -> list[JSON]:
+def _status(a: Approval, private: bool) -> list[JSON]:
     blocks = [_section(_clipped(progress_text(a), 1000))]
     if a.status is ApprovalStatus.REJECTED:
-        why = _clipped(safe_mrkdwn(a.reject_reason), 1200) if a.reject_reason.strip() else "_(none given)_"
+        why = _clipped(untrusted(a.reject_reason), 1200) if a.reject_reason.strip() else "_(none given)_"
         blocks.append(_section(f"*Reason for rejecting:* {why}"))
+    elif private and a.status in _FINISHED and a.outcome_source != "bot":
+        sent = f"*Result:* sent privately to {mention(a.requester)}: this server's data is private."
+        blocks.append(_section(sent))
     elif a.outcome_detail.strip():
-        blocks.append(_section(f"*Details:* {_clipped(safe_mrkdwn(a.outcome_detail), 1200)}"))
+        blocks.append(_section(f"*Details:* {_clipped(untrusted(a.outcome_detail), 1200)}"))
     return blocks
 
 
@@ -208,7 +217,7 @@ def _message(a: Approval, blocks: list[JSON]) -> Message:
     total = text_length(blocks)
     if len(blocks) > MAX_BLOCKS or total > BLOCKS_TEXT_LIMIT:
         raise RuntimeError(f"bug: card layout exceeded Slack's limits ({len(blocks)} blocks, {total} chars)")
-    return Message(escape(text), blocks)
+    return Message(untrusted(text, markdown=False), blocks)
 
 
 # ----- arguments -------------------------------------------------------------------------------------------
@@ -321,7 +330,7 @@ def _section(text: str) -> JSON:
 def _name(text: str, most: int = 80) -> str:
     """A short name from the registry or a person: cut to `most`, one line, escaped."""
     flat = " ".join(text.split())
-    return escape(flat if len(flat) <= most else flat[: most - 1] + "…")
+    return untrusted(flat if len(flat) <= most else flat[: most - 1] + "…", markdown=False)
 
 
 def _code(text: str) -> str:

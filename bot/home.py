@@ -32,6 +32,7 @@ from bot.blocks import CONNECT_ACTION_ID, RECONNECT_ACTION_ID
 from bot.cards import APPROVE_ACTION_ID, REJECT_ACTION_ID
 from bot.mrkdwn import escape
 from bot.services import Services
+from bot.slack_text import untrusted
 from mcp_clients.tokens import Identity
 from registry_cache.model import ServerEntry
 from registry_cache.snapshot import RegistryUnavailable
@@ -149,7 +150,8 @@ def _account(identity: Identity | None, connect_url: str | None) -> list[JSON]:
 
 
 def _approval(a: Approval, viewer: str, viewer_sub: str) -> list[JSON]:
-    reason = _clip(escape(" ".join(a.reason.replace("`", "'").split())), 400) or "_(no reason given)_"
+    reason = _clip(untrusted(" ".join(a.reason.replace("`", "'").split()), markdown=False), 400)
+    reason = reason or "_(no reason given)_"
     # ensure_ascii: invisible and look-alike characters show as \\u escapes, as they do on the card.
     arguments = json.dumps(a.arguments, ensure_ascii=True, sort_keys=True).replace("`", "\\u0060")
     text = (
@@ -210,7 +212,7 @@ def _button(label: str, action_id: str, **extra: Any) -> JSON:
 
 def _name(text: str, most: int = 80) -> str:
     flat = " ".join(text.split())
-    return escape(flat if len(flat) <= most else flat[: most - 1] + "…")
+    return untrusted(flat if len(flat) <= most else flat[: most - 1] + "…", markdown=False)
 
 
 def _clip(escaped: str, most: int) -> str:

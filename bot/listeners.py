@@ -20,6 +20,7 @@ from bot.oncall_listeners import register_oncall
 from bot.poster import PostError
 from bot.queues import Queues
 from bot.services import BotIdentity, Services
+from bot.slack_text import trusted
 from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
 
 __all__ = ["register"]
@@ -46,7 +47,8 @@ def register(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity
         if not channel or not text:
             return
         try:
-            await services.poster.ephemeral(channel, user, text=text, thread_ts=thread_ts)
+            # The approval flow's replies are ours, built on approvals.policy, which escapes what is not.
+            await services.poster.ephemeral(channel, user, text=trusted(text), thread_ts=thread_ts)
         except PostError as exc:
             log.warning("could not tell %s: %s", user, exc.error)
 

@@ -36,6 +36,7 @@ from slack_sdk.models.views import View
 from agent.workflow import MAX_STRING_PARAM, Param, Workflow
 from bot.blocks import Message
 from bot.mrkdwn import escape
+from bot.slack_text import Mrkdwn, trusted
 
 __all__ = [
     "MODAL_CALLBACK_ID",
@@ -118,8 +119,8 @@ def _error(message: str) -> OncallCommand:
     return OncallCommand("error", message=message)
 
 
-def help_text(command: str = "/oncall") -> str:
-    return (
+def help_text(command: str = "/oncall") -> Mrkdwn:
+    return trusted(
         f"*{command}* runs canned on-call workflows, with your identity and the usual approvals.\n"
         f"• `{command} list`: the workflows you can run\n"
         f"• `{command} run <workflow> [key=value ...]`: run one; missing parameters open a form. "
@@ -132,7 +133,7 @@ def help_text(command: str = "/oncall") -> str:
 def list_message(workflows_visible: Sequence[Workflow], command: str = "/oncall") -> Message:
     """The workflows this person can run, each with how to run it."""
     if not workflows_visible:
-        text = "No workflows are available to you here."
+        text = trusted("No workflows are available to you here.")
         return Message(text, [_section(text)])
     ordered = sorted(workflows_visible, key=lambda w: w.name)
     blocks = [_section(f"*Workflows you can run* ({len(ordered)})")]
@@ -140,7 +141,7 @@ def list_message(workflows_visible: Sequence[Workflow], command: str = "/oncall"
     if len(ordered) > _MAX_LISTED:
         more = ", ".join(f"`{w.name}`" for w in ordered[_MAX_LISTED:])
         blocks.append(_context(f"…and {len(ordered) - _MAX_LISTED} more: {more}"[:3000]))
-    return Message(f"{len(ordered)} workflows you can run", blocks)
+    return Message(trusted(f"{len(ordered)} workflows you can run"), blocks)
 
 
 def _describe(workflow: Workflow, command: str) -> str:

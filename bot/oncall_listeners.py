@@ -23,6 +23,7 @@ from bot.oncall import (
     read_modal_values,
     submission_errors,
 )
+from bot.slack_text import Mrkdwn, code, defuse, join, link, ours, trusted, untrusted
 from bot.workflow_flow import WorkflowFlow
 
 __all__ = ["PICK_CALLBACK_ID", "SHORTCUT_CALLBACK_ID", "register_oncall"]
@@ -38,34 +39,50 @@ async def _ack(ack: AsyncAck) -> None:
     await ack()
 
 
+async def _reply(respond: AsyncRespond, text: Mrkdwn, blocks: list[dict[str, Any]] | None = None) -> None:
+    """A reply through the command's response_url, held to what the poster holds every message to."""
+    payload = defuse({"text": untrusted(text), "blocks": blocks})
+    await respond(**{key: value for key, value in payload.items() if value is not None})
+
+
 def register_oncall(app: AsyncApp, flow: WorkflowFlow) -> None:
     async def command(body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
         parsed = parse_command(str(body.get("text") or ""))
         team, user, channel = str(body["team_id"]), str(body["user_id"]), str(body["channel_id"])
         name = str(body.get("command") or "/oncall")
         if parsed.kind == "help":
-            await respond(text=help_text(name))
+            await _reply(respond, help_text(name))
             return
         if parsed.kind == "error":
-            await respond(text=parsed.message)
+            await _reply(respond, trusted(parsed.message))  # bot.oncall escapes what people typed
             return
         if parsed.kind == "status":
-            await respond(text=await flow.status_text(team, user, parsed.run_id))
+            await _reply(respond, await flow.status_text(team, user, parsed.run_id))
             return
         identity = await flow.svc.broker.identity(team, user)
         if identity is None:
             url = await flow.svc.linking.offer(team, user)
-            await respond(text=f"Connect your account first: <{url}|Connect your account>. Then try again.")
+            connect = link(url, "Connect your account")
+            await _reply(
+                respond, ours("Connect your account first: {connect}. Then try again.", connect=connect)
+            )
             return
         visible = {w.name: w for w in await flow.visible(identity, channel)}
         if parsed.kind == "list":
             message = list_message(list(visible.values()), name)
-            await respond(text=message.text, blocks=message.blocks)
+            await _reply(respond, message.text, message.blocks)
             return
         workflow = visible.get(parsed.workflow or "")
         if workflow is None:
-            known = ", ".join(f"`{w}`" for w in sorted(visible)) or "none"
-            await respond(text=f"There is no workflow `{parsed.workflow}` you may run here. Yours: {known}.")
+            known = join([code(w) for w in sorted(visible)], ", ") or trusted("none")
+            await _reply(
+                respond,
+                ours(
+                    "There is no workflow {name} you may run here. Yours: {known}.",
+                    name=code(parsed.workflow or ""),
+                    known=known,
+                ),
+            )
             return
         params, errors = coerce_params(workflow, parsed.params)
         if errors:
@@ -78,9 +95,12 @@ def register_oncall(app: AsyncApp, flow: WorkflowFlow) -> None:
             await client.views_open(trigger_id=body["trigger_id"], view=view)
             return
         run = await flow.start(team=team, channel=channel, user=user, workflow=workflow, params=params)
-        await respond(
-            text=f"Starting `{workflow.name}` (run `{run.id}`); progress will appear in this channel."
+        started = ours(
+            "Starting {name} (run {run}); progress will appear in this channel.",
+            name=code(workflow.name),
+            run=code(run.id),
         )
+        await _reply(respond, started)
 
     app.command(re.compile(r"^/"))(ack=_ack, lazy=[command])
 

@@ -8,6 +8,8 @@
 - A 429 blocks that method for that workspace until Retry-After has passed, for every process (a key in
   Redis), and the call is retried after it; other methods are unaffected (ACCEPTANCE 7).
 - 5xx and connection failures are retried a bounded number of times with backoff.
+- Text goes out as `Mrkdwn` only (bot.slack_text): a plain `str` is escaped as untrusted, every payload's
+  text passes `defuse`, and file content `file_text`, so no path can post a ping or a disguised link.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.slack_text import Mrkdwn, defuse, file_text, untrusted
 from mcp_clients.connection import shared_ssl_context
 
 __all__ = ["PostError", "Poster", "make_slack_client", "slack_session"]
@@ -37,6 +40,8 @@ METADATA_EVENT = "chatops_message"
 _FORM_METHODS = frozenset(
     {"conversations.replies", "conversations.history", "chat.getPermalink", "users.info"}
 )
+# Methods whose arguments people read: their text is guarded whoever built it (bot.slack_text.defuse).
+_SHOWN_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral", "views.publish"})
 
 
 class PostError(Exception):
@@ -119,6 +124,8 @@ class Poster:
         Non-idempotent calls (posts) raise `_Uncertain` instead of retrying a request that may have landed.
         """
         backoff = 0.5
+        if method in _SHOWN_METHODS:
+            kwargs = defuse(kwargs)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             await self._wait_gate(method)
             try:
@@ -167,7 +174,7 @@ class Poster:
         self,
         channel: str,
         *,
-        text: str,
+        text: Mrkdwn,
         blocks: Sequence[Mapping[str, Any]] | None = None,
         thread_ts: str | None = None,
         marker: str,
@@ -175,7 +182,7 @@ class Poster:
         """Post one message exactly once. `marker` names it uniquely (e.g. "<turn id>:answer:2")."""
         args: dict[str, Any] = {
             "channel": channel,
-            "text": text,
+            "text": untrusted(text),
             "unfurl_links": False,
             "unfurl_media": False,
         }
@@ -218,9 +225,9 @@ class Poster:
         return None
 
     async def update(
-        self, channel: str, ts: str, *, text: str, blocks: Sequence[Mapping[str, Any]] | None = None
+        self, channel: str, ts: str, *, text: Mrkdwn, blocks: Sequence[Mapping[str, Any]] | None = None
     ) -> None:
-        args: dict[str, Any] = {"channel": channel, "ts": ts, "text": text}
+        args: dict[str, Any] = {"channel": channel, "ts": ts, "text": untrusted(text)}
         if blocks is not None:
             args["blocks"] = list(blocks)
         await self.call("chat.update", **args)  # an update is idempotent: retrying it is safe
@@ -230,11 +237,11 @@ class Poster:
         channel: str,
         user: str,
         *,
-        text: str,
+        text: Mrkdwn,
         blocks: Sequence[Mapping[str, Any]] | None = None,
         thread_ts: str | None = None,
     ) -> None:
-        args: dict[str, Any] = {"channel": channel, "user": user, "text": text}
+        args: dict[str, Any] = {"channel": channel, "user": user, "text": untrusted(text)}
         if blocks is not None:
             args["blocks"] = list(blocks)
         if thread_ts:
@@ -259,14 +266,24 @@ class Poster:
         return str(link) if link else None
 
     async def upload_text(
-        self, channel: str, thread_ts: str | None, *, filename: str, title: str, content: str
+        self,
+        channel: str,
+        thread_ts: str | None,
+        *,
+        filename: str,
+        title: str,
+        content: str,
+        exact: bool = False,
     ) -> None:
-        """Upload long content as a file in the thread (for answers and arguments too long for messages)."""
+        """Upload long content as a file in the thread (for answers and arguments too long for messages).
+
+        Secrets are redacted unless `exact` (an approval's arguments: approvers see exactly what would run,
+        and arguments shaped like a credential never get as far as a card)."""
         kwargs: dict[str, Any] = {
             "channel": channel,
-            "filename": filename,
-            "title": title,
-            "content": content,
+            "filename": file_text(filename),
+            "title": file_text(title),
+            "content": file_text(content, redact=not exact),
         }
         if thread_ts:
             kwargs["thread_ts"] = thread_ts

@@ -19,21 +19,22 @@ from typing import TypeVar
 
 from agent import loop
 from agent.loop import Answer, Failed, Limits, Paused
-from agent.prompt import wrap_tool_output
-from agent.redaction import redact_secrets
-from agent.transcript import call_digest, withhold
 from approvals.audit import AuditRecord
-from approvals.store import ApprovalStore, Status
+from approvals.store import ApprovalStore
 from approvals.turns import Conversation, Turn, base_attempt
 from bot import blocks
 from bot.approval_flow import approval_flow, seal_key
+from bot.approval_update import Incoming, approval_update
+from bot.delivery import Delivery
 from bot.events import MAX_INPUT_CHARS
 from bot.home import remember_request
-from bot.poster import Posted, PostError
+from bot.poster import Posted
 from bot.progress import SlackProgress
 from bot.queues import Queues
 from bot.recovery import find_working, held_lease, working_marker
 from bot.services import BotIdentity, Services
+from bot.slack_text import untrusted
+from bot.thread_memory import handed_to, registry_view, remembered
 from bot.tool_audit import AuditedTools
 from mcp_clients.gateway import Caller, GatewaySession
 from mcp_clients.tokens import Identity
@@ -57,14 +58,6 @@ async def after_asking(asked: asyncio.Event, call: Awaitable[T]) -> T:
         await asyncio.wait_for(asked.wait(), SIGNS_WAIT_MAX_SECONDS)
     await asyncio.sleep(SEND_GRACE_SECONDS)  # the request's bytes leave before the signs' work starts
     return await call
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """A non-human message that continues a conversation (an approval update)."""
-
-    text: str
-    rejected: tuple[str, ...] = ()
 
 
 @dataclass
@@ -183,14 +176,14 @@ class TurnRunner:
                     _, conversation = await asyncio.gather(session.tools(), store.conversation(turn.thread))
                 except RegistryUnavailable as exc:
                     asked.set()
-                    await poster.update(turn.channel, (await placeholder).ts, text=str(exc))
+                    await poster.update(turn.channel, (await placeholder).ts, text=untrusted(str(exc)))
                     await store.set_status(turn.id, "failed", reason="registry")
                     return "registry unavailable"
-                incoming = await self._approval_update(turn) if resuming else None
+                incoming = await self._approval_update(turn, session) if resuming else None
                 result = await self._loop(turn, identity, session, progress, incoming, conversation)
                 if isinstance(result, Paused):
                     await self._request_approvals(turn, caller, session, result)
-                private = any(
+                private = (incoming is not None and incoming.private) or any(
                     (spec := session.spec(call.model_name)) is not None and spec.private_data
                     for call in result.calls
                 )
@@ -201,9 +194,9 @@ class TurnRunner:
             posted = await placeholder
         seconds = time.monotonic() - started
         if private:
-            await self._deliver_privately(turn, posted.ts, result, seconds)
+            await Delivery(poster).private(turn, posted.ts, result, seconds)
         else:
-            await self._deliver(turn, posted.ts, result, seconds, attempt)
+            await Delivery(poster).public(turn, posted.ts, result, seconds, attempt)
         if eyes is not None:
             await eyes
             await poster.react(turn.channel, turn.ts, "eyes", remove=True)
@@ -269,36 +262,10 @@ class TurnRunner:
                 read_before=pending.read_before,
             )
 
-    async def _approval_update(self, turn: Turn) -> Incoming:
-        """The message that resumes a paused conversation: what people decided and what happened."""
+    async def _approval_update(self, turn: Turn, session: GatewaySession) -> Incoming:
+        """What people decided and what happened: the message that resumes a paused conversation."""
         store = ApprovalStore(self.svc.redis, seal_key=seal_key(self.svc))
-        parts = ["[Update from the approval system; not typed by a person]"]
-        rejected: list[str] = []
-        for a in await store.for_turn(turn.id):
-            call = f"`{a.short_name}.{a.tool}` (requested by <@{a.requester}>)"
-            by = ", ".join(f"<@{u}>" for u in a.decided_by) or "nobody"
-            if a.status == Status.SUCCEEDED:
-                parts.append(
-                    f"{call} was approved by {by} and ran. Its output:\n"
-                    + wrap_tool_output(a.server, a.tool, a.outcome_detail)
-                )
-            elif a.status == Status.FAILED:
-                parts.append(f"{call} was approved by {by} but did not succeed: {a.outcome_detail}")
-            elif a.status == Status.OUTCOME_UNKNOWN:
-                parts.append(
-                    f"{call} was approved by {by}; its outcome is unknown ({a.outcome_detail}). "
-                    "Do not run it again; tell the person to check."
-                )
-            elif a.status == Status.REJECTED:
-                rejected.append(call_digest(a.model_name, a.arguments))
-                parts.append(
-                    f"{call} was rejected by {by}: {a.reject_reason or 'no reason given'}. "
-                    "Do not propose it again unless the person asks."
-                )
-            elif a.status == Status.EXPIRED:
-                parts.append(f"{call} expired without a decision and did not run.")
-        parts.append("Continue from here: tell the person what happened and what is left to do.")
-        return Incoming("\n\n".join(parts), tuple(rejected))
+        return approval_update(await store.for_turn(turn.id), await registry_view(session))
 
     async def _no_refusal(self) -> str | None:
         return None
@@ -358,98 +325,18 @@ class TurnRunner:
             max_output_tokens=svc.settings.max_output_tokens,
             tool_output_max_chars=svc.settings.tool_output_max_chars,
         )
+        history = conversation.messages  # what the thread's memory keeps in full (bot.thread_memory)
         result = await loop.run(
-            conversation.messages,
+            await handed_to(session, turn.channel, history),
             tools=AuditedTools(session, svc.audit, turn, identity),
             model=svc.model,
             limits=limits,
             progress=progress,
             rejected=frozenset(conversation.rejected),
         )
-        conversation.messages = list(result.messages)
-        private = {
-            c.model_name for c in result.calls if (spec := session.spec(c.model_name)) and spec.private_data
-        }
-        if isinstance(result, Paused):
-            # Close the paused step with placeholders so the stored conversation stays valid while people
-            # decide; the real outcome arrives later as an approval update (see _approval_update).
-            waiting = {
-                p.tool_use_id: (
-                    True,
-                    "Waiting for human approval. The outcome will arrive in a later message; "
-                    "do not call this again.",
-                )
-                for p in result.pending
-            }
-            conversation.messages = loop.resume(
-                result.messages, result.completed, waiting, pending=result.pending
-            )
-        if private:  # the answer went to the asker alone; the thread's memory must not hand it to others
-            conversation.messages = withhold(
-                conversation.messages,
-                private,
-                since=asked_at,
-                note=f"[withheld: private data, shown only to <@{turn.user}>]",
-            )
+        conversation.messages = remembered(turn, session, result, history, asked_at, incoming)
         await svc.store.save_conversation(turn.thread, conversation)
         return result
-
-    async def _deliver(
-        self, turn: Turn, placeholder: str, result: Answer | Paused | Failed, seconds: float, attempt: str
-    ) -> None:
-        used = sorted({f"{c.server.split('/', 1)[-1]} · {c.tool}" for c in result.calls})
-        footer = f"Used {', '.join(used)} · {seconds:.1f} s" if used else f"{seconds:.1f} s"
-        if isinstance(result, Answer):
-            text = result.text
-            if result.notes:
-                footer += " · " + " · ".join(result.notes)
-        else:
-            text = _summary(result)
-        text, _ = redact_secrets(text)
-        layout = blocks.answer_messages(text, footer=footer, feedback_id=turn.id)
-        poster = self.svc.poster
-        try:
-            for index, message in enumerate(layout.messages):
-                if index == 0:
-                    await poster.update(turn.channel, placeholder, text=message.text, blocks=message.blocks)
-                else:
-                    await poster.post(
-                        turn.channel,
-                        text=message.text,
-                        blocks=message.blocks,
-                        thread_ts=turn.thread_ts,
-                        marker=f"{turn.id}:{attempt}:answer:{index}",
-                    )
-            if layout.upload_full_text:
-                await poster.upload_text(
-                    turn.channel, turn.thread_ts, filename="answer.md", title="Full answer", content=text
-                )
-        except PostError as exc:
-            log.warning("answer blocks refused (%s); falling back to a file", exc.error)
-            await poster.update(turn.channel, placeholder, text="The full answer is attached as a file.")
-            await poster.upload_text(
-                turn.channel,
-                turn.thread_ts,
-                filename="answer.md",
-                title="Answer",
-                content=text + "\n\n" + footer,
-            )
-
-    async def _deliver_privately(
-        self, turn: Turn, placeholder: str, result: Answer | Paused | Failed, seconds: float
-    ) -> None:
-        """A turn that read a `private_data` server answers the requester alone (ACCEPTANCE 23): the
-        thread learns only that an answer was given, never what it said."""
-        text = result.text if isinstance(result, Answer) else _summary(result)
-        text, _ = redact_secrets(text)
-        footer = f"Only you can see this: it uses data from a server marked private · {seconds:.1f} s"
-        layout = blocks.answer_messages(text, footer=footer, feedback_id=turn.id, overflow_threshold=1000)
-        for message in layout.messages:
-            await self.svc.poster.ephemeral(
-                turn.channel, turn.user, text=message.text, blocks=message.blocks, thread_ts=turn.thread_ts
-            )
-        note = f"I answered <@{turn.user}> privately: the answer uses data from a server marked private."
-        await self.svc.poster.update(turn.channel, placeholder, text=note)
 
     async def _say(self, turn: Turn, text: str, *, marker: str) -> None:
         message = blocks.error_message(text)
@@ -460,10 +347,3 @@ class TurnRunner:
             thread_ts=turn.thread_ts,
             marker=f"{turn.id}:{marker}",
         )
-
-
-def _summary(result: Paused | Failed) -> str:
-    if isinstance(result, Paused):
-        lines = [f"• `{p.server.split('/', 1)[-1]}.{p.tool}`" for p in result.pending]
-        return "This needs approval before it can run (see the card below):\n" + "\n".join(lines)
-    return result.message

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agent.workflow import Workflow
@@ -31,13 +31,14 @@ from approvals.turns import Turn
 from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
 from bot.approval_flow import ApprovalFlow, approval_flow, seal_key
 from bot.bindings import BoundTools, Unbound, bound_identity
-from bot.mrkdwn import escape
 from bot.poster import PostError
 from bot.queues import Queues
 from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
+from bot.slack_text import Mrkdwn, code, join, link, ours, trusted
 from bot.workflow_access import may_run, may_see_run, withheld_steps
 from bot.workflow_catalog import WorkflowCatalog
+from bot.workflow_progress import WorkflowProgress
 from mcp_clients.gateway import Caller
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import RegistryUnavailable
@@ -46,52 +47,6 @@ from registry_cache.view import Person
 __all__ = ["WorkflowCatalog", "WorkflowFlow"]
 
 log = logging.getLogger(__name__)
-
-_ICONS = {
-    "running": ":hourglass_flowing_sand:",
-    "ok": ":white_check_mark:",
-    "failed": ":x:",
-    "skipped": ":fast_forward:",
-    "waiting": ":raising_hand:",
-    "rejected": ":no_entry:",
-    "expired": ":alarm_clock:",
-}
-
-
-@dataclass
-class WorkflowProgress:
-    """The run's one message, updated as steps finish."""
-
-    flow: WorkflowFlow
-    run: WorkflowRun
-    workflow: Workflow
-    lines: dict[str, tuple[str, str]] = field(default_factory=dict)  # step id -> (state, text)
-
-    async def step_started(self, step_id: str, call: str) -> None:
-        self.lines[step_id] = ("running", f"`{call}`")
-        await self.flush()
-
-    async def step_finished(self, step_id: str, ok: bool, summary: str) -> None:
-        call = next((s.call for s in self.workflow.steps if s.id == step_id), step_id)
-        state = "skipped" if summary == "skipped" else "ok" if ok else "failed"
-        self.lines[step_id] = (state, f"`{call}` {escape(summary[:150])}")
-        await self.flush()
-
-    def render(self, footer: str = "") -> tuple[str, list[dict[str, Any]]]:
-        head = f"*{self.workflow.name}* (run `{self.run.id}`) started by <@{self.run.user}>"
-        body = [f"{_ICONS[state]} *{sid}* {text}" for sid, (state, text) in self.lines.items()]
-        text = "\n".join([head, *body, footer]).strip()
-        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]
-        return f"{self.workflow.name}: {self.run.status}", blocks
-
-    async def flush(self, footer: str = "") -> None:
-        if not self.run.message_ts:
-            return
-        text, blocks = self.render(footer)
-        try:
-            await self.flow.svc.poster.update(self.run.channel, self.run.message_ts, text=text, blocks=blocks)
-        except PostError as exc:
-            log.info("progress update failed: %s", exc.error)
 
 
 @dataclass
@@ -174,7 +129,7 @@ class WorkflowFlow:
                     try:
                         await self.svc.poster.post(
                             run.channel,
-                            text=f":x: {message}",
+                            text=ours(":x: {message}", message=message),
                             thread_ts=run.message_ts,
                             marker=f"{run.id}:lost",
                         )
@@ -195,9 +150,15 @@ class WorkflowFlow:
         except Unbound as exc:
             if exc.ended:
                 url = await self.svc.linking.offer(run.team, run.user)
-                await self._tell(run, f"Connect your account first: <{url}|Connect>, then run it again.")
+                await self._tell(
+                    run,
+                    ours(
+                        "Connect your account first: {connect}, then run it again.",
+                        connect=link(url, "Connect"),
+                    ),
+                )
             return await self._end(run, workflow, "failed", f"Not run: {exc}.")
-        progress = WorkflowProgress(self, run, workflow)
+        progress = WorkflowProgress(self.svc.poster, run, workflow)
         state = RunState.from_json(run.state) if run.state else None
         if run.message_ts is None:
             text, blocks = progress.render()
@@ -206,11 +167,7 @@ class WorkflowFlow:
             )
             run.message_ts = posted.ts
         if state is not None:
-            for record in state.log:
-                progress.lines[record.step_id] = (
-                    record.status if record.status in _ICONS else "ok",
-                    f"`{record.call}` {escape(record.summary[:150])}",
-                )
+            progress.restore(state.log)
         run.status = "running"
         await runs.save(run)
         caller = Caller(run.team, run.user, run.channel, identity, service=workflow.identity == "service")
@@ -265,7 +222,7 @@ class WorkflowFlow:
                 await runs.save(run)
                 progress.lines[result.step.id] = (
                     "waiting",
-                    f"`{result.step.call}` waiting for approval (card in thread)",
+                    ours("{call} waiting for approval (card in thread)", call=code(result.step.call)),
                 )
                 await progress.flush()
                 return "waiting for approval"
@@ -303,9 +260,18 @@ class WorkflowFlow:
         await self.runs.save(run)
         icon = ":white_check_mark:" if status == "succeeded" else ":x:"
         if progress is not None:
-            await progress.flush(f"{icon} {escape(message)}")
+            await progress.flush(ours("{icon} {message}", icon=icon, message=message))
         elif run.message_ts is None:
-            await self._tell(run, f"{icon} `{run.workflow}` (run `{run.id}`): {escape(message)}")
+            await self._tell(
+                run,
+                ours(
+                    "{icon} {name} (run {run}): {message}",
+                    icon=icon,
+                    name=code(run.workflow),
+                    run=code(run.id),
+                    message=message,
+                ),
+            )
         minutes = workflow.minutes_saved if (workflow is not None and status == "succeeded") else 0.0
         await self.svc.audit.record(
             AuditRecord(
@@ -357,27 +323,33 @@ class WorkflowFlow:
                 )
             )
 
-    async def _tell(self, run: WorkflowRun, text: str) -> None:
+    async def _tell(self, run: WorkflowRun, text: Mrkdwn) -> None:
         try:
             await self.svc.poster.ephemeral(run.channel, run.user, text=text, thread_ts=run.thread_ts)
         except PostError as exc:
             log.info("could not tell %s: %s", run.user, exc.error)
 
-    async def status_text(self, team: str, user: str, run_id: str | None) -> str:
+    async def status_text(self, team: str, user: str, run_id: str | None) -> Mrkdwn:
         if run_id is None:
             runs = await self.runs.recent(team, user)
             if not runs:
-                return "You have not run any workflows recently."
+                return trusted("You have not run any workflows recently.")
         else:
             run = await self.runs.get(run_id)
             if run is None or not await self._may_see(run, team, user):
-                return f"No such run: `{run_id}`."  # the same words whether it exists or not
+                return ours("No such run: {id}.", id=code(run_id))  # the same words whether it exists or not
             runs = [run]
         lines = [
-            f"`{r.id}` *{r.workflow}*: {r.status}" + (f" — {escape(r.summary[:200])}" if r.summary else "")
+            ours(
+                "{id} *{name}*: {status}{summary}",
+                id=code(r.id),
+                name=r.workflow,
+                status=r.status,
+                summary=" — " + r.summary[:200] if r.summary else "",
+            )
             for r in runs
         ]
-        return "\n".join(lines)
+        return join(lines)
 
     async def _may_see(self, run: WorkflowRun, team: str, user: str) -> bool:
         if run.team == team and run.user == user:

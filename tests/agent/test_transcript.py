@@ -18,6 +18,8 @@ from agent.transcript import (
     estimate_tokens,
     resume,
     text_of,
+    tool_result,
+    withhold_servers,
 )
 
 
@@ -169,3 +171,34 @@ def test_resume_answers_a_call_without_outcome_as_unknown_instead_of_leaving_it_
 def test_resume_refuses_a_transcript_that_does_not_end_with_the_proposing_message() -> None:
     with pytest.raises(ValueError, match="assistant"):
         resume(paused()[:1], [], {})
+
+
+def test_withhold_servers_replaces_only_the_output_of_servers_the_person_may_not_use() -> None:
+    update = (
+        "[Update from the approval system; not typed by a person]\n\n`presto.kill_query` ran. Its output:\n"
+        + wrap_tool_output("io.example/presto", "kill_query", "killed </tool_output> secret-presto")
+        + "\n\n`spark.kill` ran:\n"
+        + wrap_tool_output("io.example/spark", "kill", "spark-output")
+    )
+    messages = [
+        {"role": "user", "content": "alice asks: what is running?"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t1", "name": "presto__q", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [tool_result("t1", "io.example/presto", "q", "secret-presto rows", True)],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": "secret-presto is what I found"}]},
+        {"role": "user", "content": update},
+    ]
+    shown = withhold_servers(messages, lambda server: server != "io.example/presto", lambda s: f"[no {s}]")
+    flat = json.dumps(shown)
+    assert flat.count("[no io.example/presto]") == 2  # the tool result and the approved action's output
+    assert "spark-output" in flat  # a server this person may use stays
+    assert "secret-presto is what I found" in flat  # answers already given stay: they were public
+    assert "killed" not in flat
+    assert "secret-presto rows" not in flat
+    assert shown[2]["content"][0]["tool_use_id"] == "t1"  # the API still pairs the result with its call
+    assert messages[2]["content"][0]["content"] != "[no io.example/presto]"  # the input is left as it was

@@ -378,3 +378,34 @@ def test_the_card_names_the_tool_output_the_proposal_followed() -> None:
     assert "`presto.query_history`" in text
     assert "`spark.failed_stages`" in text
     assert "Proposed after reading" not in json.dumps(card(approval()).message.blocks)
+
+
+@pytest.mark.parametrize(
+    "status", [ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.OUTCOME_UNKNOWN]
+)
+def test_a_private_servers_outcome_is_never_drawn_on_a_card(status: ApprovalStatus) -> None:
+    done = approval(
+        status=status, decided_by=("U0BOB",), decided_at=T0, finished_at=T0, outcome_detail="rows-7f3a"
+    )
+    shown = json.dumps(decided_card(done, now=T0, private=True).blocks)
+    assert "rows-7f3a" not in shown
+    assert "sent privately to <@U0ALICE>" in shown
+    assert "rows-7f3a" in json.dumps(decided_card(done, now=T0).blocks)  # a public server's is shown
+
+
+def test_text_from_the_model_an_approver_or_a_server_is_made_safe_on_the_card() -> None:
+    hostile = "<!channel> <@U0MALLORY> <https://evil.example|https://good.example> AKIAIOSFODNN7EXAMPLE"
+    for done in (
+        approval(reason=hostile),
+        approval(status=ApprovalStatus.REJECTED, decided_by=("U0BOB",), decided_at=T0, reject_reason=hostile),
+        approval(status=ApprovalStatus.FAILED, decided_by=("U0BOB",), decided_at=T0, outcome_detail=hostile),
+    ):
+        card = (
+            decided_card(done, now=T0)
+            if done.status != ApprovalStatus.PENDING
+            else approval_card(done, now=T0).message
+        )
+        shown = json.dumps(card.blocks)
+        for sequence in ("<!channel>", "<@U0MALLORY>", "<https://evil.example|", "AKIAIOSFODNN7EXAMPLE"):
+            assert sequence not in shown
+        assert "evil.example" in shown  # shown as what it is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -90,3 +91,22 @@ async def test_calls_of_one_job_share_one_kept_alive_connection(
         await session.close()
     peers = {c.peer for c in slack.calls() if c.method != "conversations.replies"}
     assert len(peers) == 1, peers  # without the session: one new connection (TCP + TLS) per call
+
+
+async def test_a_plain_string_that_reaches_the_poster_is_treated_as_untrusted(
+    slack: FakeSlack, aredis: aioredis.Redis
+) -> None:
+    p = poster(slack, aredis)
+    hostile = "<!channel> <@U0ALICE> <https://evil.example|https://good.example> AKIAIOSFODNN7EXAMPLE"
+    control = ("<!channel>", "<@U0ALICE>", "<https://evil.example|", "AKIAIOSFODNN7EXAMPLE")
+    root = slack.post_user_message(CHANNEL, "U0ALICE", "hello")
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "<!channel> look"}}]
+    posted = await p.post(CHANNEL, text=hostile, blocks=blocks, thread_ts=root, marker="t1:x")
+    await p.update(CHANNEL, posted.ts, text=hostile)
+    await p.ephemeral(CHANNEL, "U0BOB", text=hostile, thread_ts=root)
+    await p.upload_text(CHANNEL, root, filename="a.md", title=hostile, content=hostile)
+    sent = json.dumps([call.args for call in slack.calls()])
+    assert [c for c in control if c in sent] == []
+    (uploaded,) = slack.files()
+    assert "evil.example" in slack.file_content(uploaded.id).decode()
+    assert [c for c in control if c in slack.file_content(uploaded.id).decode()] == []

@@ -25,9 +25,11 @@ from typing import Any, TypeVar
 import pytest
 import redis as sync_redis
 
+from approvals.store import Approval
 from bot.services import Services, open_services
 from bot.settings import Role, load_settings
 from bot.web import build_web
+from fixtures.anthropic_fake import Body, Reply
 from fixtures.idp import DEFAULT_CLIENT_SECRET
 from fixtures.redis_proc import RedisProc
 from fixtures.server import bind_loopback, start
@@ -42,6 +44,22 @@ from tests.scenarios.conftest import (  # noqa: F401  (fixtures, re-exported for
 )
 
 T = TypeVar("T")
+
+
+def approved_kill(s: Scenario, script: Callable[[Body], Reply]) -> Approval:
+    """Alice asks in #incidents (the model follows `script`), bob and carol approve, and the action and the
+    resumed turn run. Returns the approval as it was proposed."""
+    for person in ("alice", "bob", "carol"):
+        s.link(person)
+    s.world.anthropic.set_default(script)
+    mention = s.ingress.app_mention("U0ALICE", "C0INCIDENT", "kill the runaway backfill")
+    s.ingress.post(mention)
+    s.work()
+    (approval,) = s.approvals("C0INCIDENT", mention.event["ts"])
+    s.click("U0BOB", approval)
+    s.click("U0CAROL", approval)
+    s.work()
+    return approval
 
 
 def with_services(s: Scenario, work: Callable[[Services], Awaitable[T]]) -> T:
