@@ -12,7 +12,6 @@ waits for `close()`, and exits it.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -22,18 +21,9 @@ import jwt
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from mcp_clients.egress import Resolver, outbound_client, shared_ssl_context
+
 __all__ = ["BearerFlow", "ConnectError", "Connection", "shared_ssl_context"]
-
-_SSL: ssl.SSLContext | None = None
-
-
-def shared_ssl_context() -> ssl.SSLContext:
-    """One TLS context per process: building one costs ~20 ms (api-facts §0.2), sharing it costs nothing."""
-    global _SSL
-    if _SSL is None:
-        _SSL = httpx2.create_ssl_context()
-    return _SSL
-
 
 # A token held by one connection is re-read this often at most; well inside any token's lifetime.
 TOKEN_REUSE_SECONDS = 30.0
@@ -99,8 +89,17 @@ def _hold_seconds(token: str | None, now: float) -> float:
 
 
 class Connection:
-    def __init__(self, url: str, auth: BearerFlow, *, timeout: float, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        auth: BearerFlow,
+        *,
+        timeout: float,
+        connect_timeout: float = 10.0,
+        resolver: Resolver | None = None,
+    ) -> None:
         self.url = url
+        self._resolver = resolver
         self.auth = auth
         self._timeout = timeout
         self._connect_timeout = connect_timeout
@@ -122,10 +121,10 @@ class Connection:
         return self._client
 
     async def _own(self) -> None:
-        http = httpx2.AsyncClient(
+        http = outbound_client(  # connects only to addresses the URL rules allow, checked after DNS
+            resolver=self._resolver,
             auth=self.auth,
             timeout=httpx2.Timeout(self._timeout, connect=self._connect_timeout),
-            verify=shared_ssl_context(),
             follow_redirects=False,  # a redirect could carry the bearer token to another host
         )
         try:
