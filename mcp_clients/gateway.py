@@ -23,10 +23,11 @@ from mcp import MCPError
 from mcp.types import CallToolResult, RequestParamsMeta, Tool
 
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
+from mcp_clients.egress import Resolver
 from mcp_clients.listing import Listing, ListingCache
 from mcp_clients.naming import fingerprint, model_tool_name
 from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments, poisoned_tool
-from mcp_clients.tokens import Identity, TokenBroker, TokenUnavailable
+from mcp_clients.tokens import Audience, Identity, TokenBroker, TokenUnavailable
 from registry_cache.model import ServerEntry
 from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
 from registry_cache.view import ApprovalRule, Person, RegistryView
@@ -135,8 +136,10 @@ class Gateway:
         output_max_chars: int = 20_000,
         breaker: Breaker | None = None,
         listings: ListingCache | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.resolver = resolver  # None: the system's; tests give names addresses without DNS
         self.broker = broker
         self.listings = listings  # None: every session lists every server live
         self.call_timeout = call_timeout
@@ -192,7 +195,10 @@ class GatewaySession:
     def _connection(self, entry: ServerEntry) -> Connection:
         conn = self._connections.get(entry.name)
         if conn is None or conn.url != entry.url:
-            team, user, resource = self.caller.team, self.caller.user, entry.resource
+            team, user = self.caller.team, self.caller.user
+            audience = Audience(
+                entry.name, entry.url, entry.resource
+            )  # where its tokens may go, and only there
             broker = self._gw.broker
             auth_mode = self._auth_mode(entry)
 
@@ -200,14 +206,15 @@ class GatewaySession:
                 if auth_mode == "none":
                     return None
                 if auth_mode == "service":
-                    return await broker.service_token(resource)
-                return await broker.user_token(team, user, resource)
+                    return await broker.service_token(audience)
+                return await broker.user_token(team, user, audience)
 
             async def invalidate() -> None:
                 if auth_mode == "user":
-                    await broker.invalidate(team, user, resource)
+                    await broker.invalidate(team, user, audience)
 
-            conn = Connection(entry.url, BearerFlow(token, invalidate), timeout=self._gw.call_timeout)
+            flow = BearerFlow(token, invalidate)
+            conn = Connection(entry.url, flow, timeout=self._gw.call_timeout, resolver=self._gw.resolver)
             self._connections[entry.name] = conn
         return conn
 

@@ -19,7 +19,7 @@ from mcp_clients.gateway import Breaker, Caller, Gateway
 from mcp_clients.listing import ListingCache
 from mcp_clients.provider import Provider
 from mcp_clients.sealing import Sealer
-from mcp_clients.tokens import TokenBroker
+from mcp_clients.tokens import Audience, TokenBroker
 from registry_cache.client import fetch_all
 from registry_cache.snapshot import SharedSnapshot
 
@@ -37,6 +37,11 @@ class IdentityWorld:
     snapshot: SharedSnapshot
     linking: Linking
     resources: dict[str, str]
+
+    def audience(self, name: str) -> Audience:
+        """The registry entry behind `PRESTO_URL` and the like, as the gateway asks for its tokens."""
+        url = self.resources[name]
+        return Audience(f"io.example/{name.removesuffix('_URL').lower()}", url, url)
 
     async def link(self, person: str) -> None:
         """The real browser flow: log in at the IdP, start, authorize, come back to the callback."""

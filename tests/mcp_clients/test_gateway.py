@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import jwt
 
+from mcp_clients.listing import ListingCache
+from mcp_clients.tokens import Audience
 from tests.mcp_clients.conftest import Env
 
 
@@ -120,7 +122,8 @@ async def test_a_403_insufficient_scope_says_what_is_missing(env: Env) -> None:
 
 
 async def test_a_down_server_is_an_error_result_and_trips_the_breaker(env: Env) -> None:
-    env.world.registry.set_remote_url("io.example/spark", "http://127.0.0.1:9/mcp")
+    # Nothing listens on port 9; a path of its own, since search-logs is already at the bare DEAD_URL.
+    env.world.registry.set_remote_url("io.example/spark", "http://127.0.0.1:9/spark/mcp")
     async with env.gateway.session(await env.caller("alice")) as session:
         names = {t.model_name for t in await session.tools()}
         assert not any(n.startswith("spark__") for n in names)
@@ -153,7 +156,8 @@ async def test_a_connection_holds_its_token_instead_of_reading_it_for_every_call
         await session.tools()
         assert (await session.call("presto__query_history", {"limit": 1})).ok
         before = refreshes()
-        await env.broker.invalidate("T0CHATOPS", caller.user, presto)  # the shared copy is gone
+        shared = Audience("io.example/presto", presto, presto)
+        await env.broker.invalidate("T0CHATOPS", caller.user, shared)  # the shared copy is gone
         for _ in range(5):
             assert (await session.call("presto__query_history", {"limit": 1})).ok
         # Every later call used the token this connection held: none had to ask the provider again.
@@ -161,3 +165,31 @@ async def test_a_connection_holds_its_token_instead_of_reading_it_for_every_call
     async with env.gateway.session(caller) as fresh:  # a new connection reads (here: renews) it
         assert (await fresh.tools()) != []
     assert refreshes() == before + 1
+
+
+async def test_a_server_whose_url_changed_carries_no_cached_token_listing_or_outage_over(env: Env) -> None:
+    caller = await env.caller("alice")
+    presto = env.world.servers["presto"]
+    old_url = presto.url
+    async with env.cached.session(caller) as session:
+        await session.tools()
+        assert (await session.call("presto__query_history", {"limit": 1})).ok
+    before = [r.authorization for r in presto.record.tool_calls("query_history")]
+    assert env.cached.listings is not None
+    await env.cached.listings.mark_down(ListingCache.down_key("io.example/presto", old_url), "refused")
+    # The same server, reached by another name: the audience stays, only the URL the registry gives moves.
+    new_url = old_url.replace("127.0.0.1", "localhost")
+    env.world.registry.set_remote_url("io.example/presto", new_url, resource=False)
+    await env.cached.snapshot.refresh_now()
+    presto.record.clear()
+    async with env.cached.session(caller) as session:
+        assert "presto__query_history" in {t.model_name for t in await session.tools()}
+        assert "io.example/presto" not in session.unavailable  # the old URL's outage stays with the old URL
+        assert [r.rpc_method for r in presto.record.all() if r.rpc_method == "tools/list"]  # listed live
+        assert (await session.call("presto__query_history", {"limit": 1})).ok
+    after = [r.authorization for r in presto.record.tool_calls("query_history")]
+    assert after
+    assert before
+    assert after[0] != before[0]  # a token obtained for the new URL, not the cached one
+    token = (after[0] or "").removeprefix("Bearer ")
+    assert jwt.decode(token, options={"verify_signature": False})["aud"] == presto.resource
