@@ -25,7 +25,7 @@ from mcp.types import CallToolResult, RequestParamsMeta, Tool
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
 from mcp_clients.egress import Resolver
 from mcp_clients.listing import Listing, ListingCache
-from mcp_clients.naming import fingerprint, model_tool_name
+from mcp_clients.naming import ToolKey, fingerprint, model_tool_name, unique_names
 from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments, poisoned_tool
 from mcp_clients.tokens import Audience, Identity, TokenBroker, TokenUnavailable
 from registry_cache.model import ServerEntry
@@ -165,6 +165,7 @@ class GatewaySession:
         self._view: tuple[RegistryView, float] | None = None
         self.disabled: dict[str, str] = {}  # model name -> why the tool was withheld (poisoning)
         self.withheld: dict[str, tuple[str, str]] = {}  # model name -> (server, tool) of each of those
+        self._poisoned_keys: set[ToolKey] = set()
         # server -> a background re-listing of a remembered listing: model name -> why it may not be called
         self._revalidating: dict[str, asyncio.Task[dict[str, str]]] = {}
         self._listed: tuple[ToolSpec, ...] | None = None
@@ -229,10 +230,29 @@ class GatewaySession:
         view = await self.view()
         entries = view.servers_for(self.caller.person, self.caller.channel)
         listed = await asyncio.gather(*(self._list(view, e, fresh) for e in entries))
-        specs = [spec for group in listed for spec in group]
+        specs = self._uniquely_named([spec for group in listed for spec in group])
         self._specs = {s.model_name: s for s in specs}
         self._listed = tuple(specs)
         return specs
+
+    def _uniquely_named(self, specs: list[ToolSpec]) -> list[ToolSpec]:
+        """Offer only names that one tool has to itself (mcp_clients/naming.py), counting the tools withheld
+        as poisoned too (a withheld tool's name must never lead to another tool), and no tool its server
+        lists twice (which of the two definitions a call would reach is the server's guess)."""
+        keys: dict[ToolKey, ToolSpec] = {}
+        clashing: dict[ToolKey, str] = {}
+        for spec in specs:
+            key = ToolKey(spec.server, spec.short_name, spec.tool)
+            if key in keys:
+                clashing[key] = f"{spec.short_name} lists {spec.tool} more than once"
+            keys[key] = spec
+        clashing.update(unique_names([*keys, *self._poisoned_keys])[1])
+        for key, why in clashing.items():
+            log.warning("tool %s of %s withheld from the model: %s", key.tool, key.server, why)
+            name = model_tool_name(key.server, key.short_name, key.tool)
+            self.disabled.setdefault(name, why)
+            self.withheld.setdefault(name, (key.server, key.tool))
+        return [spec for key, spec in keys.items() if key not in clashing]
 
     def _listing_key(self, entry: ServerEntry) -> str:
         mode = self._auth_mode(entry)
@@ -345,6 +365,7 @@ class GatewaySession:
             log.warning("tool %s of %s withheld from the model: %s", tool, entry.name, poison)
             self.disabled[name] = poison
             self.withheld[name] = (entry.name, tool)
+            self._poisoned_keys.add(ToolKey(entry.name, entry.short_name, tool))
 
     def spec(self, model_name: str) -> ToolSpec | None:
         return self._specs.get(model_name)
@@ -461,7 +482,7 @@ def build_specs(
             continue
         poison = poisoned_tool(tool.title, tool.description, tool.input_schema or {})
         if poison is not None:
-            poisoned[model_tool_name(entry.short_name, tool.name)] = (tool.name, poison)
+            poisoned[model_tool_name(entry.name, entry.short_name, tool.name)] = (tool.name, poison)
             continue
         annotations = (
             tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {}
@@ -470,7 +491,7 @@ def build_specs(
         schema = dict(tool.input_schema) if tool.input_schema else {"type": "object", "properties": {}}
         specs.append(
             ToolSpec(
-                model_name=model_tool_name(entry.short_name, tool.name),
+                model_name=model_tool_name(entry.name, entry.short_name, tool.name),
                 server=entry.name,
                 short_name=entry.short_name,
                 owner_team=entry.governance.owner_team,

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import jwt
+from collections.abc import Iterator
 
+import jwt
+import pytest
+from mcp.types import ToolAnnotations
+
+from fixtures.mcp_base import FixtureMcp
+from fixtures.server import start
 from mcp_clients.listing import ListingCache
 from mcp_clients.tokens import Audience
 from tests.mcp_clients.conftest import Env
@@ -193,3 +199,45 @@ async def test_a_server_whose_url_changed_carries_no_cached_token_listing_or_out
     assert after[0] != before[0]  # a token obtained for the new URL, not the cached one
     token = (after[0] or "").removeprefix("Bearer ")
     assert jwt.decode(token, options={"verify_signature": False})["aud"] == presto.resource
+
+
+@pytest.fixture
+def tricky_servers(env: Env) -> Iterator[dict[str, str]]:
+    """Two servers whose plain names used to meet: `a__b` listing `c`, and `a` listing `b__c`."""
+    running, urls = [], {}
+    for short, tool in (("a__b", "c"), ("a", "b__c")):
+        fixture = FixtureMcp(short, resource="unused: auth none")
+
+        def which(server: str = short) -> str:
+            return f"answered by {server}"
+
+        fixture.mcp.tool(name=tool, annotations=ToolAnnotations(read_only_hint=True))(which)
+        server = start(fixture.app)
+        running.append(server)
+        urls[short] = f"{server.url}/mcp"
+        entry = env.world.registry.entry("io.example/statuspage")
+        entry["server"]["name"] = f"io.example/{short}"
+        entry["server"]["remotes"] = [{"type": "streamable-http", "url": urls[short]}]
+        entry["_meta"]["dev.chatops/governance"].update(resource=urls[short], allowed_channels=[], tools={})
+        env.world.registry.add(entry)
+    yield urls
+    for server in running:
+        server.stop()
+
+
+async def test_tools_whose_plain_names_would_meet_get_distinct_names_and_reach_their_own_server(
+    env: Env, tricky_servers: dict[str, str]
+) -> None:
+    async with env.gateway.session(await env.caller("alice")) as session:
+        tools = {t.model_name: t for t in await session.tools()}
+        mine = {
+            name: (t.server, t.tool)
+            for name, t in tools.items()
+            if t.server in ("io.example/a", "io.example/a__b")
+        }
+        assert sorted(mine.values()) == [("io.example/a", "b__c"), ("io.example/a__b", "c")]
+        assert mine["a__b__c"] == ("io.example/a", "b__c")
+        for name, (server, _) in mine.items():
+            outcome = await session.call(name, {})
+            assert outcome.ok, outcome.text
+            assert f"answered by {server.split('/')[1]}" in outcome.text
