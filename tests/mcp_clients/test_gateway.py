@@ -10,6 +10,7 @@ from mcp.types import ToolAnnotations
 
 from fixtures.mcp_base import FixtureMcp
 from fixtures.server import start
+from mcp_clients.gateway import Breaker, Gateway
 from mcp_clients.listing import ListingCache
 from mcp_clients.tokens import Audience
 from tests.mcp_clients.conftest import Env
@@ -241,3 +242,26 @@ async def test_tools_whose_plain_names_would_meet_get_distinct_names_and_reach_t
             outcome = await session.call(name, {})
             assert outcome.ok, outcome.text
             assert f"answered by {server.split('/')[1]}" in outcome.text
+
+
+async def test_a_server_whose_name_resolves_to_the_metadata_service_is_never_connected_to(env: Env) -> None:
+    entry = env.world.registry.entry("io.example/statuspage")
+    entry["server"]["name"] = "io.example/innocent"
+    entry["server"]["remotes"] = [{"type": "streamable-http", "url": "https://mcp.innocent.test/mcp"}]
+    entry["_meta"]["dev.chatops/governance"].update(
+        resource="https://mcp.innocent.test/mcp", allowed_channels=[]
+    )
+    env.world.registry.add(entry)  # the URL reads fine; only its address is wrong
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return {"mcp.innocent.test": ["169.254.169.254"]}.get(host, ["127.0.0.1"])
+
+    gateway = Gateway(env.gateway.snapshot, env.broker, breaker=Breaker(), resolver=resolve)
+    async with gateway.session(await env.caller("alice")) as session:
+        names = {t.model_name for t in await session.tools()}
+    assert "presto__query_history" in names  # everything else still works
+    assert not any(n.startswith("innocent__") for n in names)
+    assert (
+        "resolves to 169.254.169.254, a link-local cloud metadata address"
+        in session.unavailable["io.example/innocent"]
+    )
