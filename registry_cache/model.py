@@ -178,7 +178,9 @@ def _one_server_per_resource(entries: list[ServerEntry], skipped: list[Skipped])
             continue
         for entry in group:
             others = ", ".join(e.name for e in group if e is not entry)
-            reason = f"resource {entry.resource} is also claimed by {others}; neither is used until one changes"
+            reason = (
+                f"resource {entry.resource} is also claimed by {others}; neither is used until one changes"
+            )
             skipped.append(Skipped(entry.name, reason))
             shared.add(entry.name)
     return [e for e in entries if e.name not in shared]
