@@ -43,7 +43,7 @@ from mcp_clients.connection import shared_ssl_context
 from mcp_clients.gateway import Caller, Gateway, GatewaySession
 from mcp_clients.provider import Provider
 from mcp_clients.sealing import Sealer
-from mcp_clients.tokens import TokenBroker
+from mcp_clients.tokens import Audience, TokenBroker
 from registry_cache.client import fetch_all
 from registry_cache.snapshot import SharedSnapshot
 
@@ -165,7 +165,9 @@ async def _gateway_session(
                 redis, provider, broker, snapshot, people=people, sealer=sealer, public_url=PUBLIC_URL
             )
             caller = await _link(world, linking, broker, "alice", USER)
-            token = await broker.user_token(TEAM, USER, world["resources"]["presto"])  # now cached
+            presto = world["resources"]["presto"]
+            audience = Audience("io.example/presto", presto, presto)
+            token = await broker.user_token(TEAM, USER, audience)  # now cached
             async with gateway.session(caller) as session:
                 listed = {t.model_name for t in await session.tools()}
                 assert MODEL_NAME in listed, sorted(listed)

@@ -77,6 +77,7 @@ async def _link_and_tokens(env: dict[str, str], world: Any, team: str) -> dict[s
     tokens for the servers she uses here, which are then cached in Redis as the worker will find them."""
     from bot.services import open_services
     from bot.settings import Role, load_settings
+    from mcp_clients.tokens import Audience
 
     settings = load_settings(Role.WEB_HTTP, env=env)
     async with open_services(settings, team) as svc:
@@ -86,7 +87,12 @@ async def _link_and_tokens(env: dict[str, str], world: Any, team: str) -> dict[s
             page = await browser.get(url)
         if page.status_code != 200 or "connected" not in page.text:
             raise RuntimeError(f"linking failed: HTTP {page.status_code}")
-        return {name: await svc.broker.user_token(team, USER, world.resource(name)) for name in SERVERS}
+        return {
+            name: await svc.broker.user_token(
+                team, USER, Audience(f"io.example/{name}", world.resource(name), world.resource(name))
+            )
+            for name in SERVERS
+        }
 
 
 async def _fake_costs(world: Any, tokens: dict[str, str], n: int) -> dict[str, list[float]]:

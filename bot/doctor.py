@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import anthropic
-import httpx2
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
@@ -13,7 +12,7 @@ from agent.workflow import load_workflows
 from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
 from bot.settings import ConfigError, Role, Settings
-from mcp_clients.connection import shared_ssl_context
+from mcp_clients.egress import outbound_client
 from mcp_clients.provider import Provider, ProviderError
 from registry_cache.client import RegistryFetchError, fetch_all
 from registry_cache.model import parse_entries
@@ -102,7 +101,7 @@ async def run_doctor(settings: Settings) -> int:
     workflows, errors = load_workflows(settings.workflows_dir)
     detail = f"{len(workflows)} loaded from {settings.workflows_dir}"
     report(not errors, what="workflows", detail=detail + "".join(f"\n    {e}" for e in errors))
-    async with httpx2.AsyncClient(verify=shared_ssl_context(), timeout=10) as http:
+    async with outbound_client(timeout=10) as http:
         if settings.registry_url:
             try:
                 entries, skipped = parse_entries(await fetch_all(http, str(settings.registry_url)))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-import httpx2
 import redis.asyncio as aioredis
 
 from bot.settings import Settings
-from mcp_clients.connection import shared_ssl_context
+from mcp_clients.egress import outbound_client
 from registry_cache.client import fetch_all
 from registry_cache.model import parse_entries
 from registry_cache.view import NOBODY_MAY_APPROVE, Person, RegistryView
@@ -37,7 +36,7 @@ async def _person(settings: Settings, as_who: str) -> Person:
 
 
 async def show_registry(settings: Settings, *, as_who: str | None, channel: str | None) -> int:
-    async with httpx2.AsyncClient(verify=shared_ssl_context()) as http:
+    async with outbound_client(timeout=10) as http:
         raw = await fetch_all(http, str(settings.registry_url))
     entries, skipped = parse_entries(raw)
     view = RegistryView(entries, skipped)

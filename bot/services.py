@@ -26,6 +26,7 @@ from bot.poster import Poster, make_slack_client, slack_session
 from bot.settings import Settings
 from bot.slack_people import SlackPeople
 from mcp_clients.connection import shared_ssl_context
+from mcp_clients.egress import outbound_client
 from mcp_clients.gateway import Gateway
 from mcp_clients.listing import ListingCache
 from mcp_clients.provider import Provider
@@ -91,7 +92,8 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
     )
     redis = aioredis.Redis(connection_pool=pool)
-    http = httpx2.AsyncClient(verify=shared_ssl_context(), timeout=httpx2.Timeout(15, connect=5))
+    # The registry and the identity provider: connections only to addresses the URL rules allow (SPEC §6).
+    http = outbound_client(timeout=httpx2.Timeout(15, connect=5))
     secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else ""
     provider = Provider(http, str(settings.oauth_issuer or ""), settings.oauth_client_id or "", secret)
     sealer = Sealer([k.get_secret_value() for k in settings.chatops_secret_key])

@@ -21,7 +21,7 @@ from mcp.types import ElicitRequestFormParams, ElicitRequestParams, ElicitResult
 
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
 from mcp_clients.elicitation import with_defaults
-from mcp_clients.gateway import render_result
+from mcp_clients.specs import render_result
 
 __all__ = ["accept_with_defaults", "main", "sample_arguments"]
 

@@ -12,7 +12,6 @@ waits for `close()`, and exits it.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -23,18 +22,9 @@ from mcp import Client
 from mcp.client.session import ElicitationFnT
 from mcp.client.streamable_http import streamable_http_client
 
+from mcp_clients.egress import Resolver, outbound_client, shared_ssl_context
+
 __all__ = ["BearerFlow", "ConnectError", "Connection", "shared_ssl_context"]
-
-_SSL: ssl.SSLContext | None = None
-
-
-def shared_ssl_context() -> ssl.SSLContext:
-    """One TLS context per process: building one costs ~20 ms (api-facts §0.2), sharing it costs nothing."""
-    global _SSL
-    if _SSL is None:
-        _SSL = httpx2.create_ssl_context()
-    return _SSL
-
 
 # A token held by one connection is re-read this often at most; well inside any token's lifetime.
 TOKEN_REUSE_SECONDS = 30.0
@@ -108,8 +98,10 @@ class Connection:
         timeout: float,
         connect_timeout: float = 10.0,
         elicitation: ElicitationFnT | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.url = url
+        self._resolver = resolver
         self.auth = auth
         self._timeout = timeout
         self._connect_timeout = connect_timeout
@@ -134,10 +126,10 @@ class Connection:
         return self._client
 
     async def _own(self) -> None:
-        http = httpx2.AsyncClient(
+        http = outbound_client(  # connects only to addresses the URL rules allow, checked after DNS
+            resolver=self._resolver,
             auth=self.auth,
             timeout=httpx2.Timeout(self._timeout, connect=self._connect_timeout),
-            verify=shared_ssl_context(),
             follow_redirects=False,  # a redirect could carry the bearer token to another host
         )
         try:

@@ -12,24 +12,26 @@ A server that keeps failing trips a short circuit breaker: a dead server costs o
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mcp import MCPError
-from mcp.types import CallToolResult, RequestParamsMeta, Tool
+from mcp.types import RequestParamsMeta, Tool
 
+from mcp_clients.breaker import Breaker
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
+from mcp_clients.egress import Resolver
 from mcp_clients.listing import Listing, ListingCache
-from mcp_clients.naming import fingerprint, model_tool_name
-from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments, poisoned_tool
-from mcp_clients.tokens import Identity, TokenBroker, TokenUnavailable
+from mcp_clients.naming import ToolKey, model_tool_name
+from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments
+from mcp_clients.specs import ToolOutcome, ToolSpec, build_specs, render_result, uniquely_named
+from mcp_clients.tokens import Audience, Identity, TokenBroker, TokenUnavailable
 from registry_cache.model import ServerEntry
 from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
-from registry_cache.view import NOBODY_MAY_APPROVE, ApprovalRule, Person, RegistryView
+from registry_cache.view import NOBODY_MAY_APPROVE, Person, RegistryView
 
 __all__ = ["Breaker", "Caller", "Gateway", "GatewaySession", "ToolOutcome", "ToolSpec"]
 
@@ -59,75 +61,6 @@ class Caller:
         return Person(self.identity.sub, self.identity.email, self.identity.groups)
 
 
-@dataclass(frozen=True)
-class ToolSpec:
-    model_name: str
-    server: str
-    short_name: str
-    owner_team: str
-    tool: str
-    description: str
-    input_schema: Mapping[str, Any]
-    read_only_hint: bool | None
-    fingerprint: str
-    approval: ApprovalRule
-    minutes_saved: float
-    deprecated: bool
-    url: str  # the remote it was listed from and the audience of its tokens: what an approval binds
-    resource: str
-    private_data: bool = False  # results go to the requester only (governance `private_data`)
-
-    @property
-    def needs_approval(self) -> bool:
-        return self.approval.required
-
-    def for_model(self) -> dict[str, Any]:
-        return {
-            "name": self.model_name,
-            "description": self.description,
-            "input_schema": dict(self.input_schema),
-        }
-
-
-@dataclass(frozen=True)
-class ToolOutcome:
-    ok: bool
-    text: str  # what the model (and the audit preview) sees, already capped
-    structured: Any = None
-    truncated: bool = False
-    latency_ms: float = 0.0
-    error_kind: str | None = None  # refused | auth | scope | unavailable | timeout | tool_error | protocol
-
-
-@dataclass
-class Breaker:
-    """Per-process breaker per server: `threshold` failures in a row open it for `cooldown` seconds."""
-
-    threshold: int = 3
-    cooldown: float = 30.0
-    clock: Callable[[], float] = time.monotonic
-    _failures: dict[str, int] = field(default_factory=dict)
-    _open_until: dict[str, float] = field(default_factory=dict)
-
-    def is_open(self, server: str) -> bool:
-        return self._open_until.get(server, 0.0) > self.clock()
-
-    def record(self, server: str, ok: bool) -> None:
-        if ok:
-            self._failures.pop(server, None)
-            return
-        self._failures[server] = self._failures.get(server, 0) + 1
-        if self._failures[server] >= self.threshold:
-            self._open_until[server] = self.clock() + self.cooldown
-            self._failures[server] = 0
-
-
-def describe_for_model(entry: ServerEntry, tool: Tool) -> str:
-    origin = f"[{entry.short_name} MCP server, owned by {entry.governance.owner_team or 'unknown team'}"
-    origin += ", DEPRECATED]" if entry.deprecated else "]"
-    return f"{origin} {tool.description or tool.title or tool.name}"
-
-
 class Gateway:
     def __init__(
         self,
@@ -138,8 +71,10 @@ class Gateway:
         output_max_chars: int = 20_000,
         breaker: Breaker | None = None,
         listings: ListingCache | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.resolver = resolver  # None: the system's; tests give names addresses without DNS
         self.broker = broker
         self.listings = listings  # None: every session lists every server live
         self.call_timeout = call_timeout
@@ -166,6 +101,7 @@ class GatewaySession:
         self.disabled: dict[str, str] = {}  # model name -> why the tool was withheld (poisoning)
         # model name -> (server, tool, why) of every tool withheld from the model: poisoned or unapprovable
         self.withheld: dict[str, tuple[str, str, str]] = {}
+        self._poisoned_keys: set[ToolKey] = set()
         # server -> a background re-listing of a remembered listing: model name -> why it may not be called
         self._revalidating: dict[str, asyncio.Task[dict[str, str]]] = {}
         self._listed: tuple[ToolSpec, ...] | None = None
@@ -196,7 +132,10 @@ class GatewaySession:
     def _connection(self, entry: ServerEntry) -> Connection:
         conn = self._connections.get(entry.name)
         if conn is None or conn.url != entry.url:
-            team, user, resource = self.caller.team, self.caller.user, entry.resource
+            team, user = self.caller.team, self.caller.user
+            audience = Audience(
+                entry.name, entry.url, entry.resource
+            )  # where its tokens may go, and only there
             broker = self._gw.broker
             auth_mode = self._auth_mode(entry)
 
@@ -204,14 +143,15 @@ class GatewaySession:
                 if auth_mode == "none":
                     return None
                 if auth_mode == "service":
-                    return await broker.service_token(resource)
-                return await broker.user_token(team, user, resource)
+                    return await broker.service_token(audience)
+                return await broker.user_token(team, user, audience)
 
             async def invalidate() -> None:
                 if auth_mode == "user":
-                    await broker.invalidate(team, user, resource)
+                    await broker.invalidate(team, user, audience)
 
-            conn = Connection(entry.url, BearerFlow(token, invalidate), timeout=self._gw.call_timeout)
+            flow = BearerFlow(token, invalidate)
+            conn = Connection(entry.url, flow, timeout=self._gw.call_timeout, resolver=self._gw.resolver)
             self._connections[entry.name] = conn
         return conn
 
@@ -226,10 +166,19 @@ class GatewaySession:
         view = await self.view()
         entries = view.servers_for(self.caller.person, self.caller.channel)
         listed = await asyncio.gather(*(self._list(view, e, fresh) for e in entries))
-        specs = [spec for group in listed for spec in group]
+        specs = self._uniquely_named([spec for group in listed for spec in group])
         self._specs = {s.model_name: s for s in specs}
         self._listed = tuple(specs)
         return specs
+
+    def _uniquely_named(self, specs: list[ToolSpec]) -> list[ToolSpec]:
+        offered, withheld = uniquely_named(specs, self._poisoned_keys)
+        for key, why in withheld.items():
+            log.warning("tool %s of %s withheld from the model: %s", key.tool, key.server, why)
+            name = model_tool_name(key.server, key.short_name, key.tool)
+            self.disabled.setdefault(name, why)
+            self.withheld.setdefault(name, (key.server, key.tool, why))
+        return offered
 
     def _listing_key(self, entry: ServerEntry) -> str:
         mode = self._auth_mode(entry)
@@ -342,6 +291,7 @@ class GatewaySession:
             log.warning("tool %s of %s withheld from the model: %s", tool, entry.name, poison)
             self.disabled[name] = poison
             self.withheld[name] = (entry.name, tool, f"its definition looks poisoned ({poison})")
+            self._poisoned_keys.add(ToolKey(entry.name, entry.short_name, tool))
 
     def _offered(self, entry: ServerEntry, specs: Sequence[ToolSpec]) -> list[ToolSpec]:
         """`specs` without the tools that need an approval nobody may give (SPEC §6): offered, a call to one
@@ -458,61 +408,3 @@ class GatewaySession:
         if result.is_error:
             return done(False, text, "tool_error", cut=cut)
         return done(True, text, structured=result.structured_content, cut=cut)
-
-
-def build_specs(
-    view: RegistryView, entry: ServerEntry, tools: Sequence[Tool]
-) -> tuple[list[ToolSpec], dict[str, tuple[str, str]]]:
-    """What the model may be shown of `entry`'s tools, and those withheld as poisoned (model name -> tool,
-    why). Pure: the session records the withheld ones."""
-    specs = []
-    poisoned: dict[str, tuple[str, str]] = {}
-    for tool in tools:
-        if not view.tool_enabled(entry, tool.name):
-            continue
-        poison = poisoned_tool(tool.title, tool.description, tool.input_schema or {})
-        if poison is not None:
-            poisoned[model_tool_name(entry.short_name, tool.name)] = (tool.name, poison)
-            continue
-        annotations = (
-            tool.annotations.model_dump(by_alias=True, exclude_none=True) if tool.annotations else {}
-        )
-        read_only = tool.annotations.read_only_hint if tool.annotations else None
-        schema = dict(tool.input_schema) if tool.input_schema else {"type": "object", "properties": {}}
-        specs.append(
-            ToolSpec(
-                model_name=model_tool_name(entry.short_name, tool.name),
-                server=entry.name,
-                short_name=entry.short_name,
-                owner_team=entry.governance.owner_team,
-                tool=tool.name,
-                description=describe_for_model(entry, tool),
-                input_schema=schema,
-                read_only_hint=read_only,
-                fingerprint=fingerprint(tool.name, tool.description or "", schema, annotations),
-                approval=view.approval(entry, tool.name, read_only_hint=read_only),
-                minutes_saved=view.minutes_saved(entry, tool.name),
-                deprecated=entry.deprecated,
-                private_data=entry.governance.private_data,
-                url=entry.url,
-                resource=entry.resource,
-            )
-        )
-    return specs, poisoned
-
-
-def render_result(result: CallToolResult, max_chars: int) -> tuple[str, bool]:
-    """Flatten a tool result to text for the model, capped, saying so when cut."""
-    parts: list[str] = []
-    for block in result.content:
-        text = getattr(block, "text", None)
-        if isinstance(text, str):
-            parts.append(text)
-        else:
-            parts.append(f"[{getattr(block, 'type', 'content')} omitted]")
-    if not parts and result.structured_content is not None:
-        parts.append(json.dumps(result.structured_content, ensure_ascii=False, default=str))
-    text = "\n".join(parts)
-    if len(text) <= max_chars:
-        return text, False
-    return text[:max_chars] + f"\n[output truncated: {max_chars} of {len(text)} characters shown]", True

@@ -3,9 +3,11 @@
 State lives in Redis so any process can serve any person:
 - `chatops:link:{team}:{user}`: the linked identity (sub, email, groups and when they were read), the
   sealed refresh token and the resources requested at linking.
-- `chatops:tok:{team}:{user}:{resource digest}`: a sealed access token for one server, kept until shortly
-  before it expires.
-- `chatops:svc:{resource digest}`: the bot's own client-credentials token for `auth: service` servers.
+- `chatops:tok:{team}:{user}:{audience digest}`: a sealed access token for one `Audience` (server name, URL
+  and resource together), kept until shortly before it expires. A token is only ever found again for the
+  very server, at the very URL, it was obtained for: a server that moves or is renamed starts afresh, and
+  the ciphertext is sealed to the audience too, so one copied under another server's key does not open.
+- `chatops:svc:{audience digest}`: the bot's own client-credentials token for `auth: service` servers.
 
 Refreshes for one person are serialized across processes with a Redis lock, and the cache is re-checked
 under the lock, so ten concurrent calls make one refresh and a rotating provider never sees a refresh token
@@ -34,7 +36,7 @@ from redis.typing import EncodableT, FieldT
 from mcp_clients.provider import TOKEN_REQUEST_TIMEOUT_SECONDS, Claims, LinkEnded, Provider, ProviderError
 from mcp_clients.sealing import Binding, Sealer, SealError
 
-__all__ = ["Identity", "NotLinked", "ReconnectNeeded", "TokenBroker", "TokenUnavailable"]
+__all__ = ["Audience", "Identity", "NotLinked", "ReconnectNeeded", "TokenBroker", "TokenUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +70,26 @@ class Identity:
     resources: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Audience:
+    """What a token is obtained for and may be sent to: one server name, at one URL, for one resource."""
+
+    server: str
+    url: str
+    resource: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps([self.server, self.url, self.resource]).encode()).hexdigest()[:32]
+
+    @property
+    def purpose(self) -> str:
+        """The sealing purpose of its cached token: the ciphertext opens for this audience only."""
+        return f"access:{self.digest}"
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _digest(resource: str) -> str:
-    return hashlib.sha256(resource.encode()).hexdigest()[:32]
 
 
 class TokenBroker:
@@ -99,8 +115,9 @@ class TokenBroker:
     def _link_key(team: str, user: str) -> str:
         return f"chatops:link:{team}:{user}"
 
-    def _token_key(self, team: str, user: str, resource: str) -> str:
-        return f"chatops:tok:{team}:{user}:{_digest(resource)}"
+    @staticmethod
+    def _token_key(team: str, user: str, audience: Audience) -> str:
+        return f"chatops:tok:{team}:{user}:{audience.digest}"
 
     # --- linking -------------------------------------------------------------------------------------
 
@@ -155,16 +172,18 @@ class TokenBroker:
 
     # --- user tokens ---------------------------------------------------------------------------------
 
-    async def user_token(self, team: str, user: str, resource: str) -> str:
-        """An access token for `resource` issued to this person. Raises `TokenUnavailable` subclasses."""
-        cached = await self._cached(self._token_key(team, user, resource), self._binding(team, user))
+    async def user_token(self, team: str, user: str, audience: Audience) -> str:
+        """An access token for `audience` issued to this person. Raises `TokenUnavailable` subclasses."""
+        cached = await self._cached(
+            self._token_key(team, user, audience), self._binding(team, user), audience
+        )
         if cached is not None:
             return cached
-        return (await self._refresh_locked(team, user, resource)).access_token
+        return (await self._refresh_locked(team, user, audience.resource, audience)).access_token
 
-    async def invalidate(self, team: str, user: str, resource: str) -> None:
+    async def invalidate(self, team: str, user: str, audience: Audience) -> None:
         """Forget the cached token (a server answered 401 to it)."""
-        await self._redis.delete(self._token_key(team, user, resource))
+        await self._redis.delete(self._token_key(team, user, audience))
 
     async def current_identity(
         self, team: str, user: str, *, max_age: float = GROUPS_MAX_AGE_SECONDS
@@ -175,11 +194,14 @@ class TokenBroker:
             return identity
         if not identity.resources:
             raise ReconnectNeeded("your link has no servers to refresh groups with; connect again")
-        await self._refresh_locked(team, user, identity.resources[0], force=True)
+        await self._refresh_locked(team, user, identity.resources[0], None)
         return await self.require_identity(team, user)
 
-    async def _refresh_locked(self, team: str, user: str, resource: str, *, force: bool = False) -> _Issued:
-        key = self._token_key(team, user, resource)
+    async def _refresh_locked(
+        self, team: str, user: str, resource: str, audience: Audience | None
+    ) -> _Issued:
+        """Refresh for `resource` under the person's lock; the token is cached for `audience` (None: a
+        refresh only to re-read groups, whose token is for no server in particular and is not kept)."""
         binding = self._binding(team, user)
         # A waiter gives up after one lease and one more token request: the holder is still working by then.
         wait = self._lock_seconds + TOKEN_REQUEST_TIMEOUT_SECONDS
@@ -194,8 +216,8 @@ class TokenBroker:
             raise TokenUnavailable("the identity provider is slow to answer; try again in a moment")
         keeper = _keep_alive(lock, self._lock_seconds)
         try:
-            if not force:
-                cached = await self._cached(key, binding)
+            if audience is not None:
+                cached = await self._cached(self._token_key(team, user, audience), binding, audience)
                 if cached is not None:  # another process refreshed while we waited for the lock
                     return _Issued(cached)
             identity = await self.require_identity(team, user)
@@ -231,7 +253,9 @@ class TokenBroker:
             updates["groups"] = json.dumps(sorted(claims.groups))
             updates["groups_at"] = repr(self._clock())
             await self._redis.hset(self._link_key(team, user), mapping=updates)
-            await self._store(key, binding, issued.access_token, claims.expires_at)
+            if audience is not None:
+                key = self._token_key(team, user, audience)
+                await self._store(key, binding, audience, issued.access_token, claims.expires_at)
             return _Issued(issued.access_token)
         finally:
             keeper.cancel()
@@ -243,23 +267,23 @@ class TokenBroker:
 
     # --- service tokens ------------------------------------------------------------------------------
 
-    async def service_token(self, resource: str) -> str:
+    async def service_token(self, audience: Audience) -> str:
         binding = Binding("_service", self._provider.client_id, self._provider.issuer)
-        key = f"chatops:svc:{_digest(resource)}"
-        cached = await self._cached(key, binding)
+        key = f"chatops:svc:{audience.digest}"
+        cached = await self._cached(key, binding, audience)
         if cached is not None:
             return cached
         try:
-            issued = await self._provider.client_credentials(resource=resource)
-            claims = await self._provider.verify(issued.access_token, audience=resource)
+            issued = await self._provider.client_credentials(resource=audience.resource)
+            claims = await self._provider.verify(issued.access_token, audience=audience.resource)
         except ProviderError as exc:
             raise TokenUnavailable(f"the bot's service identity could not get a token ({exc})") from None
-        await self._store(key, binding, issued.access_token, claims.expires_at)
+        await self._store(key, binding, audience, issued.access_token, claims.expires_at)
         return issued.access_token
 
     # --- cache ---------------------------------------------------------------------------------------
 
-    async def _cached(self, key: str, binding: Binding) -> str | None:
+    async def _cached(self, key: str, binding: Binding, audience: Audience) -> str | None:
         raw = await self._redis.get(key)
         if raw is None:
             return None
@@ -267,18 +291,23 @@ class TokenBroker:
         if float(entry["refresh_at"]) <= self._clock():
             return None
         try:
-            return self._sealer.open(entry["token"], binding, purpose="access")
+            return self._sealer.open(entry["token"], binding, purpose=audience.purpose)
         except SealError:
             return None
 
-    async def _store(self, key: str, binding: Binding, token: str, expires_at: float) -> None:
+    async def _store(
+        self, key: str, binding: Binding, audience: Audience, token: str, expires_at: float
+    ) -> None:
         now = self._clock()
         lifetime = max(0.0, expires_at - now)
         # Renew a little before expiry: 30 s, or a fifth of a short lifetime.
         refresh_at = expires_at - min(30.0, lifetime / 5)
         if refresh_at <= now:
             return
-        entry = {"token": self._sealer.seal(token, binding, purpose="access"), "refresh_at": refresh_at}
+        entry = {
+            "token": self._sealer.seal(token, binding, purpose=audience.purpose),
+            "refresh_at": refresh_at,
+        }
         await self._redis.set(key, json.dumps(entry), px=max(1, int((expires_at - now) * 1000)))
 
 

@@ -32,7 +32,9 @@ async def fetch_all(
         try:
             response = await http.get(base, params=params, timeout=timeout)
         except httpx2.HTTPError as exc:
-            raise RegistryFetchError(f"registry unreachable ({type(exc).__name__})") from None
+            # A connection refused by the URL rules says why (mcp_clients/egress.py); others name their kind.
+            detail = str(exc) if isinstance(exc, httpx2.ConnectError) and str(exc) else type(exc).__name__
+            raise RegistryFetchError(f"registry unreachable ({detail})") from None
         if response.status_code != 200:
             raise RegistryFetchError(f"registry answered HTTP {response.status_code}")
         try:

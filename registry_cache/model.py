@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from registry_cache.urls import UnsafeUrl, check_server_url
+from registry_cache.urls import UnsafeUrl, canonical_resource, check_server_url
 
 __all__ = [
     "GOVERNANCE_KEY",
@@ -164,8 +164,31 @@ def _is_latest(raw: Mapping[str, Any]) -> bool:
     return bool(official.get("isLatest", True)) if isinstance(official, Mapping) else True
 
 
+def _one_server_per_resource(entries: list[ServerEntry], skipped: list[Skipped]) -> list[ServerEntry]:
+    """Usable entries that claim the same token audience are all dropped (SPEC §6): a token obtained for
+    that resource would be accepted by either server, so the bot could not promise that a server receives
+    only its own. Unusable entries claim nothing (they get no tokens)."""
+    by_resource: dict[str, list[ServerEntry]] = {}
+    for entry in entries:
+        if entry.usable:
+            by_resource.setdefault(canonical_resource(entry.resource), []).append(entry)
+    shared: set[str] = set()
+    for group in by_resource.values():
+        if len(group) < 2:
+            continue
+        for entry in group:
+            others = ", ".join(e.name for e in group if e is not entry)
+            reason = (
+                f"resource {entry.resource} is also claimed by {others}; neither is used until one changes"
+            )
+            skipped.append(Skipped(entry.name, reason))
+            shared.add(entry.name)
+    return [e for e in entries if e.name not in shared]
+
+
 def parse_entries(raw_entries: Iterable[Any]) -> tuple[list[ServerEntry], list[Skipped]]:
-    """Parse every raw entry; keep one entry per name (the latest) and one per short name."""
+    """Parse every raw entry; keep one entry per name (the latest), one per short name and one per
+    token resource."""
     parsed: list[ServerEntry] = []
     skipped: list[Skipped] = []
     for raw in raw_entries:
@@ -190,5 +213,6 @@ def parse_entries(raw_entries: Iterable[Any]) -> tuple[list[ServerEntry], list[S
             skipped.append(Skipped(name, f"short name {group[0].short_name!r} is used by several servers"))
         else:
             entries.append(group[0])
+    entries = _one_server_per_resource(entries, skipped)
     entries.sort(key=lambda e: e.name)
     return entries, skipped

@@ -22,7 +22,7 @@ from mcp_clients.gateway import Breaker, Caller, Gateway
 from mcp_clients.listing import ListingCache
 from mcp_clients.provider import Provider
 from mcp_clients.sealing import Sealer
-from mcp_clients.tokens import TokenBroker
+from mcp_clients.tokens import Audience, TokenBroker
 from registry_cache.client import fetch_all
 from registry_cache.snapshot import SharedSnapshot
 
@@ -69,6 +69,11 @@ class IdentityWorld:
     linking: Linking
     resources: dict[str, str]
     secret_key: str  # the broker's CHATOPS_SECRET_KEY
+
+    def audience(self, name: str) -> Audience:
+        """The registry entry behind `PRESTO_URL` and the like, as the gateway asks for its tokens."""
+        url = self.resources[name]
+        return Audience(f"io.example/{name.removesuffix('_URL').lower()}", url, url)
 
     async def link(self, person: str) -> None:
         await link_in_browser(self.linking, self.idp, person, SLACK_IDS[person])

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-import jwt
+from collections.abc import Iterator
 
+import jwt
+import pytest
+from mcp.types import ToolAnnotations
+
+from fixtures.mcp_base import FixtureMcp
+from fixtures.server import start
+from mcp_clients.gateway import Breaker, Gateway
+from mcp_clients.listing import ListingCache
+from mcp_clients.tokens import Audience
 from tests.mcp_clients.conftest import Env
 
 
@@ -120,7 +129,8 @@ async def test_a_403_insufficient_scope_says_what_is_missing(env: Env) -> None:
 
 
 async def test_a_down_server_is_an_error_result_and_trips_the_breaker(env: Env) -> None:
-    env.world.registry.set_remote_url("io.example/spark", "http://127.0.0.1:9/mcp")
+    # Nothing listens on port 9; a path of its own, since search-logs is already at the bare DEAD_URL.
+    env.world.registry.set_remote_url("io.example/spark", "http://127.0.0.1:9/spark/mcp")
     async with env.gateway.session(await env.caller("alice")) as session:
         names = {t.model_name for t in await session.tools()}
         assert not any(n.startswith("spark__") for n in names)
@@ -153,7 +163,8 @@ async def test_a_connection_holds_its_token_instead_of_reading_it_for_every_call
         await session.tools()
         assert (await session.call("presto__query_history", {"limit": 1})).ok
         before = refreshes()
-        await env.broker.invalidate("T0CHATOPS", caller.user, presto)  # the shared copy is gone
+        shared = Audience("io.example/presto", presto, presto)
+        await env.broker.invalidate("T0CHATOPS", caller.user, shared)  # the shared copy is gone
         for _ in range(5):
             assert (await session.call("presto__query_history", {"limit": 1})).ok
         # Every later call used the token this connection held: none had to ask the provider again.
@@ -161,3 +172,96 @@ async def test_a_connection_holds_its_token_instead_of_reading_it_for_every_call
     async with env.gateway.session(caller) as fresh:  # a new connection reads (here: renews) it
         assert (await fresh.tools()) != []
     assert refreshes() == before + 1
+
+
+async def test_a_server_whose_url_changed_carries_no_cached_token_listing_or_outage_over(env: Env) -> None:
+    caller = await env.caller("alice")
+    presto = env.world.servers["presto"]
+    old_url = presto.url
+    async with env.cached.session(caller) as session:
+        await session.tools()
+        assert (await session.call("presto__query_history", {"limit": 1})).ok
+    before = [r.authorization for r in presto.record.tool_calls("query_history")]
+    assert env.cached.listings is not None
+    await env.cached.listings.mark_down(ListingCache.down_key("io.example/presto", old_url), "refused")
+    # The same server, reached by another name: the audience stays, only the URL the registry gives moves.
+    new_url = old_url.replace("127.0.0.1", "localhost")
+    env.world.registry.set_remote_url("io.example/presto", new_url, resource=False)
+    await env.cached.snapshot.refresh_now()
+    presto.record.clear()
+    async with env.cached.session(caller) as session:
+        assert "presto__query_history" in {t.model_name for t in await session.tools()}
+        assert "io.example/presto" not in session.unavailable  # the old URL's outage stays with the old URL
+        assert [r.rpc_method for r in presto.record.all() if r.rpc_method == "tools/list"]  # listed live
+        assert (await session.call("presto__query_history", {"limit": 1})).ok
+    after = [r.authorization for r in presto.record.tool_calls("query_history")]
+    assert after
+    assert before
+    assert after[0] != before[0]  # a token obtained for the new URL, not the cached one
+    token = (after[0] or "").removeprefix("Bearer ")
+    assert jwt.decode(token, options={"verify_signature": False})["aud"] == presto.resource
+
+
+@pytest.fixture
+def tricky_servers(env: Env) -> Iterator[dict[str, str]]:
+    """Two servers whose plain names used to meet: `a__b` listing `c`, and `a` listing `b__c`."""
+    running, urls = [], {}
+    for short, tool in (("a__b", "c"), ("a", "b__c")):
+        fixture = FixtureMcp(short, resource="unused: auth none")
+
+        def which(server: str = short) -> str:
+            return f"answered by {server}"
+
+        fixture.mcp.tool(name=tool, annotations=ToolAnnotations(read_only_hint=True))(which)
+        server = start(fixture.app)
+        running.append(server)
+        urls[short] = f"{server.url}/mcp"
+        entry = env.world.registry.entry("io.example/statuspage")
+        entry["server"]["name"] = f"io.example/{short}"
+        entry["server"]["remotes"] = [{"type": "streamable-http", "url": urls[short]}]
+        entry["_meta"]["dev.chatops/governance"].update(resource=urls[short], allowed_channels=[], tools={})
+        env.world.registry.add(entry)
+    yield urls
+    for server in running:
+        server.stop()
+
+
+async def test_tools_whose_plain_names_would_meet_get_distinct_names_and_reach_their_own_server(
+    env: Env, tricky_servers: dict[str, str]
+) -> None:
+    async with env.gateway.session(await env.caller("alice")) as session:
+        tools = {t.model_name: t for t in await session.tools()}
+        mine = {
+            name: (t.server, t.tool)
+            for name, t in tools.items()
+            if t.server in ("io.example/a", "io.example/a__b")
+        }
+        assert sorted(mine.values()) == [("io.example/a", "b__c"), ("io.example/a__b", "c")]
+        assert mine["a__b__c"] == ("io.example/a", "b__c")
+        for name, (server, _) in mine.items():
+            outcome = await session.call(name, {})
+            assert outcome.ok, outcome.text
+            assert f"answered by {server.split('/')[1]}" in outcome.text
+
+
+async def test_a_server_whose_name_resolves_to_the_metadata_service_is_never_connected_to(env: Env) -> None:
+    entry = env.world.registry.entry("io.example/statuspage")
+    entry["server"]["name"] = "io.example/innocent"
+    entry["server"]["remotes"] = [{"type": "streamable-http", "url": "https://mcp.innocent.test/mcp"}]
+    entry["_meta"]["dev.chatops/governance"].update(
+        resource="https://mcp.innocent.test/mcp", allowed_channels=[]
+    )
+    env.world.registry.add(entry)  # the URL reads fine; only its address is wrong
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return {"mcp.innocent.test": ["169.254.169.254"]}.get(host, ["127.0.0.1"])
+
+    gateway = Gateway(env.gateway.snapshot, env.broker, breaker=Breaker(), resolver=resolve)
+    async with gateway.session(await env.caller("alice")) as session:
+        names = {t.model_name for t in await session.tools()}
+    assert "presto__query_history" in names  # everything else still works
+    assert not any(n.startswith("innocent__") for n in names)
+    assert (
+        "resolves to 169.254.169.254, a link-local cloud metadata address"
+        in session.unavailable["io.example/innocent"]
+    )

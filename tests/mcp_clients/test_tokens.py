@@ -9,8 +9,10 @@ import pytest
 
 from bot.linking import LinkFailed
 from fixtures.waiting import wait_until
-from mcp_clients.tokens import NotLinked, ReconnectNeeded, TokenBroker
+from mcp_clients.tokens import Audience, NotLinked, ReconnectNeeded, TokenBroker
 from tests.mcp_clients.conftest import BROWSER, TEAM, IdentityWorld
+
+NEW_URL = "http://127.0.0.1:9999/new-server/mcp"
 
 
 def claims(token: str) -> dict[str, object]:
@@ -45,11 +47,11 @@ async def test_a_token_is_issued_to_this_person_for_this_server_and_cached(
     w = identity_world
     await w.link("alice")
     presto, spark = w.resources["PRESTO_URL"], w.resources["SPARK_URL"]
-    token = await w.broker.user_token(TEAM, "U0ALICE", presto)
+    token = await w.broker.user_token(TEAM, "U0ALICE", w.audience("PRESTO_URL"))
     assert (claims(token)["aud"], claims(token)["sub"]) == (presto, "u-alice")
-    assert claims(await w.broker.user_token(TEAM, "U0ALICE", spark))["aud"] == spark
+    assert claims(await w.broker.user_token(TEAM, "U0ALICE", w.audience("SPARK_URL")))["aud"] == spark
     refreshes = len([r for r in w.idp.requests("/token") if r.grant_type == "refresh_token"])
-    assert await w.broker.user_token(TEAM, "U0ALICE", presto) == token
+    assert await w.broker.user_token(TEAM, "U0ALICE", w.audience("PRESTO_URL")) == token
     assert len([r for r in w.idp.requests("/token") if r.grant_type == "refresh_token"]) == refreshes
     for request in w.idp.requests("/token"):
         if request.grant_type == "refresh_token":
@@ -63,13 +65,13 @@ async def test_ten_concurrent_calls_with_an_expired_token_make_one_refresh(
     await w.link("alice")
     before = w.idp.counters().get("token.refresh_token.ok", 0)
     tokens = await asyncio.gather(
-        *(w.broker.user_token(TEAM, "U0ALICE", w.resources["PRESTO_URL"]) for _ in range(10))
+        *(w.broker.user_token(TEAM, "U0ALICE", w.audience("PRESTO_URL")) for _ in range(10))
     )
     assert len(set(tokens)) == 1
     assert w.idp.counters().get("token.refresh_token.ok", 0) - before == 1
     assert w.idp.counters().get("family.revoked", 0) == 0
     # The rotated refresh token was kept: a later refresh for another server still works.
-    await w.broker.user_token(TEAM, "U0ALICE", w.resources["AIRFLOW_URL"])
+    await w.broker.user_token(TEAM, "U0ALICE", w.audience("AIRFLOW_URL"))
     assert w.idp.counters().get("family.revoked", 0) == 0
 
 
@@ -104,7 +106,7 @@ async def test_a_refresh_ciphertext_copied_into_another_record_is_rejected(
     alice_sealed = await redis.hget(f"chatops:link:{TEAM}:U0ALICE", "refresh")
     await redis.hset(f"chatops:link:{TEAM}:U0BOB", "refresh", alice_sealed)
     with pytest.raises(ReconnectNeeded):
-        await w.broker.user_token(TEAM, "U0BOB", w.resources["PRESTO_URL"])
+        await w.broker.user_token(TEAM, "U0BOB", w.audience("PRESTO_URL"))
     assert await w.broker.identity(TEAM, "U0BOB") is None  # the broken link is gone, not half-used
     # Alice's own token was never issued on Bob's behalf.
     assert all(r.user != "alice" for r in w.idp.requests("/token") if r.grant_type == "refresh_token")
@@ -116,9 +118,9 @@ async def test_a_server_added_after_linking_asks_the_person_to_connect_again(
     w = identity_world
     await w.link("alice")
     with pytest.raises(ReconnectNeeded, match="invalid_target"):
-        await w.broker.user_token(TEAM, "U0ALICE", "http://127.0.0.1:9999/new-server/mcp")
+        await w.broker.user_token(TEAM, "U0ALICE", Audience("io.example/new", NEW_URL, NEW_URL))
     with pytest.raises(NotLinked):
-        await w.broker.user_token(TEAM, "U0ALICE", w.resources["PRESTO_URL"])
+        await w.broker.user_token(TEAM, "U0ALICE", w.audience("PRESTO_URL"))
 
 
 async def test_a_revoked_link_never_falls_back_to_another_identity(identity_world: IdentityWorld) -> None:
@@ -127,8 +129,8 @@ async def test_a_revoked_link_never_falls_back_to_another_identity(identity_worl
     await w.link("bob")
     w.idp.revoke_user("alice")
     with pytest.raises(ReconnectNeeded):
-        await w.broker.user_token(TEAM, "U0ALICE", w.resources["PRESTO_URL"])
-    assert claims(await w.broker.user_token(TEAM, "U0BOB", w.resources["PRESTO_URL"]))["sub"] == "u-bob"
+        await w.broker.user_token(TEAM, "U0ALICE", w.audience("PRESTO_URL"))
+    assert claims(await w.broker.user_token(TEAM, "U0BOB", w.audience("PRESTO_URL")))["sub"] == "u-bob"
 
 
 async def test_groups_are_reread_through_a_refresh_when_too_old(identity_world: IdentityWorld) -> None:
@@ -143,7 +145,7 @@ async def test_groups_are_reread_through_a_refresh_when_too_old(identity_world: 
 
 async def test_service_identity_uses_client_credentials_with_resource(identity_world: IdentityWorld) -> None:
     w = identity_world
-    token = await w.broker.service_token(w.resources["STATUSPAGE_URL"])
+    token = await w.broker.service_token(w.audience("STATUSPAGE_URL"))
     assert claims(token)["aud"] == w.resources["STATUSPAGE_URL"]
     assert claims(token)["sub"] == "svc:chatops-bot"
     request = w.idp.requests("/token")[-1]
@@ -171,3 +173,50 @@ async def test_state_is_single_use_and_iss_must_match(identity_world: IdentityWo
         await w.linking.finish(state=state, code="x", iss=None, error=None, browser=BROWSER)
     with pytest.raises(LinkFailed, match="expired"):
         await w.linking.start("no-such-offer", browser=BROWSER)
+
+
+async def test_linking_asks_for_no_resource_that_two_servers_claim(identity_world: IdentityWorld) -> None:
+    w = identity_world
+    collector = w.registry.entry("io.example/presto")
+    collector["server"]["name"] = "com.evil/collector"
+    collector["server"]["remotes"] = [{"type": "streamable-http", "url": "http://127.0.0.1:9/collector/mcp"}]
+    w.registry.add(collector)  # its governance still claims presto's resource
+    await w.link("alice")
+    authorize = w.idp.requests("/authorize")[-1]
+    assert w.resources["PRESTO_URL"] not in authorize.resources
+    assert set(authorize.resources) == {
+        w.resources[n] for n in ("SPARK_URL", "AIRFLOW_URL", "LEDGER_URL", "SEARCH_URL")
+    }
+
+
+async def test_a_cached_token_is_found_again_only_for_the_server_name_and_url_it_was_obtained_for(
+    identity_world: IdentityWorld,
+) -> None:
+    w = identity_world
+    await w.link("alice")
+    presto = w.audience("PRESTO_URL")
+    token = await w.broker.user_token(TEAM, "U0ALICE", presto)
+    moved = Audience(presto.server, presto.url.replace("127.0.0.1", "localhost"), presto.resource)
+    renamed = Audience("io.example/presto-v2", presto.url, presto.resource)
+    for elsewhere in (moved, renamed):
+        other = await w.broker.user_token(TEAM, "U0ALICE", elsewhere)
+        assert other != token
+        assert claims(other)["aud"] == presto.resource  # obtained afresh, for the same audience
+    assert await w.broker.user_token(TEAM, "U0ALICE", presto) == token  # its own stays cached
+
+
+async def test_a_cached_token_copied_under_another_servers_key_does_not_open(
+    identity_world: IdentityWorld,
+) -> None:
+    w = identity_world
+    await w.link("alice")
+    presto, spark = w.audience("PRESTO_URL"), w.audience("SPARK_URL")
+    presto_token = await w.broker.user_token(TEAM, "U0ALICE", presto)
+    redis = w.broker._redis
+    await redis.set(
+        f"chatops:tok:{TEAM}:U0ALICE:{spark.digest}",
+        await redis.get(f"chatops:tok:{TEAM}:U0ALICE:{presto.digest}"),
+    )
+    token = await w.broker.user_token(TEAM, "U0ALICE", spark)
+    assert token != presto_token
+    assert claims(token)["aud"] == spark.resource

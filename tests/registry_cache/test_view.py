@@ -29,12 +29,12 @@ def view(*raw: dict[str, Any]) -> RegistryView:
 
 
 def test_group_gating_and_everyone() -> None:
-    v = view(
-        entry("io.example/presto", allowed_groups=["data-eng", "ads-eng"]),
-        entry("io.example/ledger", allowed_groups=["finance"]),
-        entry("io.example/status", allowed_groups=["*"]),
-        entry("io.example/closed", allowed_groups=[]),
-        entry("io.example/absent", allowed_groups=None) | {},
+    v = view(  # each at its own URL: two usable servers never share a token audience
+        entry("io.example/presto", "https://presto.example.com/mcp", allowed_groups=["data-eng", "ads-eng"]),
+        entry("io.example/ledger", "https://ledger.example.com/mcp", allowed_groups=["finance"]),
+        entry("io.example/status", "https://status.example.com/mcp", allowed_groups=["*"]),
+        entry("io.example/closed", "https://closed.example.com/mcp", allowed_groups=[]),
+        entry("io.example/absent", "https://absent.example.com/mcp", allowed_groups=None) | {},
     )
     assert [e.short_name for e in v.servers_for(ALICE, "C1")] == ["presto", "status"]
     assert [e.short_name for e in v.servers_for(DAVE, "C1")] == ["ledger", "status"]
@@ -166,3 +166,31 @@ def test_resource_defaults_to_url() -> None:
     v = view(entry("io.example/a"), entry("io.example/b", resource="https://b.example.com/"))
     assert v.server("a").resource == "https://x.example.com/mcp"  # type: ignore[union-attr]
     assert v.server("b").resource == "https://b.example.com/"  # type: ignore[union-attr]
+
+
+def test_two_usable_servers_claiming_one_resource_are_both_unusable_with_the_reason() -> None:
+    entries, skipped = parse_entries(
+        [
+            entry("io.example/presto", "https://presto.example.com/mcp"),
+            # Claims presto's audience, spelled differently: a token for it would be accepted by presto.
+            entry(
+                "com.evil/collector",
+                "https://collector.evil.com/mcp",
+                resource="HTTPS://Presto.example.com/mcp/",
+            ),
+            entry(
+                "io.example/spark",
+                "https://spark.example.com/mcp",
+                resource="https://spark-audience.example.com",
+            ),
+            entry("io.example/airflow", "https://spark-audience.example.com/"),  # its URL is spark's resource
+            entry("io.example/ledger", "https://ledger.example.com/mcp"),
+            entry("io.example/old", "https://ledger.example.com/mcp", status="suspended"),  # claims nothing
+        ]
+    )
+    assert [e.name for e in entries] == ["io.example/ledger", "io.example/old"]
+    reasons = {s.name: s.reason for s in skipped}
+    assert "also claimed by com.evil/collector" in reasons["io.example/presto"]
+    assert "also claimed by io.example/presto" in reasons["com.evil/collector"]
+    assert "also claimed by io.example/airflow" in reasons["io.example/spark"]
+    assert "also claimed by io.example/spark" in reasons["io.example/airflow"]

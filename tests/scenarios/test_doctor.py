@@ -60,3 +60,37 @@ def test_questions_waiting_with_no_worker_to_answer_them_are_reported(scenario: 
     assert done.returncode == 1
     assert "chatops-agent: 0 turn slots, 1 waiting" in line(done, "workers")
     assert "start `chatops worker`" in line(done, "workers")
+
+
+def test_a_registry_or_provider_at_a_metadata_address_is_refused_however_it_is_written(
+    scenario: Scenario,
+) -> None:
+    done = doctor(scenario, REGISTRY_URL="http://2852039166/", OAUTH_ISSUER="http://0xA9FEA9FE")
+    assert done.returncode == 1
+    registry = line(done, "registry")
+    assert registry.startswith("BAD")
+    assert "169.254.169.254, a link-local cloud metadata address" in registry
+    assert line(done, "identity provider").startswith("BAD")
+    assert "netguard" not in done.stdout  # refused by the bot's own rule, before any connection was tried
+
+
+def test_servers_claiming_one_resource_are_both_shown_unusable_by_doctor_and_registry(
+    scenario: Scenario,
+) -> None:
+    collector = scenario.world.registry.entry("io.example/presto")
+    collector["server"]["name"] = "com.evil/collector"
+    collector["server"]["remotes"] = [{"type": "streamable-http", "url": "http://127.0.0.1:9/collector/mcp"}]
+    scenario.world.registry.add(collector)  # its governance still claims presto's resource
+    done = doctor(scenario)
+    registry = done.stdout[done.stdout.index("registry:") :]
+    assert "skipped io.example/presto: resource" in registry
+    assert "also claimed by com.evil/collector" in registry
+    assert "skipped com.evil/collector: resource" in registry
+    env = {**os.environ, **scenario.env, "CHATOPS_NETGUARD": "1"}
+    listing = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "registry"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert not any(line.startswith("io.example/presto ") for line in listing.stdout.splitlines())
+    assert "skipped io.example/presto: resource" in listing.stdout
+    assert "also claimed by io.example/presto" in listing.stdout
