@@ -6,12 +6,12 @@ import pytest
 
 from bot.registry_cli import show_registry
 from bot.settings import load_settings
-from fixtures.registry import DEAD_URL, FakeRegistry
+from fixtures.registry import FakeRegistry, dead_urls
 from fixtures.server import serve
 from registry_cache.view import NOBODY_MAY_APPROVE
 
 NAMES = ("PRESTO_URL", "SPARK_URL", "AIRFLOW_URL", "LEDGER_URL", "STATUSPAGE_URL", "HIVE_URL", "SEARCH_URL")
-URLS = dict.fromkeys(NAMES, DEAD_URL)
+URLS = dead_urls(NAMES)
 
 
 def lines_of(out: str, server: str) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from agent.workflow import load_workflows
 from approvals.workflow_runs import WorkflowRun
 from bot.workflow_access import may_see_run
-from fixtures.registry import DEAD_URL, FakeRegistry
+from fixtures.registry import FakeRegistry, dead_urls
 from mcp_clients.tokens import Identity
 from registry_cache.model import parse_entries
 from registry_cache.view import RegistryView
@@ -22,7 +22,7 @@ def person(user: str, *groups: str, team: str = "T0CHATOPS") -> Identity:
 
 
 def test_a_run_is_seen_by_its_starter_and_by_those_who_may_run_it_in_that_team_only() -> None:
-    entries, _ = parse_entries(FakeRegistry.from_file(urls=dict.fromkeys(NAMES, DEAD_URL)).entries())
+    entries, _ = parse_entries(FakeRegistry.from_file(urls=dead_urls(NAMES)).entries())
     view = RegistryView(entries)
     workflow = load_workflows(str(SHIPPED))[0]["incident-snapshot"]  # airflow, spark, presto: data-eng
     run = WorkflowRun("w0123456789", workflow.name, {}, "T0CHATOPS", "C0INCIDENT", "U0ALICE", 0.0)

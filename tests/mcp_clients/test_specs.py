@@ -22,6 +22,8 @@ def spec(server: str, tool: str, description: str = "") -> ToolSpec:
         approval=ApprovalRule(False, (), 1, "the tool is annotated read-only"),
         minutes_saved=0,
         deprecated=False,
+        url=f"https://{short}.example.com/mcp",
+        resource=f"https://{short}.example.com/mcp",
     )
 
 

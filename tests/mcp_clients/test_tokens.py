@@ -86,14 +86,14 @@ async def test_a_token_request_slower_than_the_lock_still_makes_one_refresh_acro
     one, other = (TokenBroker(w.broker._redis, w.provider, w.broker._sealer, lock_seconds=1) for _ in "ab")
     w.idp.fail_next(1, error=None, delay=2.5, grant_type="refresh_token")  # slow, then answers
     before = w.idp.counters().get("token.refresh_token.ok", 0)
-    first = asyncio.create_task(one.user_token(TEAM, "U0ALICE", w.resources["PRESTO_URL"]))
+    first = asyncio.create_task(one.user_token(TEAM, "U0ALICE", w.audience("PRESTO_URL")))
     reached = lambda: w.idp.counters().get("fault.injected")  # noqa: E731  (the slow request has begun)
     await asyncio.to_thread(wait_until, "the first refresh to reach the provider", reached)
-    second = await asyncio.wait_for(other.user_token(TEAM, "U0ALICE", w.resources["PRESTO_URL"]), 20)
+    second = await asyncio.wait_for(other.user_token(TEAM, "U0ALICE", w.audience("PRESTO_URL")), 20)
     assert await asyncio.wait_for(first, 20) == second
     assert w.idp.counters().get("token.refresh_token.ok", 0) - before == 1
     assert w.idp.counters().get("family.revoked", 0) == 0
-    assert claims(await other.user_token(TEAM, "U0ALICE", w.resources["SPARK_URL"]))["sub"] == "u-alice"
+    assert claims(await other.user_token(TEAM, "U0ALICE", w.audience("SPARK_URL")))["sub"] == "u-alice"
 
 
 async def test_a_refresh_ciphertext_copied_into_another_record_is_rejected(
