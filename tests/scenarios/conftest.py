@@ -198,18 +198,39 @@ def scenario_redis() -> Iterator[RedisProc]:
     server.stop()
 
 
+@contextmanager
+def serving(world: World, redis_url: str) -> Iterator[tuple[RunningServer, Settings, BotIdentity]]:
+    """The real web process for `world`, on a kernel-chosen loopback port."""
+    sock = bind_loopback()
+    public_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = load_settings(Role.WEB_HTTP, env=world.env(public_url=public_url, redis_url=redis_url))
+    bot = whoami(settings)
+    web = start(build_web(settings, bot), sock=sock)
+    try:
+        yield web, settings, bot
+    finally:
+        web.stop()
+
+
+@contextmanager
+def scenario_of(world: World, redis_url: str) -> Iterator[Scenario]:
+    """A whole scenario around a world a test started for itself (the shared one is `scenario`)."""
+    with serving(world, redis_url) as (web, settings, bot):
+        world.allow_redirect(web.url)
+        env = world.env(public_url=web.url, redis_url=redis_url)
+        ingress = SlackIngress(web.url, SIGNING_SECRET, slack=world.slack)
+        try:
+            yield Scenario(world, settings, env, bot, web, ingress, redis_url)
+        finally:
+            ingress.close()
+
+
 @pytest.fixture(scope="session")
 def scenario_web(
     scenario_world: World, scenario_redis: RedisProc
 ) -> Iterator[tuple[RunningServer, Settings, BotIdentity]]:
-    sock = bind_loopback()
-    public_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    env = scenario_world.env(public_url=public_url, redis_url=scenario_redis.url)
-    settings = load_settings(Role.WEB_HTTP, env=env)
-    bot = whoami(settings)
-    web = start(build_web(settings, bot), sock=sock)
-    yield web, settings, bot
-    web.stop()
+    with serving(scenario_world, scenario_redis.url) as served:
+        yield served
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
+import pytest
 import redis as sync_redis
 from rq.registry import StartedJobRegistry
 
@@ -242,6 +244,37 @@ def test_a_tool_whose_definition_changed_after_approval_is_refused(scenario: Sce
     assert final.status == Status.FAILED
     assert "definition changed" in final.outcome_detail
     assert kills(s) == 0
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"annotations": {"destructiveHint": False}},  # annotations only: still not read-only, still approved
+        {"description": "Kill a running Presto query by its id (ask the owner first)."},
+    ],
+    ids=["annotations", "description"],
+)
+def test_a_harmless_looking_edit_after_approval_is_refused_and_nothing_runs(
+    scenario: Scenario, edit: dict[str, Any]
+) -> None:
+    """ACCEPTANCE 42: the definition people approved is the one that runs, or nothing does. The edit is one
+    no poisoning check flags (that earlier branch is the rug-pull test above): it is refused for having
+    changed at all, and the approvers and the requester are told to ask again."""
+    s = scenario
+    for person in ("alice", "bob", "carol"):
+        s.link(person)
+    ts, approval = ask(s, "kill the runaway backfill")
+    s.world.servers["presto"].knobs.amend("kill_query", **edit)
+    s.click("U0BOB", approval)
+    s.click("U0CAROL", approval)
+    s.work()
+    final = s.approval(approval.id)
+    assert final.status == Status.FAILED
+    assert final.outcome_detail == "the tool's definition changed after approval; ask again"
+    assert kills(s) == 0
+    assert s.world.servers["presto"].record.tool_calls("kill_query") == []
+    thread = " ".join(m.text for m in s.bot_messages(CHANNEL, ts))
+    assert "definition changed after approval" in thread
 
 
 def test_a_worker_killed_mid_call_leaves_outcome_unknown_and_nothing_reruns(scenario: Scenario) -> None:
