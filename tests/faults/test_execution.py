@@ -12,6 +12,8 @@ import sys
 import time
 
 import redis as sync_redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from approvals.execution import REGISTRY_DOWN
 from approvals.store import APPROVED_KEY, RUNNING_KEY, Approval, Status
@@ -100,6 +102,18 @@ def test_an_enqueue_that_fails_after_the_decision_keeps_it_approved_and_the_swee
 
     assert with_services(s, carol_approves_while_the_queue_is_down) == RECORDED_LATER
     assert s.approval(approval.id).status == Status.APPROVED  # durable, though nothing was queued
+    the_sweeper_runs_it_once(s, approval)
+
+
+def test_an_approved_action_whose_job_ended_without_running_it_is_run_once_by_the_sweeper(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    approval = proposed(s, quorum=1)
+    s.click("U0CAROL", approval)
+    # Its job ends before it could start the run (an operator cancelled it, or RQ gave it up): the record
+    # stays APPROVED, and nothing would ever run it.
+    Job.fetch(f"exec-{approval.id}", connection=s.redis, serializer=JSONSerializer).cancel()
     the_sweeper_runs_it_once(s, approval)
 
 
