@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
-    "FINAL_OUTCOMES",
     "Approval",
     "ApprovalStatus",
     "CardRef",
@@ -51,7 +50,6 @@ class ApprovalStatus(StrEnum):
 
 
 Status = ApprovalStatus  # the short name callers use
-FINAL_OUTCOMES = frozenset({ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.OUTCOME_UNKNOWN})
 
 
 @dataclass(frozen=True)

@@ -81,10 +81,13 @@ def approval_record(
     detail: str = "",
     latency_ms: float = 0.0,
     minutes: float = 0.0,
+    by: tuple[str, str] | None = None,
 ) -> AuditRecord:
-    """A record about `approval`, in the requester's name; a click's record replaces user and sub."""
+    """A record about `approval` (request, decision, click, expiry, run, outcome). It is in the requester's
+    name, except a click's or a decision's: `by` (the clicker's Slack account and `sub`) is who acted."""
     if approval.identity == "service":  # `sub` stays the requester's: the person who answers for it
         detail = f"{detail} (runs as the service identity)".strip()
+    user, sub = by if by is not None else (approval.requester, approval.requester_sub)
     return AuditRecord(
         kind=kind,
         outcome=outcome,  # type: ignore[arg-type]
@@ -94,8 +97,8 @@ def approval_record(
         team=approval.team,
         channel=approval.channel,
         thread_ts=approval.thread_ts,
-        user=approval.requester,
-        sub=approval.requester_sub,
+        user=user,
+        sub=sub,
         server=approval.server,
         tool=approval.tool,
         args_sha256=approval.args_sha256,

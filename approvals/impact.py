@@ -38,7 +38,7 @@ RAN = frozenset({"succeeded", "failed", "outcome_unknown"})
 REQUEST_KINDS = frozenset({"tool_call", "workflow_run", "approval_requested"})
 PAGE = 1000
 SKEW_MS = 5 * 60 * 1000  # see approvals.audit_query: stream ids only narrow the range
-CLICK_PREFIXES = ("approve (", "reject (")  # bot.approval_flow._audit_attempt: "{action} (requested by …"
+CLICK_PREFIXES = ("approve (", "reject (")  # approvals.service._audit_click: "{action} (requested by …"
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 

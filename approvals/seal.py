@@ -16,7 +16,7 @@ from typing import Any
 
 from approvals.approval import canonical_json
 
-__all__ = ["SEALED", "ApprovalSeal"]
+__all__ = ["SEALED", "ApprovalSeal", "seal_keys"]
 
 # What the seal binds: change any of these in Redis and `verifies` is False. `identity` is bound too when it
 # is `service` (see `_mac`): a record cannot be switched to run with the bot's own token.
@@ -31,6 +31,12 @@ SEALED = (
     "requester_sub",
     "fingerprint",
 )
+
+
+def seal_keys(masters: Sequence[str]) -> list[bytes]:
+    """The seal keys derived from the deployment's master keys (CHATOPS_SECRET_KEY), in the same order: the
+    first seals, all verify. Derived, so a seal key is never also a key that encrypts tokens."""
+    return [hashlib.sha256(b"chatops-mcp/approval-seal/v1|" + m.encode()).digest() for m in masters]
 
 
 class ApprovalSeal:

@@ -34,7 +34,6 @@ from redis.commands.core import AsyncScript
 from redis.typing import EncodableT, FieldT
 
 from approvals.approval import (
-    FINAL_OUTCOMES,
     Approval,
     ApprovalStatus,
     CardRef,
@@ -46,6 +45,7 @@ from approvals.approval import (
     args_sha256,
     canonical_json,
 )
+from approvals.policy import FINAL_OUTCOMES
 from approvals.seal import ApprovalSeal
 from approvals.store_scripts import _ADD_CARD, _EXPIRE, _FINISH, _GUARD, _LIB, _REJECT, _START, _VOTE
 
@@ -70,6 +70,8 @@ PENDING_KEY = "chatops:approvals:pending"
 RUNNING_KEY = "chatops:approvals:running"
 # APPROVED and not yet started, scored by decision time: the sweeper re-enqueues any whose job was lost.
 APPROVED_KEY = "chatops:approvals:approved"
+STALE_CARDS_KEY = "chatops:cards-dirty"  # approvals whose cards' last redraw failed: the sweep redraws them
+TOLD_SECONDS = 86400  # a notice is given once; by then every card has long expired
 _ID = re.compile(r"a[0-9a-f]{23}")
 
 _KINDS = frozenset(get_args(VoteKind))
@@ -237,6 +239,22 @@ class ApprovalStore:
     async def add_card(self, approval_id: str, channel: str, ts: str) -> bool:
         card = json.dumps({"channel": channel, "ts": ts})
         return await self._transition(self._add_card, approval_id, None, channel, ts, card)
+
+    # ----- what people were shown --------------------------------------------------------------------------
+
+    async def redraw_later(self, approval_id: str) -> None:
+        """Note that a redraw of this approval's cards failed, for the sweep to try again."""
+        await self._redis.sadd(STALE_CARDS_KEY, approval_id)
+
+    async def take_stale_cards(self, count: int = 50) -> list[str]:
+        """Up to `count` approvals whose cards need a redraw, each handed out once."""
+        return _ids(await self._redis.spop(STALE_CARDS_KEY, count) or [])
+
+    async def first_notice(self, approval_id: str, what: str) -> bool:
+        """True the first time this is asked for this approval and `what` (e.g. "expired"): whoever notices
+        an expiry first (a click, the expiry job, the sweep) tells people, and nobody else does."""
+        key = f"chatops:approval-{what}-told:{approval_id}"
+        return bool(await self._redis.set(key, "1", nx=True, ex=TOLD_SECONDS))
 
     # ----- integrity ------------------------------------------------------------------------------------
 

@@ -1,9 +1,12 @@
-"""What the approval flow shows in Slack: the cards, and what the thread and the requester are told.
+"""What the approval service shows in Slack (approvals.ports.ApprovalNotices): the cards, and what the thread
+and the requester are told.
 
 Every text here is built with bot.slack_text: tool output, server errors and the model's reason are
 untrusted (secrets redacted, escaped), so a result cannot ping the channel or disguise a link. The outcome
 of a call to a `private_data` server goes to the requester alone (ephemeral in the thread, else a DM); the
 cards, thread and mirror alike, and the thread's notice say only that it was sent privately (SPEC §6).
+Posting is best effort: the record in the store is the truth, and a card whose redraw failed is redrawn by
+the sweep (ACCEPTANCE 31).
 """
 
 from __future__ import annotations
@@ -11,60 +14,65 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 
-from approvals.policy import mention
-from approvals.store import Approval, ApprovalStore, Status
+from approvals.approval import Approval, ApprovalStatus
+from approvals.store import ApprovalStore
 from bot import cards
+from bot.approval_text import mention
 from bot.approval_update import private_data
-from bot.poster import PostError
-from bot.services import Services
+from bot.linking import Linking
+from bot.poster import Poster, PostError
 from bot.slack_text import Mrkdwn, code, link, ours, trusted
-from registry_cache.snapshot import RegistryUnavailable
+from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
 
-__all__ = ["ApprovalNotices", "mentions"]
+__all__ = ["ApprovalNotices"]
 
 log = logging.getLogger(__name__)
 
 SHOWN_RESULT_CHARS = 500  # of an outcome in the thread's notice; the card shows more
+STALE_REDRAWS = 50  # cards redrawn per sweep
+Status = ApprovalStatus
 _LABELS = {Status.SUCCEEDED: "ran", Status.FAILED: "failed", Status.OUTCOME_UNKNOWN: "outcome unknown"}
 
 
-def mentions(users: tuple[str, ...]) -> Mrkdwn:
-    # approvals.policy.mention shows anything that is not a Slack user id as escaped text.
+def _pings(users: tuple[str, ...]) -> Mrkdwn:
+    # bot.approval_text.mention shows anything that is not a Slack user id as escaped text.
     return trusted(" ".join(mention(u) for u in users))
 
 
-@dataclass
 class ApprovalNotices:
-    svc: Services
-    store: ApprovalStore
+    def __init__(
+        self,
+        poster: Poster,
+        store: ApprovalStore,
+        registry: SharedSnapshot,
+        links: Linking,
+        *,
+        mirror_channel: str | None,
+    ) -> None:
+        """`mirror_channel`: where every card is also posted (APPROVALS_CHANNEL), if anywhere."""
+        self._poster = poster
+        self._store = store
+        self._registry = registry
+        self._links = links
+        self._mirror = mirror_channel
 
-    async def private(self, approval: Approval) -> bool:
-        """Whether the approval's server keeps results to the requester (unknown counts as private)."""
-        try:
-            view = await self.svc.snapshot.view()
-        except RegistryUnavailable:
-            view = None
-        return private_data(view, approval.server)
-
-    async def post_cards(self, approval: Approval) -> None:
-        layout = cards.approval_card(approval, now=time.time(), private=await self.private(approval))
+    async def show_request(self, approval: Approval) -> None:
+        layout = cards.approval_card(approval, now=time.time(), private=await self._private(approval))
         targets: list[tuple[str, str | None]] = [(approval.channel, approval.thread_ts)]
-        mirror = self.svc.settings.approvals_channel
-        if mirror and mirror != approval.channel:
-            targets.append((mirror, None))
+        if self._mirror and self._mirror != approval.channel:
+            targets.append((self._mirror, None))
         for channel, thread_ts in targets:
-            posted = await self.svc.poster.post(
+            posted = await self._poster.post(
                 channel,
                 text=layout.message.text,
                 blocks=layout.message.blocks,
                 thread_ts=thread_ts,
                 marker=f"{approval.id}:card:{channel}",
             )
-            await self.store.add_card(approval.id, posted.channel, posted.ts)
+            await self._store.add_card(approval.id, posted.channel, posted.ts)
             if layout.arguments_file:
-                await self.svc.poster.upload_text(
+                await self._poster.upload_text(
                     channel,
                     thread_ts or posted.ts,
                     filename=f"arguments-{approval.id}.json",
@@ -73,12 +81,12 @@ class ApprovalNotices:
                     exact=True,
                 )
 
-    async def refresh_cards(self, approval_id: str) -> None:
+    async def show_decision(self, approval_id: str) -> None:
         """Re-render every copy of the card from the record (idempotent; safe to retry)."""
-        approval = await self.store.get(approval_id)
+        approval = await self._store.get(approval_id)
         if approval is None:
             return
-        now, private = time.time(), await self.private(approval)
+        now, private = time.time(), await self._private(approval)
         message = (
             cards.approval_card(approval, now=now, private=private).message
             if approval.status == Status.PENDING
@@ -86,20 +94,23 @@ class ApprovalNotices:
         )
         for card in approval.cards:
             try:
-                await self.svc.poster.update(card.channel, card.ts, text=message.text, blocks=message.blocks)
+                await self._poster.update(card.channel, card.ts, text=message.text, blocks=message.blocks)
             except PostError as exc:
-                # The store is the truth; the sweeper re-renders dirty cards later (ACCEPTANCE 31).
                 log.warning("card %s update failed (%s); will retry", approval.id, exc.error)
-                await self.svc.redis.sadd("chatops:cards-dirty", approval.id)
+                await self._store.redraw_later(approval.id)
 
-    async def announce(
-        self, approval: Approval, status: Status, detail: str, *, alert: bool, from_server: bool = True
+    async def redraw_stale(self) -> None:
+        for approval_id in await self._store.take_stale_cards(STALE_REDRAWS):
+            await self.show_decision(approval_id)
+
+    async def announce_outcome(
+        self, approval: Approval, status: Status, detail: str, *, alert: bool, from_server: bool
     ) -> None:
         """Tell the thread how an approved action ended. What it returned goes to the requester alone when
         its server is marked private; the thread then learns only that it was sent."""
         prefix = ":rotating_light: " if alert or status == Status.OUTCOME_UNKNOWN else ""
         call, label = code(f"{approval.short_name}.{approval.tool}"), _LABELS[status]
-        notify = mentions(approval.decided_by) if status == Status.OUTCOME_UNKNOWN else trusted("")
+        notify = _pings(approval.decided_by) if status == Status.OUTCOME_UNKNOWN else trusted("")
         more = " …" if len(detail) > SHOWN_RESULT_CHARS else ""
         result = ours(
             "{prefix}{call} {label}: {shown}{more}",
@@ -109,7 +120,7 @@ class ApprovalNotices:
             shown=detail[:SHOWN_RESULT_CHARS],
             more=more,
         )
-        if from_server and await self.private(approval):
+        if from_server and await self._private(approval):
             await self._tell_privately(approval, result)
             text = ours(
                 "{prefix}{call} {label}; result sent privately to {who} (this server's data is private). "
@@ -117,23 +128,31 @@ class ApprovalNotices:
                 prefix=prefix,
                 call=call,
                 label=label,
-                who=mentions((approval.requester,)),
+                who=_pings((approval.requester,)),
                 notify=notify,
             )
         else:
             text = ours("{result} {notify}", result=result, notify=notify)
-        await self.say(approval, trusted(text.strip()), marker="result")
+        await self._say(approval, trusted(text.strip()), marker="result")
 
-    async def say(self, approval: Approval, text: Mrkdwn, *, marker: str) -> None:
-        try:
-            await self.svc.poster.post(
-                approval.channel, text=text, thread_ts=approval.thread_ts, marker=f"{approval.id}:{marker}"
-            )
-        except PostError as exc:
-            log.warning("could not tell the thread about %s (%s)", approval.id, exc.error)
+    async def say_expired(self, approval: Approval) -> None:
+        text = ours(
+            "The request to run {call} expired without a decision; nothing was run.",
+            call=code(f"{approval.short_name}.{approval.tool}"),
+        )
+        await self._say(approval, text, marker="expired")
+
+    async def say_outcome_unknown(self, approval: Approval) -> None:
+        text = ours(
+            ":rotating_light: {call} was running when its worker stopped. Its outcome is "
+            "unknown and it will not be re-run automatically; please check. {people}",
+            call=code(f"{approval.short_name}.{approval.tool}"),
+            people=_pings((approval.requester, *approval.decided_by)),
+        )
+        await self._say(approval, text, marker="unknown")
 
     async def tell_requester_to_reconnect(self, approval: Approval) -> None:
-        url = await self.svc.linking.offer(approval.team, approval.requester)
+        url = await self._links.offer(approval.team, approval.requester)
         text = ours(
             "Your approved request {call} could not run because your account link has ended. "
             "{connect}, then ask again.",
@@ -141,14 +160,30 @@ class ApprovalNotices:
             connect=link(url, "Connect again"),
         )
         with contextlib.suppress(PostError):  # the thread is told about the failure anyway
-            await self.svc.poster.ephemeral(
+            await self._poster.ephemeral(
                 approval.channel, approval.requester, text=text, thread_ts=approval.thread_ts
             )
+
+    async def _private(self, approval: Approval) -> bool:
+        """Whether the approval's server keeps results to the requester (unknown counts as private)."""
+        try:
+            view = await self._registry.view()
+        except RegistryUnavailable:
+            view = None
+        return private_data(view, approval.server)
+
+    async def _say(self, approval: Approval, text: Mrkdwn, *, marker: str) -> None:
+        try:
+            await self._poster.post(
+                approval.channel, text=text, thread_ts=approval.thread_ts, marker=f"{approval.id}:{marker}"
+            )
+        except PostError as exc:
+            log.warning("could not tell the thread about %s (%s)", approval.id, exc.error)
 
     async def _tell_privately(self, approval: Approval, text: Mrkdwn) -> None:
         """Ephemeral in the thread; when Slack refuses that (the requester left the channel), a DM."""
         try:
-            await self.svc.poster.ephemeral(
+            await self._poster.ephemeral(
                 approval.channel, approval.requester, text=text, thread_ts=approval.thread_ts
             )
             return
@@ -157,6 +192,6 @@ class ApprovalNotices:
                 "private result of %s not shown in the thread (%s); sending a DM", approval.id, exc.error
             )
         try:
-            await self.svc.poster.post(approval.requester, text=text, marker=f"{approval.id}:result-dm")
+            await self._poster.post(approval.requester, text=text, marker=f"{approval.id}:result-dm")
         except PostError as exc:
             log.warning("could not send the private result of %s (%s)", approval.id, exc.error)

@@ -34,8 +34,9 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from approvals.policy import mention, progress_text, slack_time
+from approvals.policy import FINAL_OUTCOMES
 from approvals.store import Approval, ApprovalStatus
+from bot.approval_text import mention, progress_text, slack_time
 from bot.blocks import BLOCKS_TEXT_LIMIT, TEXT_OBJECT_LIMIT, Message, text_length
 from bot.mrkdwn import escape, split_text
 from bot.slack_text import untrusted
@@ -68,7 +69,6 @@ LINE_LIMIT = TEXT_OBJECT_LIMIT - 100  # one argument line, escaped, with room fo
 # Room kept for what changes after posting (status word, status line, reject reason or outcome detail,
 # buttons); the arguments get what the fixed facts leave, so every version of a card lays them out alike.
 STATUS_RESERVE = 2800
-_FINISHED = frozenset({ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.OUTCOME_UNKNOWN})
 _APPROVAL_ID = re.compile(r"a[0-9a-f]{23}")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -187,7 +187,7 @@ def _status(a: Approval, private: bool) -> list[JSON]:
     if a.status is ApprovalStatus.REJECTED:
         why = _clipped(untrusted(a.reject_reason), 1200) if a.reject_reason.strip() else "_(none given)_"
         blocks.append(_section(f"*Reason for rejecting:* {why}"))
-    elif private and a.status in _FINISHED and a.outcome_source != "bot":
+    elif private and a.status in FINAL_OUTCOMES and a.outcome_source != "bot":
         sent = f"*Result:* sent privately to {mention(a.requester)}: this server's data is private."
         blocks.append(_section(sent))
     elif a.outcome_detail.strip():

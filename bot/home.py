@@ -24,10 +24,9 @@ from slack_sdk.models.views import View
 
 from agent.redaction import redact_secrets
 from approvals.audit_query import export
-from approvals.policy import mention, progress_text, slack_time
-from approvals.store import Approval, ApprovalStore
+from approvals.store import Approval
 from approvals.workflow_runs import WorkflowRunStore
-from bot.approval_flow import seal_key
+from bot.approval_text import mention, progress_text, slack_time
 from bot.blocks import CONNECT_ACTION_ID, RECONNECT_ACTION_ID
 from bot.cards import APPROVE_ACTION_ID, REJECT_ACTION_ID
 from bot.mrkdwn import escape
@@ -252,8 +251,7 @@ async def publish_home(services: Services, team: str, user: str, *, notice: str 
             servers = _visible(await services.snapshot.view(), identity)
         except RegistryUnavailable as exc:
             notice = (notice + "\n" if notice else "") + f":warning: {escape(str(exc))}"
-        store = ApprovalStore(services.redis, seal_key=seal_key(services))
-        pending = await store.pending_for_groups(identity.groups)
+        pending = await services.approvals.pending_for_groups(identity.groups)
         # Not their own requests, asked from this Slack account or another linked to the same person.
         approvals = [a for a in pending if a.requester != user and a.requester_sub != identity.sub]
     week, month, asked = await _audit_summary(services.redis, user, time.time())

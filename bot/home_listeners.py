@@ -2,10 +2,10 @@
 
 Every listener acknowledges first and works in a Bolt lazy listener (SPEC §10). The Home's Approve/Reject
 buttons carry the cards' action ids and values (the approval id), but only clicks made on a Home view match
-here; Bolt runs the first listener that matches, so `register_home` must run before bot.listeners registers
-the card buttons. A click on the Home is judged by the same ApprovalFlow as a click on the card, checked
-against the card it stands for, and the tab is re-published with the outcome at the top (a Home view has
-no thread to post an ephemeral reply in).
+here; Bolt runs the first listener that matches, so `register_home` must run before
+bot.approval_listeners registers the card buttons. A click on the Home is judged by the same approval
+service as a click on the card, checked against the card it stands for, and the tab is re-published with
+the outcome at the top (a Home view has no thread to post an ephemeral reply in).
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from approvals.audit import AuditRecord
-from approvals.policy import progress_text
 from bot import cards
-from bot.approval_flow import approval_flow
+from bot.approval_clicks import ApprovalClicks
+from bot.approval_text import progress_text
 from bot.home import HOME_DISCONNECT_ACTION_ID, publish_home
 from bot.mrkdwn import escape
 from bot.poster import PostError
-from bot.queues import Queues
 from bot.services import BotIdentity, Services
 
 __all__ = ["register_home"]
@@ -43,9 +42,7 @@ async def _on_home(body: dict[str, Any]) -> bool:
     return (body.get("view") or {}).get("type") == "home"
 
 
-def register_home(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity) -> None:
-    flow = approval_flow(services, queues, bot)
-
+def register_home(app: AsyncApp, services: Services, clicks: ApprovalClicks, bot: BotIdentity) -> None:
     async def refresh(team: str, user: str, notice: str | None = None) -> None:
         try:
             await publish_home(services, team, user, notice=notice)
@@ -80,47 +77,45 @@ def register_home(app: AsyncApp, services: Services, queues: Queues, bot: BotIde
 
     async def approve(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)
-        approval_id = _clicked(body)
         try:
-            approval = await flow.store.get(approval_id) if _offered(body, approval_id) else None
-            if approval is None or not approval.cards:
-                await refresh(team, user, NOT_OFFERED)
-                return
-            card = approval.cards[0]  # the Home stands for the card: the flow checks the click against it
-            try:
-                text = await flow.vote(approval_id, user=user, channel=card.channel, message_ts=card.ts)
-            except ValueError:
-                # ApprovalFlow.vote asks refusal_text about a counted (non-final) vote, which raises after
-                # the vote is stored; the refreshed tab shows the count.
-                text = ""
-            after = await flow.store.get(approval_id)
+            notice = await _vote_from_home(clicks, body, user)
         except RedisError:
-            await refresh(team, user, COULD_NOT_RECORD)
-            return
-        if not text and after is not None:
-            call = f"`{escape(after.tool)}` on {escape(after.short_name)}"
-            text = f":white_check_mark: Your approval of {call} is recorded. {progress_text(after)}"
-        await refresh(team, user, text or None)
+            notice = COULD_NOT_RECORD
+        await refresh(team, user, notice)
 
     async def open_reject(body: dict[str, Any], client: AsyncWebClient) -> None:
         team, user = _who(body, bot)
         approval_id = _clicked(body)
         try:
-            refusal = (
-                await flow.may_reject(approval_id, user=user) if _offered(body, approval_id) else NOT_OFFERED
-            )
+            offered = _offered(body, approval_id)
+            refusal = await clicks.may_reject(approval_id, user=user) if offered else NOT_OFFERED
         except RedisError:
             refusal = COULD_NOT_RECORD
         if refusal:
             await refresh(team, user, escape(refusal))
             return
-        # The reason modal and its submission are the card's own (bot.listeners), so both paths agree.
+        # The reason modal and its submission are the card's (bot.approval_listeners): both paths agree.
         await client.views_open(trigger_id=body["trigger_id"], view=cards.reject_modal(approval_id))
 
     app.event("app_home_opened")(ack=_ack, lazy=[opened])
     app.action(HOME_DISCONNECT_ACTION_ID)(ack=_ack, lazy=[disconnect])
     app.action(cards.APPROVE_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[approve])
     app.action(cards.REJECT_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[open_reject])
+
+
+async def _vote_from_home(clicks: ApprovalClicks, body: dict[str, Any], user: str) -> str | None:
+    """An Approve on the Home, judged as a click on the card it stands for; the notice for the tab's top."""
+    approval_id = _clicked(body)
+    approval = await clicks.service.get(approval_id) if _offered(body, approval_id) else None
+    if approval is None or not approval.cards:
+        return NOT_OFFERED
+    card = approval.cards[0]  # the Home stands for the card: the service checks the click against it
+    text = await clicks.vote(approval_id, user=user, channel=card.channel, message_ts=card.ts)
+    after = await clicks.service.get(approval_id)
+    if not text and after is not None:
+        call = f"`{escape(after.tool)}` on {escape(after.short_name)}"
+        text = f":white_check_mark: Your approval of {call} is recorded. {progress_text(after)}"
+    return text or None
 
 
 def _who(body: dict[str, Any], bot: BotIdentity) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from bot.approval_flow import approval_flow
+from bot.approval_wiring import approval_service
 from bot.queues import Queues
 from bot.recovery import TurnRecovery
 from bot.services import BotIdentity, Services, open_services
@@ -110,16 +110,13 @@ async def run_turn(turn_id: str, attempt: str = "first") -> str:
 
 async def execute_approved(approval_id: str) -> str:
     """Run one approved action (actions queue). Safe to enqueue twice: only APPROVED → RUNNING proceeds."""
-    async with _job() as (svc, queues, bot):
-        return await approval_flow(svc, queues, bot).execute(approval_id)
+    async with _job() as (svc, queues, _):
+        return await approval_service(svc, queues).execute(approval_id)
 
 
 async def expire_approval(approval_id: str) -> bool:
-    async with _job() as (svc, queues, bot):
-        flow = approval_flow(svc, queues, bot)
-        expired = await flow.store.expire(approval_id)
-        await flow.on_expired(approval_id)
-        return expired
+    async with _job() as (svc, queues, _):
+        return await approval_service(svc, queues).expire(approval_id)
 
 
 async def sweep() -> dict[str, int]:
@@ -129,7 +126,7 @@ async def sweep() -> dict[str, int]:
     async with _job() as (svc, queues, bot):
         try:
             now = time.time()
-            counts = await approval_flow(svc, queues, bot).sweep()
+            counts = await approval_service(svc, queues).sweep()
             counts |= await TurnRecovery(svc.store, svc.poster, queues).sweep(now)
             return counts | {"workflows_lost": await workflow_flow(svc, queues, bot).lost(now)}
         finally:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from rq import Queue
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import now
@@ -34,6 +35,7 @@ SWEEP_INTERVAL_SECONDS = 30
 ACTION_TIMEOUT_SECONDS = 600
 JOB_TIMEOUT_SECONDS = 900
 RESULT_TTL_SECONDS = 86_400
+_DEAD_JOB = {JobStatus.FAILED, JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
 class Queues:
@@ -82,7 +84,7 @@ class Queues:
     def enqueue_action(self, approval_id: str) -> str:
         """Run an approved action. The job id is the approval's: enqueueing twice cannot run it twice, and the
         job itself only proceeds after winning APPROVED → RUNNING. No RQ retry: a lost run is reported."""
-        job_id = f"exec-{approval_id}"
+        job_id = _action_job_id(approval_id)
         if not self.job_exists(job_id):
             self._queues[ACTIONS].enqueue_call(
                 ACTION_JOB,
@@ -93,6 +95,25 @@ class Queues:
                 failure_ttl=RESULT_TTL_SECONDS,
             )
         return job_id
+
+    def has_live_action(self, approval_id: str) -> bool:
+        """Whether the action's job is queued, scheduled or running (it will get to the run)."""
+        job = self._action_job(approval_id)
+        return job is not None and job.get_status(refresh=False) not in _DEAD_JOB
+
+    def requeue_action(self, approval_id: str) -> None:
+        """Enqueue the action again, in place of a job that ended before it could start the run."""
+        job = self._action_job(approval_id)
+        if job is not None:
+            job.delete()
+        self.enqueue_action(approval_id)
+
+    def _action_job(self, approval_id: str) -> Job | None:
+        try:
+            job_id = _action_job_id(approval_id)
+            return Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            return None
 
     def schedule_expiry(self, approval_id: str, at: float) -> None:
         when = datetime.fromtimestamp(at, tz=UTC)
@@ -131,3 +152,7 @@ class Queues:
 
     def job_exists(self, job_id: str) -> bool:
         return bool(self.connection.exists(f"rq:job:{job_id}"))
+
+
+def _action_job_id(approval_id: str) -> str:
+    return f"exec-{approval_id}"

@@ -8,21 +8,16 @@
   MAX_RECOVERIES times; then the person is told plainly in the thread that it could not finish.
 - A recovery edits the dead attempt's "working" message instead of posting another, so the thread shows one
   answer. Read-only tool calls may run again; an approved action never does: those run on the actions
-  queue under their own lease and become OUTCOME_UNKNOWN when their worker dies (bot.approval_flow).
+  queue under their own lease and become OUTCOME_UNKNOWN when their worker dies (approvals.sweep).
 - An attempt that had finished its work but died before handing its thread on has only the handoff done.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
 
-from redis.exceptions import RedisError
-
+from approvals.leases import Leases, held_lease
 from approvals.turns import Turn, TurnStore, base_attempt, recoveries, recovery_attempt
 from bot import blocks
 from bot.poster import Posted, Poster, PostError
@@ -43,44 +38,6 @@ def working_marker(turn_id: str, attempt: str) -> str:
 
 async def find_working(poster: Poster, turn: Turn, attempt: str) -> Posted | None:
     return await poster.find(turn.channel, turn.thread_ts, working_marker(turn.id, attempt))
-
-
-class Leases(Protocol):
-    """Where leases of running work are kept: TurnStore (turn, attempt), WorkflowRunStore (run, token)."""
-
-    async def renew(self, key: str, token: str, seconds: float, /) -> bool: ...
-
-    async def release(self, key: str, token: str, /) -> None: ...
-
-
-@contextlib.asynccontextmanager
-async def held_lease(store: Leases, turn_id: str, attempt: str, seconds: float) -> AsyncIterator[None]:
-    """Renew the lease while the body runs; release it when the body returns.
-
-    An exception leaves the lease to lapse, so the sweep retries the turn (or tells the person) instead of
-    leaving a "working" message that never changes."""
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(seconds / 3)
-            try:
-                if not await store.renew(turn_id, attempt, seconds):
-                    log.warning("%s (%s) lost its lease; the sweep may take it over", turn_id, attempt)
-                    return
-            except RedisError as exc:  # the next renewal may get through; the lease has slack for it
-                log.warning("could not renew the lease of %s: %s", turn_id, type(exc).__name__)
-
-    renewing = asyncio.create_task(renew())
-    finished = False
-    try:
-        yield
-        finished = True
-    finally:
-        renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewing
-        if finished:
-            await store.release(turn_id, attempt)
 
 
 @dataclass

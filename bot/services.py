@@ -19,6 +19,8 @@ from redis.driver_info import DriverInfo
 
 from agent.model import AnthropicModel, make_client
 from approvals.audit import Audit
+from approvals.seal import seal_keys
+from approvals.store import ApprovalStore
 from approvals.turns import TurnStore
 from bot.linking import Linking
 from bot.metrics import Metrics, metrics_from_audit
@@ -60,6 +62,7 @@ class Services:
     gateway: Gateway
     poster: Poster
     store: TurnStore
+    approvals: ApprovalStore  # the one approval store of this unit of work (bot.approval_wiring uses it)
     audit: Audit
     linking: Linking
     metrics: Metrics
@@ -96,7 +99,8 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
     http = outbound_client(timeout=httpx2.Timeout(15, connect=5))
     secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else ""
     provider = Provider(http, str(settings.oauth_issuer or ""), settings.oauth_client_id or "", secret)
-    sealer = Sealer([k.get_secret_value() for k in settings.chatops_secret_key])
+    masters = [k.get_secret_value() for k in settings.chatops_secret_key]
+    sealer = Sealer(masters)
     broker = TokenBroker(redis, provider, sealer)
     registry_url = str(settings.registry_url or "")
     metrics = Metrics(redis)
@@ -139,6 +143,7 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         public_url=settings.base_url,
         match_email=settings.oauth_match_email,
     )
+    seal, *older_seals = seal_keys(masters)
     services = Services(
         settings,
         redis,
@@ -149,6 +154,7 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         gateway,
         poster,
         TurnStore(redis),
+        ApprovalStore(redis, seal_key=seal, older_seal_keys=older_seals),
         Audit(
             redis,
             retention_days=settings.audit_retention_days,

@@ -67,7 +67,7 @@ def ours(template: str, /, **values: str) -> Mrkdwn:
 
 
 def trusted(text: str) -> Mrkdwn:
-    """Text a pure builder already made safe (approvals.policy, the Block Kit builders). Named so that every
+    """Text a pure builder already made safe (bot.approval_text, the Block Kit builders). Named so that every
     place that vouches for a string can be found and read."""
     return Mrkdwn(text)
 

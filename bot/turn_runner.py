@@ -20,11 +20,10 @@ from typing import TypeVar
 from agent import loop
 from agent.loop import Answer, Failed, Limits, Paused
 from approvals.audit import AuditRecord
-from approvals.store import ApprovalStore
 from approvals.turns import Conversation, Turn, base_attempt
 from bot import blocks
-from bot.approval_flow import approval_flow, seal_key
 from bot.approval_update import Incoming, approval_update
+from bot.approval_wiring import approval_service
 from bot.delivery import Delivery
 from bot.events import MAX_INPUT_CHARS
 from bot.home import remember_request
@@ -247,7 +246,7 @@ class TurnRunner:
     async def _request_approvals(
         self, turn: Turn, caller: Caller, session: GatewaySession, paused: Paused
     ) -> None:
-        flow = approval_flow(self.svc, self.queues, self.bot)
+        flow = approval_service(self.svc, self.queues)
         for pending in paused.pending:
             spec = session.spec(pending.model_name)
             if spec is None:  # listed a moment ago; the loop only pauses on listed tools
@@ -264,7 +263,7 @@ class TurnRunner:
 
     async def _approval_update(self, turn: Turn, session: GatewaySession) -> Incoming:
         """What people decided and what happened: the message that resumes a paused conversation."""
-        store = ApprovalStore(self.svc.redis, seal_key=seal_key(self.svc))
+        store = self.svc.approvals
         return approval_update(await store.for_turn(turn.id), await registry_view(session))
 
     async def _no_refusal(self) -> str | None:

@@ -26,14 +26,15 @@ from agent.workflow_runner import (
     run_workflow,
 )
 from approvals.audit import AuditRecord, args_digest, preview
-from approvals.store import ApprovalStore, Status
+from approvals.bindings import BoundTools, Unbound, bound_identity
+from approvals.leases import held_lease
+from approvals.service import ApprovalService
+from approvals.store import Status
 from approvals.turns import Turn
 from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
-from bot.approval_flow import ApprovalFlow, approval_flow, seal_key
-from bot.bindings import BoundTools, Unbound, bound_identity
+from bot.approval_wiring import approval_service
 from bot.poster import PostError
 from bot.queues import Queues
-from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
 from bot.slack_text import Mrkdwn, code, join, link, ours, trusted
 from bot.workflow_access import may_run, may_see_run, withheld_steps
@@ -60,8 +61,8 @@ class WorkflowFlow:
     def runs(self) -> WorkflowRunStore:
         return WorkflowRunStore(self.svc.redis)
 
-    def _approvals(self) -> ApprovalFlow:
-        return approval_flow(self.svc, self.queues, self.bot)
+    def _approvals(self) -> ApprovalService:
+        return approval_service(self.svc, self.queues)
 
     async def visible(self, identity: Identity, channel: str) -> list[Workflow]:
         """Workflows whose every step's server and tool the registry lets this person use here."""
@@ -235,7 +236,7 @@ class WorkflowFlow:
         return await self._end(run, workflow, status, result.message, progress=progress)
 
     async def _decision(self, approval_id: str) -> tuple[tuple[bool, str, Any] | None, Declined | None]:
-        approval = await ApprovalStore(self.svc.redis, seal_key=seal_key(self.svc)).get(approval_id)
+        approval = await self.svc.approvals.get(approval_id)
         if approval is None:
             return None, ("expired", "the approval record is gone")
         if approval.status == Status.SUCCEEDED:

@@ -16,7 +16,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from approvals.policy import refusal_text
 from approvals.store import (
     PENDING_KEY,
     RUNNING_KEY,
@@ -26,6 +25,7 @@ from approvals.store import (
     UnknownApproval,
     args_sha256,
 )
+from bot.approval_text import refusal_text
 from fixtures.redis_proc import free_port
 from tests.approvals.conftest import T0, Clock
 

@@ -194,7 +194,7 @@ def test_audit_records_imply_tool_call_approval_and_minutes_saved_samples() -> N
         kind="approval_decision", outcome="pending", detail="approve (requested by U1): counted"
     )
     assert metrics_from_audit(vote) == []  # one vote of a quorum is not an outcome
-    # bot.approval_flow.reject writes the click record and then a summary record: count the rejection once.
+    # ApprovalService.reject writes the click record and then a summary record: count the rejection once.
     summary = AuditRecord(kind="approval_decision", outcome="rejected", detail="too risky")
     assert metrics_from_audit(summary) == []
     assert metrics_from_audit(AuditRecord(kind="account_link", outcome="succeeded")) == []

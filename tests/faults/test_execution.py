@@ -12,9 +12,13 @@ import sys
 import time
 
 import redis as sync_redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
-from approvals.store import APPROVED_KEY, RUNNING_KEY, Approval, ApprovalStore, Status
-from bot.approval_flow import RECORDED_LATER, REGISTRY_DOWN, ApprovalFlow, seal_key
+from approvals.execution import REGISTRY_DOWN
+from approvals.store import APPROVED_KEY, RUNNING_KEY, Approval, Status
+from bot.approval_text import RECORDED_LATER
+from bot.approval_wiring import approval_clicks
 from bot.queues import Queues
 from bot.services import Services
 from fixtures.anthropic_fake import Body, Reply, text, tool_use
@@ -67,20 +71,9 @@ def age_decision(s: Scenario, approval: Approval, seconds: float = 120) -> None:
         s.redis.zadd(APPROVED_KEY, {approval.id: time.time() - seconds})
 
 
-def test_an_enqueue_that_fails_after_the_decision_keeps_it_approved_and_the_sweeper_runs_it_once(
-    scenario: Scenario,
-) -> None:
-    s = scenario
-    approval = proposed(s)
-    s.click("U0BOB", approval)  # 1 of 2
-    unreachable = Queues(sync_redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0"))
-
-    async def carol_approves_while_the_queue_is_down(svc: Services) -> str:
-        flow = ApprovalFlow(svc, unreachable, s.bot, ApprovalStore(svc.redis, seal_key=seal_key(svc)))
-        return await flow.vote(approval.id, user="U0CAROL", channel=CHANNEL, message_ts=s.card_ts(approval))
-
-    assert with_services(s, carol_approves_while_the_queue_is_down) == RECORDED_LATER
-    assert s.approval(approval.id).status == Status.APPROVED  # durable, though nothing was queued
+def the_sweeper_runs_it_once(s: Scenario, approval: Approval) -> None:
+    """`approval` is APPROVED with no job that will run it: nothing runs until the sweeper re-enqueues it,
+    and then it runs once, however many sweeps see it."""
     assert s.work() == 0
     assert kills(s) == 0
     age_decision(s, approval)
@@ -93,6 +86,35 @@ def test_an_enqueue_that_fails_after_the_decision_keeps_it_approved_and_the_swee
     s.work()
     assert kills(s) == 1
     assert s.redis.zcard(APPROVED_KEY) == 0
+
+
+def test_an_enqueue_that_fails_after_the_decision_keeps_it_approved_and_the_sweeper_runs_it_once(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    approval = proposed(s)
+    s.click("U0BOB", approval)  # 1 of 2
+    unreachable = Queues(sync_redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0"))
+
+    async def carol_approves_while_the_queue_is_down(svc: Services) -> str:
+        clicks = approval_clicks(svc, unreachable)
+        return await clicks.vote(approval.id, user="U0CAROL", channel=CHANNEL, message_ts=s.card_ts(approval))
+
+    assert with_services(s, carol_approves_while_the_queue_is_down) == RECORDED_LATER
+    assert s.approval(approval.id).status == Status.APPROVED  # durable, though nothing was queued
+    the_sweeper_runs_it_once(s, approval)
+
+
+def test_an_approved_action_whose_job_ended_without_running_it_is_run_once_by_the_sweeper(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    approval = proposed(s, quorum=1)
+    s.click("U0CAROL", approval)
+    # Its job ends before it could start the run (an operator cancelled it, or RQ gave it up): the record
+    # stays APPROVED, and nothing would ever run it.
+    Job.fetch(f"exec-{approval.id}", connection=s.redis, serializer=JSONSerializer).cancel()
+    the_sweeper_runs_it_once(s, approval)
 
 
 def test_a_card_update_failing_after_approval_neither_blocks_nor_repeats_the_run(scenario: Scenario) -> None:

@@ -15,8 +15,8 @@ import redis as sync_redis
 import redis.asyncio as aioredis
 
 from approvals.store import APPROVED_KEY, Status
+from bot.approval_listeners import COULD_NOT_RECORD
 from bot.cards import APPROVE_ACTION_ID
-from bot.listeners import COULD_NOT_RECORD
 from bot.queues import Queues
 from bot.redis_check import UnsafeRedis, arequire_safe_redis, judge
 from fixtures.anthropic_fake import Body, Reply, text, tool_results, tool_use

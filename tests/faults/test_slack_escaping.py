@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import pytest
 import redis as sync_redis
 
-from approvals.store import ApprovalStore, Status
-from bot.approval_flow import seal_key
+from approvals.store import Status
 from bot.queues import Queues
 from bot.services import Services
 from fixtures.anthropic_fake import Body, Reply, text, tool_results, tool_use
@@ -170,8 +169,7 @@ def an_action_whose_worker_died(s: Scenario) -> None:
     s.click("U0BOB", approval)  # approved; its job is queued but no worker takes it yet
 
     async def started_then_lost(svc: Services) -> None:  # as if a worker took it and died mid-call
-        store = ApprovalStore(svc.redis, seal_key=seal_key(svc))
-        assert await store.start(approval.id, lease_seconds=60) is not None
+        assert await svc.approvals.start(approval.id, lease_seconds=60) is not None
 
     with_services(s, started_then_lost)
     s.redis.zadd("chatops:approvals:running", {approval.id: 1.0})

@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from approvals.approval import Approval
+from approvals.ports import Identities
 from mcp_clients.gateway import GatewaySession, ToolOutcome, ToolSpec
-from mcp_clients.tokens import Identity, TokenBroker
+from mcp_clients.tokens import Identity
 
 __all__ = ["SERVER_CHANGED", "BoundTools", "Unbound", "bound_identity", "server_problem"]
 
@@ -41,7 +42,7 @@ class Unbound(Exception):
         self.ended = ended
 
 
-async def bound_identity(broker: TokenBroker, team: str, user: str, sub: str, *, role: Role) -> Identity:
+async def bound_identity(broker: Identities, team: str, user: str, sub: str, *, role: Role) -> Identity:
     """`user`'s current identity, if it is still the person `sub`; otherwise raises `Unbound`."""
     if not sub:  # recorded before work was bound to a person: nothing says whom it may run as
         raise Unbound(f"it does not record which person the {role} is; ask again", ended=False)
@@ -63,7 +64,7 @@ class BoundTools:
     """A workflow run's tools (agent.ports.Tools): each step is called only while the Slack account that
     started the run is still linked to the person who started it."""
 
-    def __init__(self, session: GatewaySession, broker: TokenBroker, sub: str) -> None:
+    def __init__(self, session: GatewaySession, broker: Identities, sub: str) -> None:
         self._session = session
         self._broker = broker
         self._sub = sub

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from bot.bindings import SERVER_CHANGED, server_problem
+from approvals.bindings import SERVER_CHANGED, server_problem
 from mcp_clients.gateway import ToolSpec
 from registry_cache.view import ApprovalRule
 from tests.approvals.test_policy import approval
