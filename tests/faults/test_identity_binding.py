@@ -31,7 +31,6 @@ from fixtures.mcp_base import FixtureMcp
 from fixtures.mcp_presto import build_presto_server
 from fixtures.server import bind_loopback, start
 from fixtures.slack_ingress import SlackIngress
-from fixtures.waiting import wait_until
 from fixtures.world import SIGNING_SECRET
 from registry_cache.snapshot import ATTEMPT_KEY, SNAPSHOT_KEY, VERSION_KEY
 from tests.faults.conftest import Scenario, audit_records
@@ -70,7 +69,7 @@ def requests_as(s: Scenario, sub: str) -> list[Any]:
 
 def start_run(s: Scenario, command: str, *, work: bool = True) -> None:
     oncall(s, "U0ALICE", command)
-    wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+    s.runs_queued("U0ALICE")
     if work:
         s.work()
 

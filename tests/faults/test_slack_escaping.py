@@ -194,14 +194,14 @@ def a_workflow_that_finishes(s: Scenario) -> None:
     link(s, "carol")
     s.world.servers["airflow"].knobs.inject("list_dag_runs", HOSTILE)
     oncall(s, "U0CAROL", "run restart-failed-dag dag_id=hourly_clickstream")  # no failed run: one step
-    wait_until("the run to be queued", lambda: s.redis.keys("rq:job:*"))
+    s.runs_queued("U0CAROL")
     s.work()
 
 
 def a_workflow_that_fails(s: Scenario) -> None:
     link(s, "carol")
     oncall(s, "U0CAROL", f'run restart-failed-dag dag_id="{HOSTILE_ARG}"')  # airflow repeats the unknown id
-    wait_until("the run to be queued", lambda: s.redis.keys("rq:job:*"))
+    s.runs_queued("U0CAROL")
     s.work()
     oncall(s, "U0CAROL", "status")
     oncall(s, "U0CAROL", "run <https://evil|https://good>")  # refused: not a workflow name

@@ -179,6 +179,16 @@ class Scenario:
         )
         return [m.text for m in found]
 
+    def runs_queued(self, user: str, count: int = 1) -> None:
+        """Wait until `user` has `count` workflow runs and each one's job is on its queue: /oncall's lazy
+        listener stores a run and then enqueues it, and a `work()` between the two finds nothing to do."""
+
+        def queued() -> bool:
+            ids = [i.decode() for i in self.redis.lrange(f"chatops:wfruns:{TEAM_ID}:{user}", 0, -1)]
+            return len(ids) >= count and all(self.redis.exists(f"rq:job:wf-{i}") for i in ids)
+
+        wait_until(f"{count} workflow run(s) of {user} to be queued", queued)
+
     def turn_status(self, channel: str, ts: str) -> str | None:
         raw = self.redis.hget(f"chatops:turn-status:{turn_id_for(TEAM_ID, channel, ts)}", "status")
         return raw.decode() if isinstance(raw, bytes) else None

@@ -53,7 +53,7 @@ def test_restart_failed_dag_pauses_for_approval_then_runs_and_reports(scenario: 
     s.link("alice")
     s.link("bob")
     oncall(s, "U0ALICE", f"run restart-failed-dag dag_id={INCIDENT_DAG}")
-    wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+    s.runs_queued("U0ALICE")
     s.work()
     (run,) = runs(s, "U0ALICE")
     assert run.status == "waiting_approval"
@@ -83,7 +83,7 @@ def test_a_rejected_step_ends_the_run_cleanly(scenario: Scenario) -> None:
     s.link("alice")
     s.link("bob")
     oncall(s, "U0ALICE", f"run restart-failed-dag dag_id={INCIDENT_DAG}")
-    wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+    s.runs_queued("U0ALICE")
     s.work()
     (run,) = runs(s, "U0ALICE")
     approval = s.approval(run.approvals[0])
@@ -106,7 +106,7 @@ def test_an_expired_step_ends_the_run_cleanly(scenario: Scenario) -> None:
     s = scenario
     s.link("alice")
     oncall(s, "U0ALICE", f"run restart-failed-dag dag_id={INCIDENT_DAG}")
-    wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+    s.runs_queued("U0ALICE")
     s.work()
     (run,) = runs(s, "U0ALICE")
     approval_id = run.approvals[0]
@@ -150,7 +150,7 @@ def test_a_missing_parameter_opens_a_modal_and_submitting_it_runs(scenario: Scen
         values={"param_app_id": {"value": "application_1764036000000_0042"}},
     )
     assert s.ingress.post(good).status == 200
-    wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+    s.runs_queued("U0ALICE")
     s.work()
     (run,) = runs(s, "U0ALICE")
     assert run.status == "succeeded", run.summary
@@ -216,7 +216,7 @@ def test_a_run_whose_worker_dies_is_ended_and_its_channel_told(scenario: Scenari
     spark = s.world.servers["spark"]
     entered = spark.knobs.hang("list_applications")  # the second step: the worker dies waiting on it
     oncall(s, "U0ALICE", "run incident-snapshot")
-    wait_until("the run to be queued", lambda: runs(s, "U0ALICE") or None)
+    s.runs_queued("U0ALICE")
     env = {**os.environ, **s.env, "CHATOPS_NETGUARD": "1", "CHATOPS_TURN_LEASE_SECONDS": "3"}
     worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, start_new_session=True)
     try:
