@@ -26,7 +26,6 @@ from agent.loop import (
     resume,
     run,
 )
-from agent.model import AnthropicModel, make_client
 from agent.transcript import DROPPED_OUTPUT, call_digest
 from fixtures.anthropic_fake import (
     FakeAnthropic,
@@ -38,6 +37,7 @@ from fixtures.anthropic_fake import (
     tool_uses,
 )
 from fixtures.server import RunningServer, serve
+from llm.anthropic import AnthropicModel, make_client
 
 pytestmark = pytest.mark.timeout(60)
 

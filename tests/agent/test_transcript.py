@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent.prompt import SYSTEM_PROMPT, system_prompt, wrap_tool_output
+from agent.prompt import SYSTEM_PROMPT, wrap_tool_output
 from agent.transcript import (
     DROPPED_OUTPUT,
     call_digest,
@@ -138,8 +138,6 @@ def test_the_system_prompt_states_the_rules_the_loop_relies_on() -> None:
     assert "one sentence saying why" in SYSTEM_PROMPT
     assert "mrkdwn" in SYSTEM_PROMPT
     assert "Never reveal secrets" in SYSTEM_PROMPT
-    assert system_prompt() == SYSTEM_PROMPT
-    assert system_prompt("Asked by <@U1> in #incidents").endswith("Context:\nAsked by <@U1> in #incidents\n")
 
 
 def paused() -> list[dict[str, Any]]:
