@@ -8,9 +8,9 @@ Each step asks the model once, then goes by its stop reason:
                          pending (needs approval) or run now (read-only, concurrently); then
                          Paused if any call is pending, else the results go back and the next step runs
 
-A run ends as a value: it never waits on a human (a pause is `Paused`; `resume()` builds the results once
-people decided) and never raises for tool or model failures: those are `is_error` results the model reads,
-or `Failed`. Step, wall-clock and token caps bound every run.
+A run ends as a value: it never waits on a human (a pause is `Paused`: agent.deferred parks its transcript
+and resumes it with the real outcomes once people decided) and never raises for tool or model failures:
+those are `is_error` results the model reads, or `Failed`. Step, wall-clock and token caps bound every run.
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ from agent.transcript import (
     cap_text,
     compact,
     estimate_tokens,
-    resume,
     text_of,
     tool_result,
 )
 
-__all__ = ["Answer", "CallRecord", "Failed", "Limits", "Paused", "PendingCall", "Result", "resume", "run"]
+__all__ = ["Answer", "CallRecord", "Failed", "Limits", "Paused", "PendingCall", "Result", "run"]
 
 log = logging.getLogger(__name__)
 

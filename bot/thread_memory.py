@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from agent import loop
+from agent.deferred import park
 from agent.loop import Answer, Failed, Paused
 from agent.transcript import withhold, withhold_servers
 from approvals.turns import Turn
@@ -23,9 +23,6 @@ from registry_cache.snapshot import RegistryUnavailable
 from registry_cache.view import RegistryView
 
 __all__ = ["handed_to", "registry_view", "remembered"]
-
-# Closes a paused step in the stored conversation while people decide.
-WAITING = "Waiting for human approval. The outcome will arrive in a later message; do not call this again."
 
 
 async def registry_view(session: GatewaySession) -> RegistryView | None:
@@ -57,8 +54,7 @@ def remembered(
     }
     if isinstance(result, Paused):
         # The real outcome arrives later as an approval update (bot.approval_update).
-        waiting = {p.tool_use_id: (True, WAITING) for p in result.pending}
-        messages = loop.resume(messages, result.completed, waiting, pending=result.pending)
+        messages = park(messages, result.completed, result.pending)
     if incoming is not None and incoming.private:
         messages[asked_at] = {"role": "user", "content": incoming.stored}
     if private or (incoming is not None and incoming.private):
