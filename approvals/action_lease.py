@@ -3,12 +3,12 @@
 `ApprovalStore.start` moves a record to RUNNING with a lease (`lease_until`, and its score in the running
 set); the sweep turns a RUNNING record whose lease has passed into OUTCOME_UNKNOWN, because its worker must
 have died mid-call. No fixed lease fits every call (a slow server, a slow identity provider, a long listing),
-so the worker renews it while the execution runs (`bot.recovery.held_lease`, every third of its length): a
+so the worker renews it while the execution runs (`approvals.leases.held_lease`, every third of its length): a
 live worker's action is never reported lost, and a dead one's is found within one lease and one sweep.
 
-`ActionLeases` satisfies `bot.recovery.Leases`: `renew` extends the lease of a record that is still RUNNING
-(one Lua script, so a renewal can never revive a record the sweep has already ended); `release` does nothing,
-since finishing the record (`ApprovalStore.finish`) takes it out of the running set.
+`ActionLeases` satisfies `approvals.leases.Leases`: `renew` extends the lease of a record that is still
+RUNNING (one Lua script, so a renewal can never revive a record the sweep has already ended); `release` does
+nothing, since finishing the record (`ApprovalStore.finish`) takes it out of the running set.
 """
 
 from __future__ import annotations

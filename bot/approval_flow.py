@@ -29,6 +29,7 @@ from rq.serializers import JSONSerializer
 from agent.redaction import redact_secrets
 from approvals.action_lease import ActionLeases
 from approvals.audit import approval_record
+from approvals.leases import held_lease
 from approvals.store import Approval, ApprovalStore, Status
 from approvals.turns import Turn
 from bot import approval_clicks
@@ -36,7 +37,6 @@ from bot.approval_clicks import RECORDED_LATER
 from bot.approval_notices import ApprovalNotices, mentions
 from bot.bindings import SERVER_CHANGED, Unbound, bound_identity, server_problem
 from bot.queues import Queues
-from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
 from bot.slack_text import Mrkdwn, code, ours
 from mcp_clients.gateway import Caller, ToolSpec

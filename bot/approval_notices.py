@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from approvals.policy import mention
 from approvals.store import Approval, ApprovalStore, Status
 from bot import cards
-from bot.approval_update import private_data
 from bot.poster import PostError
 from bot.services import Services
 from bot.slack_text import Mrkdwn, code, link, ours, trusted
 from registry_cache.snapshot import RegistryUnavailable
+from registry_cache.view import private_data
 
 __all__ = ["ApprovalNotices", "mentions"]
 

@@ -26,6 +26,7 @@ from agent.workflow_runner import (
     run_workflow,
 )
 from approvals.audit import AuditRecord, args_digest, preview
+from approvals.leases import held_lease
 from approvals.store import ApprovalStore, Status
 from approvals.turns import Turn
 from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
@@ -33,7 +34,6 @@ from bot.approval_flow import ApprovalFlow, approval_flow, seal_key
 from bot.bindings import BoundTools, Unbound, bound_identity
 from bot.poster import PostError
 from bot.queues import Queues
-from bot.recovery import held_lease
 from bot.services import BotIdentity, Services
 from bot.slack_text import Mrkdwn, code, join, link, ours, trusted
 from bot.workflow_access import may_run, may_see_run, withheld_steps

@@ -17,7 +17,7 @@ from approvals.store import APPROVED_KEY, RUNNING_KEY, Approval, ApprovalStore, 
 from bot.approval_flow import RECORDED_LATER, REGISTRY_DOWN, ApprovalFlow, seal_key
 from bot.queues import Queues
 from bot.services import Services
-from fixtures.anthropic_fake import Body, Reply, text, tool_use
+from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.redis_proc import free_port
 from fixtures.waiting import wait_until
@@ -29,7 +29,7 @@ CHANNEL = "C0INCIDENT"
 
 
 def proposer(body: Body) -> Reply:
-    if "[Update from the approval system" in json.dumps(body["messages"][-1]):
+    if resumed(body):
         return text("Told about the outcome.")
     return tool_use(
         "presto__kill_query", {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway"}, text_before="Kill it."
