@@ -236,21 +236,26 @@ async def run(
         if reply.stop_reason == "pause_turn":  # a long server-side turn: sending it back lets it go on
             st.messages.append({"role": "assistant", "content": content})
             continue
-        # A final message keeps no tool_use: one cut off at max_tokens has no result and never will.
-        final = [b for b in content if b.get("type") != "tool_use"]
-        if final:
-            st.messages.append({"role": "assistant", "content": final})
-        text = text_of(final)
-        if reply.stop_reason == "refusal":
-            return st.failed("refusal", text or "The model declined to help with this request.")
-        if reply.stop_reason == "max_tokens":
-            if not text:
-                return st.failed(
-                    "token_cap",
-                    f"The reply hit the output limit of {limits.max_output_tokens} tokens before any answer.",
-                )
-            st.note(NOTE_CUT)
-        return st.answer(text or st.partial() or "I have nothing further to add.")
+        return _final(st, content, reply.stop_reason)
+
+
+def _final(st: _Run, content: list[dict[str, Any]], stop_reason: str | None) -> Answer | Failed:
+    """The run's end on a reply that asks for no tool: an answer, or why there is none."""
+    # A final message keeps no tool_use: one cut off at max_tokens has no result and never will.
+    final = [b for b in content if b.get("type") != "tool_use"]
+    if final:
+        st.messages.append({"role": "assistant", "content": final})
+    text = text_of(final)
+    if stop_reason == "refusal":
+        return st.failed("refusal", text or "The model declined to help with this request.")
+    if stop_reason == "max_tokens":
+        if not text:
+            return st.failed(
+                "token_cap",
+                f"The reply hit the output limit of {st.limits.max_output_tokens} tokens before any answer.",
+            )
+        st.note(NOTE_CUT)
+    return st.answer(text or st.partial() or "I have nothing further to add.")
 
 
 async def _tool_step(

@@ -97,14 +97,7 @@ class SlackTurnOutput:
         )
 
     async def refuse(self, turn: Turn, refusal: Refusal, *, marker: str) -> None:
-        message = blocks.error_message(refusal_text(refusal))
-        await self._poster.post(
-            turn.channel,
-            text=message.text,
-            blocks=message.blocks,
-            thread_ts=turn.thread_ts,
-            marker=f"{turn.id}:{marker}",
-        )
+        await self._say(turn, blocks.error_message(refusal_text(refusal)), marker=f"{turn.id}:{marker}")
 
     async def gave_up(self, turn: Turn, attempt: str, tries: int) -> None:
         message = blocks.error_message(GAVE_UP.format(n=tries))
@@ -113,16 +106,15 @@ class SlackTurnOutput:
             if working is not None:
                 await self._poster.update(turn.channel, working.ts, text=message.text, blocks=message.blocks)
             else:
-                await self._poster.post(
-                    turn.channel,
-                    text=message.text,
-                    blocks=message.blocks,
-                    thread_ts=turn.thread_ts,
-                    marker=f"{turn.id}:{attempt}:gave-up",
-                )
+                await self._say(turn, message, marker=f"{turn.id}:{attempt}:gave-up")
             await self._poster.react(turn.channel, turn.ts, "eyes", remove=True)
         except PostError as exc:
             log.warning("could not tell the thread that turn %s failed: %s", turn.id, exc.error)
+
+    async def _say(self, turn: Turn, message: blocks.Message, *, marker: str) -> None:
+        await self._poster.post(
+            turn.channel, text=message.text, blocks=message.blocks, thread_ts=turn.thread_ts, marker=marker
+        )
 
     async def _find_working(self, turn: Turn, attempt: str) -> Posted | None:
         return await self._poster.find(turn.channel, turn.thread_ts, working_marker(turn.id, attempt))

@@ -2,8 +2,9 @@
 
 The Slack edge (bot/) implements the output ports and says things in its own words: a flow says what
 happened (a request was refused, and why; an answer is ready; a turn could not finish), never how it looks.
-The composition root hands each flow the few ports it uses; the concrete stores (approvals.turns,
-approvals.store) and the gateway (mcp_clients) are passed as they are.
+The composition root hands each flow the few ports it uses; the turn store (approvals.turns) is passed as
+it is, and the approval service, the approval store, the token broker and the gateway satisfy the small
+Protocols below structurally.
 """
 
 from __future__ import annotations

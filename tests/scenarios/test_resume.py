@@ -13,6 +13,7 @@ from approvals.turns import thread_key
 from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.slack import TEAM_ID
+from tests.faults.conftest import proposed_kill
 from tests.scenarios.conftest import Scenario
 
 CHANNEL = "C0INCIDENT"
@@ -36,14 +37,8 @@ def killer(body: Body) -> Reply:
 
 
 def proposed(s: Scenario) -> tuple[str, Approval]:
-    for person in ("alice", "bob", "carol"):
-        s.link(person)
-    s.world.anthropic.set_default(killer)
-    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "kill the runaway backfill")
-    s.ingress.post(mention)
-    s.work()
-    (approval,) = s.approvals(CHANNEL, mention.event["ts"])
-    return mention.event["ts"], approval
+    approval = proposed_kill(s, killer)
+    return approval.thread_ts, approval
 
 
 def approve(s: Scenario, approval: Approval) -> None:
