@@ -13,7 +13,7 @@ from approvals.turns import thread_key
 from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.slack import TEAM_ID
-from tests.faults.conftest import proposed_kill
+from tests.faults.conftest import proposed_kill, with_services
 from tests.scenarios.conftest import Scenario
 
 CHANNEL = "C0INCIDENT"
@@ -111,3 +111,20 @@ def test_a_thread_that_moved_on_keeps_its_turns_and_gets_the_result_in_place_and
     assert "Spark is fine." in json.dumps(sent[at + 2])
     assert sent[-1] == {"role": "user", "content": MOVED_ON}  # the decisions are the newest thing read
     assert "Update from the approval system" not in json.dumps(sent)
+
+
+def test_a_turn_whose_requester_disconnected_meanwhile_says_so_instead_of_resuming(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    ts, approval = proposed(s)
+    asked = len(s.world.anthropic.requests())
+    with_services(s, lambda svc: svc.broker.unlink(TEAM_ID, "U0ALICE"))
+    s.click("U0BOB", approval)
+    s.click("U0CAROL", approval)
+    s.work()
+    assert s.approval(approval.id).status == Status.FAILED  # nothing runs as a person who is not linked
+    assert s.world.servers["presto"].ledger.count("kill_query") == 0
+    assert len(s.world.anthropic.requests()) == asked  # the turn does not go on without its person
+    thread = " ".join(m.text + json.dumps(m.blocks) for m in s.bot_messages(CHANNEL, ts))
+    assert "I can't continue: your account link has ended. Connect again and ask me." in thread
