@@ -1,6 +1,6 @@
 # One entry point for people, the git hook and CI: `make check` is what must pass.
 PY ?= .venv/bin/python
-SRC = bot agent mcp_clients approvals registry_cache fixtures interop
+SRC = bot flows agent llm mcp_clients approvals registry_cache fixtures interop
 
 .PHONY: setup check lint format typecheck test lock bench demo interop interop-setup
 

@@ -8,9 +8,9 @@ Each step asks the model once, then goes by its stop reason:
                          pending (needs approval) or run now (read-only, concurrently); then
                          Paused if any call is pending, else the results go back and the next step runs
 
-A run ends as a value: it never waits on a human (a pause is `Paused`; `resume()` builds the results once
-people decided) and never raises for tool or model failures: those are `is_error` results the model reads,
-or `Failed`. Step, wall-clock and token caps bound every run.
+A run ends as a value: it never waits on a human (a pause is `Paused`: agent.deferred parks its transcript
+and resumes it with the real outcomes once people decided) and never raises for tool or model failures:
+those are `is_error` results the model reads, or `Failed`. Step, wall-clock and token caps bound every run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.model import ModelUnavailable
+from agent.errors import ModelUnavailable
 from agent.ports import Model, Progress, ToolInfo, Tools
 from agent.prompt import SYSTEM_PROMPT
 from agent.redaction import CREDENTIAL_REFUSAL, contains_credential, redact_value
@@ -33,12 +33,11 @@ from agent.transcript import (
     cap_text,
     compact,
     estimate_tokens,
-    resume,
     text_of,
     tool_result,
 )
 
-__all__ = ["Answer", "CallRecord", "Failed", "Limits", "Paused", "PendingCall", "Result", "resume", "run"]
+__all__ = ["Answer", "CallRecord", "Failed", "Limits", "Paused", "PendingCall", "Result", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -237,21 +236,26 @@ async def run(
         if reply.stop_reason == "pause_turn":  # a long server-side turn: sending it back lets it go on
             st.messages.append({"role": "assistant", "content": content})
             continue
-        # A final message keeps no tool_use: one cut off at max_tokens has no result and never will.
-        final = [b for b in content if b.get("type") != "tool_use"]
-        if final:
-            st.messages.append({"role": "assistant", "content": final})
-        text = text_of(final)
-        if reply.stop_reason == "refusal":
-            return st.failed("refusal", text or "The model declined to help with this request.")
-        if reply.stop_reason == "max_tokens":
-            if not text:
-                return st.failed(
-                    "token_cap",
-                    f"The reply hit the output limit of {limits.max_output_tokens} tokens before any answer.",
-                )
-            st.note(NOTE_CUT)
-        return st.answer(text or st.partial() or "I have nothing further to add.")
+        return _final(st, content, reply.stop_reason)
+
+
+def _final(st: _Run, content: list[dict[str, Any]], stop_reason: str | None) -> Answer | Failed:
+    """The run's end on a reply that asks for no tool: an answer, or why there is none."""
+    # A final message keeps no tool_use: one cut off at max_tokens has no result and never will.
+    final = [b for b in content if b.get("type") != "tool_use"]
+    if final:
+        st.messages.append({"role": "assistant", "content": final})
+    text = text_of(final)
+    if stop_reason == "refusal":
+        return st.failed("refusal", text or "The model declined to help with this request.")
+    if stop_reason == "max_tokens":
+        if not text:
+            return st.failed(
+                "token_cap",
+                f"The reply hit the output limit of {st.limits.max_output_tokens} tokens before any answer.",
+            )
+        st.note(NOTE_CUT)
+    return st.answer(text or st.partial() or "I have nothing further to add.")
 
 
 async def _tool_step(

@@ -1,7 +1,7 @@
 """The agent's ports: what the loop needs from the outside world, as small Protocols it owns.
 
 The loop imports no Slack, Redis, RQ or MCP code. The tool gateway (mcp_clients) satisfies `Tools`
-structurally; the Slack side satisfies `Progress`; `agent.model` adapts the Messages API to `Model`.
+structurally; the Slack side satisfies `Progress`; `llm.anthropic` adapts the Messages API to `Model`.
 """
 
 from __future__ import annotations

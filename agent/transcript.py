@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from agent.prompt import withhold_output, wrap_tool_output
 
@@ -21,27 +21,16 @@ __all__ = [
     "cap_text",
     "compact",
     "estimate_tokens",
-    "resume",
     "text_of",
     "tool_result",
     "withhold",
+    "withhold_results",
     "withhold_servers",
 ]
 
 DROPPED_OUTPUT = "[older tool output removed to keep this conversation within its budget]"
 CHARS_PER_TOKEN = 4  # a rough, conservative ratio; budgets only need the right order of magnitude
 TOOL_OUTPUT_MAX_CHARS = 20_000
-
-
-class Labelled(Protocol):
-    """Where a pending call goes (`agent.loop.PendingCall` fits)."""
-
-    @property
-    def tool_use_id(self) -> str: ...
-    @property
-    def server(self) -> str: ...
-    @property
-    def tool(self) -> str: ...
 
 
 def canonical_json(value: Any) -> str:
@@ -123,41 +112,6 @@ def cap_text(text: str, max_chars: int) -> tuple[str, bool]:
     return text[:max_chars] + f"\n[output truncated: {max_chars} of {len(text)} characters shown]", True
 
 
-def resume(
-    paused_messages: Sequence[Mapping[str, Any]],
-    completed: Sequence[Mapping[str, Any]],
-    outcomes: Mapping[str, tuple[bool, str]],
-    *,
-    pending: Sequence[Labelled] = (),
-    max_chars: int = TOOL_OUTPUT_MAX_CHARS,
-) -> list[dict[str, Any]]:
-    """The paused transcript plus one user message answering every tool_use of its last message, in order.
-
-    `completed` are the results of the paused step that did not wait; `outcomes` maps each other
-    tool_use_id to `(ok, text)`: a tool's output once approved and run, or a rejection such as
-    `(False, "Rejected by … : reason. Do not propose this call again unless the user asks.")`.
-    `pending` (optional) labels each result with its server and tool. A call with no outcome is answered
-    as unknown rather than left open, which the API would refuse.
-    """
-    if not paused_messages or paused_messages[-1].get("role") != "assistant":
-        raise ValueError("a paused transcript ends with the assistant message that proposed the calls")
-    content = paused_messages[-1].get("content")
-    uses = [b for b in content if b.get("type") == "tool_use"] if isinstance(content, list) else []
-    done = {str(b.get("tool_use_id")): b for b in completed}
-    where = {p.tool_use_id: (p.server, p.tool) for p in pending}
-    unknown = (False, "No outcome was recorded for this call; treat its effect as unknown.")
-    results: list[dict[str, Any]] = []
-    for block in uses:
-        use_id = str(block.get("id"))
-        if use_id in done:
-            results.append(dict(done[use_id]))
-            continue
-        ok, text = outcomes.get(use_id, unknown)
-        server, tool = where.get(use_id, ("", str(block.get("name"))))
-        results.append(tool_result(use_id, server, tool, cap_text(text, max_chars)[0], ok))
-    return [*(dict(m) for m in paused_messages), {"role": "user", "content": results}]
-
-
 def withhold(
     messages: Sequence[Mapping[str, Any]], private_tools: set[str], *, since: int, note: str
 ) -> list[dict[str, Any]]:
@@ -187,11 +141,29 @@ def withhold(
     return kept
 
 
+def withhold_results(
+    messages: Sequence[Mapping[str, Any]], use_ids: set[str], note: str
+) -> list[dict[str, Any]]:
+    """The transcript with the result of each call in `use_ids`, wherever it stands, replaced by `note` (the
+    outcome of a private server's approved action, kept from the thread's memory)."""
+
+    def kept(block: Any) -> Any:
+        answers = isinstance(block, Mapping) and block.get("type") == "tool_result"
+        return {**block, "content": note} if answers and str(block.get("tool_use_id")) in use_ids else block
+
+    return [
+        {**m, "content": [kept(b) for b in content]}
+        if m.get("role") == "user" and isinstance(content := m.get("content"), list)
+        else dict(m)
+        for m in messages
+    ]
+
+
 def withhold_servers(
     messages: Sequence[Mapping[str, Any]], may_see: Callable[[str], bool], note: Callable[[str], str]
 ) -> list[dict[str, Any]]:
-    """The transcript as one person may be handed it: the output of every server `may_see` refuses (tool
-    results, and the outcomes of approved actions in approval updates) becomes `note(server)`. What the
+    """The transcript as one person may be handed it: the output of every server `may_see` refuses (in tool
+    results, the outcomes of approved actions among them) becomes `note(server)`. What the
     assistant said stays: those answers were posted where everyone in the thread could read them."""
 
     def scrub(content: Any) -> Any:

@@ -20,8 +20,9 @@ import redis.asyncio as aioredis
 from agent.redaction import redact_secrets
 from agent.transcript import canonical_json
 from approvals.store import Approval, args_sha256
+from approvals.turns import Turn
 
-__all__ = ["AUDIT_STREAM", "Audit", "AuditRecord", "approval_record", "args_digest", "preview"]
+__all__ = ["AUDIT_STREAM", "Audit", "AuditRecord", "approval_record", "args_digest", "preview", "turn_record"]
 
 AUDIT_STREAM = "chatops:audit"
 PREVIEW_CHARS = 300
@@ -104,6 +105,39 @@ def approval_record(
         args_sha256=approval.args_sha256,
         args_preview=preview(approval.arguments),
         approvers=approval.approver_subs,  # persons, as everywhere in the audit (SPEC §5)
+        latency_ms=latency_ms,
+        minutes_saved=minutes,
+        detail=detail,
+    )
+
+
+def turn_record(
+    turn: Turn,
+    sub: str,
+    kind: str,
+    outcome: Outcome,
+    *,
+    server: str = "",
+    tool: str = "",
+    arguments: Mapping[str, Any] | None = None,
+    latency_ms: float = 0.0,
+    minutes: float = 0.0,
+    detail: str = "",
+) -> AuditRecord:
+    """A record about something an agent turn did, in its requester's name (`sub`: the person)."""
+    return AuditRecord(
+        kind=kind,
+        outcome=outcome,
+        request_id=turn.id,
+        team=turn.team,
+        channel=turn.channel,
+        thread_ts=turn.thread_ts,
+        user=turn.user,
+        sub=sub,
+        server=server,
+        tool=tool,
+        args_sha256=args_digest(arguments) if arguments is not None else "",
+        args_preview=preview(arguments) if arguments is not None else "",
         latency_ms=latency_ms,
         minutes_saved=minutes,
         detail=detail,

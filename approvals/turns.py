@@ -8,7 +8,7 @@
 - The transcript of a thread lives here too, so a follow-up continues on any worker after any restart.
 - A running attempt holds a lease (`start`, `renew`, `release`): a sorted set of "turn|attempt" scored by
   when the lease ends. The worker renews it while the turn runs; a lease that ends means the worker died
-  (SIGKILL, a lost machine), and the sweep runs the turn again as a recovery attempt (bot/recovery.py).
+  (SIGKILL, a lost machine), and the sweep runs the turn again as a recovery attempt (flows/recovery.py).
 """
 
 from __future__ import annotations

@@ -47,7 +47,6 @@ __all__ = ["run"]
 ALICE, BOB, BOB_PERSON = "U0ALICE", "U0BOB", "bob"
 CHANNEL = "C0INCIDENT"
 TOOL = "clear_task_instances"
-UPDATE = "[Update from the approval system"
 POLL_PERIOD = 3.0  # the best-known approval SDK's poll interval
 IDLE_GAP = 0.05  # after the worker reports idle, as perf-anchors §4 leaves between jobs
 TARGET_MS = 50.0
@@ -56,11 +55,10 @@ FINAL = ("SUCCEEDED", "FAILED", "OUTCOME_UNKNOWN")
 
 
 def _responder(body: dict[str, Any]) -> Any:
-    from fixtures.anthropic_fake import text, tool_use
+    from fixtures.anthropic_fake import resumed, text, tool_use
     from fixtures.mcp_airflow import INCIDENT_DAG, INCIDENT_RUN
 
-    last = body["messages"][-1]
-    if last["role"] == "user" and isinstance(last["content"], str) and last["content"].startswith(UPDATE):
+    if resumed(body):
         return text("Approval update received.")
     return tool_use(
         f"airflow__{TOOL}",

@@ -7,11 +7,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from agent.model import make_client
 from agent.workflow import load_workflows
 from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
 from bot.settings import ConfigError, Role, Settings
+from llm.anthropic import make_client
 from mcp_clients.egress import outbound_client
 from mcp_clients.provider import Provider, ProviderError
 from registry_cache.client import RegistryFetchError, fetch_all

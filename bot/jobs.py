@@ -1,4 +1,4 @@
-"""RQ job entry points (ids in, nothing else); the turn itself runs in bot.turn_runner.
+"""RQ job entry points (ids in, nothing else); the turn itself runs in flows.turn.
 
 This module imports the whole stack at the top on purpose: `chatops worker` imports it before forking, so
 each work-horse starts with anthropic, mcp and slack_sdk already loaded (api-facts §4.3: ~10 ms per job
@@ -15,13 +15,21 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from agent.loop import Limits
+from approvals.tallies import Tallies
 from bot.approval_wiring import approval_service
+from bot.events import MAX_INPUT_CHARS
 from bot.queues import Queues
-from bot.recovery import TurnRecovery
-from bot.services import BotIdentity, Services, open_services
+from bot.services import BotIdentity, Services, open_services  # also loads anthropic before forking
 from bot.settings import Settings
-from bot.turn_runner import TurnRunner  # also the import that loads agent, mcp and anthropic before forking
+from bot.turn_output import SlackTurnOutput
 from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
+from flows.access import ToolAccess
+from flows.admission import Admission
+from flows.answer import TurnAnswer
+from flows.recovery import TurnRecovery
+from flows.tool_audit import TurnAudit
+from flows.turn import TurnFlow  # also the import that loads agent and mcp before forking
 
 __all__ = [
     "close_resident",
@@ -101,11 +109,32 @@ async def _job() -> AsyncIterator[tuple[Services, Queues, BotIdentity]]:
             queues.connection.close()
 
 
+def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
+    settings, approvals, tallies = svc.settings, approval_service(svc, queues), Tallies(svc.redis)
+    answer = TurnAnswer(
+        svc.store,
+        SlackTurnOutput(svc.poster, svc.redis),
+        ToolAccess(svc.broker, svc.linking, svc.gateway),
+        approvals,
+        approvals,
+        model=svc.model,
+        admission=Admission(tallies, per_minute=settings.user_turns_per_minute, max_chars=MAX_INPUT_CHARS),
+        audit=TurnAudit(svc.audit, tallies),
+        limits=Limits(
+            max_steps=settings.max_steps,
+            max_seconds=float(settings.max_turn_seconds),
+            max_output_tokens=settings.max_output_tokens,
+            tool_output_max_chars=settings.tool_output_max_chars,
+        ),
+    )
+    return TurnFlow(svc.store, answer, queues, svc.metrics, lease_seconds=float(settings.turn_lease_seconds))
+
+
 async def run_turn(turn_id: str, attempt: str = "first") -> str:
     """Answer one request. `attempt` separates re-runs that are legitimate (after linking, after waiting
     for the thread) from duplicates of the same delivery, which stop at the claim."""
     async with _job() as (svc, queues, bot):
-        return await TurnRunner(svc, bot, queues).run(turn_id, attempt)
+        return await turn_flow(svc, queues, bot).run(turn_id, attempt)
 
 
 async def execute_approved(approval_id: str) -> str:
@@ -127,7 +156,7 @@ async def sweep() -> dict[str, int]:
         try:
             now = time.time()
             counts = await approval_service(svc, queues).sweep()
-            counts |= await TurnRecovery(svc.store, svc.poster, queues).sweep(now)
+            counts |= await TurnRecovery(svc.store, SlackTurnOutput(svc.poster, svc.redis), queues).sweep(now)
             return counts | {"workflows_lost": await workflow_flow(svc, queues, bot).lost(now)}
         finally:
             queues.connection.delete("chatops:sweep-scheduled")

@@ -30,7 +30,6 @@ class SlackProgress:
         ts: str | Awaitable[str],
         *,
         clock: Callable[[], float] = time.monotonic,
-        asked: asyncio.Event | None = None,
     ) -> None:
         """`ts` is the progress message's, or an awaitable of it (the message may still be being posted)."""
         self._poster = poster
@@ -41,12 +40,9 @@ class SlackProgress:
         self._last = 0.0
         self._dirty = False
         self._sending: asyncio.Task[None] | None = None
-        self._asked = asked
 
     async def thinking(self) -> None:
-        """The model is about to be asked (the turn's signs of life wait for it: turn_runner.after_asking)."""
-        if self._asked is not None:
-            self._asked.set()
+        """The model is about to be asked: nothing to show (the message already says the bot is on it)."""
 
     async def tool_started(self, server: str, tool: str) -> None:
         self._lines.append(ProgressLine(server.split("/", 1)[-1], tool, "running", None))

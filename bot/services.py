@@ -17,7 +17,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.driver_info import DriverInfo
 
-from agent.model import AnthropicModel, make_client
 from approvals.audit import Audit
 from approvals.seal import seal_keys
 from approvals.store import ApprovalStore
@@ -27,6 +26,7 @@ from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client, slack_session
 from bot.settings import Settings
 from bot.slack_people import SlackPeople
+from llm.anthropic import AnthropicModel, make_client
 from mcp_clients.connection import shared_ssl_context
 from mcp_clients.egress import outbound_client
 from mcp_clients.gateway import Gateway

@@ -30,7 +30,7 @@ from mcp.types import (
     ToolAnnotations,
 )
 
-from agent.model import AnthropicModel, make_client
+from llm.anthropic import AnthropicModel, make_client
 
 __all__ = ["warm_up"]
 

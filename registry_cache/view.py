@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from registry_cache.model import ServerEntry, Skipped
 
-__all__ = ["NOBODY_MAY_APPROVE", "Access", "ApprovalRule", "Person", "RegistryView"]
+__all__ = ["NOBODY_MAY_APPROVE", "Access", "ApprovalRule", "Person", "RegistryView", "private_data"]
 
 EVERYONE = "*"
 # Why a tool is withheld from the model when its calls need an approval that nobody may give (SPEC §6):
@@ -108,3 +108,10 @@ class RegistryView:
     def minutes_saved(entry: ServerEntry, tool: str) -> float:
         policy = entry.tool_policy(tool)
         return policy.minutes_saved if policy.minutes_saved is not None else entry.governance.minutes_saved
+
+
+def private_data(view: RegistryView | None, server: str) -> bool:
+    """Whether `server` keeps its results to the person who asked. Unknown (no registry copy, the entry
+    gone) counts as private: output shown by mistake cannot be taken back."""
+    entry = view.server(server) if view is not None else None
+    return entry is None or entry.governance.private_data

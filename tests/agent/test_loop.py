@@ -15,6 +15,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from agent.deferred import Decided, park, resume
 from agent.loop import (
     NOTE_COMPACTED,
     NOTE_CUT,
@@ -23,10 +24,8 @@ from agent.loop import (
     Failed,
     Limits,
     Paused,
-    resume,
     run,
 )
-from agent.model import AnthropicModel, make_client
 from agent.transcript import DROPPED_OUTPUT, call_digest
 from fixtures.anthropic_fake import (
     FakeAnthropic,
@@ -38,6 +37,7 @@ from fixtures.anthropic_fake import (
     tool_uses,
 )
 from fixtures.server import RunningServer, serve
+from llm.anthropic import AnthropicModel, make_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -251,7 +251,8 @@ async def test_resume_answers_every_call_in_order_and_a_second_run_reaches_an_an
     assert isinstance(paused, Paused)
     [pending] = paused.pending
 
-    messages = resume(paused.messages, paused.completed, {pending.tool_use_id: (True, "killed")})
+    killed = Decided(pending.tool_use_id, pending.server, pending.tool, "succeeded", "killed", ("U0BOB",))
+    messages = resume(park(paused.messages, paused.completed, paused.pending), [killed])
     ids = [b["id"] for b in paused.messages[-1]["content"] if b["type"] == "tool_use"]
     assert [b["tool_use_id"] for b in messages[-1]["content"]] == ids
     assert messages[-1]["content"][1] == paused.completed[0]
@@ -264,8 +265,11 @@ async def test_resume_answers_every_call_in_order_and_a_second_run_reaches_an_an
     sent = results_sent(fake)
     assert [b["tool_use_id"] for b in sent] == ids
     assert [b["is_error"] for b in sent] == [False, False]
-    assert "killed" in sent[0]["content"]
-    assert sent[0]["content"].startswith("<tool_output")
+    assert sent[0]["content"].startswith("Approved by U0BOB and run.")
+    assert (
+        '<tool_output server="io.example/presto" tool="kill_query" trust="untrusted-data">\nkilled\n'
+        in (sent[0]["content"])
+    )
 
 
 async def test_a_rejected_call_is_answered_with_the_reason_and_the_same_call_is_refused_locally(
@@ -275,24 +279,27 @@ async def test_a_rejected_call_is_answered_with_the_reason_and_the_same_call_is_
     fake.enqueue(kill, kill, text("I did not kill the query, as it was rejected."))
     paused = await go(client, FakeTools())
     assert isinstance(paused, Paused)
-    rejection = (
-        "Rejected by U0BOB: it is the quarterly report. Do not propose this call again unless the user asks."
+    [pending] = paused.pending
+    no = Decided(
+        pending.tool_use_id,
+        pending.server,
+        pending.tool,
+        "rejected",
+        "it is the quarterly report",
+        ("U0BOB",),
     )
-    messages = resume(
-        paused.messages,
-        paused.completed,
-        {paused.pending[0].tool_use_id: (False, rejection)},
-        pending=paused.pending,
+    messages = resume(park(paused.messages, paused.completed, paused.pending), [no])
+    rejection = (
+        "Rejected by U0BOB: it is the quarterly report. Do not propose it again unless the person asks."
     )
     tools = FakeTools()
-    result = await go(client, tools, messages, rejected=frozenset({paused.pending[0].digest}))
+    result = await go(client, tools, messages, rejected=frozenset({pending.digest}))
 
     assert isinstance(result, Answer)
     assert tools.invocations == []
     back = results_sent(fake, 1)[0]
     assert back["is_error"] is True
-    assert rejection in back["content"]
-    assert 'server="io.example/presto" tool="kill_query"' in back["content"]
+    assert back["content"] == rejection
     refused = results_sent(fake, 2)[0]
     assert refused["is_error"] is True
     assert "rejected earlier" in refused["content"]

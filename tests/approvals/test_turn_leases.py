@@ -1,4 +1,4 @@
-"""Leases of running turns (approvals.turns) and what the sweep does with lapsed ones (bot.recovery),
+"""Leases of running turns (approvals.turns) and what the sweep does with lapsed ones (flows.recovery),
 against a real Redis and real RQ queues."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from approvals.turns import (
 )
 from bot.poster import Poster, make_slack_client
 from bot.queues import Queues
-from bot.recovery import TurnRecovery
+from bot.turn_output import SlackTurnOutput
+from flows.recovery import TurnRecovery
 from tests.approvals.conftest import Clock
 
 
@@ -37,7 +38,7 @@ def queues(redis_url: str) -> Queues:
 def recovery(store: TurnStore, aredis: aioredis.Redis, queues: Queues) -> TurnRecovery:
     # The hand-on paths never reach Slack; the poster points at a closed loopback port to prove it.
     poster = Poster(make_slack_client("xoxb-unused", "http://127.0.0.1:9/api/"), aredis, "T0CHATOPS")
-    return TurnRecovery(store, poster, queues)
+    return TurnRecovery(store, SlackTurnOutput(poster, aredis), queues)
 
 
 async def admitted(store: TurnStore, ts: str, thread_ts: str = "100.000") -> Turn:

@@ -46,9 +46,9 @@ from tests.scenarios.conftest import (  # noqa: F401  (fixtures, re-exported for
 T = TypeVar("T")
 
 
-def approved_kill(s: Scenario, script: Callable[[Body], Reply]) -> Approval:
-    """Alice asks in #incidents (the model follows `script`), bob and carol approve, and the action and the
-    resumed turn run. Returns the approval as it was proposed."""
+def proposed_kill(s: Scenario, script: Callable[[Body], Reply]) -> Approval:
+    """Alice asks in #incidents (the model follows `script`) and her turn pauses on the kill; bob and carol
+    are linked, to decide. Returns the approval as it was proposed."""
     for person in ("alice", "bob", "carol"):
         s.link(person)
     s.world.anthropic.set_default(script)
@@ -56,6 +56,12 @@ def approved_kill(s: Scenario, script: Callable[[Body], Reply]) -> Approval:
     s.ingress.post(mention)
     s.work()
     (approval,) = s.approvals("C0INCIDENT", mention.event["ts"])
+    return approval
+
+
+def approved_kill(s: Scenario, script: Callable[[Body], Reply]) -> Approval:
+    """`proposed_kill`, then bob and carol approve, and the action and the resumed turn run."""
+    approval = proposed_kill(s, script)
     s.click("U0BOB", approval)
     s.click("U0CAROL", approval)
     s.work()

@@ -21,7 +21,7 @@ from bot.approval_text import RECORDED_LATER
 from bot.approval_wiring import approval_clicks
 from bot.queues import Queues
 from bot.services import Services
-from fixtures.anthropic_fake import Body, Reply, text, tool_use
+from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.redis_proc import free_port
 from fixtures.waiting import wait_until
@@ -33,7 +33,7 @@ CHANNEL = "C0INCIDENT"
 
 
 def proposer(body: Body) -> Reply:
-    if "[Update from the approval system" in json.dumps(body["messages"][-1]):
+    if resumed(body):
         return text("Told about the outcome.")
     return tool_use(
         "presto__kill_query", {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway"}, text_before="Kill it."

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from approvals.turns import thread_key
-from fixtures.anthropic_fake import Body, Reply, text, tool_results, tool_use
+from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.slack import TEAM_ID
 from tests.faults.conftest import Scenario, approved_kill
@@ -22,8 +22,7 @@ def echo(name: str, arguments: dict[str, object]) -> object:
 
     def script(body: Body) -> Reply:
         results = tool_results(body)
-        update = "[Update from the approval system" in json.dumps(body["messages"][-1])
-        if results or update:
+        if results or resumed(body):
             return text("Here is what it returned:\n" + json.dumps(results or body["messages"][-1])[:3000])
         return tool_use(name, arguments, text_before="Checking.")
 
@@ -83,13 +82,12 @@ def test_a_private_data_servers_results_reach_only_the_requester(scenario: Scena
 
 
 PRIVATE_OUTPUT = "only-for-alice-7f3a"
-UPDATE = "[Update from the approval system"
 
 
 def kill_then_report(body: Body) -> Reply:
-    """Proposes the kill; repeats whatever the approval update says (a naive model); answers follow-ups."""
+    """Proposes the kill; repeats whatever it is told of the decision (a naive model); answers follow-ups."""
     said = json.dumps(body["messages"][-1])
-    if UPDATE in said:
+    if resumed(body):
         return text("It ran. What I was told:\n" + said[:3000])
     if "what did the kill return" in said:
         return text(

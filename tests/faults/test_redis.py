@@ -19,7 +19,7 @@ from bot.approval_listeners import COULD_NOT_RECORD
 from bot.cards import APPROVE_ACTION_ID
 from bot.queues import Queues
 from bot.redis_check import UnsafeRedis, arequire_safe_redis, judge
-from fixtures.anthropic_fake import Body, Reply, text, tool_results, tool_use
+from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.redis_proc import RedisProc, free_port
 from fixtures.waiting import wait_until
@@ -32,7 +32,7 @@ DURABLE = ("--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-poli
 
 def agent(body: Body) -> Reply:
     question = next(m["content"] for m in body["messages"] if isinstance(m["content"], str))
-    if tool_results(body) or "Update from the approval system" in str(body["messages"][-1]["content"]):
+    if tool_results(body) or resumed(body):
         return text("Answered.")
     if "kill" in question:
         return tool_use(

@@ -20,7 +20,7 @@ import redis as sync_redis
 from approvals.store import Status
 from bot.queues import Queues
 from bot.services import Services
-from fixtures.anthropic_fake import Body, Reply, text, tool_results, tool_use
+from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.slack import Call
 from fixtures.waiting import wait_until
@@ -31,7 +31,6 @@ HOSTILE = "<!channel> <@U0ALICE> <https://evil|https://good> AKIAIOSFODNN7EXAMPL
 HOSTILE_ARG = "<!channel> <@U0ALICE> <https://evil|https://good>"
 CONTROL = ("<!channel>", "<@U0ALICE>", "<https://evil|", "AKIAIOSFODNN7EXAMPLE")
 CHANNEL = "C0INCIDENT"
-UPDATE = "[Update from the approval system"
 
 
 # ----- what the fake Slack recorded ------------------------------------------------------------------------
@@ -84,7 +83,7 @@ def answers_with(reply: str) -> Callable[[Body], Reply]:
 def kill_proposer(query_id: str = RUNAWAY_QUERY_ID) -> Callable[[Body], Reply]:
     def script(body: Body) -> Reply:
         said = json.dumps(body["messages"][-1], ensure_ascii=False)
-        if UPDATE in said or tool_results(body):
+        if resumed(body) or tool_results(body):
             return text("What I was told: " + said[:2500])  # a naive model repeats what it read
         args = {"query_id": query_id, "reason": HOSTILE_ARG}
         return tool_use("presto__kill_query", args, text_before=f"Killing it because {HOSTILE}")

@@ -12,7 +12,7 @@ import redis as sync_redis
 from approvals.store import Status
 from bot.cards import APPROVE_ACTION_ID
 from bot.queues import Queues
-from fixtures.anthropic_fake import text, tool_use
+from fixtures.anthropic_fake import resumed, text, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.waiting import wait_until
 from tests.faults.conftest import Scenario
@@ -76,7 +76,7 @@ def test_card_updates_past_five_and_past_thirty_minutes_use_chat_update_never_th
     s.world.anthropic.set_default(
         lambda body: (
             text("Done.")
-            if "[Update from the approval system" in json.dumps(body["messages"][-1])
+            if resumed(body)
             else tool_use(
                 "presto__kill_query", {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway"}, text_before="Kill."
             )

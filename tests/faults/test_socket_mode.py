@@ -20,7 +20,7 @@ import pytest
 
 from approvals.store import Status
 from bot.cards import APPROVE_ACTION_ID
-from fixtures.anthropic_fake import Body, Reply, text, tool_use
+from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.redis_proc import free_port
 from fixtures.slack_socket import FakeSocketMode
@@ -33,7 +33,7 @@ CONNECT_SECONDS = 60  # two interpreters importing the whole bot on a busy 2-cor
 
 
 def proposer(body: Body) -> Reply:
-    if "[Update from the approval system" in json.dumps(body["messages"][-1]):
+    if resumed(body):
         return text("The backfill was killed.")
     return tool_use(
         "presto__kill_query", {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway"}, text_before="Kill it."

@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer
 from bot.cards import APPROVE_ACTION_ID
 from bot.logs import JsonLines, setup_logging
 from bot.queues import AGENT
-from fixtures.anthropic_fake import Body, Reply, text, tool_results, tool_use
+from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use
 from fixtures.idp import DEFAULT_CLIENT_SECRET
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.waiting import wait_until
@@ -33,7 +33,7 @@ SHAPES = re.compile(r"\bxox[abposre]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+|\bsk-ant
 
 def agent(body: Body) -> Reply:
     question = next(m["content"] for m in body["messages"] if isinstance(m["content"], str))
-    if tool_results(body) or "[Update from the approval system" in json.dumps(body["messages"][-1]):
+    if tool_results(body) or resumed(body):
         return text("Done; here is what the tools said.")
     if "kill" in question:
         return tool_use(

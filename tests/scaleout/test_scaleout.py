@@ -26,7 +26,7 @@ from approvals.turns import RUNNING_KEY, turn_id_for
 from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
 from bot.cards import APPROVE_ACTION_ID
 from bot.queues import Queues
-from fixtures.anthropic_fake import Body, Reply, first_user_text, text, tool_results, tool_use
+from fixtures.anthropic_fake import Body, Reply, first_user_text, resumed, text, tool_results, tool_use
 from fixtures.mcp_airflow import INCIDENT_DAG
 from fixtures.slack import TEAM_ID
 from fixtures.slack_ingress import SlackIngress, SlackRequest
@@ -37,7 +37,6 @@ from tests.scenarios.conftest import Scenario
 
 ASKS = "C0DATAENG"
 INCIDENTS = "C0INCIDENT"
-UPDATE = "[Update from the approval system"
 TAG = re.compile(r"\[(sc-[\w-]+)\]")
 LEASE_SECONDS = 4  # short, so the dead worker's turn is noticed within the test
 HOLD_SECONDS = 20.0  # the victim's first model answer: long after its worker is dead
@@ -58,8 +57,7 @@ class Model:
     def __call__(self, body: Body) -> Reply:
         match = TAG.search(first_user_text(body))
         tag = match.group(1) if match else "?"
-        last = body["messages"][-1]
-        if isinstance(last["content"], str) and last["content"].startswith(UPDATE):
+        if resumed(body):
             return text(f"Told about the outcome for {tag}.")
         if tag.startswith("sc-fix"):
             return tool_use(

@@ -19,7 +19,7 @@ from rq.registry import StartedJobRegistry
 from approvals.store import Approval, Status
 from bot.cards import APPROVE_ACTION_ID, REJECT_ACTION_ID, REJECT_CALLBACK_ID
 from bot.queues import ACTIONS, Queues
-from fixtures.anthropic_fake import Body, Reply, text, tool_use
+from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_use
 from fixtures.mcp_airflow import INCIDENT_DAG, INCIDENT_RUN
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.waiting import wait_until
@@ -27,14 +27,13 @@ from tests.processes import kill_worker
 from tests.scenarios.conftest import Scenario
 
 CHANNEL = "C0INCIDENT"
-UPDATE = "[Update from the approval system"
 
 
 def fixer(body: Body) -> Reply:
-    """Proposes the fix the person asks for; after the approval update, reports what it was told."""
-    last = body["messages"][-1]
-    if last["role"] == "user" and isinstance(last["content"], str) and last["content"].startswith(UPDATE):
-        return text("Approval update received: " + last["content"][:1500])
+    """Proposes the fix the person asks for; once people decided, reports what it was told."""
+    decided = resumed(body)
+    if decided:
+        return text("Approval update received: " + decided[:1500])
     question = next(m["content"] for m in reversed(body["messages"]) if isinstance(m["content"], str))
     if "clear" in question:
         return tool_use(

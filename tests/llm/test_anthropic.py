@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.model import AnthropicModel, ModelReplyData, ModelUnavailable, make_client
+from agent.errors import ModelUnavailable
 from fixtures.anthropic_fake import FakeAnthropic, text, tool_use
 from fixtures.server import RunningServer, serve
+from llm.anthropic import AnthropicModel, ModelReplyData, make_client
 
 pytestmark = pytest.mark.timeout(60)
 

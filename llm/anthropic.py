@@ -1,12 +1,10 @@
-"""The Messages API behind the `Model` port; the only module of `agent` that imports anthropic.
+"""The Messages API behind the agent's `Model` port (the loop itself knows no SDK).
 
 Retries belong to the SDK: it backs off on 429/5xx/529, honours `retry-after`, and obeys
 `x-should-retry: false`, which the API sends with a spend-limit 429 (waiting cannot help until someone
-raises the limit). Whatever still fails becomes one error the loop understands:
-
-    ModelUnavailable(kind)   kind: rate_limited | overloaded | spend_limit | timeout | connection | error
-
-Its message is written for the person in Slack; the SDK details go to the log.
+raises the limit). Whatever still fails becomes the one error the loop understands,
+`agent.errors.ModelUnavailable`; its message is written for the person in Slack, and the SDK details go to
+the log here.
 """
 
 from __future__ import annotations
@@ -15,39 +13,19 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import anthropic
 import httpx2
 
-__all__ = ["AnthropicModel", "ModelReplyData", "ModelUnavailable", "make_client"]
+from agent.errors import ModelUnavailable, UnavailableKind
+
+__all__ = ["AnthropicModel", "ModelReplyData", "make_client"]
 
 log = logging.getLogger(__name__)
 
-UnavailableKind = Literal["rate_limited", "overloaded", "spend_limit", "timeout", "connection", "error"]
-
 # Long reads are normal (a 4k-token answer takes a while); the loop's wall-clock cap bounds the total.
 DEFAULT_TIMEOUT = httpx2.Timeout(120.0, connect=5.0)
-
-_MESSAGES: dict[str, str] = {
-    "rate_limited": "The model service is rate-limiting this bot right now. Please try again in a minute.",
-    "overloaded": "The model service is overloaded right now. Please try again in a few minutes.",
-    "spend_limit": (
-        "This bot has reached its model usage limit, so I can't answer until an admin raises it."
-    ),
-    "timeout": "The model service did not answer in time. Please try again.",
-    "connection": "I could not reach the model service. Please try again shortly.",
-    "error": "The model service returned an error. Please try again, or tell the bot's admins if it lasts.",
-}
-
-
-class ModelUnavailable(Exception):
-    """The model could not answer; `str(exc)` is safe to show to the user."""
-
-    def __init__(self, kind: UnavailableKind, message: str | None = None) -> None:
-        self.kind: UnavailableKind = kind
-        self.message = message or _MESSAGES[kind]
-        super().__init__(self.message)
 
 
 @dataclass(frozen=True)

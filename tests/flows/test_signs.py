@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.turn_runner import after_asking
+from flows.answer import after_asking
 
 
 async def test_a_sign_goes_out_right_after_the_model_is_asked() -> None:

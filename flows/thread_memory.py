@@ -4,28 +4,26 @@ The stored conversation keeps what was said in full, for whoever may see it late
 runs, the output of every server this person may not use now (registry view, their identity, this channel)
 is replaced by a short note naming the server (SPEC §7: thread memory respects permissions). What the
 assistant answered stays: it was posted where everyone in the thread could read it. What only the asker may
-see (a `private_data` server's output, and the answer built on it) is withheld in the memory itself.
+see (a `private_data` server's output, the outcome of an approved call to one, and the answer built on
+them) is withheld in the memory itself. A paused step is kept with placeholder results (agent.deferred),
+so the thread stays a valid conversation while people decide.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from typing import Any
 
-from agent import loop
-from agent.loop import Answer, Failed, Paused
-from agent.transcript import withhold, withhold_servers
+from agent.deferred import park
+from agent.loop import Paused, Result
+from agent.transcript import withhold, withhold_results, withhold_servers
 from approvals.turns import Turn
-from bot.approval_update import Incoming
 from mcp_clients.gateway import GatewaySession
 from registry_cache.snapshot import RegistryUnavailable
 from registry_cache.view import RegistryView
 
 __all__ = ["handed_to", "registry_view", "remembered"]
-
-# Closes a paused step in the stored conversation while people decide.
-WAITING = "Waiting for human approval. The outcome will arrive in a later message; do not call this again."
 
 
 async def registry_view(session: GatewaySession) -> RegistryView | None:
@@ -44,26 +42,24 @@ async def handed_to(
 def remembered(
     turn: Turn,
     session: GatewaySession,
-    result: Answer | Paused | Failed,
+    result: Result,
     history: list[dict[str, Any]],
     asked_at: int,
-    incoming: Incoming | None,
+    private_outcomes: Set[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """What the memory keeps after this turn: `history` as it was stored (not as this person was handed
-    it), a paused step closed with placeholders, and what only the asker may see withheld."""
+    it), a paused step parked with placeholders, and what only the asker may see withheld: output of
+    private servers from `asked_at` on, and the outcomes of the calls in `private_outcomes` (tool_use ids)."""
     messages = [*history, *result.messages[len(history) :]]
     private = {
         c.model_name for c in result.calls if (spec := session.spec(c.model_name)) and spec.private_data
     }
     if isinstance(result, Paused):
-        # The real outcome arrives later as an approval update (bot.approval_update).
-        waiting = {p.tool_use_id: (True, WAITING) for p in result.pending}
-        messages = loop.resume(messages, result.completed, waiting, pending=result.pending)
-    if incoming is not None and incoming.private:
-        messages[asked_at] = {"role": "user", "content": incoming.stored}
-    if private or (incoming is not None and incoming.private):
+        messages = park(messages, result.completed, result.pending)
+    if private or private_outcomes:
         # Answered to the asker alone: the memory must not hand it to anyone else in the thread.
         note = f"[withheld: private data, shown only to <@{turn.user}>]"
+        messages = withhold_results(messages, set(private_outcomes), note)
         messages = withhold(messages, private, since=asked_at, note=note)
     return messages
 

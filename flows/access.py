@@ -1,0 +1,28 @@
+"""What a requester may use: who they are (their linked identity), the Connect link when they have none,
+and the gateway session that lists and calls their tools with their own tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flows.ports import Identities, LinkOffers, Sessions
+from mcp_clients.gateway import Caller, GatewaySession
+from mcp_clients.tokens import Identity
+
+__all__ = ["ToolAccess"]
+
+
+@dataclass(frozen=True)
+class ToolAccess:
+    identities: Identities
+    links: LinkOffers
+    gateway: Sessions
+
+    async def identity(self, team: str, user: str) -> Identity | None:
+        return await self.identities.identity(team, user)
+
+    async def link_offer(self, team: str, user: str, *, waiting: str) -> str:
+        return await self.links.offer(team, user, waiting=waiting)
+
+    def session(self, caller: Caller) -> GatewaySession:
+        return self.gateway.session(caller)

@@ -1,0 +1,1 @@
+"""Adapters from model SDKs to the agent's `Model` port; `llm.anthropic` is the Messages API one."""
