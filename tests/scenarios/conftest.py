@@ -179,6 +179,12 @@ class Scenario:
         )
         return [m.text for m in found]
 
+    def resume_queued(self, channel: str, ts: str) -> None:
+        """Wait until the paused turn of the message at (channel, ts) is queued to resume: a decision is
+        recorded first, and its follow-ups (cards, audit, then the resume) come just after."""
+        turn = turn_id_for(TEAM_ID, channel, ts)
+        wait_until("the turn's resume to be queued", lambda: self.redis.keys(f"rq:job:{turn}-resume-*"))
+
     def runs_queued(self, user: str, count: int = 1) -> None:
         """Wait until `user` has `count` workflow runs and each one's job is on its queue: /oncall's lazy
         listener stores a run and then enqueues it, and a `work()` between the two finds nothing to do."""

@@ -181,9 +181,10 @@ def test_reject_with_a_reason_reaches_the_model_and_nothing_runs(scenario: Scena
         values={"reason": {"reason_input": "the backfill finishes in 10 minutes"}},
     )
     assert s.ingress.post(submit).status == 200
-    wait_until("the rejection", lambda: s.approval(approval.id).status == Status.REJECTED or None)
+    s.resume_queued(CHANNEL, ts)
     s.work()
     assert kills(s) == 0
+    assert s.approval(approval.id).status == Status.REJECTED
     assert s.approval(approval.id).reject_reason == "the backfill finishes in 10 minutes"
     update = s.world.anthropic.last_request()
     assert update is not None

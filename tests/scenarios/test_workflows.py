@@ -94,8 +94,10 @@ def test_a_rejected_step_ends_the_run_cleanly(scenario: Scenario) -> None:
         values={"reason": {"reason_input": "wait for the backfill"}},
     )
     s.ingress.post(submit)
-    wait_until("the rejection", lambda: s.approval(approval.id).status.value == "REJECTED" or None)
+    # The decision is recorded first; the run's resumption is queued just after it.
+    wait_until("the run's resumption", lambda: s.redis.exists(f"rq:job:wf-{run.id}-{approval.id}"))
     s.work()
+    assert s.approval(approval.id).status.value == "REJECTED"
     (run,) = runs(s, "U0ALICE")
     assert run.status == "rejected"
     assert "wait for the backfill" in run.summary
