@@ -120,6 +120,11 @@ class ClientRegistry:
         self.metadata_url = metadata_url
         self._environ = environ
 
+    @staticmethod
+    def key(issuer: str) -> str:
+        """Where the bot's dynamic registration at `issuer` is kept."""
+        return "chatops:srvclient:" + _digest(issuer)
+
     async def client_for(self, entry: ServerEntry, found: Discovered) -> Client:
         """The client to authorize with at `found`'s authorization server, registering one if need be."""
         if entry.governance.oauth_client is not None:
@@ -197,7 +202,7 @@ class ClientRegistry:
                 f"the authorization server {found.issuer} offers no registration; the server's owners must "
                 "pre-register the bot (oauth_client in the registry)"
             )
-        key = "chatops:srvclient:" + _digest(found.issuer)
+        key = self.key(found.issuer)
         kept = await self._stored(key, found.issuer)
         if kept is not None:
             return kept
