@@ -42,7 +42,7 @@ __all__ = ["conformance_entry", "run_auth"]
 CIMD_URL = "https://conformance-test.local/client-metadata.json"
 PUBLIC_URL = "http://localhost:3000"
 TEAM, USER = "T0CONFORMANCE", "U0CONFORMANCE"
-SERVER = "io.github.modelcontextprotocol/conformance-server"
+SERVER = "io.github.modelcontextprotocol/conformance-{scenario}"  # one server per scenario, as it is
 SECRET_ENV, KEY_ENV = "CONFORMANCE_CLIENT_SECRET", "CONFORMANCE_CLIENT_PRIVATE_KEY"
 CALL_TIMEOUT_SECONDS = 20.0
 MAX_ROUNDS = 6  # connect + step-ups stop well before this; it only bounds a misbehaving run
@@ -50,8 +50,10 @@ MAX_ROUNDS = 6  # connect + step-ups stop well before this; it only bounds a mis
 Session = Callable[[Connection], Awaitable[int]]
 
 
-def conformance_entry(url: str, context: dict[str, Any]) -> tuple[ServerEntry, dict[str, str]]:
-    """The suite's server as a registry entry, and the environment its governance names."""
+def conformance_entry(url: str, scenario: str, context: dict[str, Any]) -> tuple[ServerEntry, dict[str, str]]:
+    """The suite's server as a registry entry, and the environment its governance names. Each scenario's
+    server is another server: pre-registered credentials are pinned to the first authorization server they
+    are used with, and the next scenario's has another port."""
     governance: dict[str, Any] = {"status": "active", "auth": "oauth", "allowed_groups": ["*"]}
     environ: dict[str, str] = {}
     if "client_id" in context:
@@ -63,7 +65,7 @@ def conformance_entry(url: str, context: dict[str, Any]) -> tuple[ServerEntry, d
         governance["oauth_client"] = client
     raw = {
         "server": {
-            "name": SERVER,
+            "name": SERVER.format(scenario=scenario.replace("/", "-")),
             "description": "The MCP conformance suite's test server",
             "version": "1.0.0",
             "remotes": [{"type": "streamable-http", "url": url}],
@@ -142,7 +144,7 @@ async def _as_service(auth: PerServerAuth, entry: ServerEntry, session: Session)
 
 async def run_auth(url: str, scenario: str, session: Session) -> int:
     context = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
-    entry, environ = conformance_entry(url, context)
+    entry, environ = conformance_entry(url, scenario, context)
     async with _redis() as redis:
         sealer = Sealer([Fernet.generate_key().decode()])
         auth = PerServerAuth(redis, sealer, public_url=PUBLIC_URL, metadata_url=CIMD_URL, environ=environ)
