@@ -1,107 +1,156 @@
-"""How the bot authenticates to a token endpoint (RFC 6749 §2.3, RFC 7523 §2.2): one value per client.
+"""How the bot authenticates to an authorization server's token, revocation and introspection endpoints.
 
-`ClientCredentials.apply(form, audience=...)` adds what the method needs to a token request's form and
-returns the headers to send with it:
-- `client_secret_basic`: `Authorization: Basic` of the form-urlencoded id and secret (RFC 6749 §2.3.1);
+Methods (RFC 6749 §2.3, RFC 7523, OpenID Connect Core §9):
+- `client_secret_basic`: HTTP Basic with the id and secret, each form-urlencoded first (RFC 6749 §2.3.1, so a
+  secret with ":" or "%" in it still works);
 - `client_secret_post`: `client_id` and `client_secret` in the form;
-- `private_key_jwt`: a short-lived assertion signed with the client's key, `aud` = the authorization server's
-  issuer (RFC 7523bis), `iss` = `sub` = the client id, a fresh `jti`;
-- `none` (public clients: PKCE alone): `client_id` in the form.
-`choose_method` picks from what the authorization server lists (RFC 8414's default when it lists nothing is
-`client_secret_basic`) and what the client has.
+- `private_key_jwt`: a short-lived JWT signed with the bot's private key (`client_assertion`); `iss` and `sub`
+  are the client id, `aud` is the URL of the endpoint being called (what Okta and Entra ID require, and what
+  RFC 7523 §3 and oidc-provider accept), a fresh `jti` each time;
+- `none`: only `client_id` (public clients, authenticated by PKCE alone).
 
-Secrets never appear in a repr. Errors: `ClientAuthError`, safe to show.
+Which one: the configured method if any, else `private_key_jwt` when a key is held, else the secret methods
+in the provider's order of preference as RFC 8414 advertises them (`client_secret_basic` when it says
+nothing, its default). Errors: `ClientAuthError` (a key that cannot sign), safe to show.
 """
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
-from urllib.parse import quote_plus
+from typing import Any
+from urllib.parse import quote
 
+import httpx2
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-__all__ = ["AuthMethod", "ClientAuthError", "ClientCredentials", "choose_method"]
+__all__ = [
+    "ASSERTION_TYPE",
+    "AUTH_METHODS",
+    "ClientAuthError",
+    "ClientCredentials",
+    "PrivateKey",
+    "load_private_key",
+    "public_jwk",
+]
 
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
-ASSERTION_LIFETIME_SECONDS = 60
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-_CURVE_ALGS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+ASSERTION_SECONDS = 60
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
 class ClientAuthError(Exception):
-    """The client cannot authenticate the way the authorization server requires; safe to show."""
+    """The client cannot authenticate as configured; the message is safe to show."""
+
+
+def load_private_key(pem: str) -> PrivateKey:
+    """An RSA, EC or Ed25519 private key from PEM; `ValueError` with a message that never quotes the key."""
+    try:
+        key = serialization.load_pem_private_key(pem.strip().encode(), password=None)
+    except (ValueError, TypeError):
+        raise ValueError("is not an unencrypted PEM private key") from None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name not in _EC_ALGORITHMS:
+        raise ValueError(f"uses the unsupported curve {key.curve.name}")
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:
+        raise ValueError("is an RSA key shorter than 2048 bits")
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise ValueError("must be an RSA, EC (P-256/384/521) or Ed25519 key")
+    return key
+
+
+def signing_algorithm(key: PrivateKey) -> str:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return _EC_ALGORITHMS[key.curve.name]
+    return "EdDSA"
+
+
+def public_jwk(key: PrivateKey, key_id: str | None = None) -> dict[str, Any]:
+    """The public half as a JWK: what to register at the provider for `private_key_jwt`."""
+    public = key.public_key()
+    jwk: dict[str, Any]
+    if isinstance(public, rsa.RSAPublicKey):
+        jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        jwk = ECAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
+    jwk |= {"use": "sig", "alg": signing_algorithm(key)}
+    if key_id:
+        jwk["kid"] = key_id
+    return jwk
 
 
 @dataclass(frozen=True)
 class ClientCredentials:
     client_id: str
-    method: AuthMethod
     secret: str | None = field(default=None, repr=False)
-    private_key: str | None = field(default=None, repr=False)  # PEM, for private_key_jwt
+    private_key: PrivateKey | None = field(default=None, repr=False)
+    key_id: str | None = None  # the `kid` of the assertion's header, when the provider needs one
+    method: str | None = None  # configured; None chooses from the provider's metadata
 
-    def apply(self, form: dict[str, str], *, audience: str) -> dict[str, str]:
-        """Add this client's authentication to `form`; return the headers the request needs."""
-        if self.method == "client_secret_basic":
-            pair = f"{quote_plus(self.client_id)}:{quote_plus(self._need(self.secret, 'a secret'))}"
-            return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
-        form["client_id"] = self.client_id
-        if self.method == "client_secret_post":
-            form["client_secret"] = self._need(self.secret, "a secret")
-        elif self.method == "private_key_jwt":
-            form["client_assertion_type"] = ASSERTION_TYPE
-            form["client_assertion"] = self.assertion(audience)
-        return {}
+    def choose(self, supported: Sequence[str] | None) -> str:
+        """The method to use with a provider that advertises `supported` (None: it says nothing)."""
+        if self.method:
+            return self.method
+        if self.private_key is not None:
+            return "private_key_jwt"
+        if not self.secret:
+            return "none"
+        if supported is None or "client_secret_basic" in supported:
+            return "client_secret_basic"
+        if "client_secret_post" in supported:
+            return "client_secret_post"
+        return "client_secret_basic"  # the RFC's default: let the provider say what it refuses
+
+    def authenticate(
+        self, method: str, form: dict[str, str], *, endpoint: str
+    ) -> tuple[dict[str, str], httpx2.BasicAuth | None]:
+        """The form and the Basic auth (if any) of one request to `endpoint` made with `method`."""
+        if method == "client_secret_basic":
+            return form, httpx2.BasicAuth(quote(self.client_id, safe=""), quote(self._secret(), safe=""))
+        if method == "client_secret_post":
+            return {**form, "client_id": self.client_id, "client_secret": self._secret()}, None
+        if method == "private_key_jwt":
+            assertion = {
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": self.assertion(endpoint),
+            }
+            return {**form, "client_id": self.client_id, **assertion}, None
+        if method == "none":
+            return {**form, "client_id": self.client_id}, None
+        raise ClientAuthError(f"unsupported client authentication method {method}")
 
     def assertion(self, audience: str) -> str:
-        pem = self._need(self.private_key, "a private key")
-        try:
-            key = load_pem_private_key(pem.encode(), password=None)
-        except (ValueError, TypeError):
-            raise ClientAuthError("the client's private key is not a readable PEM key") from None
-        if isinstance(key, rsa.RSAPrivateKey):
-            alg = "RS256"
-        elif isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _CURVE_ALGS:
-            alg = _CURVE_ALGS[key.curve.name]
-        else:
-            raise ClientAuthError("the client's private key must be RSA or EC (P-256/384/521)")
+        """RFC 7523 §3: a one-use JWT that proves the bot holds its private key."""
+        if self.private_key is None:
+            raise ClientAuthError("private_key_jwt needs a private key (OAUTH_CLIENT_PRIVATE_KEY)")
         now = int(time.time())
         claims = {
             "iss": self.client_id,
             "sub": self.client_id,
             "aud": audience,
             "iat": now,
-            "exp": now + ASSERTION_LIFETIME_SECONDS,
+            "exp": now + ASSERTION_SECONDS,
             "jti": secrets.token_urlsafe(24),
         }
-        return jwt.encode(claims, key, algorithm=alg)
+        headers = {"typ": "JWT", **({"kid": self.key_id} if self.key_id else {})}
+        return jwt.encode(
+            claims, self.private_key, algorithm=signing_algorithm(self.private_key), headers=headers
+        )
 
-    def _need(self, value: str | None, what: str) -> str:
-        if not value:
-            raise ClientAuthError(f"client {self.client_id!r} uses {self.method} but has no {what}")
-        return value
-
-
-def choose_method(supported: Sequence[str] | None, *, secret: bool, key: bool) -> AuthMethod:
-    """The method to use with an authorization server that lists `supported` (None: it lists nothing, which
-    RFC 8414 reads as `client_secret_basic`), given whether the client has a secret and/or a private key."""
-    offered = list(supported) if supported else ["client_secret_basic"]
-    ours: list[AuthMethod] = []
-    if key:
-        ours.append("private_key_jwt")
-    if secret:
-        ours += ["client_secret_basic", "client_secret_post"]
-    if not secret and not key:
-        ours.append("none")
-    for method in ours:
-        if method in offered:
-            return method
-    raise ClientAuthError(
-        f"the authorization server accepts {', '.join(offered)}, and this client can do {', '.join(ours)}"
-    )
+    def _secret(self) -> str:
+        if not self.secret:
+            raise ClientAuthError(
+                "this client authentication method needs a client secret (OAUTH_CLIENT_SECRET)"
+            )
+        return self.secret

@@ -1,194 +1,161 @@
-"""Authorization server metadata (RFC 8414, OpenID Connect Discovery): where it lives and what it says.
+"""Authorization server metadata: RFC 8414 and OpenID Connect Discovery, for the company's identity provider
+and for the authorization servers of MCP servers alike.
 
-Used for every authorization server the bot talks to. `metadata_urls(issuer)` is the order the MCP
-authorization spec prescribes: for an issuer with a path, RFC 8414 path insertion, then OIDC path insertion,
-then OIDC path appending (never the root documents, which belong to another issuer on the same host); for a
-root issuer, RFC 8414 then OIDC. A document is used only when its `issuer` is the one the URL was built from
-(RFC 8414 §3.3, compared as strings; a root issuer with and without its trailing slash is one issuer), or,
-where the caller says so, one it accepts (`accept`: the 2025-03-26 fallback takes any issuer on the MCP
-server's own origin).
+Where to look, in this order (RFC 8414 §3.1, OpenID Connect Discovery §4, as the MCP authorization spec orders
+them):
+- an issuer without a path (`https://h`): `https://h/.well-known/oauth-authorization-server`, then
+  `https://h/.well-known/openid-configuration`;
+- an issuer with a path (`https://h/tenant`): `https://h/.well-known/oauth-authorization-server/tenant` and
+  `https://h/.well-known/openid-configuration/tenant` (path insertion), then
+  `https://h/tenant/.well-known/openid-configuration` (path appending: Keycloak, Okta, Entra ID).
 
-Every document is read with a size cap and no redirects: these URLs come from servers, not operators.
+A document is used only when its `issuer` is exactly the issuer asked for (RFC 8414 §3.3: a document that
+names another issuer is a mix-up or a mistake, and the search stops there). The one allowance: an issuer that
+is only an origin is the same with or without its single "/" (RFC 3986 §6.2.3; a configured URL cannot tell
+them apart once parsed). Everything later (the `iss` of an authorization response, of every JWT) is compared
+with the document's own `issuer`, byte for byte.
 
-Errors: `MetadataError` (unreachable, a 5xx, a malformed document, another issuer's document); its
-message is safe to show. A document that is simply not there (4xx at every candidate) is `None`.
+Errors: `MetadataError`, whose message is safe to show and names what was wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
-from pydantic_core import from_json
 
 __all__ = [
-    "MAX_DOCUMENT_BYTES",
     "AuthServerMetadata",
     "MetadataError",
-    "discover_metadata",
-    "fetch_document",
-    "issuers_match",
+    "discover",
     "metadata_urls",
+    "parse_metadata",
+    "same_issuer",
 ]
 
-MAX_DOCUMENT_BYTES = 256 * 1024
-METADATA_TIMEOUT_SECONDS = 10.0
 RFC8414 = "/.well-known/oauth-authorization-server"
 OIDC = "/.well-known/openid-configuration"
 
 
 class MetadataError(Exception):
-    """The metadata could not be used; the message says why and is safe to show."""
-
-
-def _strings(doc: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise MetadataError(f"authorization server metadata: {key} is not a list of strings")
-    return tuple(value)
-
-
-def _string(doc: Mapping[str, Any], key: str) -> str | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise MetadataError(f"authorization server metadata: {key} is not a string")
-    return value
+    """The metadata could not be found or used; the message says why and is safe to show."""
 
 
 @dataclass(frozen=True)
 class AuthServerMetadata:
     issuer: str
-    authorization_endpoint: str | None
-    token_endpoint: str | None
-    registration_endpoint: str | None = None
-    revocation_endpoint: str | None = None
+    token_endpoint: str
+    authorization_endpoint: str | None = None
     jwks_uri: str | None = None
     userinfo_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    introspection_endpoint: str | None = None
+    registration_endpoint: str | None = None
+    # None: the document did not say (each RFC gives its own default), () is "none".
     scopes_supported: tuple[str, ...] | None = None
-    code_challenge_methods_supported: tuple[str, ...] | None = None
-    grant_types_supported: tuple[str, ...] | None = None
     token_endpoint_auth_methods_supported: tuple[str, ...] | None = None
-    token_endpoint_auth_signing_alg_values_supported: tuple[str, ...] | None = None
-    client_id_metadata_document_supported: bool = False
+    grant_types_supported: tuple[str, ...] | None = None
+    code_challenge_methods_supported: tuple[str, ...] | None = None
     # RFC 9207: when true, an authorization response without `iss` must be refused.
     authorization_response_iss_parameter_supported: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    @classmethod
-    def parse(cls, doc: Any) -> AuthServerMetadata:
-        """The document's fields the bot uses, type-checked; `MetadataError` when one is malformed."""
-        if not isinstance(doc, Mapping):
-            raise MetadataError("authorization server metadata is not a JSON object")
-        issuer = _string(doc, "issuer")
-        if issuer is None:
-            raise MetadataError("authorization server metadata has no issuer")
-        return cls(
-            issuer=issuer,
-            authorization_endpoint=_string(doc, "authorization_endpoint"),
-            token_endpoint=_string(doc, "token_endpoint"),
-            registration_endpoint=_string(doc, "registration_endpoint"),
-            revocation_endpoint=_string(doc, "revocation_endpoint"),
-            jwks_uri=_string(doc, "jwks_uri"),
-            userinfo_endpoint=_string(doc, "userinfo_endpoint"),
-            scopes_supported=_strings(doc, "scopes_supported"),
-            code_challenge_methods_supported=_strings(doc, "code_challenge_methods_supported"),
-            grant_types_supported=_strings(doc, "grant_types_supported"),
-            token_endpoint_auth_methods_supported=_strings(doc, "token_endpoint_auth_methods_supported"),
-            token_endpoint_auth_signing_alg_values_supported=_strings(
-                doc, "token_endpoint_auth_signing_alg_values_supported"
-            ),
-            client_id_metadata_document_supported=doc.get("client_id_metadata_document_supported") is True,
-            authorization_response_iss_parameter_supported=(
-                doc.get("authorization_response_iss_parameter_supported") is True
-            ),
-            raw=doc,
-        )
-
-    @property
-    def supports_s256(self) -> bool:
-        return "S256" in (self.code_challenge_methods_supported or ())
-
 
 def metadata_urls(issuer: str) -> list[str]:
-    """Where an issuer's metadata may be, in the order to try (MCP authorization, "Authorization Server
-    Metadata Discovery")."""
+    """Where the metadata of `issuer` may be, in the order to try."""
     parts = urlsplit(issuer)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    path = parts.path.rstrip("/")
-    if path:
-        return [f"{origin}{RFC8414}{path}", f"{origin}{OIDC}{path}", f"{origin}{path}{OIDC}"]
-    return [f"{origin}{RFC8414}", f"{origin}{OIDC}"]
+    path = parts.path.rstrip("/")  # RFC 8414 §3.1: a terminating "/" is removed before inserting
+
+    def at(new_path: str) -> str:
+        return urlunsplit((parts.scheme, parts.netloc, new_path, "", ""))
+
+    if not path:
+        return [at(RFC8414), at(OIDC)]
+    return [at(RFC8414 + path), at(OIDC + path), at(path + OIDC)]
 
 
-def issuers_match(a: str, b: str) -> bool:
-    """RFC 8414 §3.3's simple string comparison, except that `https://h` and `https://h/` (a root issuer
-    with and without its slash, as URL libraries print it) name the same server."""
-    if a == b:
+def same_issuer(configured: str, found: str) -> bool:
+    """Whether a document's `issuer` is the configured one: exactly, except an origin's optional "/"."""
+    if found == configured:
         return True
-    shorter, longer = sorted((a, b), key=len)
-    parts = urlsplit(shorter)
-    return longer == f"{shorter}/" and shorter == f"{parts.scheme}://{parts.netloc}"
+    if urlsplit(configured).path not in ("", "/"):
+        return False
+    origin = configured.rstrip("/")
+    return found in (origin, origin + "/")
 
 
-async def fetch_document(
-    http: httpx2.AsyncClient,
-    url: str,
-    *,
-    timeout: float = METADATA_TIMEOUT_SECONDS,
-    headers: Mapping[str, str] | None = None,
-) -> tuple[int, Any]:
-    """GET `url` and return (status, parsed JSON or None). The body is read up to MAX_DOCUMENT_BYTES only;
-    redirects are not followed (a 3xx is returned as it is). `MetadataError` when unreachable or too big."""
-    try:
-        async with http.stream(
-            "GET", url, timeout=timeout, follow_redirects=False, headers=dict(headers or {})
-        ) as response:
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_DOCUMENT_BYTES:
-                    raise MetadataError(f"{_where(url)} answered with more than {MAX_DOCUMENT_BYTES} bytes")
-            status = response.status_code
-    except httpx2.HTTPError as exc:
-        raise MetadataError(f"{_where(url)} could not be reached ({type(exc).__name__})") from None
-    if status != 200:
-        return status, None
-    try:
-        return status, from_json(bytes(body))
-    except ValueError:
-        raise MetadataError(f"{_where(url)} did not answer with JSON") from None
-
-
-def _where(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
-async def discover_metadata(
-    http: httpx2.AsyncClient,
-    issuer: str,
-    *,
-    urls: list[str] | None = None,
-    accept: Callable[[str], bool] | None = None,
-) -> AuthServerMetadata | None:
-    """The metadata of `issuer` from the first of `urls` (default `metadata_urls(issuer)`) that has it;
-    None when none does (4xx everywhere). A 5xx stops the search: it says nothing about the other places."""
-    for url in urls if urls is not None else metadata_urls(issuer):
-        status, doc = await fetch_document(http, url)
-        if status >= 500:
-            raise MetadataError(f"{_where(url)} answered HTTP {status}")
-        if doc is None:
+async def discover(http: httpx2.AsyncClient, issuer: str, *, timeout: float = 10.0) -> AuthServerMetadata:
+    """The first metadata document found for `issuer` (see the module docstring for the order)."""
+    last = "no metadata document"
+    for url in metadata_urls(issuer):
+        path = urlsplit(url).path
+        try:
+            response = await http.get(url, headers={"Accept": "application/json"}, timeout=timeout)
+        except httpx2.HTTPError as exc:
+            last = f"{type(exc).__name__} at {path}"
             continue
-        metadata = AuthServerMetadata.parse(doc)
-        if not issuers_match(metadata.issuer, issuer) and not (accept and accept(metadata.issuer)):
-            # RFC 8414 §3.3: metadata naming another issuer is someone else's (a mix-up in waiting).
-            raise MetadataError(f"the metadata at {_where(url)} is for another issuer ({metadata.issuer})")
-        return metadata
-    return None
+        if response.status_code != 200:
+            last = f"HTTP {response.status_code} at {path}"
+            continue
+        try:
+            doc = response.json()
+        except ValueError:
+            last = f"not JSON at {path}"
+            continue
+        return parse_metadata(doc, issuer)
+    raise MetadataError(f"no metadata found for {issuer} ({last})")
+
+
+def parse_metadata(doc: Any, issuer: str) -> AuthServerMetadata:
+    """Check and type one metadata document for `issuer`; raises `MetadataError`."""
+    if not isinstance(doc, Mapping):
+        raise MetadataError("the metadata document is not a JSON object")
+    found = doc.get("issuer")
+    if not isinstance(found, str) or not same_issuer(issuer, found):
+        raise MetadataError(f"the metadata names another issuer ({str(found)[:200]!r}, expected {issuer!r})")
+    token_endpoint = _url(doc, "token_endpoint")
+    if token_endpoint is None:
+        raise MetadataError("the metadata has no token_endpoint")
+    return AuthServerMetadata(
+        issuer=found,
+        token_endpoint=token_endpoint,
+        authorization_endpoint=_url(doc, "authorization_endpoint"),
+        jwks_uri=_url(doc, "jwks_uri"),
+        userinfo_endpoint=_url(doc, "userinfo_endpoint"),
+        revocation_endpoint=_url(doc, "revocation_endpoint"),
+        introspection_endpoint=_url(doc, "introspection_endpoint"),
+        registration_endpoint=_url(doc, "registration_endpoint"),
+        scopes_supported=_names(doc, "scopes_supported"),
+        token_endpoint_auth_methods_supported=_names(doc, "token_endpoint_auth_methods_supported"),
+        grant_types_supported=_names(doc, "grant_types_supported"),
+        code_challenge_methods_supported=_names(doc, "code_challenge_methods_supported"),
+        authorization_response_iss_parameter_supported=(
+            doc.get("authorization_response_iss_parameter_supported") is True
+        ),
+        raw=dict(doc),
+    )
+
+
+def _url(doc: Mapping[str, Any], name: str) -> str | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
+        raise MetadataError(f"the metadata's {name} is not an http(s) URL")
+    return value
+
+
+def _names(doc: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or not all(isinstance(v, str) for v in value)
+    ):
+        raise MetadataError(f"the metadata's {name} is not a list of strings")
+    return tuple(value)

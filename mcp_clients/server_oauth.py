@@ -48,7 +48,7 @@ from mcp_clients.egress import Resolver, outbound_client
 from mcp_clients.provider import TOKEN_REQUEST_TIMEOUT_SECONDS, Pkce
 from mcp_clients.sealing import Binding, Sealer, SealError
 from mcp_clients.server_oauth_clients import CALLBACK_PATH, Client, ClientRegistry, client_metadata_url
-from mcp_clients.server_oauth_discovery import Challenge, discover
+from mcp_clients.server_oauth_discovery import Challenge, discover, supports_s256
 from mcp_clients.server_oauth_errors import (
     ConnectFailed,
     ConnectNeeded,
@@ -142,7 +142,7 @@ class PerServerAuth:
         found = await discover(
             self._http, entry.url, challenge=want.challenge, resource=entry.governance.resource
         )
-        if not found.metadata.supports_s256:
+        if not supports_s256(found.metadata):
             raise ServerAuthError(
                 f"{entry.short_name}'s authorization server does not support PKCE S256; not connecting"
             )

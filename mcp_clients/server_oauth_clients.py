@@ -21,7 +21,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import httpx2
@@ -29,10 +29,10 @@ import redis.asyncio as aioredis
 from pydantic_core import from_json
 from redis.exceptions import LockError
 
-from mcp_clients.oauth_client_auth import AuthMethod, ClientAuthError, ClientCredentials, choose_method
-from mcp_clients.oauth_metadata import issuers_match
+from mcp_clients.oauth_client_auth import AUTH_METHODS, ClientCredentials, load_private_key
+from mcp_clients.oauth_metadata import same_issuer
 from mcp_clients.sealing import Binding, Sealer, SealError
-from mcp_clients.server_oauth_discovery import Discovered
+from mcp_clients.server_oauth_discovery import Discovered, reads_client_metadata_documents
 from mcp_clients.server_oauth_errors import ServerAuthError
 from registry_cache.model import ServerEntry
 from registry_cache.urls import is_loopback_host
@@ -51,7 +51,7 @@ CLIENT_METADATA_PATH = "/oauth/client-metadata.json"
 CLIENT_NAME = "chatops-mcp"
 REGISTRATION_TIMEOUT_SECONDS = 15.0
 Source = Literal["pre-registered", "metadata-document", "dynamic"]
-_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+_SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 
 
 def client_metadata_url(public_url: str) -> str | None:
@@ -131,40 +131,43 @@ class ClientRegistry:
             client = self.pre_registered(entry, found.metadata.token_endpoint_auth_methods_supported)
             await self.pin(entry, client, found.issuer)
             return client
-        if self.metadata_url and found.metadata.client_id_metadata_document_supported:
-            return Client(ClientCredentials(self.metadata_url, "none"), "metadata-document")
+        if self.metadata_url and reads_client_metadata_documents(found.metadata):
+            return Client(ClientCredentials(self.metadata_url, method="none"), "metadata-document")
         return await self._dynamic(found)
 
     def pre_registered(self, entry: ServerEntry, supported: tuple[str, ...] | None = None) -> Client:
         pre = entry.governance.oauth_client
         if pre is None:
             raise ServerAuthError(f"{entry.short_name} has no pre-registered client in the registry")
-        secret = self._env(pre.client_secret_env)
-        key = self._env(pre.private_key_env)
-        try:
-            method = pre.token_endpoint_auth_method or choose_method(
-                supported, secret=secret is not None, key=key is not None
-            )
-        except ClientAuthError as exc:
-            raise ServerAuthError(f"{entry.short_name}'s pre-registered client: {exc}") from None
-        credentials = ClientCredentials(pre.client_id, method, secret, key)
-        return Client(credentials, "pre-registered", pre.client_secret_env, pre.private_key_env)
+        credentials = self._credentials(pre.client_id, pre.client_secret_env, pre.private_key_env)
+        method = pre.token_endpoint_auth_method or credentials.choose(supported)
+        return Client(
+            replace(credentials, method=method), "pre-registered", pre.client_secret_env, pre.private_key_env
+        )
 
     def restore(self, kept: Mapping[str, Any]) -> Client:
         """The client a state or token record was made with, from `Client.record()`."""
         source, client_id, method = kept.get("source"), kept.get("client_id"), kept.get("method")
-        if not isinstance(client_id, str) or method not in _METHODS:
+        if not isinstance(client_id, str) or method not in AUTH_METHODS:
             raise ServerAuthError("the stored connection is unreadable; connect again")
         if source == "pre-registered":
             secret_env, key_env = kept.get("secret_env"), kept.get("key_env")
-            secret = self._env(secret_env) if isinstance(secret_env, str) else None
-            key = self._env(key_env) if isinstance(key_env, str) else None
-            credentials = ClientCredentials(client_id, method, secret, key)
-            return Client(credentials, source, secret_env if secret else None, key_env if key else None)
+            secret_env = secret_env if isinstance(secret_env, str) else None
+            key_env = key_env if isinstance(key_env, str) else None
+            credentials = replace(self._credentials(client_id, secret_env, key_env), method=method)
+            return Client(credentials, source, secret_env, key_env)
         if source not in ("metadata-document", "dynamic"):
             raise ServerAuthError("the stored connection is unreadable; connect again")
         secret = kept.get("secret")
-        return Client(ClientCredentials(client_id, method, str(secret) if secret else None), source)
+        return Client(ClientCredentials(client_id, str(secret) if secret else None, method=method), source)
+
+    def _credentials(self, client_id: str, secret_env: str | None, key_env: str | None) -> ClientCredentials:
+        secret, pem = self._env(secret_env), self._env(key_env)
+        try:
+            key = load_private_key(pem) if pem is not None else None
+        except ValueError as exc:
+            raise ServerAuthError(f"the private key in {key_env} {exc}") from None
+        return ClientCredentials(client_id, secret, key)
 
     def _env(self, name: str | None) -> str | None:
         if name is None:
@@ -179,7 +182,7 @@ class ClientRegistry:
         pre = entry.governance.oauth_client
         assert pre is not None
         if pre.issuer is not None:
-            if not issuers_match(pre.issuer, issuer):
+            if not same_issuer(pre.issuer, issuer):
                 raise ServerAuthError(
                     f"{entry.short_name} now names the authorization server {issuer}, but its pre-registered "
                     f"client is for {pre.issuer}; its credentials are not sent there"
@@ -189,7 +192,7 @@ class ClientRegistry:
         await self._redis.set(key, issuer, nx=True)
         pinned = await self._redis.get(key)
         pinned_issuer = pinned.decode() if isinstance(pinned, bytes) else str(pinned)
-        if not issuers_match(pinned_issuer, issuer):
+        if not same_issuer(pinned_issuer, issuer):
             raise ServerAuthError(
                 f"{entry.short_name} now names the authorization server {issuer}, but its pre-registered "
                 f"client was first used at {pinned_issuer}; its credentials are not sent to another one"
@@ -235,13 +238,13 @@ class ClientRegistry:
         except (SealError, KeyError, ValueError):
             return None
         method, secret = kept.get("method"), kept.get("secret")
-        if method not in _METHODS:
+        if method not in AUTH_METHODS:
             return None
-        return Client(ClientCredentials(str(kept["client_id"]), method, secret), "dynamic")
+        return Client(ClientCredentials(str(kept["client_id"]), secret, method=method), "dynamic")
 
     async def _register(self, endpoint: str, found: Discovered) -> tuple[Client, float]:
         supported = found.metadata.token_endpoint_auth_methods_supported
-        wanted = next((m for m in _METHODS if m != "private_key_jwt" and m in (supported or ())), None)
+        wanted = next((m for m in (*_SECRET_METHODS, "none") if m in (supported or ())), None)
         body = {
             "client_name": CLIENT_NAME,
             "redirect_uris": [self.redirect_uri],
@@ -271,11 +274,11 @@ class ClientRegistry:
         method = answer.get("token_endpoint_auth_method") or (
             body["token_endpoint_auth_method"] if secret else "none"
         )
-        if method not in _METHODS or method == "private_key_jwt" or (method != "none" and not secret):
+        if method not in (*_SECRET_METHODS, "none") or (method != "none" and not secret):
             raise ServerAuthError(f"{found.issuer} registered the bot for {method}, which it cannot use")
         expires = answer.get("client_secret_expires_at")
         expires_at = float(expires) if isinstance(expires, (int, float)) and expires > 0 else 0.0
-        return Client(ClientCredentials(client_id, method, secret or None), "dynamic"), expires_at
+        return Client(ClientCredentials(client_id, secret or None, method=method), "dynamic"), expires_at
 
 
 def _binding(issuer: str) -> Binding:

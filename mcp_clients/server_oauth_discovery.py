@@ -20,21 +20,34 @@ guard (no link-local or metadata addresses, whatever DNS says).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
+from pydantic_core import from_json
 
-from mcp_clients.oauth_metadata import AuthServerMetadata, MetadataError, discover_metadata, fetch_document
+from mcp_clients.oauth_metadata import AuthServerMetadata, MetadataError, metadata_urls, parse_metadata
 from mcp_clients.server_oauth_errors import ResourceMismatch, ServerAuthError
 from registry_cache.urls import UnsafeUrl, canonical_resource, check_server_url
 
-__all__ = ["Challenge", "Discovered", "ResourceMetadata", "discover", "probe", "resource_covers"]
+__all__ = [
+    "Challenge",
+    "Discovered",
+    "ResourceMetadata",
+    "discover",
+    "fetch_document",
+    "probe",
+    "reads_client_metadata_documents",
+    "resource_covers",
+    "supports_s256",
+]
 
 PRM = "/.well-known/oauth-protected-resource"
 PROBE_TIMEOUT_SECONDS = 10.0
+METADATA_TIMEOUT_SECONDS = 10.0
+MAX_DOCUMENT_BYTES = 256 * 1024
 # What a client would send first that needs authorization; a server may let `initialize` through unsigned.
 _PROBE = {"jsonrpc": "2.0", "id": "chatops-authorization-probe", "method": "tools/list", "params": {}}
 _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]+)')
@@ -86,6 +99,14 @@ class Discovered:
     @property
     def issuer(self) -> str:
         return self.metadata.issuer
+
+
+def supports_s256(metadata: AuthServerMetadata) -> bool:
+    return "S256" in (metadata.code_challenge_methods_supported or ())
+
+
+def reads_client_metadata_documents(metadata: AuthServerMetadata) -> bool:
+    return metadata.raw.get("client_id_metadata_document_supported") is True
 
 
 def _checked(url: str, what: str) -> str:
@@ -146,14 +167,64 @@ def _parse_prm(doc: Any, url: str) -> ResourceMetadata:
     return ResourceMetadata(resource, tuple(servers), tuple(scopes) if scopes is not None else None, url)
 
 
+async def fetch_document(http: httpx2.AsyncClient, url: str) -> tuple[int, Any]:
+    """GET a metadata document: (status, parsed JSON or None). Read up to MAX_DOCUMENT_BYTES, no redirects
+    followed (a 3xx is just not the document): these URLs come from servers, not from operators."""
+    try:
+        async with http.stream(
+            "GET",
+            url,
+            timeout=METADATA_TIMEOUT_SECONDS,
+            follow_redirects=False,
+            headers={"Accept": "application/json"},
+        ) as response:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_DOCUMENT_BYTES:
+                    raise ServerAuthError(f"{_where(url)} answered with more than {MAX_DOCUMENT_BYTES} bytes")
+            status = response.status_code
+    except httpx2.HTTPError as exc:
+        raise ServerAuthError(f"{_where(url)} could not be reached ({type(exc).__name__})") from None
+    if status != 200:
+        return status, None
+    try:
+        return status, from_json(bytes(body))
+    except ValueError:
+        raise ServerAuthError(f"{_where(url)} did not answer with JSON") from None
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+async def _server_metadata(
+    http: httpx2.AsyncClient, issuer: str, urls: list[str], accept: Callable[[str], bool] | None = None
+) -> AuthServerMetadata | None:
+    """The first of `urls` that holds `issuer`'s metadata (`oauth_metadata.parse_metadata` checks the issuer;
+    `accept` may take another one); None when none does. A 5xx stops the search: it says nothing about the
+    other places."""
+    for url in urls:
+        status, doc = await fetch_document(http, url)
+        if status >= 500:
+            raise ServerAuthError(f"{_where(url)} answered HTTP {status}")
+        if doc is None:
+            continue
+        named = doc.get("issuer") if isinstance(doc, Mapping) else None
+        expected = named if accept is not None and isinstance(named, str) and accept(named) else issuer
+        try:
+            return parse_metadata(doc, expected)
+        except MetadataError as exc:
+            raise ServerAuthError(f"{_where(url)}: {exc}") from None
+    return None
+
+
 async def _resource_metadata(
     http: httpx2.AsyncClient, url: str, challenge: Challenge | None
 ) -> ResourceMetadata | None:
     for candidate in _prm_urls(url, challenge):
-        try:
-            status, doc = await fetch_document(http, candidate)
-        except MetadataError as exc:
-            raise ServerAuthError(str(exc)) from None
+        status, doc = await fetch_document(http, candidate)
         if status >= 500 or status == 429:
             # Says nothing about whether the server publishes metadata: no reason for the 2025-03-26 way.
             raise ServerAuthError(f"the server's protected resource metadata answered HTTP {status}")
@@ -170,8 +241,8 @@ async def _legacy_metadata(http: httpx2.AsyncClient, url: str) -> AuthServerMeta
         found = urlsplit(issuer)
         return (found.scheme, found.netloc) == (parts.scheme, parts.netloc)
 
-    found = await discover_metadata(
-        http, origin, urls=[f"{origin}/.well-known/oauth-authorization-server"], accept=same_origin
+    found = await _server_metadata(
+        http, origin, [f"{origin}/.well-known/oauth-authorization-server"], same_origin
     )
     if found is not None:
         return found
@@ -193,8 +264,6 @@ def _check_endpoints(metadata: AuthServerMetadata) -> None:
     ):
         if endpoint is not None:
             _checked(endpoint, what)
-    if metadata.token_endpoint is None:
-        raise ServerAuthError(f"the authorization server {metadata.issuer} names no token endpoint")
 
 
 async def discover(
@@ -206,21 +275,18 @@ async def discover(
     if challenge is None:
         challenge = await probe(http, url)
     prm = await _resource_metadata(http, url, challenge)
-    try:
-        if prm is None:
-            metadata, sent = await _legacy_metadata(http, url), canonical_resource(url)
-        else:
-            if not resource_covers(prm.resource, url):
-                raise ResourceMismatch(
-                    f"the server's metadata says it is {prm.resource}, which is not {url}; not connecting"
-                )
-            issuer = _checked(prm.authorization_servers[0], "authorization server")
-            found = await discover_metadata(http, issuer)
-            if found is None:
-                raise ServerAuthError(f"the authorization server {issuer} publishes no metadata")
-            metadata, sent = found, prm.resource
-    except MetadataError as exc:
-        raise ServerAuthError(str(exc)) from None
+    if prm is None:
+        metadata, sent = await _legacy_metadata(http, url), canonical_resource(url)
+    else:
+        if not resource_covers(prm.resource, url):
+            raise ResourceMismatch(
+                f"the server's metadata says it is {prm.resource}, which is not {url}; not connecting"
+            )
+        issuer = _checked(prm.authorization_servers[0], "authorization server")
+        found = await _server_metadata(http, issuer, metadata_urls(issuer))
+        if found is None:
+            raise ServerAuthError(f"the authorization server {issuer} publishes no metadata")
+        metadata, sent = found, prm.resource
     if resource is not None and canonical_resource(resource) != canonical_resource(sent):
         raise ResourceMismatch(f"the registry says its resource is {resource}, the server says {sent}")
     _check_endpoints(metadata)

@@ -59,15 +59,17 @@ async def request_token(
 ) -> Grant:
     """POST a token request to `endpoint` as `client` (its assertions addressed to `issuer`)."""
     try:
-        headers = client.apply(form, audience=issuer)
+        # An assertion (private_key_jwt) is addressed to the issuer: RFC 7523bis, and what MCP
+        # authorization servers check.
+        form, basic = client.authenticate(client.method or client.choose(None), form, endpoint=issuer)
     except ClientAuthError as exc:
         raise ServerAuthError(str(exc)) from None
-    headers["Accept"] = "application/json"
     try:
         response = await http.post(
             endpoint,
             data=form,
-            headers=headers,
+            auth=basic if basic is not None else httpx2.USE_CLIENT_DEFAULT,
+            headers={"Accept": "application/json"},
             timeout=TOKEN_REQUEST_TIMEOUT_SECONDS,
             follow_redirects=False,
         )
