@@ -57,6 +57,7 @@ REQUIRED = (
     "auth/client-credentials-jwt",
     "auth/offline-access-scope",
     "auth/offline-access-not-supported",
+    "auth/cross-app-access-complete-flow",  # enterprise-managed authorization (server_oauth_enterprise)
 )
 
 SUITE = ("@modelcontextprotocol/conformance", "dist/index.js")

@@ -8,7 +8,8 @@ traffic goes through `Connection` with the person's `bearer_flow`; what a failur
 more access, or stop: the step-up limit) is `after_failure`'s answer, as in the gateway.
 
 Pre-registered credentials from the suite's context are named in governance by environment variable, as an
-operator would; the client-credentials scenarios use the bot's service identity (`PerServerAuth.service`).
+operator would; the client-credentials scenarios use the bot's service identity (`PerServerAuth.service`),
+and cross-app access trades the suite's company ID token for a token (`server_oauth_enterprise`).
 Tokens and state live in a real Redis: CHATOPS_CONFORMANCE_REDIS_URL (set by `interop.conformance`), or a
 private redis-server started for this run.
 """
@@ -29,8 +30,12 @@ from mcp import MCPError
 
 from fixtures.redis_proc import RedisProc
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
+from mcp_clients.egress import outbound_client
+from mcp_clients.oauth_client_auth import ClientCredentials
 from mcp_clients.sealing import Sealer
 from mcp_clients.server_oauth import PerServerAuth
+from mcp_clients.server_oauth_discovery import discover
+from mcp_clients.server_oauth_enterprise import enterprise_grant
 from mcp_clients.server_oauth_errors import ConnectNeeded
 from mcp_clients.tokens import TokenUnavailable
 from registry_cache.model import GOVERNANCE_KEY, ServerEntry, parse_entries
@@ -142,6 +147,37 @@ async def _as_service(auth: PerServerAuth, entry: ServerEntry, session: Session)
         await connection.close()
 
 
+async def _as_enterprise(
+    auth: PerServerAuth, entry: ServerEntry, context: dict[str, Any], session: Session
+) -> int:
+    """Cross-app access: the company provider's word for the person (their ID token) instead of a consent
+    screen at the server's authorization server."""
+    async with outbound_client(follow_redirects=False) as http:
+        found = await discover(http, entry.url, resource=entry.governance.resource)
+        client = auth.clients.pre_registered(entry, found.metadata.token_endpoint_auth_methods_supported)
+        grant = await enterprise_grant(
+            http,
+            found,
+            id_token=str(context["idp_id_token"]),
+            provider_token_endpoint=str(context["idp_token_endpoint"]),
+            provider_issuer=str(context["idp_issuer"]),
+            provider_client=ClientCredentials(str(context["idp_client_id"]), method="none"),
+            client=client.credentials,
+        )
+
+    async def token() -> str | None:
+        return grant.access_token
+
+    async def nothing() -> None:
+        return None
+
+    connection = Connection(entry.url, BearerFlow(token, nothing), timeout=CALL_TIMEOUT_SECONDS)
+    try:
+        return await session(connection)
+    finally:
+        await connection.close()
+
+
 async def run_auth(url: str, scenario: str, session: Session) -> int:
     context = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
     entry, environ = conformance_entry(url, scenario, context)
@@ -151,6 +187,8 @@ async def run_auth(url: str, scenario: str, session: Session) -> int:
         try:
             if scenario.startswith("auth/client-credentials"):
                 return await _as_service(auth, entry, session)
+            if scenario.startswith("auth/cross-app-access"):
+                return await _as_enterprise(auth, entry, context, session)
             return await _as_person(auth, entry, session)
         except TokenUnavailable as exc:  # refused before anything was asked of anyone: say why
             print(f"not connecting: {exc}")

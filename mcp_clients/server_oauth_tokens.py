@@ -29,7 +29,7 @@ from mcp_clients.sealing import Binding, Sealer, SealError
 from mcp_clients.server_oauth_errors import ServerAuthError
 from mcp_clients.tokens import Audience
 
-__all__ = ["Grant", "Stored", "TokenRefused", "TokenStore", "request_token"]
+__all__ = ["Grant", "Stored", "TokenRefused", "TokenStore", "post_token", "request_token"]
 
 ENDED = frozenset({"invalid_grant", "invalid_target", "invalid_client", "unauthorized_client"})
 
@@ -58,6 +58,13 @@ async def request_token(
     http: httpx2.AsyncClient, endpoint: str, form: dict[str, str], client: ClientCredentials, *, issuer: str
 ) -> Grant:
     """POST a token request to `endpoint` as `client` (its assertions addressed to `issuer`)."""
+    return _grant(await post_token(http, endpoint, form, client, issuer=issuer))
+
+
+async def post_token(
+    http: httpx2.AsyncClient, endpoint: str, form: dict[str, str], client: ClientCredentials, *, issuer: str
+) -> Mapping[str, Any]:
+    """The JSON answer of a successful token request; `TokenRefused` with the endpoint's error otherwise."""
     try:
         # An assertion (private_key_jwt) is addressed to the issuer: RFC 7523bis, and what MCP
         # authorization servers check.
@@ -88,7 +95,7 @@ async def request_token(
             str(error)[:60] if isinstance(error, str) else f"HTTP {response.status_code}",
             response.status_code,
         )
-    return _grant(body)
+    return body
 
 
 def _grant(body: Mapping[str, Any]) -> Grant:

@@ -63,6 +63,7 @@ def test_the_scenarios_of_issues_16_and_17_are_the_required_ones() -> None:
         "auth/client-credentials-jwt",
         "auth/offline-access-scope",
         "auth/offline-access-not-supported",
+        "auth/cross-app-access-complete-flow",
     }
     assert REQUIRED[:4] == client
     assert set(REQUIRED[4:]) == authorization
