@@ -131,6 +131,9 @@ async def test_a_remembered_listing_is_never_shown_to_someone_who_has_not_connec
         assert "tickets__whoami" in {t.model_name for t in await session.tools()}
     async with cached.session(bob) as session:
         assert "tickets__whoami" not in {t.model_name for t in await session.tools()}
+    # What alice's account was shown is remembered as hers: someone else's account may be shown other tools.
+    assert await aredis.exists(ListingCache.key(NAME, oauth.server.url, alice.identity.sub))
+    assert not await aredis.exists(ListingCache.key(NAME, oauth.server.url, "oauth"))
 
 
 async def test_a_call_needing_more_scope_asks_the_person_to_grant_it_then_runs(oauth: OAuthEnv) -> None:
@@ -165,6 +168,24 @@ async def test_a_connection_the_server_ended_asks_to_connect_again_without_count
         outcome = await session.call("tickets__whoami", {})
     assert outcome.error_kind == "connect"
     assert "connect tickets" in outcome.text
+    assert not await oauth.auth.connected(TEAM, alice.user, oauth.entry)
+
+
+async def test_a_server_that_refuses_even_a_fresh_token_asks_to_connect_again_after_one_refresh(
+    oauth: OAuthEnv,
+) -> None:
+    alice = await oauth.env.caller("alice")
+    await connect(oauth.auth, oauth.entry, alice.user)
+    async with oauth.gateway.session(alice) as session:
+        await session.tools()
+        oauth.server.knobs.refuse_tokens = True
+        outcome = await session.call("tickets__whoami", {})
+    assert outcome.error_kind == "connect"
+    assert "no longer accepts your connection" in outcome.text
+    refreshes = [
+        r for r in oauth.server.auth.requests("token") if r.params.get("grant_type") == "refresh_token"
+    ]
+    assert len(refreshes) == 1
     assert not await oauth.auth.connected(TEAM, alice.user, oauth.entry)
 
 

@@ -82,6 +82,9 @@ async def test_without_a_header_the_path_aware_then_the_root_metadata_is_found(
     server: ThirdPartyServer, http: httpx2.AsyncClient
 ) -> None:
     server.knobs.header_metadata = False
+    found = await discover(http, server.url)
+    assert found.prm is not None
+    assert found.prm.url == f"{server.base_url}/.well-known/oauth-protected-resource/mcp"
     server.knobs.prm = "root"
     found = await discover(http, server.url)
     assert found.prm is not None
@@ -138,8 +141,11 @@ async def test_a_2025_03_26_server_has_metadata_at_its_origin_or_else_default_en
 async def test_authorization_server_metadata_naming_another_issuer_is_refused(
     server: ThirdPartyServer, http: httpx2.AsyncClient
 ) -> None:
-    server.knobs.authorization_server = f"{server.base_url}/someone-else"
-    with pytest.raises(ServerAuthError, match="publishes no metadata|another issuer"):
+    server.auth.knobs.claimed_issuer = "https://login.example.com"
+    with pytest.raises(ServerAuthError, match="another issuer"):
+        await discover(http, server.url)
+    server.knobs.authorization_server = f"{server.base_url}/someone-else"  # publishes nothing at all
+    with pytest.raises(ServerAuthError, match="publishes no metadata"):
         await discover(http, server.url)
 
 
