@@ -3,14 +3,14 @@ only that; a person who has not connected it is asked to, and the server hears n
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 
 import pytest
 import redis.asyncio as aioredis
 
 from fixtures.own_as_mcp import ThirdPartyServer
-from mcp_clients.gateway import Breaker, Gateway
+from mcp_clients.gateway import Breaker, Caller, Gateway, ToolOutcome
 from mcp_clients.listing import ListingCache
 from mcp_clients.sealing import Sealer
 from mcp_clients.server_oauth import CALLBACK_PATH, PerServerAuth
@@ -156,16 +156,24 @@ async def test_a_call_needing_more_scope_asks_the_person_to_grant_it_then_runs(o
     assert not oauth.gateway.breaker.is_open(NAME)
 
 
-async def test_a_connection_the_server_ended_asks_to_connect_again_without_counting_against_it(
-    oauth: OAuthEnv,
-) -> None:
+async def whoami_after(oauth: OAuthEnv, meanwhile: Callable[[], None]) -> tuple[Caller, ToolOutcome]:
+    """alice connects and lists; then `meanwhile` happens at the server; then she calls whoami."""
     alice = await oauth.env.caller("alice")
     await connect(oauth.auth, oauth.entry, alice.user)
     async with oauth.gateway.session(alice) as session:
         await session.tools()
-        oauth.server.auth.tokens.clear()  # it forgot every token and refresh grant it issued
+        meanwhile()
+        return alice, await session.call("tickets__whoami", {})
+
+
+async def test_a_connection_the_server_ended_asks_to_connect_again_without_counting_against_it(
+    oauth: OAuthEnv,
+) -> None:
+    def forget_everything() -> None:  # the server forgot every token and refresh grant it issued
+        oauth.server.auth.tokens.clear()
         oauth.server.auth._refresh.clear()
-        outcome = await session.call("tickets__whoami", {})
+
+    alice, outcome = await whoami_after(oauth, forget_everything)
     assert outcome.error_kind == "connect"
     assert "connect tickets" in outcome.text
     assert not await oauth.auth.connected(TEAM, alice.user, oauth.entry)
@@ -174,12 +182,10 @@ async def test_a_connection_the_server_ended_asks_to_connect_again_without_count
 async def test_a_server_that_refuses_even_a_fresh_token_asks_to_connect_again_after_one_refresh(
     oauth: OAuthEnv,
 ) -> None:
-    alice = await oauth.env.caller("alice")
-    await connect(oauth.auth, oauth.entry, alice.user)
-    async with oauth.gateway.session(alice) as session:
-        await session.tools()
+    def refuse_every_token() -> None:
         oauth.server.knobs.refuse_tokens = True
-        outcome = await session.call("tickets__whoami", {})
+
+    alice, outcome = await whoami_after(oauth, refuse_every_token)
     assert outcome.error_kind == "connect"
     assert "no longer accepts your connection" in outcome.text
     refreshes = [

@@ -16,7 +16,7 @@ from mcp_clients.server_oauth import CALLBACK_PATH, PerServerAuth, audience_of
 from mcp_clients.server_oauth_clients import ClientRegistry
 from mcp_clients.server_oauth_discovery import Challenge
 from mcp_clients.server_oauth_errors import ConnectFailed, ConnectNeeded, ServerAuthError, StepUpRefused
-from registry_cache.model import parse_entries
+from registry_cache.model import ServerEntry, parse_entries
 from tests.mcp_clients.oauth_world import BROWSER, TEAM, connect, follow, oauth_entry, raw_entry
 
 PUBLIC_URL = "http://127.0.0.1:3000"
@@ -115,17 +115,21 @@ async def test_rotated_refresh_tokens_keep_working_and_a_refused_refresh_asks_to
     assert not await auth.connected(TEAM, "U0ALICE", entry)
 
 
+def pre_registered(
+    server: ThirdPartyServer, redis: aioredis.Redis, secret: str
+) -> tuple[ServerEntry, PerServerAuth]:
+    """The bot pre-registered at the server's authorization server, its secret in TICKETS_SECRET."""
+    server.auth.add_client("chatops-at-tickets", secret, "client_secret_basic", [PUBLIC_URL + CALLBACK_PATH])
+    client = {"client_id": "chatops-at-tickets", "client_secret_env": "TICKETS_SECRET"}
+    sealer = Sealer([Fernet.generate_key().decode()])
+    auth = PerServerAuth(redis, sealer, public_url=PUBLIC_URL, environ={"TICKETS_SECRET": secret})
+    return oauth_entry(server, oauth_client=client), auth
+
+
 async def test_pre_registered_credentials_come_first_and_their_secret_stays_in_the_environment(
     server: ThirdPartyServer, aredis: aioredis.Redis
 ) -> None:
-    server.auth.add_client(
-        "chatops-at-tickets", "s3cret-from-env", "client_secret_basic", [PUBLIC_URL + CALLBACK_PATH]
-    )
-    entry = oauth_entry(
-        server, oauth_client={"client_id": "chatops-at-tickets", "client_secret_env": "TICKETS_SECRET"}
-    )
-    sealer = Sealer([Fernet.generate_key().decode()])
-    auth = PerServerAuth(aredis, sealer, public_url=PUBLIC_URL, environ={"TICKETS_SECRET": "s3cret-from-env"})
+    entry, auth = pre_registered(server, aredis, "s3cret-from-env")
     try:
         await connect(auth, entry, "U0ALICE")
         assert server.auth.requests("register") == []
@@ -188,15 +192,7 @@ async def test_a_dynamic_registration_is_made_once_per_issuer_and_never_used_at_
 async def test_pre_registered_credentials_are_never_sent_to_another_authorization_server(
     server: ThirdPartyServer, aredis: aioredis.Redis
 ) -> None:
-    server.auth.add_client(
-        "chatops-at-tickets", "s3cret", "client_secret_basic", [PUBLIC_URL + CALLBACK_PATH]
-    )
-    entry = oauth_entry(
-        server, oauth_client={"client_id": "chatops-at-tickets", "client_secret_env": "SECRET"}
-    )
-    auth = PerServerAuth(
-        aredis, Sealer([Fernet.generate_key().decode()]), public_url=PUBLIC_URL, environ={"SECRET": "s3cret"}
-    )
+    entry, auth = pre_registered(server, aredis, "s3cret")
     try:
         await connect(auth, entry, "U0ALICE")  # pins the credentials to this server's authorization server
         with ThirdPartyServer("evil") as evil:
@@ -209,7 +205,7 @@ async def test_pre_registered_credentials_are_never_sent_to_another_authorizatio
                 server,
                 oauth_client={
                     "client_id": "chatops-at-tickets",
-                    "client_secret_env": "SECRET",
+                    "client_secret_env": "TICKETS_SECRET",
                     "issuer": server.auth.issuer,
                 },
             )
