@@ -248,13 +248,11 @@ class PerServerAuth:
         return Connected(team, user, server, str(record["short_name"]), record["scope"])
 
     @staticmethod
-    def _stored(
-        grant: Grant, record: Mapping[str, Any], client: Client, refresh: str | None = None
-    ) -> Stored:
+    def _stored(grant: Grant, record: Mapping[str, Any], client: Client) -> Stored:
         return Stored(
             access_token=grant.access_token,
             expires_at=grant.expires_at,
-            refresh_token=grant.refresh_token or refresh,  # rotation: the newest; else keep the one we had
+            refresh_token=grant.refresh_token,
             requested_scope=str(record.get("scope") or ""),
             resource=str(record["resource"]),
             issuer=str(record["issuer"]),
@@ -313,7 +311,13 @@ class PerServerAuth:
                     raise
                 await self.store.forget(team, user, audience)
                 raise ConnectNeeded(entry.name, entry.short_name, why="its authorization ended") from None
-            kept = self._stored(grant, _record_of(stored), client, refresh=stored.refresh_token)
+            kept = replace(
+                stored,
+                access_token=grant.access_token,
+                expires_at=grant.expires_at,
+                # Rotation: the newest refresh token; the one we had when none came back.
+                refresh_token=grant.refresh_token or stored.refresh_token,
+            )
             await self.store.save(team, user, audience, kept)
             return kept.access_token
         finally:
@@ -387,14 +391,3 @@ class PerServerAuth:
         if not access.allowed:
             raise ServerAuthError(access.reason)
         return entry
-
-
-def _record_of(stored: Stored) -> dict[str, Any]:
-    return {
-        "scope": stored.requested_scope,
-        "resource": stored.resource,
-        "issuer": stored.issuer,
-        "token_endpoint": stored.token_endpoint,
-        "revocation_endpoint": stored.revocation_endpoint,
-        "url": stored.url,
-    }
