@@ -5,13 +5,15 @@ Every client scenario the pinned suite lists is run, one at a time, against `int
 `interop/results/`; a scenario passes when at least one check succeeded and none failed. The output is one
 line per scenario, `<scenario>: PASS` or `<scenario>: FAIL (<why>)`, then `N passed, M failed`.
 
-The exit status is 0 only when every scenario in REQUIRED passed. The others are shown as measured: the
-authorization scenarios belong to the identity-providers issue and become required there.
+The exit status is 0 only when every scenario in REQUIRED passed. The others are shown as measured.
+The authorization scenarios (`auth/*`) are played by the bot's own per-server OAuth code (see
+`interop.conformance_auth`), with one private redis-server for the run holding its tokens and state.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -23,11 +25,40 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.npm_peers import INTEROP_DIR, PeersMissing, node_binary, package_file
+from fixtures.redis_proc import RedisProc
 
 __all__ = ["REQUIRED", "Outcome", "judge", "main"]
 
-# The one list of scenarios that must pass (issue 16). Issue 17 adds the auth/* scenarios here.
-REQUIRED = ("initialize", "tools_call", "sse-retry", "elicitation-sep1034-client-defaults")
+# The one list of scenarios that must pass: the client scenarios (issue 16), and the authorization ones
+# played by mcp_clients.server_oauth through interop.conformance_auth (issue 17).
+REQUIRED = (
+    "initialize",
+    "tools_call",
+    "sse-retry",
+    "elicitation-sep1034-client-defaults",
+    "auth/metadata-default",
+    "auth/metadata-var1",
+    "auth/metadata-var2",
+    "auth/metadata-var3",
+    "auth/basic-cimd",
+    "auth/pre-registration",
+    "auth/scope-from-www-authenticate",
+    "auth/scope-from-scopes-supported",
+    "auth/scope-omitted-when-undefined",
+    "auth/scope-step-up",
+    "auth/scope-retry-limit",
+    "auth/token-endpoint-auth-basic",
+    "auth/token-endpoint-auth-post",
+    "auth/token-endpoint-auth-none",
+    "auth/resource-mismatch",
+    "auth/2025-03-26-oauth-metadata-backcompat",
+    "auth/2025-03-26-oauth-endpoint-fallback",
+    "auth/client-credentials-basic",
+    "auth/client-credentials-jwt",
+    "auth/offline-access-scope",
+    "auth/offline-access-not-supported",
+    "auth/cross-app-access-complete-flow",  # enterprise-managed authorization (server_oauth_enterprise)
+)
 
 SUITE = ("@modelcontextprotocol/conformance", "dist/index.js")
 RESULTS = INTEROP_DIR / "results"
@@ -77,7 +108,7 @@ def client_scenarios(node: Path, suite: Path) -> list[str]:
     return [m.group(1) for m in map(_LISTED.match, listed.stdout.splitlines()) if m]
 
 
-def run_scenario(node: Path, suite: Path, scenario: str) -> Outcome:
+def run_scenario(node: Path, suite: Path, scenario: str, env: dict[str, str] | None = None) -> Outcome:
     out = RESULTS / scenario.replace("/", "_")
     client = f"{shlex.quote(sys.executable)} -m interop.conformance_client"
     argv = [str(node), str(suite), "client", "--command", client, "--scenario", scenario]
@@ -90,6 +121,7 @@ def run_scenario(node: Path, suite: Path, scenario: str) -> Outcome:
             stderr=subprocess.DEVNULL,
             timeout=RUN_TIMEOUT_SECONDS,
             check=False,  # the suite's exit status folds in scenarios we judge ourselves
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return Outcome(scenario, False, f"the suite did not finish within {RUN_TIMEOUT_SECONDS:.0f} s")
@@ -125,10 +157,18 @@ def main(argv: Sequence[str] = ()) -> int:
     outcomes = [Outcome(s, False, "not in this version of the suite") for s in missing]
     for outcome in outcomes:
         print(outcome.line(True), flush=True)
-    for scenario in ordered:
-        outcome = run_scenario(node, suite, scenario)
-        print(outcome.line(scenario in REQUIRED), flush=True)
-        outcomes.append(outcome)
+    # One private Redis for every authorization scenario's tokens and state (the client's own code keeps
+    # them there); each scenario's person and server are new to it.
+    redis = RedisProc().start() if any(s.startswith("auth/") for s in ordered) else None
+    env = {**os.environ, "CHATOPS_CONFORMANCE_REDIS_URL": redis.url} if redis else None
+    try:
+        for scenario in ordered:
+            outcome = run_scenario(node, suite, scenario, env)
+            print(outcome.line(scenario in REQUIRED), flush=True)
+            outcomes.append(outcome)
+    finally:
+        if redis is not None:
+            redis.stop()
     passed = sum(o.passed for o in outcomes)
     required = [o for o in outcomes if o.scenario in REQUIRED]
     required_failed = [o.scenario for o in required if not o.passed]

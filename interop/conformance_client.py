@@ -19,6 +19,7 @@ from typing import Any
 from mcp.client import ClientRequestContext
 from mcp.types import ElicitRequestFormParams, ElicitRequestParams, ElicitResult, ErrorData, Tool
 
+from interop.conformance_auth import run_auth
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
 from mcp_clients.elicitation import with_defaults
 from mcp_clients.specs import render_result
@@ -71,28 +72,14 @@ async def _nothing() -> None:
 
 
 async def run(url: str) -> int:
+    scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
+    if scenario.startswith("auth/"):
+        return await run_auth(url, scenario, use_server)
     connection = Connection(
         url, BearerFlow(_no_token, _nothing), timeout=CALL_TIMEOUT_SECONDS, elicitation=accept_with_defaults
     )
-    failed = 0
     try:
-        client = await connection.open()
-        tools: list[Tool] = []
-        cursor: str | None = None
-        for _ in range(MAX_PAGES):
-            page = await client.list_tools(cursor=cursor, cache_mode="bypass")
-            tools.extend(page.tools)
-            cursor = page.next_cursor
-            if not cursor:
-                break
-        print(f"connected ({client.protocol_version}); {len(tools)} tools")
-        for tool in tools:
-            result = await client.call_tool(
-                tool.name, sample_arguments(tool), read_timeout_seconds=CALL_TIMEOUT_SECONDS
-            )
-            text, _ = render_result(result, 500)
-            failed += bool(result.is_error)
-            print(f"{tool.name}: {'error' if result.is_error else 'ok'}: {text}")
+        return await use_server(connection)
     except ConnectError as exc:
         print(f"connection failed: {exc}")
         return 1
@@ -101,6 +88,29 @@ async def run(url: str) -> int:
         return 1
     finally:
         await connection.close()
+
+
+async def use_server(connection: Connection) -> int:
+    """What the bot does with a server: list every page of tools, call each once. Raises what the connection
+    raises (the authorization scenarios act on it); a tool's own error counts as a failure."""
+    failed = 0
+    client = await connection.open()
+    tools: list[Tool] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    print(f"connected ({client.protocol_version}); {len(tools)} tools")
+    for tool in tools:
+        result = await client.call_tool(
+            tool.name, sample_arguments(tool), read_timeout_seconds=CALL_TIMEOUT_SECONDS
+        )
+        text, _ = render_result(result, 500)
+        failed += bool(result.is_error)
+        print(f"{tool.name}: {'error' if result.is_error else 'ok'}: {text}")
     return 1 if failed else 0
 
 

@@ -23,6 +23,7 @@ from mcp.client.session import ElicitationFnT
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_clients.egress import Resolver, outbound_client, shared_ssl_context
+from mcp_clients.tokens import TokenUnavailable
 
 __all__ = ["BearerFlow", "ConnectError", "Connection", "shared_ssl_context"]
 
@@ -43,6 +44,9 @@ class BearerFlow(httpx2.Auth):
         self._invalidate = invalidate
         self.last_status: int | None = None
         self.insufficient_scope: str | None = None
+        self.token_error: TokenUnavailable | None = (
+            None  # why no token could be had, when that stopped a request
+        )
         self._held: tuple[str | None, float] | None = None
 
     async def _current(self) -> str | None:
@@ -51,9 +55,16 @@ class BearerFlow(httpx2.Auth):
         now = time.time()
         if self._held is not None and now < self._held[1]:
             return self._held[0]
-        token = await self._token()
+        token = await self._fetch()
         self._held = (token, now + _hold_seconds(token, now))
         return token
+
+    async def _fetch(self) -> str | None:
+        try:
+            return await self._token()
+        except TokenUnavailable as exc:
+            self.token_error = exc
+            raise
 
     async def async_auth_flow(
         self, request: httpx2.Request
@@ -65,7 +76,7 @@ class BearerFlow(httpx2.Auth):
         self.last_status = response.status_code
         if response.status_code == 401 and token is not None:
             await self._invalidate()
-            retry = await self._token()
+            retry = await self._fetch()
             now = time.time()
             self._held = (retry, now + _hold_seconds(retry, now))
             if retry is not None:
@@ -122,6 +133,9 @@ class Connection:
         except TimeoutError:
             raise ConnectError("the server did not answer in time") from None
         if self._client is None:
+            cause = _leaf(self._failure)
+            if isinstance(cause, TokenUnavailable):
+                raise cause  # the caller's token, not the server: says nothing about whether it is up
             raise ConnectError(_describe(self._failure))
         return self._client
 
@@ -153,10 +167,15 @@ class Connection:
                 self._owner.cancel()
 
 
-def _describe(exc: BaseException | None) -> str:
-    """Unwrap anyio's exception groups into one line a person can act on."""
+def _leaf(exc: BaseException | None) -> BaseException | None:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException | None) -> str:
+    """Unwrap anyio's exception groups into one line a person can act on."""
+    exc = _leaf(exc)
     if exc is None:
         return "the connection closed"
     message: Any = getattr(exc, "message", None) or str(exc) or type(exc).__name__

@@ -15,23 +15,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mcp import MCPError
 from mcp.types import RequestParamsMeta, Tool
 
 from mcp_clients.breaker import Breaker
-from mcp_clients.connection import BearerFlow, ConnectError, Connection
+from mcp_clients.caller import Caller
+from mcp_clients.connection import ConnectError, Connection
 from mcp_clients.egress import Resolver
+from mcp_clients.gateway_auth import CallerAuth
 from mcp_clients.listing import Listing, ListingCache
 from mcp_clients.naming import ToolKey, model_tool_name
 from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments
+from mcp_clients.server_oauth import PerServerAuth
 from mcp_clients.specs import ToolOutcome, ToolSpec, build_specs, render_result, uniquely_named
-from mcp_clients.tokens import Audience, Identity, TokenBroker, TokenUnavailable
+from mcp_clients.tokens import TokenBroker, TokenUnavailable
 from registry_cache.model import ServerEntry
 from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
-from registry_cache.view import NOBODY_MAY_APPROVE, Person, RegistryView
+from registry_cache.view import NOBODY_MAY_APPROVE, RegistryView
 
 __all__ = ["Breaker", "Caller", "Gateway", "GatewaySession", "ToolOutcome", "ToolSpec"]
 
@@ -46,21 +48,6 @@ RELIST_AFTER_SECONDS = 0.03
 SPEC_MEMO_SIZE = 1024  # distinct server listings a long-lived process keeps built
 
 
-@dataclass(frozen=True)
-class Caller:
-    team: str
-    user: str
-    channel: str | None
-    identity: Identity
-    service: bool = (
-        False  # call every server with the bot's service identity (workflows with identity: service)
-    )
-
-    @property
-    def person(self) -> Person:
-        return Person(self.identity.sub, self.identity.email, self.identity.groups)
-
-
 class Gateway:
     def __init__(
         self,
@@ -72,8 +59,10 @@ class Gateway:
         breaker: Breaker | None = None,
         listings: ListingCache | None = None,
         resolver: Resolver | None = None,
+        server_auth: PerServerAuth | None = None,  # None: `auth: oauth` servers cannot be used
     ) -> None:
         self.snapshot = snapshot
+        self.server_auth = server_auth
         self.resolver = resolver  # None: the system's; tests give names addresses without DNS
         self.broker = broker
         self.listings = listings  # None: every session lists every server live
@@ -105,6 +94,8 @@ class GatewaySession:
         # server -> a background re-listing of a remembered listing: model name -> why it may not be called
         self._revalidating: dict[str, asyncio.Task[dict[str, str]]] = {}
         self._listed: tuple[ToolSpec, ...] | None = None
+        self.auth = CallerAuth(caller, gateway.broker, gateway.server_auth)
+        self.connect_needed = self.auth.connect_needed  # server -> ConnectNeeded: offer "Connect <server>"
 
     async def __aenter__(self) -> GatewaySession:
         return self
@@ -124,33 +115,10 @@ class GatewaySession:
             self._view = (await self._gw.snapshot.view(), now)
         return self._view[0]
 
-    def _auth_mode(self, entry: ServerEntry) -> str:
-        if self.caller.service and entry.governance.auth == "user":
-            return "service"
-        return entry.governance.auth
-
     def _connection(self, entry: ServerEntry) -> Connection:
         conn = self._connections.get(entry.name)
         if conn is None or conn.url != entry.url:
-            team, user = self.caller.team, self.caller.user
-            audience = Audience(
-                entry.name, entry.url, entry.resource
-            )  # where its tokens may go, and only there
-            broker = self._gw.broker
-            auth_mode = self._auth_mode(entry)
-
-            async def token() -> str | None:
-                if auth_mode == "none":
-                    return None
-                if auth_mode == "service":
-                    return await broker.service_token(audience)
-                return await broker.user_token(team, user, audience)
-
-            async def invalidate() -> None:
-                if auth_mode == "user":
-                    await broker.invalidate(team, user, audience)
-
-            flow = BearerFlow(token, invalidate)
+            flow = self.auth.flow(entry)  # its tokens go to this server at this URL, and only there
             conn = Connection(entry.url, flow, timeout=self._gw.call_timeout, resolver=self._gw.resolver)
             self._connections[entry.name] = conn
         return conn
@@ -181,13 +149,17 @@ class GatewaySession:
         return offered
 
     def _listing_key(self, entry: ServerEntry) -> str:
-        mode = self._auth_mode(entry)
-        who = self.caller.identity.sub if mode == "user" else mode
+        mode = self.auth.mode(entry)
+        who = self.caller.identity.sub if mode in ("user", "oauth") else mode
         return ListingCache.key(entry.name, entry.url, who)
 
     async def _list(self, view: RegistryView, entry: ServerEntry, fresh: bool) -> list[ToolSpec]:
         if self._gw.breaker.is_open(entry.name):
             self.unavailable[entry.name] = "temporarily unavailable after repeated failures"
+            return []
+        blocked = await self.auth.unconnected(entry)
+        if blocked is not None:  # a person who has not connected it: nothing is sent to it
+            self.unavailable[entry.name] = blocked
             return []
         cache = self._gw.listings
         down_key = ListingCache.down_key(entry.name, entry.url)
@@ -205,6 +177,10 @@ class GatewaySession:
         try:
             tools = await self._fetch(entry)
         except (ConnectError, MCPError, TokenUnavailable, OSError) as exc:
+            mine = await self._auth_failure(entry, exc)
+            if mine is not None or isinstance(exc, TokenUnavailable):  # the caller's token, not the server
+                self.unavailable[entry.name] = mine[0] if mine else str(exc)
+                return []
             self._gw.breaker.record(entry.name, ok=False)
             reason = str(exc) or type(exc).__name__
             self.unavailable[entry.name] = reason
@@ -215,6 +191,10 @@ class GatewaySession:
         if cache is not None:
             await cache.put(self._listing_key(entry), tools)
         return self._specs_of(view, entry, tools)
+
+    async def _auth_failure(self, entry: ServerEntry, exc: BaseException) -> tuple[str, str] | None:
+        conn = self._connections.get(entry.name)
+        return await self.auth.failure(entry, conn.auth if conn else None, exc)
 
     async def _fetch(self, entry: ServerEntry) -> list[Tool]:
         client = await self._connection(entry).open()
@@ -356,7 +336,7 @@ class GatewaySession:
         def done(
             ok: bool, text: str, kind: str | None = None, structured: Any = None, cut: bool = False
         ) -> ToolOutcome:
-            self._gw.breaker.record(entry.name, ok=ok or kind in ("tool_error", "scope", "auth"))
+            self._gw.breaker.record(entry.name, ok=ok or kind in ("tool_error", "scope", "auth", "connect"))
             latency = (time.monotonic() - started) * 1000
             return ToolOutcome(ok, text, structured, cut, latency, kind)
 
@@ -377,10 +357,14 @@ class GatewaySession:
                 spec.tool, dict(arguments), read_timeout_seconds=self._gw.call_timeout, meta=meta
             )
         except TokenUnavailable as exc:
-            return done(False, str(exc), "auth")
+            return done(False, *(await self._auth_failure(entry, exc) or (str(exc), "auth")))
         except ConnectError as exc:
-            return done(False, f"{entry.short_name} could not be reached: {exc}", "unavailable")
+            unreachable = (f"{entry.short_name} could not be reached: {exc}", "unavailable")
+            return done(False, *(await self._auth_failure(entry, exc) or unreachable))
         except MCPError as exc:
+            mine = await self._auth_failure(entry, exc)
+            if mine is not None:
+                return done(False, *mine)
             if conn.auth.insufficient_scope:
                 return done(
                     False,

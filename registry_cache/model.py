@@ -19,6 +19,7 @@ __all__ = [
     "GOVERNANCE_KEY",
     "OFFICIAL_KEY",
     "Governance",
+    "OAuthClient",
     "ServerEntry",
     "Skipped",
     "ToolPolicy",
@@ -54,11 +55,34 @@ class ToolPolicy(_Strict):
     enabled: bool = True
 
 
+# The name of an environment variable, never a value: secrets stay out of the registry.
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
+class OAuthClient(_Strict):
+    """The bot's client pre-registered at an `auth: oauth` server's authorization server (SPEC §5).
+
+    Secrets are named, never given: `client_secret_env` / `private_key_env` name environment variables of
+    the bot's processes. `issuer`, when set, is the only authorization server these credentials are ever sent
+    to; when absent they are pinned to the first one the server's metadata names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # a stray `client_secret` is refused
+
+    client_id: str = Field(min_length=1, max_length=512)
+    client_secret_env: EnvName | None = None
+    private_key_env: EnvName | None = None
+    token_endpoint_auth_method: (
+        Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"] | None
+    ) = None
+    issuer: str | None = None
+
+
 class Governance(_Strict):
     status: Literal["active", "deprecated", "suspended"]
     owner_team: str = ""
     support_channel: str = ""
-    auth: Literal["user", "service", "none"] = "user"
+    auth: Literal["user", "service", "none", "oauth"] = "user"
+    oauth_client: OAuthClient | None = None  # auth: oauth only: pre-registered credentials
     resource: str | None = None
     allowed_groups: Names = ()
     allowed_channels: Names = ()
@@ -146,6 +170,11 @@ def _parse_one(raw: Any) -> ServerEntry | Skipped:
             check_server_url(governance.resource)
         except UnsafeUrl as exc:
             return Skipped(name, f"governance resource refused: {exc}")
+    if governance.oauth_client is not None and governance.oauth_client.issuer is not None:
+        try:
+            check_server_url(governance.oauth_client.issuer)
+        except UnsafeUrl as exc:
+            return Skipped(name, f"governance oauth_client.issuer refused: {exc}")
     return ServerEntry(
         name=name,
         short_name=name.split("/", 1)[1],

@@ -39,5 +39,32 @@ def test_lines_say_pass_fail_and_whether_the_failure_counts() -> None:
     )
 
 
-def test_the_four_scenarios_of_issue_16_are_the_required_ones() -> None:
-    assert REQUIRED == ("initialize", "tools_call", "sse-retry", "elicitation-sep1034-client-defaults")
+def test_the_scenarios_of_issues_16_and_17_are_the_required_ones() -> None:
+    client = ("initialize", "tools_call", "sse-retry", "elicitation-sep1034-client-defaults")
+    authorization = {
+        "auth/metadata-default",
+        "auth/metadata-var1",
+        "auth/metadata-var2",
+        "auth/metadata-var3",
+        "auth/basic-cimd",
+        "auth/pre-registration",
+        "auth/scope-from-www-authenticate",
+        "auth/scope-from-scopes-supported",
+        "auth/scope-omitted-when-undefined",
+        "auth/scope-step-up",
+        "auth/scope-retry-limit",
+        "auth/token-endpoint-auth-basic",
+        "auth/token-endpoint-auth-post",
+        "auth/token-endpoint-auth-none",
+        "auth/resource-mismatch",
+        "auth/2025-03-26-oauth-metadata-backcompat",
+        "auth/2025-03-26-oauth-endpoint-fallback",
+        "auth/client-credentials-basic",
+        "auth/client-credentials-jwt",
+        "auth/offline-access-scope",
+        "auth/offline-access-not-supported",
+        "auth/cross-app-access-complete-flow",
+    }
+    assert REQUIRED[:4] == client
+    assert set(REQUIRED[4:]) == authorization
+    assert len(REQUIRED) == len(client) + len(authorization)

@@ -13,7 +13,7 @@ from fixtures.server import start
 from mcp_clients.gateway import Breaker, Gateway
 from mcp_clients.listing import ListingCache
 from mcp_clients.tokens import Audience
-from tests.mcp_clients.conftest import Env
+from tests.mcp_clients.conftest import TEAM, Env
 
 
 async def test_a_data_engineer_gets_presto_but_not_finance_and_no_disabled_tool(env: Env) -> None:
@@ -265,3 +265,18 @@ async def test_a_server_whose_name_resolves_to_the_metadata_service_is_never_con
         "resolves to 169.254.169.254, a link-local cloud metadata address"
         in session.unavailable["io.example/innocent"]
     )
+
+
+async def test_a_person_without_a_token_does_not_make_a_server_unreachable_for_everyone_else(
+    env: Env,
+) -> None:
+    alice, bob = await env.caller("alice"), await env.caller("bob")
+    await env.broker.unlink(TEAM, alice.user)  # her link is gone; her turn still runs as her
+    async with env.cached.session(alice) as session:
+        names = {t.model_name for t in await session.tools()}
+    assert "presto__query_history" not in names
+    assert "connect your company account" in session.unavailable["io.example/presto"]
+    async with env.cached.session(bob) as session:
+        names = {t.model_name for t in await session.tools()}
+    assert "presto__query_history" in names, session.unavailable
+    assert not env.cached.breaker.is_open("io.example/presto")
