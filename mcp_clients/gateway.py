@@ -133,9 +133,7 @@ class GatewaySession:
         conn = self._connections.get(entry.name)
         if conn is None or conn.url != entry.url:
             team, user = self.caller.team, self.caller.user
-            audience = Audience(
-                entry.name, entry.url, entry.resource
-            )  # where its tokens may go, and only there
+            audience = Audience.of(entry)
             broker = self._gw.broker
             auth_mode = self._auth_mode(entry)
 
