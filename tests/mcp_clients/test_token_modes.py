@@ -4,11 +4,16 @@ Disconnect revoking the refresh token (RFC 7009)."""
 
 from __future__ import annotations
 
+import time
+
 import jwt
+import pytest
 
 from bot.linking import Linking
 from fixtures.idp import CLIENT_ID, DEFAULT_CLIENT_SECRET
-from mcp_clients.provider import Provider
+from mcp_clients.claims import ClaimPaths
+from mcp_clients.person import identify
+from mcp_clients.provider import Provider, ProviderError, TokenResponse
 from mcp_clients.tokens import Audience
 from tests.mcp_clients.conftest import TEAM, Env, IdentityWorld, link_in_browser
 
@@ -167,3 +172,25 @@ async def test_a_server_whose_tokens_come_by_exchange_receives_only_its_own(env:
     exchanges = [r for r in env.world.idp.requests("/token") if r.grant_type and "exchange" in r.grant_type]
     assert exchanges
     assert all(r.status == 200 for r in exchanges)
+
+
+async def test_an_id_token_and_an_access_token_naming_different_people_identify_nobody(
+    identity_world: IdentityWorld,
+) -> None:
+    """Claims are gathered from several places only when every one of them speaks for the same `sub`."""
+    w = identity_world
+    # Groups are looked for in `roles`, which the ID token lacks: the access token is consulted too.
+    provider = Provider(
+        w.http, w.idp.issuer, CLIENT_ID, DEFAULT_CLIENT_SECRET, claims=ClaimPaths(groups="roles")
+    )
+    alice, bob = (w.idp.mint_access_token(p, CLIENT_ID) for p in ("alice", "bob"))
+    mixed = TokenResponse(bob, time.time() + 300, refresh_token=None, id_token=alice, scope="openid")
+    with pytest.raises(ProviderError, match="different people"):
+        await identify(provider, mixed, for_provider=True)
+    same = TokenResponse(alice, time.time() + 300, refresh_token=None, id_token=alice, scope="openid")
+    who = await identify(provider, same, for_provider=True)
+    assert (who.claims.sub, who.claims.email, who.claims.has_groups) == (
+        "u-alice",
+        "alice@example.com",
+        False,
+    )
