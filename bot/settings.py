@@ -246,6 +246,10 @@ class Settings(BaseSettings):
                 "OAUTH_CLIENT_PRIVATE_KEY_FILE", "set either it or OAUTH_CLIENT_PRIVATE_KEY, not both"
             )
         method = self.oauth_token_auth_method
+        if self.oauth_client_key_id is not None and self.oauth_private_key is None:
+            raise ConfigError(
+                "OAUTH_CLIENT_KEY_ID", "names the key of OAUTH_CLIENT_PRIVATE_KEY, which is not set"
+            )
         if method == "private_key_jwt" and self.oauth_private_key is None:
             raise ConfigError(
                 "OAUTH_CLIENT_PRIVATE_KEY",

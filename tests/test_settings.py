@@ -180,6 +180,9 @@ def test_a_private_key_replaces_the_client_secret_and_private_key_jwt_needs_one(
     with pytest.raises(ConfigError) as info:
         load_settings(Role.WORKER, env=no_secret)
     assert info.value.variable == "OAUTH_CLIENT_SECRET"
+    with pytest.raises(ConfigError) as info:
+        load_settings(Role.WORKER, env={**FULL, "OAUTH_CLIENT_KEY_ID": "k1"})
+    assert info.value.variable == "OAUTH_CLIENT_KEY_ID"
     both = {**no_secret, "OAUTH_CLIENT_PRIVATE_KEY": pem, "OAUTH_CLIENT_PRIVATE_KEY_FILE": str(key_file)}
     with pytest.raises(ConfigError) as info:
         load_settings(Role.WORKER, env=both)
