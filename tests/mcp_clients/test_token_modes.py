@@ -5,6 +5,7 @@ Disconnect revoking the refresh token (RFC 7009)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import jwt
 import pytest
@@ -14,7 +15,6 @@ from fixtures.idp import CLIENT_ID, DEFAULT_CLIENT_SECRET
 from mcp_clients.claims import ClaimPaths
 from mcp_clients.person import identify
 from mcp_clients.provider import Provider, ProviderError, TokenResponse
-from mcp_clients.tokens import Audience
 from tests.mcp_clients.conftest import TEAM, Env, IdentityWorld, link_in_browser
 
 ENTRA_SCOPE = "api://presto-app/.default"
@@ -60,7 +60,7 @@ async def test_a_scope_server_gets_its_token_by_scope_without_a_resource(
     w = identity_world
     await w.link("alice")
     presto = w.audience("PRESTO_URL")
-    entra = Audience(presto.server, presto.url, presto.resource, "scope", ENTRA_SCOPE)
+    entra = replace(presto, token="scope", scope=ENTRA_SCOPE)
     token = await w.broker.user_token(TEAM, "U0ALICE", entra)
     assert (claims(token)["aud"], claims(token)["sub"]) == ("api://presto-app", "u-alice")
     assert refreshes(w)[-1] == ((), ENTRA_SCOPE)
@@ -76,7 +76,7 @@ async def test_an_exchange_server_gets_the_persons_own_token_exchanged_for_its_a
     w = identity_world
     await w.link("bob")
     presto = w.audience("PRESTO_URL")
-    exchanged = Audience(presto.server, presto.url, presto.resource, "exchange")
+    exchanged = replace(presto, token="exchange")
     token = await w.broker.user_token(TEAM, "U0BOB", exchanged)
     assert (claims(token)["aud"], claims(token)["sub"]) == (presto.resource, "u-bob")
     own, exchange = w.idp.requests("/token")[-2:]
