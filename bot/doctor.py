@@ -10,6 +10,7 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from agent.workflow import load_workflows
 from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
+from bot.services import company_provider
 from bot.settings import ConfigError, Role, Settings
 from llm.anthropic import make_client
 from mcp_clients.egress import outbound_client
@@ -17,7 +18,7 @@ from mcp_clients.provider import Provider, ProviderError
 from registry_cache.client import RegistryFetchError, fetch_all
 from registry_cache.model import parse_entries
 
-__all__ = ["redis_safety", "run_doctor", "workers"]
+__all__ = ["provider_check", "redis_safety", "run_doctor", "workers"]
 
 
 async def redis_safety(redis: aioredis.Redis) -> tuple[list[str], list[str]]:
@@ -28,6 +29,29 @@ async def redis_safety(redis: aioredis.Redis) -> tuple[list[str], list[str]]:
         **(await redis.config_get("save")),
     }
     return judge({str(k): str(v) for k, v in config.items()})
+
+
+async def provider_check(provider: Provider) -> tuple[bool, str]:
+    """Whether the provider's metadata lets the bot link people and learn who they are, and how it will
+    authenticate there."""
+    try:
+        meta = await provider.metadata()
+        method, scope = await provider.auth_method(), await provider.scope()
+    except ProviderError as exc:
+        return False, str(exc)
+    problems = []
+    if meta.jwks_uri is None and meta.userinfo_endpoint is None:
+        problems.append("it publishes neither jwks_uri nor a userinfo endpoint, so nobody can be identified")
+    supported = meta.token_endpoint_auth_methods_supported
+    if supported is not None and method not in supported:
+        problems.append(
+            f"it does not list {method} among token_endpoint_auth_methods_supported {list(supported)}"
+        )
+    if meta.revocation_endpoint is None:
+        problems.append("(note) no revocation_endpoint: Disconnect can only forget tokens, not revoke them")
+    detail = f"token endpoint {meta.token_endpoint}, client authentication {method}, scope {scope!r}"
+    detail += "".join(f"\n    {p}" for p in problems)
+    return not any(not p.startswith("(note)") for p in problems), detail
 
 
 async def workers(redis: aioredis.Redis) -> tuple[bool, str]:
@@ -110,18 +134,9 @@ async def run_doctor(settings: Settings) -> int:
                 report(True, what="registry", detail=detail)
             except RegistryFetchError as exc:
                 report(False, what="registry", detail=str(exc))
-        if settings.oauth_issuer and settings.oauth_client_id and settings.oauth_client_secret:
-            provider = Provider(
-                http,
-                str(settings.oauth_issuer),
-                settings.oauth_client_id,
-                settings.oauth_client_secret.get_secret_value(),
-            )
-            try:
-                meta = await provider.metadata()
-                report(True, what="identity provider", detail=f"token endpoint {meta.token_endpoint}")
-            except ProviderError as exc:
-                report(False, what="identity provider", detail=str(exc))
+        if settings.oauth_issuer and settings.oauth_client_id:
+            ok, detail = await provider_check(company_provider(settings, http))
+            report(ok, what="identity provider", detail=detail)
     if settings.anthropic_api_key is not None:
         ok, detail = await model_check(settings)
         report(ok, what="model", detail=detail)

@@ -1,4 +1,5 @@
-"""App Home listeners: publish the tab when it is opened, Disconnect, and Approve/Reject clicked on the tab.
+"""App Home listeners: publish the tab when it is opened, Disconnect (which forgets the person's tokens and
+revokes their refresh token at the provider, RFC 7009), and Approve/Reject clicked on the tab.
 
 Every listener acknowledges first and works in a Bolt lazy listener (SPEC §10). The Home's Approve/Reject
 buttons carry the cards' action ids and values (the approval id), but only clicks made on a Home view match
@@ -25,6 +26,7 @@ from bot.home import HOME_DISCONNECT_ACTION_ID, publish_home
 from bot.mrkdwn import escape
 from bot.poster import PostError
 from bot.services import BotIdentity, Services
+from mcp_clients.tokens import Revocation
 
 __all__ = ["register_home"]
 
@@ -32,6 +34,22 @@ log = logging.getLogger(__name__)
 
 COULD_NOT_RECORD = "I couldn't record your decision just now (my storage is unavailable). Nothing changed."
 NOT_OFFERED = "That request is not one I showed you here; open the Home tab again."
+_FORGOTTEN = ":wave: Disconnected: I have forgotten your tokens."
+DISCONNECT_NOTICE: dict[Revocation, str] = {
+    "revoked": f"{_FORGOTTEN} Your sign-in was revoked at your identity provider too. Connect again anytime.",
+    "unsupported": f"{_FORGOTTEN} Connect again anytime.",
+    "nothing": f"{_FORGOTTEN} Connect again anytime.",
+    "failed": (
+        f"{_FORGOTTEN} Your identity provider could not be reached to revoke your sign-in there; it ends "
+        "when it expires, or revoke it in your account settings at the provider. Connect again anytime."
+    ),
+}
+DISCONNECT_DETAIL: dict[Revocation, str] = {
+    "revoked": "refresh token revoked at the provider",
+    "unsupported": "the provider offers no revocation",
+    "nothing": "no refresh token to revoke",
+    "failed": "revocation at the provider failed",
+}
 
 
 async def _ack(ack: AsyncAck) -> None:
@@ -59,7 +77,7 @@ def register_home(app: AsyncApp, services: Services, clicks: ApprovalClicks, bot
     async def disconnect(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)
         identity = await services.broker.identity(team, user)
-        await services.broker.unlink(team, user)
+        revocation = await services.broker.disconnect(team, user)
         if identity is not None:
             await services.audit.record(
                 AuditRecord(
@@ -68,12 +86,10 @@ def register_home(app: AsyncApp, services: Services, clicks: ApprovalClicks, bot
                     team=team,
                     user=user,
                     sub=identity.sub,
-                    detail="disconnected from App Home",
+                    detail=f"disconnected from App Home; {DISCONNECT_DETAIL[revocation]}",
                 )
             )
-        await refresh(
-            team, user, ":wave: Disconnected: I have forgotten your tokens. Connect again any time."
-        )
+        await refresh(team, user, DISCONNECT_NOTICE[revocation])
 
     async def approve(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)

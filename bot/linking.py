@@ -4,10 +4,13 @@
 2. `start()` (GET /oauth/start/<offer>) creates a single-use `state` bound server-side to the offer's person
    and to the browser (the fingerprint of a secret the web layer puts in a cookie), a PKCE S256 verifier and
    an OIDC nonce, and redirects to the provider asking for `offline_access` with `prompt=consent` and one
-   `resource` per usable `auth: user` server (strict providers grant refreshes only for resources asked here).
+   `resource` per usable `auth: user` server whose tokens are asked by resource (strict providers grant
+   refreshes only for resources asked here), with OAUTH_SCOPES (by default the base scopes plus a groups
+   scope the provider lists).
 3. `finish()` (GET /oauth/callback) consumes the state, checks the browser and `iss` (RFC 9207: exact, and
-   required when the provider advertises it), exchanges the code naming exactly one resource, verifies the ID
-   token (signature, issuer, audience, nonce), then makes sure the person who signed in is the Slack user:
+   required when the provider advertises it), exchanges the code naming exactly one resource, learns who
+   signed in (`mcp_clients.person`: the verified ID token, userinfo for what it lacks, OAUTH_EMAIL_CLAIM and
+   OAUTH_GROUPS_CLAIM wherever they are), then makes sure the person who signed in is the Slack user:
    - OAUTH_MATCH_EMAIL=true (default): the signed-in email must equal the Slack profile's, ignoring case;
    - false: nothing is linked yet; the sign-in is held (bot.link_confirm) until `confirm()`, a POST from the
      same browser with the confirmation page's own CSRF token.
@@ -30,6 +33,7 @@ import redis.asyncio as aioredis
 
 from bot.link_confirm import Confirmation, Held, NotConfirmable, PendingLinks, fingerprint, matches
 from bot.slack_people import People, PeopleUnavailable, SlackPerson
+from mcp_clients.person import identify
 from mcp_clients.provider import Claims, Pkce, Provider, ProviderError
 from mcp_clients.sealing import Sealer
 from mcp_clients.tokens import Identity, TokenBroker
@@ -141,7 +145,8 @@ class Linking:
             raise LinkFailed(str(exc)) from None
         seen: dict[str, None] = {}
         for entry in view.entries:
-            if entry.usable and entry.governance.auth == "user":
+            # Servers whose tokens come by `scope` or `exchange` need no resource granted here (SPEC §5).
+            if entry.usable and entry.governance.auth == "user" and entry.governance.token == "resource":
                 seen.setdefault(entry.resource)
         return list(seen)
 
@@ -254,15 +259,14 @@ class Linking:
                 verifier=str(record["verifier"]),
                 resource=resources[0] if resources else None,
             )
-            if not tokens.id_token:
-                raise LinkFailed("The identity provider did not return an ID token.")
-            claims = await self._provider.verify(
-                tokens.id_token, audience=self._provider.client_id, nonce=str(record["nonce"])
+            # Without a resource the exchange's token is one for the provider itself (userinfo takes it).
+            who = await identify(
+                self._provider, tokens, nonce=str(record["nonce"]), for_provider=not resources
             )
         except ProviderError as exc:
             raise LinkFailed(f"Your account could not be connected ({exc}).") from None
         team, user, offer = str(record["team"]), str(record["user"]), str(record["offer"])
-        return Held(team, user, offer, resources, claims, tokens.refresh_token)
+        return Held(team, user, offer, resources, who.claims, who.refresh_token)
 
     async def _slack_person(self, user: str) -> SlackPerson:
         try:

@@ -27,6 +27,7 @@ from bot.poster import Poster, make_slack_client, slack_session
 from bot.settings import Settings
 from bot.slack_people import SlackPeople
 from llm.anthropic import AnthropicModel, make_client
+from mcp_clients.claims import ClaimPaths
 from mcp_clients.connection import shared_ssl_context
 from mcp_clients.egress import outbound_client
 from mcp_clients.gateway import Gateway
@@ -37,7 +38,7 @@ from mcp_clients.tokens import TokenBroker
 from registry_cache.client import fetch_all
 from registry_cache.snapshot import SharedSnapshot
 
-__all__ = ["BotIdentity", "Services", "open_services"]
+__all__ = ["BotIdentity", "Services", "company_provider", "open_services"]
 
 # Given once: left to itself, redis-py looks its own version up in the package metadata for every new
 # connection (CLIENT SETINFO), which a freshly forked job paid on each of its connections.
@@ -79,6 +80,22 @@ class Services:
         return self._model
 
 
+def company_provider(settings: Settings, http: httpx2.AsyncClient) -> Provider:
+    """The company's identity provider as the settings describe it (SPEC §3, §5)."""
+    secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else ""
+    return Provider(
+        http,
+        str(settings.oauth_issuer or ""),
+        settings.oauth_client_id or "",
+        secret,
+        private_key=settings.oauth_private_key,
+        key_id=settings.oauth_client_key_id,
+        auth_method=settings.oauth_token_auth_method,
+        scopes=settings.oauth_scopes,
+        claims=ClaimPaths(groups=settings.oauth_groups_claim, email=settings.oauth_email_claim),
+    )
+
+
 @asynccontextmanager
 async def open_services(settings: Settings, team: str) -> AsyncIterator[Services]:
     assert settings.redis_url is not None, "settings.require() guarantees REDIS_URL outside demo/dev"
@@ -97,8 +114,7 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
     redis = aioredis.Redis(connection_pool=pool)
     # The registry and the identity provider: connections only to addresses the URL rules allow (SPEC §6).
     http = outbound_client(timeout=httpx2.Timeout(15, connect=5))
-    secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else ""
-    provider = Provider(http, str(settings.oauth_issuer or ""), settings.oauth_client_id or "", secret)
+    provider = company_provider(settings, http)
     masters = [k.get_secret_value() for k in settings.chatops_secret_key]
     sealer = Sealer(masters)
     broker = TokenBroker(redis, provider, sealer)

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from functools import cached_property
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from cryptography.fernet import Fernet
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mcp_clients.claims import valid_claim_path
+from mcp_clients.oauth_client_auth import PrivateKey, load_private_key
+
 __all__ = ["DEFAULT_MODEL", "ConfigError", "Role", "Settings", "load_settings"]
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 class ConfigError(Exception):
@@ -59,6 +65,21 @@ class Settings(BaseSettings):
     oauth_client_secret: SecretStr | None = Field(default=None, alias="OAUTH_CLIENT_SECRET")
     # Linking requires the provider's email to equal the Slack profile's; false: the person confirms instead.
     oauth_match_email: bool = Field(default=True, alias="OAUTH_MATCH_EMAIL")
+    # Providers differ (SPEC §3, §5): the scopes to ask at linking (unset: the base scopes plus a groups scope
+    # the provider lists), where groups and email are in its claims, and how the bot authenticates to it.
+    oauth_scopes: str | None = Field(default=None, alias="OAUTH_SCOPES")
+    oauth_groups_claim: str = Field(default="groups", alias="OAUTH_GROUPS_CLAIM")
+    oauth_email_claim: str = Field(default="email", alias="OAUTH_EMAIL_CLAIM")
+    oauth_token_auth_method: (
+        Literal["client_secret_basic", "client_secret_post", "private_key_jwt"] | None
+    ) = Field(default=None, alias="OAUTH_TOKEN_AUTH_METHOD")
+    # A PEM private key for private_key_jwt (RFC 7523), given inline or as a file; OAUTH_CLIENT_KEY_ID is the
+    # `kid` to name in its assertions when the provider holds several keys for the bot.
+    oauth_client_private_key: SecretStr | None = Field(default=None, alias="OAUTH_CLIENT_PRIVATE_KEY")
+    oauth_client_private_key_file: SecretStr | None = Field(
+        default=None, alias="OAUTH_CLIENT_PRIVATE_KEY_FILE"
+    )
+    oauth_client_key_id: str | None = Field(default=None, alias="OAUTH_CLIENT_KEY_ID")
     public_url: AnyHttpUrl | None = Field(default=None, alias="PUBLIC_URL")
     chatops_secret_key: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(), alias="CHATOPS_SECRET_KEY"
@@ -104,6 +125,11 @@ class Settings(BaseSettings):
         "registry_url",
         "oauth_issuer",
         "anthropic_base_url",
+        "oauth_scopes",
+        "oauth_token_auth_method",
+        "oauth_client_private_key",
+        "oauth_client_private_key_file",
+        "oauth_client_key_id",
         mode="before",
     )
     @classmethod
@@ -154,6 +180,43 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("oauth_scopes")
+    @classmethod
+    def _scope_tokens(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scopes = value.split()
+        if not all(_SCOPE_TOKEN.fullmatch(s) for s in scopes):
+            raise ValueError("must be scope names separated by spaces (RFC 6749 §3.3)")
+        return " ".join(dict.fromkeys(scopes))
+
+    @field_validator("oauth_groups_claim", "oauth_email_claim")
+    @classmethod
+    def _claim_path(cls, value: str) -> str:
+        if not valid_claim_path(value.strip()):
+            raise ValueError("must be a claim name or a dotted path to one, without spaces")
+        return value.strip()
+
+    @field_validator("oauth_client_private_key")
+    @classmethod
+    def _pem(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            load_private_key(value.get_secret_value())  # ValueError never quotes the key
+        return value
+
+    @field_validator("oauth_client_private_key_file", mode="before")
+    @classmethod
+    def _pem_file(cls, value: Any) -> Any:
+        # Read once, here: the process never goes back to the file, and the key stays a SecretStr.
+        if value is None:
+            return None
+        try:
+            pem = Path(str(value)).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot be read ({type(exc).__name__})") from None
+        load_private_key(pem)
+        return pem
+
     @field_validator("workflows_dir")
     @classmethod
     def _dir_not_blank(cls, value: str) -> str:
@@ -170,8 +233,34 @@ class Settings(BaseSettings):
     def oauth_redirect_uri(self) -> str:
         return f"{self.base_url}/oauth/callback"
 
+    @cached_property
+    def oauth_private_key(self) -> PrivateKey | None:
+        """The bot's private key for private_key_jwt, from OAUTH_CLIENT_PRIVATE_KEY or its _FILE."""
+        given = self.oauth_client_private_key or self.oauth_client_private_key_file
+        return load_private_key(given.get_secret_value()) if given is not None else None
+
+    def _check_client_auth(self) -> None:
+        """The client authentication settings agree with each other (any role: all of them talk to it)."""
+        if self.oauth_client_private_key is not None and self.oauth_client_private_key_file is not None:
+            raise ConfigError(
+                "OAUTH_CLIENT_PRIVATE_KEY_FILE", "set either it or OAUTH_CLIENT_PRIVATE_KEY, not both"
+            )
+        method = self.oauth_token_auth_method
+        if self.oauth_client_key_id is not None and self.oauth_private_key is None:
+            raise ConfigError(
+                "OAUTH_CLIENT_KEY_ID", "names the key of OAUTH_CLIENT_PRIVATE_KEY, which is not set"
+            )
+        if method == "private_key_jwt" and self.oauth_private_key is None:
+            raise ConfigError(
+                "OAUTH_CLIENT_PRIVATE_KEY",
+                "is required for OAUTH_TOKEN_AUTH_METHOD=private_key_jwt (or its _FILE)",
+            )
+        if method in ("client_secret_basic", "client_secret_post") and self.oauth_client_secret is None:
+            raise ConfigError("OAUTH_CLIENT_SECRET", f"is required for OAUTH_TOKEN_AUTH_METHOD={method}")
+
     def require(self, role: Role) -> Settings:
         """Check that everything `role` needs is present; raise `ConfigError` naming the first gap."""
+        self._check_client_auth()
         needed: list[tuple[str, object]] = []
         if role in (Role.WEB_HTTP, Role.WEB_SOCKET, Role.WORKER):
             needed += [
@@ -179,7 +268,8 @@ class Settings(BaseSettings):
                 ("REGISTRY_URL", self.registry_url),
                 ("OAUTH_ISSUER", self.oauth_issuer),
                 ("OAUTH_CLIENT_ID", self.oauth_client_id),
-                ("OAUTH_CLIENT_SECRET", self.oauth_client_secret),
+                # A client holding a private key (private_key_jwt) needs no secret.
+                ("OAUTH_CLIENT_SECRET", self.oauth_client_secret or self.oauth_private_key),
                 ("CHATOPS_SECRET_KEY", self.chatops_secret_key or None),
                 ("REDIS_URL", self.redis_url),
             ]

@@ -50,7 +50,7 @@ class CallerAuth:
         if mode == "oauth" and server_auth is not None:
             return server_auth.bearer_flow(self._caller.team, self._caller.user, entry)
         team, user, broker = self._caller.team, self._caller.user, self._broker
-        audience = Audience(entry.name, entry.url, entry.resource)
+        audience = Audience.of(entry)  # and asked for the way the entry says (resource, scope, exchange)
 
         async def token() -> str | None:
             if mode in ("oauth", "oauth-service") and server_auth is None:

@@ -14,37 +14,57 @@ under the lock, so ten concurrent calls make one refresh and a rotating provider
 twice (which would revoke the family). The lock is extended while its holder works, so it outlives however
 long the provider takes; its TTL only bounds how long a holder that died blocks the others.
 `invalid_grant`/`invalid_target` end the link: the refresh token is discarded and the person is asked to
-connect again; there is never a fallback to another identity.
+connect again; there is never a fallback to another identity. Disconnect forgets the link and revokes its
+refresh token at the provider (RFC 7009) when the provider offers revocation.
+
+Tokens the provider issues as JWTs are verified (and must name the linked `sub`); opaque ones are passed to
+their server unread and kept for their `expires_in`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import redis.asyncio as aioredis
-from redis.asyncio.lock import Lock
-from redis.exceptions import LockError, RedisError
 from redis.typing import EncodableT, FieldT
 
-from mcp_clients.provider import TOKEN_REQUEST_TIMEOUT_SECONDS, Claims, LinkEnded, Provider, ProviderError
+from mcp_clients.audience import Audience
+from mcp_clients.person import identify
+from mcp_clients.provider import (
+    TOKEN_REQUEST_TIMEOUT_SECONDS,
+    Claims,
+    LinkEnded,
+    Provider,
+    ProviderError,
+    TokenResponse,
+    is_jwt,
+)
+from mcp_clients.refresh_lock import LOCK_SECONDS, kept
 from mcp_clients.sealing import Binding, Sealer, SealError
 
-__all__ = ["Audience", "Identity", "NotLinked", "ReconnectNeeded", "TokenBroker", "TokenUnavailable"]
+__all__ = [
+    "Audience",
+    "Identity",
+    "NotLinked",
+    "ReconnectNeeded",
+    "Revocation",
+    "TokenBroker",
+    "TokenUnavailable",
+]
 
 log = logging.getLogger(__name__)
 
 GROUPS_MAX_AGE_SECONDS = 300
-# The per-person refresh lock's TTL: one token request, plus room for the Redis work and the token's check
-# around it. A live holder extends it every third of that (`_keep_alive`), so a slow provider never lets a
-# second refresh in; the TTL only bounds how long a holder that died blocks the others.
-LOCK_SECONDS = TOKEN_REQUEST_TIMEOUT_SECONDS + 5.0
+
+# What Disconnect did at the provider: revoked the refresh token, found no revocation endpoint, could not
+# reach it, or had no refresh token to revoke.
+Revocation = Literal["revoked", "unsupported", "failed", "nothing"]
 
 
 class TokenUnavailable(Exception):
@@ -68,24 +88,6 @@ class Identity:
     groups: frozenset[str]
     groups_at: float
     resources: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Audience:
-    """What a token is obtained for and may be sent to: one server name, at one URL, for one resource."""
-
-    server: str
-    url: str
-    resource: str
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps([self.server, self.url, self.resource]).encode()).hexdigest()[:32]
-
-    @property
-    def purpose(self) -> str:
-        """The sealing purpose of its cached token: the ciphertext opens for this audience only."""
-        return f"access:{self.digest}"
 
 
 def _text(value: bytes | str) -> str:
@@ -174,12 +176,15 @@ class TokenBroker:
 
     async def user_token(self, team: str, user: str, audience: Audience) -> str:
         """An access token for `audience` issued to this person. Raises `TokenUnavailable` subclasses."""
-        cached = await self._cached(
-            self._token_key(team, user, audience), self._binding(team, user), audience
-        )
+        key, binding = self._token_key(team, user, audience), self._binding(team, user)
+        cached = await self._cached(key, binding, audience)
         if cached is not None:
             return cached
-        return (await self._refresh_locked(team, user, audience.resource, audience)).access_token
+        async with self._refresh_lock(team, user):
+            cached = await self._cached(key, binding, audience)
+            if cached is not None:  # another process refreshed while we waited for the lock
+                return cached
+            return await self._issue(team, user, audience)
 
     async def invalidate(self, team: str, user: str, audience: Audience) -> None:
         """Forget the cached token (a server answered 401 to it)."""
@@ -188,82 +193,133 @@ class TokenBroker:
     async def current_identity(
         self, team: str, user: str, *, max_age: float = GROUPS_MAX_AGE_SECONDS
     ) -> Identity:
-        """The identity with groups no older than `max_age`, re-read through a refresh when needed."""
+        """The identity with groups no older than `max_age`, re-read from the provider when needed: a
+        refresh naming no resource (a token for the provider itself), then its ID token or userinfo."""
         identity = await self.require_identity(team, user)
         if self._clock() - identity.groups_at <= max_age:
             return identity
-        if not identity.resources:
-            raise ReconnectNeeded("your link has no servers to refresh groups with; connect again")
-        await self._refresh_locked(team, user, identity.resources[0], None)
-        return await self.require_identity(team, user)
-
-    async def _refresh_locked(
-        self, team: str, user: str, resource: str, audience: Audience | None
-    ) -> _Issued:
-        """Refresh for `resource` under the person's lock; the token is cached for `audience` (None: a
-        refresh only to re-read groups, whose token is for no server in particular and is not kept)."""
-        binding = self._binding(team, user)
-        # A waiter gives up after one lease and one more token request: the holder is still working by then.
-        wait = self._lock_seconds + TOKEN_REQUEST_TIMEOUT_SECONDS
-        lock = self._redis.lock(
-            f"chatops:lock:refresh:{team}:{user}", timeout=self._lock_seconds, blocking_timeout=wait
-        )
-        try:
-            acquired = await lock.acquire()
-        except LockError:
-            acquired = False
-        if not acquired:
-            raise TokenUnavailable("the identity provider is slow to answer; try again in a moment")
-        keeper = _keep_alive(lock, self._lock_seconds)
-        try:
-            if audience is not None:
-                cached = await self._cached(self._token_key(team, user, audience), binding, audience)
-                if cached is not None:  # another process refreshed while we waited for the lock
-                    return _Issued(cached)
+        async with self._refresh_lock(team, user):
             identity = await self.require_identity(team, user)
-            sealed = await self._redis.hget(self._link_key(team, user), "refresh")
-            if sealed is None:
-                raise ReconnectNeeded("your link has no refresh grant; connect again")
+            if self._clock() - identity.groups_at <= max_age:  # re-read by another process meanwhile
+                return identity
+            grant = await self._grant(team, user)
+            issued = await self._ask(team, user, self._provider.refresh(grant.refresh_token))
+            await self._keep_rotated(team, user, grant, issued.refresh_token)
             try:
-                refresh_token = self._sealer.open(_text(sealed), binding)
-            except SealError:
-                await self.unlink(team, user)
-                raise ReconnectNeeded("your stored link could not be opened; connect again") from None
-            try:
-                issued = await self._provider.refresh(refresh_token, resource=resource)
-            except LinkEnded as exc:
-                await self.unlink(team, user)
-                raise ReconnectNeeded(f"your link has ended ({exc.error}); connect again") from None
+                who = await identify(self._provider, issued, for_provider=True)
             except ProviderError as exc:
-                raise TokenUnavailable(str(exc)) from None
-            updates: dict[FieldT, EncodableT] = {}
-            if issued.refresh_token:  # rotation: keep the newest; keep the old one when none came back
-                updates["refresh"] = self._sealer.seal(issued.refresh_token, binding)
-            else:  # ...under the first CHATOPS_SECRET_KEY, so a key being rotated out stops being needed
-                updates["refresh"] = self._sealer.reseal(_text(sealed), binding)
-            try:
-                claims = await self._provider.verify(issued.access_token, audience=resource)
-            except ProviderError as exc:
-                if updates:
-                    await self._redis.hset(self._link_key(team, user), mapping=updates)
-                raise TokenUnavailable(f"the identity provider issued an unusable token ({exc})") from None
-            if claims.sub != identity.sub:
+                raise TokenUnavailable(f"your groups could not be read again ({exc})") from None
+            if who.claims.sub != identity.sub:
                 await self.unlink(team, user)
                 raise ReconnectNeeded("the identity provider answered for a different person; connect again")
-            updates["groups"] = json.dumps(sorted(claims.groups))
-            updates["groups_at"] = repr(self._clock())
-            await self._redis.hset(self._link_key(team, user), mapping=updates)
-            if audience is not None:
-                key = self._token_key(team, user, audience)
-                await self._store(key, binding, audience, issued.access_token, claims.expires_at)
-            return _Issued(issued.access_token)
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            # The lock may have expired while we worked; the next caller re-checks the cache anyway.
-            with contextlib.suppress(LockError):
-                await lock.release()
+            await self._redis.hset(self._link_key(team, user), mapping=self._groups_update(who.claims.groups))
+        return await self.require_identity(team, user)
+
+    async def _issue(self, team: str, user: str, audience: Audience) -> str:
+        """Obtain, check and cache a token for `audience` as its registry entry says (SPEC §5): `resource`
+        (RFC 8707), `scope`, or `exchange` (RFC 8693, the person's own token as the subject)."""
+        grant = await self._grant(team, user)
+        provider = self._provider
+        if audience.token == "exchange":
+            own = await self._ask(team, user, provider.refresh(grant.refresh_token))
+            grant = await self._keep_rotated(team, user, grant, own.refresh_token)
+            issued = await self._ask(
+                team, user, provider.exchange(own.access_token, audience=audience.resource)
+            )
+        else:
+            how = {"scope": audience.scope} if audience.token == "scope" else {"resource": audience.resource}
+            issued = await self._ask(team, user, provider.refresh(grant.refresh_token, **how))
+            await self._keep_rotated(team, user, grant, issued.refresh_token)
+        expires_at = issued.expires_at
+        if is_jwt(issued.access_token) and await self._can_verify():
+            # Entra ID's `.default` tokens name the API's own id as audience; the server checks that one.
+            expected = None if audience.token == "scope" else audience.resource
+            try:
+                claims = await provider.verify(issued.access_token, audience=expected)
+            except ProviderError as exc:
+                raise TokenUnavailable(f"the identity provider issued an unusable token ({exc})") from None
+            if claims.sub != grant.identity.sub:
+                await self.unlink(team, user)
+                raise ReconnectNeeded("the identity provider answered for a different person; connect again")
+            if claims.has_groups:
+                await self._redis.hset(self._link_key(team, user), mapping=self._groups_update(claims.groups))
+            expires_at = claims.expires_at
+        # else opaque: passed to the server unread (SPEC §5), kept until shortly before `expires_in` ends
+        key = self._token_key(team, user, audience)
+        await self._store(key, self._binding(team, user), audience, issued.access_token, expires_at)
+        return issued.access_token
+
+    async def _grant(self, team: str, user: str) -> _Grant:
+        identity = await self.require_identity(team, user)
+        sealed = await self._redis.hget(self._link_key(team, user), "refresh")
+        if sealed is None:
+            raise ReconnectNeeded("your link has no refresh grant; connect again")
+        try:
+            refresh_token = self._sealer.open(_text(sealed), self._binding(team, user))
+        except SealError:
+            await self.unlink(team, user)
+            raise ReconnectNeeded("your stored link could not be opened; connect again") from None
+        return _Grant(identity, _text(sealed), refresh_token)
+
+    async def _ask(self, team: str, user: str, request: Awaitable[TokenResponse]) -> TokenResponse:
+        """One token request; a link the provider ended is forgotten, other failures are transient."""
+        try:
+            return await request
+        except LinkEnded as exc:
+            await self.unlink(team, user)
+            raise ReconnectNeeded(f"your link has ended ({exc.error}); connect again") from None
+        except ProviderError as exc:
+            raise TokenUnavailable(str(exc)) from None
+
+    async def _keep_rotated(self, team: str, user: str, grant: _Grant, rotated: str | None) -> _Grant:
+        """Keep the newest refresh token (rotation), or the old one when none came back; either way sealed
+        under the first CHATOPS_SECRET_KEY, so a key being rotated out stops being needed."""
+        binding = self._binding(team, user)
+        if rotated:
+            sealed, refresh_token = self._sealer.seal(rotated, binding), rotated
+        else:
+            sealed, refresh_token = self._sealer.reseal(grant.sealed, binding), grant.refresh_token
+        await self._redis.hset(self._link_key(team, user), "refresh", sealed)
+        return _Grant(grant.identity, sealed, refresh_token)
+
+    def _groups_update(self, groups: frozenset[str]) -> dict[FieldT, EncodableT]:
+        return {"groups": json.dumps(sorted(groups)), "groups_at": repr(self._clock())}
+
+    async def _can_verify(self) -> bool:
+        try:
+            return await self._provider.can_verify()
+        except ProviderError as exc:
+            raise TokenUnavailable(str(exc)) from None
+
+    @contextlib.asynccontextmanager
+    async def _refresh_lock(self, team: str, user: str) -> AsyncIterator[None]:
+        """The person's refresh lock, held (and extended) for the block (`mcp_clients.refresh_lock`)."""
+        # A waiter gives up after one lease and one more token request: the holder is still working by then.
+        wait = self._lock_seconds + TOKEN_REQUEST_TIMEOUT_SECONDS
+        name = f"chatops:lock:refresh:{team}:{user}"
+        async with kept(self._redis, name, self._lock_seconds, wait=wait) as acquired:
+            if not acquired:
+                raise TokenUnavailable("the identity provider is slow to answer; try again in a moment")
+            yield
+
+    # --- disconnecting -------------------------------------------------------------------------------
+
+    async def disconnect(self, team: str, user: str) -> Revocation:
+        """Forget the link and its tokens, then revoke its refresh token at the provider (RFC 7009), which
+        ends every token issued from it there too. What happened at the provider is returned."""
+        sealed = await self._redis.hget(self._link_key(team, user), "refresh")
+        await self.unlink(team, user)  # first: whatever the provider says, nothing here can use it again
+        if sealed is None:
+            return "nothing"
+        try:
+            refresh_token = self._sealer.open(_text(sealed), self._binding(team, user))
+        except SealError:
+            return "nothing"
+        try:
+            return "revoked" if await self._provider.revoke(refresh_token) else "unsupported"
+        except ProviderError as exc:
+            log.warning("could not revoke a refresh token of %s at the provider: %s", user, exc)
+            return "failed"
 
     # --- service tokens ------------------------------------------------------------------------------
 
@@ -273,12 +329,16 @@ class TokenBroker:
         cached = await self._cached(key, binding, audience)
         if cached is not None:
             return cached
+        how = {"scope": audience.scope} if audience.token == "scope" else {"resource": audience.resource}
         try:
-            issued = await self._provider.client_credentials(resource=audience.resource)
-            claims = await self._provider.verify(issued.access_token, audience=audience.resource)
+            issued = await self._provider.client_credentials(**how)
+            expires_at = issued.expires_at
+            if is_jwt(issued.access_token) and await self._provider.can_verify():
+                expected = None if audience.token == "scope" else audience.resource
+                expires_at = (await self._provider.verify(issued.access_token, audience=expected)).expires_at
         except ProviderError as exc:
             raise TokenUnavailable(f"the bot's service identity could not get a token ({exc})") from None
-        await self._store(key, binding, audience, issued.access_token, claims.expires_at)
+        await self._store(key, binding, audience, issued.access_token, expires_at)
         return issued.access_token
 
     # --- cache ---------------------------------------------------------------------------------------
@@ -312,24 +372,9 @@ class TokenBroker:
 
 
 @dataclass(frozen=True)
-class _Issued:
-    access_token: str
+class _Grant:
+    """A person's link as one refresh needs it: who, and their refresh token (sealed and open)."""
 
-
-def _keep_alive(lock: Lock, seconds: float) -> asyncio.Task[None]:
-    """Reset `lock`'s TTL every third of it until cancelled. The refresh it guards may outlast one TTL (a slow
-    provider, discovery, fetching signing keys); had the lock lapsed, a second caller would refresh with the
-    same refresh token, and a rotating provider would revoke the whole family."""
-
-    async def extend() -> None:
-        while True:
-            await asyncio.sleep(seconds / 3)
-            try:
-                await lock.reacquire()
-            except LockError:  # lost already (this loop was starved past the TTL): nothing left to keep
-                log.warning("the refresh lock %s lapsed while its refresh was running", lock.name)
-                return
-            except RedisError as exc:  # the next try may get through; the TTL has slack for it
-                log.warning("could not extend the refresh lock: %s", type(exc).__name__)
-
-    return asyncio.create_task(extend(), name="refresh lock keep-alive")
+    identity: Identity
+    sealed: str
+    refresh_token: str

@@ -84,6 +84,12 @@ class Governance(_Strict):
     auth: Literal["user", "service", "none", "oauth"] = "user"
     oauth_client: OAuthClient | None = None  # auth: oauth only: pre-registered credentials
     resource: str | None = None
+    # How its tokens are asked for (SPEC §5): RFC 8707 `resource`, a `scope` (Entra ID's api://…/.default),
+    # or an RFC 8693 exchange of the person's own token with the resource as audience.
+    token: Literal["resource", "scope", "exchange"] = "resource"
+    scope: str | None = Field(
+        default=None, min_length=1, max_length=1000, pattern=r"^[\x21\x23-\x5b\x5d-\x7e ]+$"
+    )
     allowed_groups: Names = ()
     allowed_channels: Names = ()
     approver_groups: Names = ()
@@ -165,6 +171,8 @@ def _parse_one(raw: Any) -> ServerEntry | Skipped:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "governance"
         return Skipped(name, f"governance {where}: {first['msg']}")
+    if governance.token == "scope" and not governance.scope:
+        return Skipped(name, "governance token: scope needs a scope to ask for")
     if governance.resource is not None:
         try:
             check_server_url(governance.resource)

@@ -1,5 +1,7 @@
 """Settings: read once, typed, secrets masked, one clear line per problem (SPEC §3)."""
 
+from pathlib import Path
+
 import pytest
 from cryptography.fernet import Fernet
 
@@ -107,3 +109,81 @@ def test_a_malformed_email_matching_switch_is_named() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(Role.WEB_HTTP, env={**FULL, "OAUTH_MATCH_EMAIL": "sometimes"})
     assert info.value.variable == "OAUTH_MATCH_EMAIL"
+
+
+def private_key_pem(bits: int = 2048) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def test_the_company_provider_settings_default_to_the_spec() -> None:
+    s = load_settings(Role.WEB_HTTP, env=FULL)
+    assert (s.oauth_scopes, s.oauth_groups_claim, s.oauth_email_claim) == (None, "groups", "email")
+    assert (s.oauth_token_auth_method, s.oauth_private_key) == (None, None)
+
+
+def test_provider_claim_paths_and_scopes_are_read_as_given() -> None:
+    env = {
+        **FULL,
+        "OAUTH_SCOPES": "openid  offline_access groups openid",
+        "OAUTH_GROUPS_CLAIM": "https://example.com/groups",
+        "OAUTH_EMAIL_CLAIM": "upn",
+    }
+    s = load_settings(Role.WEB_HTTP, env=env)
+    assert s.oauth_scopes == "openid offline_access groups"
+    assert (s.oauth_groups_claim, s.oauth_email_claim) == ("https://example.com/groups", "upn")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("OAUTH_SCOPES", 'openid "groups"', "scope names"),
+        ("OAUTH_GROUPS_CLAIM", "realm access.roles", "claim name"),
+        ("OAUTH_EMAIL_CLAIM", "email.", "claim name"),
+        ("OAUTH_TOKEN_AUTH_METHOD", "client_secret_jwt", "client_secret_basic"),
+        (
+            "OAUTH_CLIENT_PRIVATE_KEY",
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----",
+            "PEM",
+        ),
+        ("OAUTH_CLIENT_PRIVATE_KEY_FILE", "/nonexistent/chatops.pem", "cannot be read"),
+    ],
+)
+def test_a_malformed_provider_setting_is_named_with_what_is_wrong(
+    variable: str, value: str, says: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(Role.WEB_HTTP, env={**FULL, variable: value})
+    assert info.value.variable == variable
+    assert says in str(info.value)
+    assert "c2VjcmV0" not in str(info.value)  # a key is never echoed, even a broken one
+
+
+def test_a_private_key_replaces_the_client_secret_and_private_key_jwt_needs_one(tmp_path: Path) -> None:
+    no_secret = {k: v for k, v in FULL.items() if k != "OAUTH_CLIENT_SECRET"}
+    pem = private_key_pem()
+    s = load_settings(Role.WORKER, env={**no_secret, "OAUTH_CLIENT_PRIVATE_KEY": pem})
+    assert s.oauth_private_key is not None
+    assert pem not in repr(s) + str(s.model_dump())
+    key_file = tmp_path / "chatops.pem"
+    key_file.write_text(pem)
+    from_file = load_settings(Role.WORKER, env={**no_secret, "OAUTH_CLIENT_PRIVATE_KEY_FILE": str(key_file)})
+    assert from_file.oauth_private_key is not None
+    with pytest.raises(ConfigError) as info:
+        load_settings(Role.WORKER, env={**FULL, "OAUTH_TOKEN_AUTH_METHOD": "private_key_jwt"})
+    assert info.value.variable == "OAUTH_CLIENT_PRIVATE_KEY"
+    with pytest.raises(ConfigError) as info:
+        load_settings(Role.WORKER, env=no_secret)
+    assert info.value.variable == "OAUTH_CLIENT_SECRET"
+    with pytest.raises(ConfigError) as info:
+        load_settings(Role.WORKER, env={**FULL, "OAUTH_CLIENT_KEY_ID": "k1"})
+    assert info.value.variable == "OAUTH_CLIENT_KEY_ID"
+    both = {**no_secret, "OAUTH_CLIENT_PRIVATE_KEY": pem, "OAUTH_CLIENT_PRIVATE_KEY_FILE": str(key_file)}
+    with pytest.raises(ConfigError) as info:
+        load_settings(Role.WORKER, env=both)
+    assert info.value.variable == "OAUTH_CLIENT_PRIVATE_KEY_FILE"

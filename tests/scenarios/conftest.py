@@ -11,7 +11,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -64,6 +64,8 @@ class Scenario:
     web: RunningServer
     ingress: SlackIngress
     redis_url: str
+    # Where a person signs in at the company provider (default: the world's FakeIdP).
+    login_url: Callable[[str], str] | None = None
 
     @property
     def redis(self) -> redis.Redis:
@@ -106,7 +108,7 @@ class Scenario:
         """One browser (its own cookie jar), signed in at the identity provider as `person` if given."""
         with httpx2.Client(follow_redirects=True, timeout=10) as browser:
             if person is not None:
-                browser.get(self.world.idp.login_url(person))
+                browser.get((self.login_url or self.world.idp.login_url)(person))
             yield browser
 
     def browse_link(self, person: str, url: str) -> httpx2.Response:

@@ -211,6 +211,21 @@ def test_disconnect_forgets_the_link_and_offers_connect_again(scenario: Scenario
     ]
 
 
+def test_disconnect_revokes_the_sign_in_at_the_provider_and_says_so(scenario: Scenario) -> None:
+    s = scenario
+    s.link("bob")
+    open_home(s, "U0BOB")
+    after = click_home(s, "U0BOB", HOME_DISCONNECT_ACTION_ID)
+    assert "revoked at your identity provider" in text(after)
+    assert [f.revoked_reason for f in s.world.idp.families("bob")] == ["revoked by the client"]
+    entries: Any = s.redis.xrange("chatops:audit")
+    records = [json.loads(fields[b"record"]) for _, fields in entries]
+    unlink = [r for r in records if r["kind"] == "account_unlink"]
+    assert [r["detail"] for r in unlink] == [
+        "disconnected from App Home; refresh token revoked at the provider"
+    ]
+
+
 def test_remembered_requests_are_listed_once_newest_first_with_links(scenario: Scenario) -> None:
     s = scenario
     asked = {
