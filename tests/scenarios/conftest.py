@@ -29,7 +29,7 @@ from bot import jobs
 from bot.cards import APPROVE_ACTION_ID
 from bot.identity import whoami
 from bot.linking import Linking
-from bot.queues import QUEUE_NAMES
+from bot.queues import AGENT, QUEUE_NAMES
 from bot.services import BotIdentity, open_services
 from bot.settings import Role, Settings, load_settings
 from bot.web import build_web
@@ -185,7 +185,12 @@ class Scenario:
         """Wait until the paused turn of the message at (channel, ts) is queued to resume: a decision is
         recorded first, and its follow-ups (cards, audit, then the resume) come just after."""
         turn = turn_id_for(TEAM_ID, channel, ts)
-        wait_until("the turn's resume to be queued", lambda: self.redis.keys(f"rq:job:{turn}-resume-*"))
+
+        def queued() -> bool:  # on the queue itself: a job's hash is written before it is pushed there
+            waiting = [j.decode() for j in self.redis.lrange(f"rq:queue:{AGENT}", 0, -1)]
+            return any(j.startswith(f"{turn}-resume-") for j in waiting)
+
+        wait_until("the turn's resume to be queued", queued)
 
     def runs_queued(self, user: str, count: int = 1) -> None:
         """Wait until `user` has `count` workflow runs and each one's job is on its queue: /oncall's lazy
