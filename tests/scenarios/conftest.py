@@ -29,7 +29,7 @@ from bot import jobs
 from bot.cards import APPROVE_ACTION_ID
 from bot.identity import whoami
 from bot.linking import Linking
-from bot.queues import AGENT, QUEUE_NAMES
+from bot.queues import AGENT, QUEUE_NAMES, WORKFLOWS
 from bot.services import BotIdentity, open_services
 from bot.settings import Role, Settings, load_settings
 from bot.web import build_web
@@ -193,12 +193,13 @@ class Scenario:
         wait_until("the turn's resume to be queued", queued)
 
     def runs_queued(self, user: str, count: int = 1) -> None:
-        """Wait until `user` has `count` workflow runs and each one's job is on its queue: /oncall's lazy
+        """Wait until the newest `count` workflow runs of `user` are on their queue: /oncall's lazy
         listener stores a run and then enqueues it, and a `work()` between the two finds nothing to do."""
 
-        def queued() -> bool:
+        def queued() -> bool:  # on the queue itself: a job's hash is written before it is pushed there
             ids = [i.decode() for i in self.redis.lrange(f"chatops:wfruns:{TEAM_ID}:{user}", 0, -1)]
-            return len(ids) >= count and all(self.redis.exists(f"rq:job:wf-{i}") for i in ids)
+            waiting = {j.decode() for j in self.redis.lrange(f"rq:queue:{WORKFLOWS}", 0, -1)}
+            return len(ids) >= count and all(f"wf-{i}" in waiting for i in ids[:count])  # the newest
 
         wait_until(f"{count} workflow run(s) of {user} to be queued", queued)
 
