@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import redis.asyncio as aioredis
 
 from bot.settings import Settings
 from mcp_clients.egress import outbound_client
-from registry_cache.client import fetch_all
-from registry_cache.model import parse_entries
+from registry_cache.client import RegistryFetchError, read_registry
+from registry_cache.model import ServerEntry, parse_entries
+from registry_cache.remotes import header_values
 from registry_cache.view import NOBODY_MAY_APPROVE, Person, RegistryView
 
 __all__ = ["show_registry"]
@@ -35,10 +38,23 @@ async def _person(settings: Settings, as_who: str) -> Person:
     raise SystemExit(f"chatops: no linked person with email {as_who}; pass their groups instead (--as a,b)")
 
 
+def _headers(entry: ServerEntry) -> str:
+    """Which headers the server gets and where from (never their values), or why it cannot be called here."""
+    if not entry.headers:
+        return ""
+    sources = ",".join(f"{h.name}<-{h.env}" if h.env else f"{h.name}(registry)" for h in entry.headers)
+    values = header_values(entry.headers, os.environ)
+    return f" headers={sources}" + (f"  CANNOT CALL HERE: {values}" if isinstance(values, str) else "")
+
+
 async def show_registry(settings: Settings, *, as_who: str | None, channel: str | None) -> int:
     async with outbound_client(timeout=10) as http:
-        raw = await fetch_all(http, str(settings.registry_url))
-    entries, skipped = parse_entries(raw)
+        try:
+            read = await read_registry(http, str(settings.registry_url))
+        except RegistryFetchError as exc:
+            print(f"chatops: {exc}", file=sys.stderr)
+            return 1
+    entries, skipped = parse_entries(read.entries)
     view = RegistryView(entries, skipped)
     person = await _person(settings, as_who) if as_who else None
     for entry in view.entries:
@@ -47,6 +63,7 @@ async def show_registry(settings: Settings, *, as_who: str | None, channel: str 
         line += f" groups={','.join(gov.allowed_groups) or '(nobody)'}"
         if gov.allowed_channels:
             line += f" channels={','.join(gov.allowed_channels)}"
+        line += _headers(entry)
         if person is not None:
             access = view.access(person, entry, channel)
             line += "  -> " + ("yes" if access.allowed else f"no: {access.reason}")
@@ -65,4 +82,6 @@ async def show_registry(settings: Settings, *, as_who: str | None, channel: str 
             print(f"    {tool:28} {' '.join(bits)}")
     for skip in view.skipped:
         print(f"skipped {skip.name}: {skip.reason}")
+    for problem in read.problems:
+        print(f"left out of the registry's answer: {problem}")
     return 0

@@ -18,13 +18,21 @@ Everything here answers with a `Remote` or a reason (a str) for `Skipped`; nothi
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from registry_cache.urls import UnsafeUrl, check_server_url
 
-__all__ = ["HEADER_VARIABLE_PREFIX", "Header", "Remote", "choose_remote", "shown", "streamable_remotes"]
+__all__ = [
+    "HEADER_VARIABLE_PREFIX",
+    "Header",
+    "Remote",
+    "choose_remote",
+    "header_values",
+    "shown",
+    "streamable_remotes",
+]
 
 HEADER_VARIABLE_PREFIX = "CHATOPS_HEADER_"
 _VARIABLE = re.compile(r"\{([^{}]*)\}")
@@ -55,6 +63,23 @@ class Header:
 class Remote:
     url: str
     headers: tuple[Header, ...] = ()
+
+
+def header_values(headers: Iterable[Header], environ: Mapping[str, str]) -> dict[str, str] | str:
+    """The values to send (read from `environ` now), or why the server cannot be called: a variable that is
+    not set, or holds what a header cannot carry. The reason names the variable, never its value."""
+    values: dict[str, str] = {}
+    for header in headers:
+        if header.env is None:
+            values[header.name] = header.value or ""
+            continue
+        value = environ.get(header.env)
+        if value is None:
+            return f"header {header.name} needs the environment variable {header.env}, which is not set"
+        if not _HEADER_VALUE.fullmatch(value):
+            return f"header {header.name}: {header.env} holds characters a header cannot carry"
+        values[header.name] = value
+    return values
 
 
 def shown(value: Any, most: int = 60) -> str:

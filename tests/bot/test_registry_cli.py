@@ -38,3 +38,43 @@ async def test_a_sensitive_tool_nobody_may_approve_is_shown_as_withheld_with_the
     assert any("(tools needing approval)" in line and NOBODY_MAY_APPROVE in line for line in statuspage)
     presto = lines_of(out, "io.example/presto")  # approvers are named: nothing of presto is withheld
     assert not any("withheld" in line.lower() for line in presto)
+
+
+async def test_malformed_entries_are_listed_with_their_reasons_and_the_rest_still_shown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = FakeRegistry.from_file(urls=URLS)
+    registry.add_poisoned("remotes-not-list", "meta-not-object", "islatest-string", "url-template")
+    registry.add("not an entry")  # type: ignore[arg-type]
+    with serve(registry.app) as server:
+        settings = load_settings(env={"REGISTRY_URL": server.url})
+        assert await show_registry(settings, as_who=None, channel=None) == 0
+    out = capsys.readouterr().out
+    for line in (
+        "skipped io.example.poison/remotes-not-list: remotes must be a list, not int",
+        "skipped io.example.poison/meta-not-object: _meta must be an object, not str",
+        "skipped io.example.poison/islatest-string: isLatest must be true or false, not 'false'",
+        "skipped io.example.poison/url-template: the remote URL template needs {tenant}",
+        "skipped (unnamed): entry is not an object but str",
+    ):
+        assert line in out
+    assert lines_of(out, "io.example/presto")
+
+
+async def test_a_server_whose_header_variable_is_unset_here_is_shown_as_not_callable_without_any_value(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = FakeRegistry.from_file(urls=URLS)
+    registry.patch_governance("io.example/statuspage", {"headers": {"X-Api-Key": "CHATOPS_HEADER_STATUS"}})
+    with serve(registry.app) as server:
+        settings = load_settings(env={"REGISTRY_URL": server.url})
+        monkeypatch.delenv("CHATOPS_HEADER_STATUS", raising=False)
+        await show_registry(settings, as_who=None, channel=None)
+        unset = lines_of(capsys.readouterr().out, "io.example/statuspage")[0]
+        monkeypatch.setenv("CHATOPS_HEADER_STATUS", "k-0123456789")
+        await show_registry(settings, as_who=None, channel=None)
+        out = capsys.readouterr().out
+    assert "headers=X-Api-Key<-CHATOPS_HEADER_STATUS" in unset
+    assert "CANNOT CALL HERE: header X-Api-Key needs the environment variable CHATOPS_HEADER_STATUS" in unset
+    assert "CANNOT CALL HERE" not in lines_of(out, "io.example/statuspage")[0]
+    assert "k-0123456789" not in out
