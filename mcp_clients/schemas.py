@@ -81,10 +81,13 @@ def _folded(schema: Mapping[str, Any]) -> tuple[dict[str, Any], str] | str:
     shown["type"] = "object"
     if not any(k in schema for k in _COMBINATORS):
         return shown, ""
-    properties = dict(shown.get("properties") or {}) if isinstance(shown.get("properties"), Mapping) else None
-    if properties is None:
+    own = shown.get("properties", {})
+    if not isinstance(own, Mapping):
         return "its input schema's properties is not an object"
-    required = [r for r in shown.get("required") or [] if isinstance(r, str)]
+    properties = dict(own)
+    if not isinstance(shown.get("required", []), list):
+        return "its input schema's required is not a list of names"
+    required = sorted(_names(shown.get("required")))
     notes = []
     for kind in _COMBINATORS:
         if kind not in schema:
@@ -94,10 +97,10 @@ def _folded(schema: Mapping[str, Any]) -> tuple[dict[str, Any], str] | str:
             return f"its input schema's {kind} is not a list of schemas"
         objects = [b for b in (_resolved(b, schema) for b in branches) if b.get("type", "object") == "object"]
         for branch in objects:
-            own = branch.get("properties")
-            for name, sub in own.items() if isinstance(own, Mapping) else ():
+            theirs = branch.get("properties")
+            for name, sub in theirs.items() if isinstance(theirs, Mapping) else ():
                 properties[name] = sub if name not in properties else _either(properties[name], sub)
-        needs = [{r for r in b.get("required") or [] if isinstance(r, str)} for b in objects]
+        needs = [_names(b.get("required")) for b in objects]
         together = set().union(*needs) if kind == "allOf" else set.intersection(*needs) if needs else set()
         required += sorted(together - set(required))
         if kind != "allOf" and len(needs) > 1:
@@ -123,6 +126,10 @@ def _resolved(branch: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str
     if not isinstance(target, Mapping):
         return branch
     return {**target, **{k: v for k, v in branch.items() if k != "$ref"}}
+
+
+def _names(required: Any) -> set[str]:
+    return {r for r in required if isinstance(r, str)} if isinstance(required, list) else set()
 
 
 def _either(first: Any, second: Any) -> Any:

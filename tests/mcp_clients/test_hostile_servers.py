@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.anthropic_tools import tools_problem
 from fixtures.mcp_raw import GOOD_TOOL, RawMcp, running_raw_mcp
 from fixtures.registry import GOVERNANCE, OFFICIAL
 from mcp_clients.body_cap import DEFAULT_MAX_BODY_BYTES
@@ -182,3 +183,31 @@ async def test_a_remote_header_goes_on_every_request_to_its_server_and_to_no_oth
     assert len(hostile.headers) >= 3  # the handshake, the listing, the call
     assert all(h.get("x-api-key") == "k-5f1e2d" for h in hostile.headers)
     assert all("k-5f1e2d" not in (r.authorization or "") for r in env.world.servers["presto"].record.all())
+
+
+async def test_a_top_level_any_of_is_offered_folded_and_the_server_receives_what_the_model_wrote(
+    env: Env, hostile: RawMcp
+) -> None:
+    by_id = {"type": "object", "properties": {"query_id": {"type": "string"}}, "required": ["query_id"]}
+    by_user = {"type": "object", "properties": {"user": {"type": "string"}}, "required": ["user"]}
+    kill = {
+        "name": "kill",
+        "description": "Kill queries.",
+        "inputSchema": {"type": "object", "anyOf": [by_id, by_user]},
+        "annotations": {"readOnlyHint": True},  # runs at once: the registry names no approvers here
+    }
+    broken = {"name": "broken", "inputSchema": {"type": "object", "properties": {"a": {"type": 5}}}}
+    hostile.answer("tools/list", {"tools": [GOOD_TOOL, kill, broken]})
+    async with env.gateway.session(await env.caller("alice")) as session:
+        tools = {t.model_name: t for t in await session.tools()}
+        outcome = await session.call("hostile__kill", {"user": "etl-backfill"})
+        withheld = dict(session.withheld)
+    assert tools_problem([t.for_model() for t in tools.values()]) is None  # every tool the model is shown
+    assert "at least one of: (query_id) | (user)" in tools["hostile__kill"].description
+    assert outcome.ok, outcome.text
+    assert hostile.calls("tools/call")[-1]["arguments"] == {"user": "etl-backfill"}
+    assert "hostile__broken" not in tools
+    assert (
+        "the model API cannot take it: its input schema is not valid JSON Schema"
+        in withheld["hostile__broken"][2]
+    )
