@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx2
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 from hypothesis import given, settings
@@ -114,7 +115,11 @@ def servers(redis_server: RedisProc) -> Iterator[Servers]:
             ]
         )
         with serve(registry.app) as registry_at:
-            yield Servers(good, hostile, registry_at.url, redis_server.url)
+            # A database of its own: the shared server holds other tests' registry snapshots.
+            own = redis_server.url.rsplit("/", 1)[0] + "/7"
+            with sync_redis.Redis.from_url(own) as client:
+                client.flushdb()
+            yield Servers(good, hostile, registry_at.url, own)
 
 
 async def use_both(s: Servers) -> tuple[set[str], ToolOutcome, ToolOutcome]:
