@@ -24,7 +24,7 @@ from approvals.leases import Leases, held_lease
 from approvals.ports import ApprovalNotices, AuditLog, Identities, ToolSessions
 from approvals.settlement import Settlement
 from approvals.store import ApprovalStore
-from mcp_clients.gateway import Caller, GatewaySession, ToolSpec
+from mcp_clients.gateway import CALL_MADE_EFFECT_UNKNOWN, Caller, GatewaySession, ToolSpec
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import RegistryUnavailable
 
@@ -98,7 +98,7 @@ class ApprovalExecution:
             Status.SUCCEEDED
             if outcome.ok
             else Status.OUTCOME_UNKNOWN
-            if outcome.error_kind == "timeout"
+            if outcome.error_kind in CALL_MADE_EFFECT_UNKNOWN
             else Status.FAILED
         )
         record = approval_record(

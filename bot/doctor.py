@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import anthropic
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -15,8 +17,9 @@ from bot.settings import ConfigError, Role, Settings
 from llm.anthropic import make_client
 from mcp_clients.egress import outbound_client
 from mcp_clients.provider import Provider, ProviderError
-from registry_cache.client import RegistryFetchError, fetch_all
+from registry_cache.client import RegistryFetchError, RegistryRead, read_registry
 from registry_cache.model import parse_entries
+from registry_cache.remotes import header_values
 
 __all__ = ["provider_check", "redis_safety", "run_doctor", "workers"]
 
@@ -93,6 +96,21 @@ async def model_check(settings: Settings) -> tuple[bool, str]:
     return True, f"{settings.chatops_model} answers with this key"
 
 
+def registry_check(read: RegistryRead) -> tuple[bool, str]:
+    """What was skipped and why, what the read left out, and the usable servers that cannot be called
+    from here (a header variable unset in this environment): only those are bad, the rest is the
+    registry owners' business."""
+    entries, skipped = parse_entries(read.entries)
+    detail = f"{len(entries)} usable entries, {len(skipped)} skipped"
+    detail += "".join(f"\n    skipped {s.name}: {s.reason}" for s in skipped)
+    detail += "".join(f"\n    left out: {problem}" for problem in read.problems)
+    uncallable = [
+        (e.name, why) for e in entries if isinstance(why := header_values(e.headers, os.environ), str)
+    ]
+    detail += "".join(f"\n    cannot call {name}: {why}" for name, why in uncallable)
+    return not uncallable, detail
+
+
 async def run_doctor(settings: Settings) -> int:
     failures = 0
 
@@ -128,10 +146,9 @@ async def run_doctor(settings: Settings) -> int:
     async with outbound_client(timeout=10) as http:
         if settings.registry_url:
             try:
-                entries, skipped = parse_entries(await fetch_all(http, str(settings.registry_url)))
-                detail = f"{len(entries)} usable entries, {len(skipped)} skipped"
-                detail += "".join(f"\n    skipped {s.name}: {s.reason}" for s in skipped)
-                report(True, what="registry", detail=detail)
+                report(
+                    *registry_check(await read_registry(http, str(settings.registry_url))), what="registry"
+                )
             except RegistryFetchError as exc:
                 report(False, what="registry", detail=str(exc))
         if settings.oauth_issuer and settings.oauth_client_id:

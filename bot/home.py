@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -45,6 +45,7 @@ __all__ = [
     "publish_home",
     "remember_request",
     "tool_summary",
+    "withheld_note",
 ]
 
 JSON = dict[str, Any]
@@ -121,6 +122,15 @@ def tool_summary(entry: ServerEntry, *, only_in: Sequence[str] = ()) -> str:
     if only_in:
         text = "Only in " + ", ".join(_channel(c) for c in only_in[:5]) + ". " + text
     return text if len(text) <= 1500 else text[:1499] + "…"
+
+
+def withheld_note(withheld: Mapping[str, str], most: int = 3) -> str:
+    """What the server's last listing kept from the assistant and why (its tool names are its own text)."""
+    if not withheld:
+        return ""
+    shown = [f"`{_name(tool, 60)}`: {_name(why, 160)}" for tool, why in sorted(withheld.items())[:most]]
+    more = f"; and {len(withheld) - most} more" if len(withheld) > most else ""
+    return "\n:no_entry_sign: Not offered to the assistant: " + "; ".join(shown) + more + "."
 
 
 def _account(identity: Identity | None, connect_url: str | None) -> list[JSON]:
@@ -251,6 +261,7 @@ async def publish_home(services: Services, team: str, user: str, *, notice: str 
             servers = _visible(await services.snapshot.view(), identity)
         except RegistryUnavailable as exc:
             notice = (notice + "\n" if notice else "") + f":warning: {escape(str(exc))}"
+        servers = await _with_withheld(services, servers)
         pending = await services.approvals.pending_for_groups(identity.groups)
         # Not their own requests, asked from this Slack account or another linked to the same person.
         approvals = [a for a in pending if a.requester != user and a.requester_sub != identity.sub]
@@ -300,6 +311,17 @@ def _visible(view: RegistryView, identity: Identity) -> list[tuple[ServerEntry, 
         elif channels and view.access(person, entry, channels[0]).allowed:
             found.append((entry, tool_summary(entry, only_in=channels)))
     return found
+
+
+async def _with_withheld(
+    services: Services, servers: list[tuple[ServerEntry, str]]
+) -> list[tuple[ServerEntry, str]]:
+    """Each server's summary with what its last live listing withheld (malformed, poisoned, unfit)."""
+    listings = services.gateway.listings
+    if listings is None or not servers:
+        return servers
+    withheld = await listings.withheld([(entry.name, entry.url) for entry, _ in servers])
+    return [(entry, summary + withheld_note(withheld.get(entry.name, {}))) for entry, summary in servers]
 
 
 async def _audit_summary(redis: aioredis.Redis, user: str, now: float) -> tuple[float, float, dict[str, Any]]:

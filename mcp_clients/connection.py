@@ -7,13 +7,18 @@ turn is renewed, and a 401 triggers exactly one renewal and one retry (SPEC §5,
 `mcp.Client` must be exited by the task that entered it (anyio cancel scopes), while the agent calls tools
 from several tasks at once; so each connection is owned by a small task of its own that enters the client,
 waits for `close()`, and exits it.
+
+What a server sends back is bounded before anything parses it (`max_body_bytes`, mcp_clients/body_cap.py;
+`breach` says what was refused) and its tool listings are screened tool by tool (`screen`,
+mcp_clients/screen.py). `headers` (a registry remote's headers, values already read from the environment)
+go on every request of this connection's own HTTP client, so to this server only; they are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx2
@@ -22,7 +27,9 @@ from mcp import Client
 from mcp.client.session import ElicitationFnT
 from mcp.client.streamable_http import streamable_http_client
 
+from mcp_clients.body_cap import DEFAULT_MAX_BODY_BYTES, Breach
 from mcp_clients.egress import Resolver, outbound_client, shared_ssl_context
+from mcp_clients.screen import ListingScreen
 from mcp_clients.tokens import TokenUnavailable
 
 __all__ = ["BearerFlow", "ConnectError", "Connection", "shared_ssl_context"]
@@ -110,9 +117,15 @@ class Connection:
         connect_timeout: float = 10.0,
         elicitation: ElicitationFnT | None = None,
         resolver: Resolver | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.url = url
         self._resolver = resolver
+        self._headers = dict(headers or {})
+        self._max_body_bytes = max_body_bytes
+        self.breach = Breach()
+        self.screen = ListingScreen()
         self.auth = auth
         self._timeout = timeout
         self._connect_timeout = connect_timeout
@@ -143,12 +156,16 @@ class Connection:
         http = outbound_client(  # connects only to addresses the URL rules allow, checked after DNS
             resolver=self._resolver,
             auth=self.auth,
+            headers=self._headers,
             timeout=httpx2.Timeout(self._timeout, connect=self._connect_timeout),
             follow_redirects=False,  # a redirect could carry the bearer token to another host
+            max_body_bytes=self._max_body_bytes,
+            breach=self.breach,
         )
         try:
-            transport = streamable_http_client(self.url, http_client=http)
+            transport = self.screen.wrap(streamable_http_client(self.url, http_client=http))
             async with http, Client(transport, elicitation_callback=self._elicitation) as client:
+                self.screen.version = lambda: client.protocol_version
                 self._client = client
                 self._ready.set()
                 await self._closing.wait()

@@ -27,6 +27,7 @@ import anyio
 import httpcore2
 import httpx2
 
+from mcp_clients.body_cap import Breach, cap_response
 from registry_cache.urls import host_address, refused_address
 
 __all__ = [
@@ -127,7 +128,11 @@ class GuardedTransport(httpx2.AsyncHTTPTransport):
         verify: ssl.SSLContext | None = None,
         resolver: Resolver | None = None,
         limits: httpx2.Limits | None = None,
+        max_body_bytes: int | None = None,
+        breach: Breach | None = None,
     ) -> None:
+        self._max_body = max_body_bytes
+        self._breach = breach or Breach()
         context = verify or shared_ssl_context()
         limits = limits or httpx2.Limits(max_connections=100, max_keepalive_connections=20)
         super().__init__(verify=context, limits=limits, trust_env=False)
@@ -139,8 +144,25 @@ class GuardedTransport(httpx2.AsyncHTTPTransport):
             network_backend=GuardedBackend(resolver),
         )
 
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await super().handle_async_request(request)
+        if self._max_body is None:
+            return response
+        return cap_response(request, response, self._max_body, self._breach)
 
-def outbound_client(*, resolver: Resolver | None = None, **kwargs: Any) -> httpx2.AsyncClient:
-    """An `httpx2.AsyncClient` whose every connection goes through `GuardedBackend`. Keyword arguments are
-    the client's own (timeout, auth, follow_redirects, ...)."""
-    return httpx2.AsyncClient(transport=GuardedTransport(resolver=resolver), trust_env=False, **kwargs)
+
+def outbound_client(
+    *,
+    resolver: Resolver | None = None,
+    max_body_bytes: int | None = None,
+    breach: Breach | None = None,
+    **kwargs: Any,
+) -> httpx2.AsyncClient:
+    """An `httpx2.AsyncClient` whose every connection goes through `GuardedBackend`. With `max_body_bytes`,
+    every response body is capped while it streams in (mcp_clients/body_cap.py; refusals noted in `breach`)
+    and answers are asked for uncompressed. Other keyword arguments are the client's own (timeout, auth,
+    headers, follow_redirects, ...)."""
+    if max_body_bytes is not None:
+        kwargs["headers"] = {"Accept-Encoding": "identity", **dict(kwargs.get("headers") or {})}
+    transport = GuardedTransport(resolver=resolver, max_body_bytes=max_body_bytes, breach=breach)
+    return httpx2.AsyncClient(transport=transport, trust_env=False, **kwargs)

@@ -5,47 +5,75 @@ registry lets this person use here, names them for the model, and calls each ser
 this person for that server (or the bot's service token for `auth: service`, or nothing for `auth: none`).
 A call to a tool that was not listed is refused locally: nothing reaches the server.
 
-Failures are data: every call returns a `ToolOutcome` (the agent hands errors to the model as `is_error`).
-A server that keeps failing trips a short circuit breaker: a dead server costs one timeout, not one per call.
+Failures are data, and each server's are its own (SPEC §6 "Totality"). `call()` never raises: every ending
+is a `ToolOutcome` (mcp_clients/calling.py says which kind means what; the agent hands errors to the model
+as `is_error`). A server whose listing fails (unreachable, slow past `list_timeout`, not JSON, too large,
+malformed as a whole) is `unavailable` with the reason; tools its listing gets wrong one by one, poisoned
+definitions and schemas the model API cannot take are `withheld` with the reason (the turn audits them,
+and the last live listing's are kept for App Home and `chatops registry`); the rest of that server and
+every other server go on. A server that keeps failing trips a short circuit breaker: a dead server costs
+one timeout, not one per call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mcp import MCPError
-from mcp.types import RequestParamsMeta, Tool
+from mcp.types import Tool
 
+from mcp_clients.body_cap import DEFAULT_MAX_BODY_BYTES
 from mcp_clients.breaker import Breaker
 from mcp_clients.caller import Caller
+from mcp_clients.calling import (
+    CALL_MADE_EFFECT_UNKNOWN,
+    HEALTHY_KINDS,
+    IDEMPOTENCY_META_KEY,
+    Ended,
+    call_tool,
+)
 from mcp_clients.connection import ConnectError, Connection
+from mcp_clients.dialing import Dialer, NotCallable, list_all
 from mcp_clients.egress import Resolver
 from mcp_clients.gateway_auth import CallerAuth
 from mcp_clients.listing import Listing, ListingCache
-from mcp_clients.naming import ToolKey, model_tool_name
 from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments
 from mcp_clients.server_oauth import PerServerAuth
-from mcp_clients.specs import ToolOutcome, ToolSpec, build_specs, render_result, uniquely_named
+from mcp_clients.specs import Built, ToolOutcome, ToolSpec, build_specs, stale_specs
 from mcp_clients.tokens import TokenBroker, TokenUnavailable
+from mcp_clients.withholding import Withholding
 from registry_cache.model import ServerEntry
 from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
-from registry_cache.view import NOBODY_MAY_APPROVE, RegistryView
+from registry_cache.view import RegistryView
 
-__all__ = ["Breaker", "Caller", "Gateway", "GatewaySession", "ToolOutcome", "ToolSpec"]
+__all__ = [
+    "CALL_MADE_EFFECT_UNKNOWN",
+    "IDEMPOTENCY_META_KEY",
+    "Breaker",
+    "Caller",
+    "Gateway",
+    "GatewaySession",
+    "NotCallable",
+    "ToolOutcome",
+    "ToolSpec",
+]
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENCY_META_KEY = "io.chatops/idempotency-key"
 SERVER_CHANGED = "{server} changed its URL or resource in the registry since its tools were listed; ask again"
 VIEW_REUSE_SECONDS = 1.0
 # A background re-listing starts this long after the listing was served from memory: it shares the turn's
 # event loop, and the turn's first model request (a few ms of work) should be on the wire before it.
 RELIST_AFTER_SECONDS = 0.03
 SPEC_MEMO_SIZE = 1024  # distinct server listings a long-lived process keeps built
+LIST_TIMEOUT_SECONDS = 15.0  # one slow server's listing may not hold every turn longer than this
+# What one server's listing can fail with; anything else is a bug of ours or the SDK's, still its own.
+LISTING_FAILURES = (ConnectError, MCPError, TokenUnavailable, OSError, TimeoutError)
 
 
 class Gateway:
@@ -60,20 +88,23 @@ class Gateway:
         listings: ListingCache | None = None,
         resolver: Resolver | None = None,
         server_auth: PerServerAuth | None = None,  # None: `auth: oauth` servers cannot be used
+        environ: Mapping[str, str] | None = None,
+        list_timeout: float = LIST_TIMEOUT_SECONDS,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.snapshot = snapshot
         self.server_auth = server_auth
         self.resolver = resolver  # None: the system's; tests give names addresses without DNS
+        self.list_timeout = list_timeout
         self.broker = broker
         self.listings = listings  # None: every session lists every server live
         self.call_timeout = call_timeout
         self.output_max_chars = output_max_chars
         self.breaker = breaker or Breaker()
-        # (server, url, listing) -> (view, tools, specs, poisoned): see GatewaySession._remembered_specs
-        self.spec_memo: dict[
-            tuple[str, str, int],
-            tuple[RegistryView, tuple[Tool, ...], list[ToolSpec], dict[str, tuple[str, str]]],
-        ] = {}
+        environ = os.environ if environ is None else environ  # where remote header values are read
+        self.dialer = Dialer(call_timeout, resolver, environ, max_body_bytes)
+        # (server, url, listing) -> (view, tools, built): see GatewaySession._remembered_specs
+        self.spec_memo: dict[tuple[str, str, int], tuple[RegistryView, tuple[Tool, ...], Built]] = {}
 
     def session(self, caller: Caller) -> GatewaySession:
         return GatewaySession(self, caller)
@@ -87,10 +118,9 @@ class GatewaySession:
         self._specs: dict[str, ToolSpec] = {}
         self.unavailable: dict[str, str] = {}  # server -> why its tools are missing this turn
         self._view: tuple[RegistryView, float] | None = None
-        self.disabled: dict[str, str] = {}  # model name -> why the tool was withheld (poisoning)
-        # model name -> (server, tool, why) of every tool withheld from the model: poisoned or unapprovable
-        self.withheld: dict[str, tuple[str, str, str]] = {}
-        self._poisoned_keys: set[ToolKey] = set()
+        self._withholding = Withholding()
+        self.disabled = self._withholding.disabled  # model name -> why (mcp_clients/withholding.py)
+        self.withheld = self._withholding.withheld  # model name -> (server, tool, why)
         # server -> a background re-listing of a remembered listing: model name -> why it may not be called
         self._revalidating: dict[str, asyncio.Task[dict[str, str]]] = {}
         self._listed: tuple[ToolSpec, ...] | None = None
@@ -116,10 +146,11 @@ class GatewaySession:
         return self._view[0]
 
     def _connection(self, entry: ServerEntry) -> Connection:
+        """This session's connection to `entry`. Raises `NotCallable` when its headers cannot be sent."""
         conn = self._connections.get(entry.name)
         if conn is None or conn.url != entry.url:
-            flow = self.auth.flow(entry)  # its tokens go to this server at this URL, and only there
-            conn = Connection(entry.url, flow, timeout=self._gw.call_timeout, resolver=self._gw.resolver)
+            # its tokens go to this server at this URL, and only there
+            conn = self._gw.dialer.dial(entry, self.auth.flow(entry))
             self._connections[entry.name] = conn
         return conn
 
@@ -134,19 +165,10 @@ class GatewaySession:
         view = await self.view()
         entries = view.servers_for(self.caller.person, self.caller.channel)
         listed = await asyncio.gather(*(self._list(view, e, fresh) for e in entries))
-        specs = self._uniquely_named([spec for group in listed for spec in group])
+        specs = self._withholding.uniquely_named([spec for group in listed for spec in group])
         self._specs = {s.model_name: s for s in specs}
         self._listed = tuple(specs)
         return specs
-
-    def _uniquely_named(self, specs: list[ToolSpec]) -> list[ToolSpec]:
-        offered, withheld = uniquely_named(specs, self._poisoned_keys)
-        for key, why in withheld.items():
-            log.warning("tool %s of %s withheld from the model: %s", key.tool, key.server, why)
-            name = model_tool_name(key.server, key.short_name, key.tool)
-            self.disabled.setdefault(name, why)
-            self.withheld.setdefault(name, (key.server, key.tool, why))
-        return offered
 
     def _listing_key(self, entry: ServerEntry) -> str:
         mode = self.auth.mode(entry)
@@ -162,51 +184,76 @@ class GatewaySession:
             self.unavailable[entry.name] = blocked
             return []
         cache = self._gw.listings
-        down_key = ListingCache.down_key(entry.name, entry.url)
         if cache is not None and not fresh:
-            remembered, down = await cache.lookup(self._listing_key(entry), down_key)
-            if down is not None:  # another process found it unreachable seconds ago: don't wait for it again
-                self.unavailable[entry.name] = f"unreachable a moment ago ({down})"
+            remembered = await cache.lookup(
+                self._listing_key(entry),
+                ListingCache.down_key(entry.name, entry.url),
+                ListingCache.withheld_key(entry.name, entry.url),
+            )
+            if remembered.down is not None:  # found unreachable seconds ago: don't wait for it again
+                self.unavailable[entry.name] = f"unreachable a moment ago ({remembered.down})"
                 return []
-            if remembered is not None:
-                specs = self._remembered_specs(view, entry, remembered)
+            if remembered.listing is not None:
+                self._withholding.malformed(entry, remembered.withheld)
+                specs = self._remembered_specs(view, entry, remembered.listing)
                 self._revalidating[entry.name] = asyncio.create_task(
                     self._revalidate(view, entry, specs), name=f"relist {entry.name}"
                 )
                 return specs
+        listed = await self._listed_live(entry)
+        if listed is None:
+            return []
+        specs = self._specs_of(view, entry, listed)
+        await self._remember_withheld(entry)
+        return specs
+
+    async def _listed_live(self, entry: ServerEntry) -> list[Tool] | None:
+        """`entry`'s tools, listed now (remembered for others, with what was withheld), or None with the
+        reason in `unavailable`. Whatever the server answers, it fails only itself."""
+        cache = self._gw.listings
         try:
-            tools = await self._fetch(entry)
-        except (ConnectError, MCPError, TokenUnavailable, OSError) as exc:
+            tools, malformed = await asyncio.wait_for(self._fetch(entry), self._gw.list_timeout)
+        except Exception as exc:  # LISTING_FAILURES, and anything else: one server's listing is its own
             mine = await self._auth_failure(entry, exc)
             if mine is not None or isinstance(exc, TokenUnavailable):  # the caller's token, not the server
                 self.unavailable[entry.name] = mine[0] if mine else str(exc)
-                return []
+                return None
             self._gw.breaker.record(entry.name, ok=False)
-            reason = str(exc) or type(exc).__name__
+            reason = self._listing_failure(entry, exc)
             self.unavailable[entry.name] = reason
-            if cache is not None and isinstance(exc, (ConnectError, OSError)):
-                await cache.mark_down(down_key, reason)
-            return []
+            await self._mark_down(entry, exc, reason)
+            return None
         self._gw.breaker.record(entry.name, ok=True)
+        self._withholding.malformed(entry, malformed)
         if cache is not None:
             await cache.put(self._listing_key(entry), tools)
-        return self._specs_of(view, entry, tools)
+        return tools
 
     async def _auth_failure(self, entry: ServerEntry, exc: BaseException) -> tuple[str, str] | None:
         conn = self._connections.get(entry.name)
         return await self.auth.failure(entry, conn.auth if conn else None, exc)
 
-    async def _fetch(self, entry: ServerEntry) -> list[Tool]:
-        client = await self._connection(entry).open()
-        tools: list[Tool] = []
-        cursor: str | None = None
-        for _ in range(20):
-            page = await client.list_tools(cursor=cursor, cache_mode="bypass")
-            tools.extend(page.tools)
-            cursor = page.next_cursor
-            if not cursor:
-                break
-        return tools
+    async def _mark_down(self, entry: ServerEntry, exc: Exception, reason: str) -> None:
+        """Unreachable or too slow: other processes skip it for a while instead of waiting on it too."""
+        unreachable = isinstance(exc, (ConnectError, OSError, TimeoutError)) and not isinstance(
+            exc, NotCallable
+        )
+        if self._gw.listings is not None and unreachable:
+            await self._gw.listings.mark_down(ListingCache.down_key(entry.name, entry.url), reason)
+
+    def _listing_failure(self, entry: ServerEntry, exc: Exception) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"it did not list its tools within {self._gw.list_timeout:g} s"
+        conn = self._connections.get(entry.name)
+        if conn is not None and conn.breach.message is not None:
+            return conn.breach.message
+        if not isinstance(exc, LISTING_FAILURES):
+            log.warning("listing %s failed unexpectedly", entry.name, exc_info=True)
+            return f"its tools could not be read ({type(exc).__name__})"
+        return str(exc) or type(exc).__name__
+
+    async def _fetch(self, entry: ServerEntry) -> tuple[list[Tool], dict[str, str]]:
+        return await list_all(self._connection(entry))
 
     async def _revalidate(
         self, view: RegistryView, entry: ServerEntry, shown: list[ToolSpec]
@@ -215,37 +262,23 @@ class GatewaySession:
         why. A server that cannot be listed now changes nothing here: its calls fail on their own."""
         await asyncio.sleep(RELIST_AFTER_SECONDS)
         try:
-            tools = await self._fetch(entry)
-        except (ConnectError, MCPError, TokenUnavailable, OSError) as exc:
-            log.info("re-listing %s failed: %s", entry.name, exc)
-            if self._gw.listings is not None and isinstance(exc, (ConnectError, OSError)):
-                down_key = ListingCache.down_key(entry.name, entry.url)
-                await self._gw.listings.mark_down(down_key, str(exc) or type(exc).__name__)
+            tools, malformed = await asyncio.wait_for(self._fetch(entry), self._gw.list_timeout)
+        except Exception as exc:  # whatever the server answers: it is only this re-listing that failed
+            reason = self._listing_failure(entry, exc)
+            log.info("re-listing %s failed: %s", entry.name, reason)
+            await self._mark_down(entry, exc, reason)
             return {}
+        self._withholding.malformed(entry, malformed)
         if self._gw.listings is not None:
             await self._gw.listings.put(self._listing_key(entry), tools)
         live = {s.model_name: s for s in self._specs_of(view, entry, tools)}
-        stale: dict[str, str] = {}
-        for spec in shown:
-            now = live.get(spec.model_name)
-            if spec.model_name in self.disabled:
-                stale[spec.model_name] = (
-                    f"{spec.tool} was withheld: its definition on {entry.short_name} changed "
-                    f"({self.disabled[spec.model_name]})."
-                )
-            elif now is None:
-                stale[spec.model_name] = f"{spec.tool} is no longer offered by {entry.short_name}."
-            elif now.fingerprint != spec.fingerprint:
-                stale[spec.model_name] = (
-                    f"The definition of {spec.tool} on {entry.short_name} changed while I was working; "
-                    "ask again so I use the current one."
-                )
-        return stale
+        await self._remember_withheld(entry)
+        return stale_specs(shown, live, self.disabled, entry.short_name)
 
     def _specs_of(self, view: RegistryView, entry: ServerEntry, tools: Sequence[Tool]) -> list[ToolSpec]:
-        specs, poisoned = build_specs(view, entry, tools)
-        self._note_poisoned(entry, poisoned)
-        return self._offered(entry, specs)
+        built = build_specs(view, entry, tools)
+        self._withholding.built(entry, built)
+        return self._withholding.unapprovable(entry, built.specs)
 
     def _remembered_specs(self, view: RegistryView, entry: ServerEntry, listing: Listing) -> list[ToolSpec]:
         """`_specs_of` a remembered listing, built once per (listing, registry version) in this process:
@@ -257,32 +290,21 @@ class GatewaySession:
         key = (entry.name, entry.url, id(listing.tools))
         known = memo.get(key)
         if known is not None and known[0] is view and known[1] is listing.tools:
-            specs, poisoned = known[2], known[3]
+            built = known[2]
         else:
-            specs, poisoned = build_specs(view, entry, listing.tools)
+            built = build_specs(view, entry, listing.tools)
             if len(memo) >= SPEC_MEMO_SIZE:
                 del memo[next(iter(memo))]  # the oldest entry: a bound, not an LRU
-            memo[key] = (view, listing.tools, specs, poisoned)
-        self._note_poisoned(entry, poisoned)
-        return self._offered(entry, specs)
+            memo[key] = (view, listing.tools, built)
+        self._withholding.built(entry, built)
+        return self._withholding.unapprovable(entry, built.specs)
 
-    def _note_poisoned(self, entry: ServerEntry, poisoned: Mapping[str, tuple[str, str]]) -> None:
-        for name, (tool, poison) in poisoned.items():
-            log.warning("tool %s of %s withheld from the model: %s", tool, entry.name, poison)
-            self.disabled[name] = poison
-            self.withheld[name] = (entry.name, tool, f"its definition looks poisoned ({poison})")
-            self._poisoned_keys.add(ToolKey(entry.name, entry.short_name, tool))
-
-    def _offered(self, entry: ServerEntry, specs: Sequence[ToolSpec]) -> list[ToolSpec]:
-        """`specs` without the tools that need an approval nobody may give (SPEC §6): offered, a call to one
-        could only wait on a card until it expired. They are withheld, with the reason, like poisoned ones."""
-        offered = []
-        for spec in specs:
-            if spec.approval.unapprovable:
-                self.withheld[spec.model_name] = (entry.name, spec.tool, NOBODY_MAY_APPROVE)
-            else:
-                offered.append(spec)
-        return offered
+    async def _remember_withheld(self, entry: ServerEntry) -> None:
+        """What a live listing withheld of `entry` for its definitions, for turns served from memory, App
+        Home and `chatops registry`."""
+        if self._gw.listings is not None:
+            key = ListingCache.withheld_key(entry.name, entry.url)
+            await self._gw.listings.put_withheld(key, self._withholding.of_server(entry.name))
 
     def spec(self, model_name: str) -> ToolSpec | None:
         return self._specs.get(model_name)
@@ -290,11 +312,48 @@ class GatewaySession:
     async def call(
         self, model_name: str, arguments: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> ToolOutcome:
-        """Call a listed tool with this caller's identity. Never raises for tool-level failures.
+        """Call a listed tool with this caller's identity. Never raises (but for cancellation): whatever the
+        server, the registry or Redis does, the answer is a `ToolOutcome`.
 
         `idempotency_key` travels in the request's `_meta` (IDEMPOTENCY_META_KEY) so a server that supports
         it can refuse to perform the same approved action twice."""
         started = time.monotonic()
+        try:
+            refused = await self._refusal(model_name, arguments)
+        except Exception as exc:  # before anything was sent: the registry copy or Redis failed us
+            log.warning("call of %s not made: %s", model_name, type(exc).__name__, exc_info=True)
+            return ToolOutcome(
+                False, f"{model_name} could not be called just now; nothing ran.", error_kind="refused"
+            )
+        if isinstance(refused, ToolOutcome):
+            return refused
+        entry, spec = refused
+        if self._gw.breaker.is_open(entry.name):
+            return ToolOutcome(
+                False,
+                f"{entry.short_name} is temporarily unavailable after repeated failures.",
+                error_kind="unavailable",
+            )
+        try:
+            conn = self._connection(entry)
+        except NotCallable as exc:
+            return ToolOutcome(False, f"{entry.short_name} cannot be called: {exc}", error_kind="unavailable")
+        ended = await call_tool(
+            conn,
+            entry.short_name,
+            spec.tool,
+            arguments,
+            timeout=self._gw.call_timeout,
+            max_chars=self._gw.output_max_chars,
+            idempotency_key=idempotency_key,
+            auth_failure=lambda exc: self._auth_failure(entry, exc),
+        )
+        return self._outcome(entry, ended, started)
+
+    async def _refusal(
+        self, model_name: str, arguments: Mapping[str, Any]
+    ) -> ToolOutcome | tuple[ServerEntry, ToolSpec]:
+        """Why this call must not reach the server (an outcome), or the entry and tool it goes to."""
         spec = self._specs.get(model_name)
         if spec is None:
             return ToolOutcome(
@@ -323,72 +382,9 @@ class GatewaySession:
             stale = await asyncio.shield(relisting)
             if model_name in stale:
                 return ToolOutcome(False, stale[model_name], error_kind="refused")
-        return await self._invoke(entry, spec, arguments, started, idempotency_key)
+        return entry, spec
 
-    async def _invoke(
-        self,
-        entry: ServerEntry,
-        spec: ToolSpec,
-        arguments: Mapping[str, Any],
-        started: float,
-        idempotency_key: str | None,
-    ) -> ToolOutcome:
-        def done(
-            ok: bool, text: str, kind: str | None = None, structured: Any = None, cut: bool = False
-        ) -> ToolOutcome:
-            self._gw.breaker.record(entry.name, ok=ok or kind in ("tool_error", "scope", "auth", "connect"))
-            latency = (time.monotonic() - started) * 1000
-            return ToolOutcome(ok, text, structured, cut, latency, kind)
-
-        if self._gw.breaker.is_open(entry.name):
-            return ToolOutcome(
-                False,
-                f"{entry.short_name} is temporarily unavailable after repeated failures.",
-                error_kind="unavailable",
-            )
-        conn = self._connection(entry)
-        try:
-            client = await conn.open()
-            meta: RequestParamsMeta | None = None
-            if idempotency_key:
-                meta = RequestParamsMeta()
-                meta[IDEMPOTENCY_META_KEY] = idempotency_key  # type: ignore[literal-required]
-            result = await client.call_tool(
-                spec.tool, dict(arguments), read_timeout_seconds=self._gw.call_timeout, meta=meta
-            )
-        except TokenUnavailable as exc:
-            return done(False, *(await self._auth_failure(entry, exc) or (str(exc), "auth")))
-        except ConnectError as exc:
-            unreachable = (f"{entry.short_name} could not be reached: {exc}", "unavailable")
-            return done(False, *(await self._auth_failure(entry, exc) or unreachable))
-        except MCPError as exc:
-            mine = await self._auth_failure(entry, exc)
-            if mine is not None:
-                return done(False, *mine)
-            if conn.auth.insufficient_scope:
-                return done(
-                    False,
-                    f"{entry.short_name} says your account lacks the scope for {spec.tool}. "
-                    "Ask its owners for access, then connect again.",
-                    "scope",
-                )
-            if conn.auth.last_status == 401:
-                return done(
-                    False, f"{entry.short_name} did not accept your credentials. Connect again.", "auth"
-                )
-            if exc.code == -32001:
-                return done(
-                    False,
-                    f"{spec.tool} did not finish within {self._gw.call_timeout:.0f} s; "
-                    "its outcome is unknown.",
-                    "timeout",
-                )
-            return done(False, f"{entry.short_name} failed: {exc.message}", "protocol")
-        except OSError as exc:
-            return done(
-                False, f"{entry.short_name} could not be reached ({type(exc).__name__}).", "unavailable"
-            )
-        text, cut = render_result(result, self._gw.output_max_chars)
-        if result.is_error:
-            return done(False, text, "tool_error", cut=cut)
-        return done(True, text, structured=result.structured_content, cut=cut)
+    def _outcome(self, entry: ServerEntry, ended: Ended, started: float) -> ToolOutcome:
+        self._gw.breaker.record(entry.name, ok=ended.ok or ended.kind in HEALTHY_KINDS)
+        latency = (time.monotonic() - started) * 1000
+        return ToolOutcome(ended.ok, ended.text, ended.structured, ended.truncated, latency, ended.kind)

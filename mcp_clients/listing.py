@@ -8,6 +8,10 @@ it, so a stale listing can cost one refused call, never a call to a definition n
 
 Listings are per caller: a server may list different tools to different people (its own gates).
 
+What a live listing withheld of a server (tools its listing got wrong, poisoned definitions, schemas the
+model API cannot take) is kept per (server, URL) beside it: a remembered listing holds only the good tools,
+so a turn served from memory still reports the rest, and App Home and `chatops registry` show them.
+
 The same store remembers, for `DOWN_SECONDS`, that a server could not be reached at all. Work-horses are
 forked per job, so an in-process circuit breaker forgets everything between jobs; without this mark every
 turn of every worker paid a connection attempt to a dead server (up to the connect timeout when its host
@@ -20,15 +24,16 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mcp.types import Tool
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["DOWN_SECONDS", "LISTING_MAX_AGE_SECONDS", "Listing", "ListingCache"]
+__all__ = ["DOWN_SECONDS", "LISTING_MAX_AGE_SECONDS", "Listing", "ListingCache", "Remembered"]
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +41,19 @@ LISTING_MAX_AGE_SECONDS = 300
 DOWN_SECONDS = 30
 _PREFIX = "chatops:mcp-tools:"
 _DOWN_PREFIX = "chatops:mcp-down:"
+_WITHHELD_PREFIX = "chatops:mcp-withheld:"
 
 
 @dataclass(frozen=True)
 class Listing:
     tools: tuple[Tool, ...]
     fetched_at: float
+
+
+class Remembered(NamedTuple):
+    listing: Listing | None  # None: list live
+    down: str | None  # why the server was unreachable a moment ago
+    withheld: dict[str, str]  # tool -> why, from the server's last live listing
 
 
 PARSED_MEMO_SIZE = 1024
@@ -66,16 +78,43 @@ class ListingCache:
     def down_key(server: str, url: str) -> str:
         return _DOWN_PREFIX + hashlib.sha256(f"{server}\n{url}".encode()).hexdigest()[:32]
 
-    async def lookup(self, key: str, down_key: str) -> tuple[Listing | None, str | None]:
-        """The remembered listing (or None) and why the server was unreachable a moment ago (or None), in
-        one round trip. Redis failing means neither: the caller lists live."""
+    @staticmethod
+    def withheld_key(server: str, url: str) -> str:
+        return _WITHHELD_PREFIX + hashlib.sha256(f"{server}\n{url}".encode()).hexdigest()[:32]
+
+    async def lookup(self, key: str, down_key: str, withheld_key: str) -> Remembered:
+        """The remembered listing, why the server was unreachable a moment ago, and what its last live
+        listing withheld, in one round trip. Redis failing means none of them: the caller lists live."""
         try:
-            raw, down = await self._redis.mget([key, down_key])
+            raw, down, withheld = await self._redis.mget([key, down_key, withheld_key])
         except RedisError as exc:
             log.warning("tool listing cache unavailable: %s", exc)
-            return None, None
+            return Remembered(None, None, {})
         reason = down.decode(errors="replace") if isinstance(down, bytes) else down
-        return self._parse(raw), reason
+        return Remembered(self._parse(raw), reason, _reasons(withheld))
+
+    async def put_withheld(self, withheld_key: str, withheld: Mapping[str, str]) -> None:
+        """What a live listing of one server withheld (tool -> why); nothing withheld clears it."""
+        try:
+            if withheld:
+                await self._redis.set(withheld_key, json.dumps(dict(withheld)), ex=int(self.max_age) + 60)
+            else:
+                await self._redis.delete(withheld_key)
+        except RedisError as exc:
+            log.warning("withheld tools not recorded: %s", exc)
+
+    async def withheld(self, servers: Sequence[tuple[str, str]]) -> dict[str, dict[str, str]]:
+        """server name -> (tool -> why) for each (server, URL) whose last live listing withheld something."""
+        if not servers:
+            return {}
+        try:
+            found = await self._redis.mget([self.withheld_key(name, url) for name, url in servers])
+        except RedisError as exc:
+            log.warning("withheld tools unavailable: %s", exc)
+            return {}
+        return {
+            name: reasons for (name, _), raw in zip(servers, found, strict=True) if (reasons := _reasons(raw))
+        }
 
     async def mark_down(self, down_key: str, reason: str, *, seconds: int = DOWN_SECONDS) -> None:
         try:
@@ -118,3 +157,13 @@ class ListingCache:
             await self._redis.set(key, body, ex=int(self.max_age) + 60)
         except RedisError as exc:
             log.warning("tool listing not cached: %s", exc)
+
+
+def _reasons(raw: bytes | str | None) -> dict[str, str]:
+    try:
+        found = json.loads(raw) if raw is not None else {}
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): str(v) for k, v in found.items()}

@@ -7,18 +7,21 @@ we rely on with the wrong type skips the entry: a half-understood governance blo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from registry_cache.remotes import Header, choose_remote, shown, streamable_remotes
 from registry_cache.urls import UnsafeUrl, canonical_resource, check_server_url
 
 __all__ = [
     "GOVERNANCE_KEY",
     "OFFICIAL_KEY",
     "Governance",
+    "Header",
     "OAuthClient",
     "ServerEntry",
     "Skipped",
@@ -28,6 +31,9 @@ __all__ = [
 
 OFFICIAL_KEY = "io.modelcontextprotocol.registry/official"
 GOVERNANCE_KEY = "dev.chatops/governance"
+# The official server.json schema's name pattern (and its 200-character limit).
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+")
+NAME_MAX = 200
 
 
 def _list_to_tuple(value: Any) -> Any:
@@ -97,6 +103,10 @@ class Governance(_Strict):
     minutes_saved: Minutes = 0
     private_data: bool = False
     tools: dict[str, ToolPolicy] = Field(default_factory=dict)
+    url_variables: dict[str, str] = Field(default_factory=dict)  # fills a remote URL template's {variables}
+    headers: dict[str, str] = Field(
+        default_factory=dict
+    )  # header name -> environment variable with its value
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,7 @@ class ServerEntry:
     official_status: str
     governance: Governance
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    headers: tuple[Header, ...] = ()  # sent on every request to this server, and only to it
 
     @property
     def resource(self) -> str:
@@ -136,33 +147,51 @@ class Skipped:
     reason: str
 
 
-def _parse_one(raw: Any) -> ServerEntry | Skipped:
+class _Parsed(NamedTuple):
+    entry: ServerEntry | None  # None: an older version (isLatest false), superseded without a word
+    skipped: Skipped | None
+
+
+def _label(name: Any) -> str:
+    """How a skipped entry is named in logs and `chatops registry`: its name if it has a printable one."""
+    return shown(name, 100)[1:-1] if isinstance(name, str) and name else "(unnamed)"
+
+
+def _parse_one(raw: Any) -> _Parsed:
     if not isinstance(raw, Mapping):
-        return Skipped("(unnamed)", "entry is not an object")
-    server = raw.get("server")
-    meta = raw.get("_meta") or {}
-    if not isinstance(server, Mapping) or not isinstance(meta, Mapping):
-        return Skipped("(unnamed)", "entry has no server object")
-    name = server.get("name")
-    if not isinstance(name, str) or "/" not in name or not name.split("/", 1)[1]:
-        return Skipped(str(name), "server name must look like namespace/name")
-    official = meta.get(OFFICIAL_KEY) or {}
-    status = official.get("status", "active") if isinstance(official, Mapping) else None
+        return _Parsed(None, Skipped("(unnamed)", f"entry is not an object but {type(raw).__name__}"))
+    server, meta = raw.get("server"), raw.get("_meta")
+    name = server.get("name") if isinstance(server, Mapping) else None
+    label = _label(name)
+    if not isinstance(server, Mapping):
+        return _Parsed(None, Skipped(label, "entry has no server object"))
+    meta = {} if meta is None else meta
+    if not isinstance(meta, Mapping):
+        return _Parsed(None, Skipped(label, f"_meta must be an object, not {type(meta).__name__}"))
+    if not isinstance(name, str) or len(name) > NAME_MAX or not NAME_PATTERN.fullmatch(name):
+        why = f"server name must look like namespace/name (^{NAME_PATTERN.pattern}$, at most {NAME_MAX})"
+        return _Parsed(None, Skipped(label, why))
+    official = meta.get(OFFICIAL_KEY)
+    official = {} if official is None else official
+    if not isinstance(official, Mapping):
+        return _Parsed(None, Skipped(name, f"{OFFICIAL_KEY} must be an object"))
+    status, latest = official.get("status", "active"), official.get("isLatest", True)
+    if not isinstance(latest, bool):  # the schema says boolean: "false" is malformed, not latest
+        return _Parsed(None, Skipped(name, f"isLatest must be true or false, not {shown(latest)}"))
+    if not latest:
+        return _Parsed(None, None)
     if not isinstance(status, str):
-        return Skipped(name, "official status is malformed")
-    remotes = server.get("remotes") or []
-    urls: list[str] = [
-        str(r["url"])
-        for r in remotes
-        if isinstance(r, Mapping) and r.get("type") == "streamable-http" and isinstance(r.get("url"), str)
-    ]
-    if not urls:
-        return Skipped(name, "no streamable-http remote")
-    try:
-        url = check_server_url(urls[0])
-    except UnsafeUrl as exc:
-        return Skipped(name, f"remote URL refused: {exc}")
-    gov_raw = meta.get(GOVERNANCE_KEY)
+        return _Parsed(None, Skipped(name, "official status is malformed"))
+    entry = _governed(name, server, meta.get(GOVERNANCE_KEY), status, raw)
+    return _Parsed(None, entry) if isinstance(entry, Skipped) else _Parsed(entry, None)
+
+
+def _governed(
+    name: str, server: Mapping[str, Any], gov_raw: Any, status: str, raw: Mapping[str, Any]
+) -> ServerEntry | Skipped:
+    candidates = streamable_remotes(server.get("remotes"))
+    if isinstance(candidates, str):
+        return Skipped(name, candidates)
     if gov_raw is None:
         return Skipped(name, f"no {GOVERNANCE_KEY} block (ungoverned servers are not offered)")
     try:
@@ -173,6 +202,9 @@ def _parse_one(raw: Any) -> ServerEntry | Skipped:
         return Skipped(name, f"governance {where}: {first['msg']}")
     if governance.token == "scope" and not governance.scope:
         return Skipped(name, "governance token: scope needs a scope to ask for")
+    remote = choose_remote(candidates, governance.url_variables, governance.headers, governance.auth)
+    if isinstance(remote, str):
+        return Skipped(name, remote)
     if governance.resource is not None:
         try:
             check_server_url(governance.resource)
@@ -183,57 +215,58 @@ def _parse_one(raw: Any) -> ServerEntry | Skipped:
             check_server_url(governance.oauth_client.issuer)
         except UnsafeUrl as exc:
             return Skipped(name, f"governance oauth_client.issuer refused: {exc}")
+    short = name.split("/", 1)[1]
     return ServerEntry(
         name=name,
-        short_name=name.split("/", 1)[1],
-        title=str(server.get("title") or name.split("/", 1)[1]),
-        description=str(server.get("description") or ""),
-        version=str(server.get("version") or ""),
-        url=url,
+        short_name=short,
+        title=_text(server.get("title")) or short,
+        description=_text(server.get("description")),
+        version=_text(server.get("version")),
+        url=remote.url,
         official_status=status,
         governance=governance,
         raw=raw,
+        headers=remote.headers,
     )
 
 
-def _is_latest(raw: Mapping[str, Any]) -> bool:
-    official = (raw.get("_meta") or {}).get(OFFICIAL_KEY) or {}
-    return bool(official.get("isLatest", True)) if isinstance(official, Mapping) else True
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
-def _one_server_per_resource(entries: list[ServerEntry], skipped: list[Skipped]) -> list[ServerEntry]:
-    """Usable entries that claim the same token audience are all dropped (SPEC §6): a token obtained for
-    that resource would be accepted by either server, so the bot could not promise that a server receives
-    only its own. Unusable entries claim nothing (they get no tokens)."""
-    by_resource: dict[str, list[ServerEntry]] = {}
+def _exclusive(
+    entries: list[ServerEntry], skipped: list[Skipped], what: str, claims: Callable[[ServerEntry], set[str]]
+) -> list[ServerEntry]:
+    """Usable entries that claim one thing are all dropped, with the reason. A token audience (SPEC §6): a
+    token obtained for that resource would be accepted by either server, so the bot could not promise that a
+    server receives only its own. A header variable: its secret would go to both servers. Unusable entries
+    claim nothing (they get no tokens and no headers)."""
+    by_claim: dict[str, list[ServerEntry]] = {}
     for entry in entries:
-        if entry.usable:
-            by_resource.setdefault(canonical_resource(entry.resource), []).append(entry)
-    shared: set[str] = set()
-    for group in by_resource.values():
-        if len(group) < 2:
-            continue
-        for entry in group:
+        for claim in claims(entry) if entry.usable else set():
+            by_claim.setdefault(claim, []).append(entry)
+    dropped: dict[str, str] = {}
+    for claim, group in by_claim.items():
+        for entry in group if len(group) > 1 else ():
             others = ", ".join(e.name for e in group if e is not entry)
-            reason = (
-                f"resource {entry.resource} is also claimed by {others}; neither is used until one changes"
-            )
-            skipped.append(Skipped(entry.name, reason))
-            shared.add(entry.name)
-    return [e for e in entries if e.name not in shared]
+            why = f"{what} {claim} is also claimed by {others}; neither is used until one changes"
+            dropped.setdefault(entry.name, why)
+    skipped.extend(Skipped(name, why) for name, why in dropped.items())
+    return [e for e in entries if e.name not in dropped]
 
 
 def parse_entries(raw_entries: Iterable[Any]) -> tuple[list[ServerEntry], list[Skipped]]:
-    """Parse every raw entry; keep one entry per name (the latest), one per short name and one per
-    token resource."""
+    """Parse every raw entry, whatever it holds: usable entries and skipped ones with reasons, nothing else.
+    Keep one entry per name (the latest), one per short name, one per token resource and one per header
+    variable."""
     parsed: list[ServerEntry] = []
     skipped: list[Skipped] = []
     for raw in raw_entries:
-        result = _parse_one(raw)
-        if isinstance(result, Skipped):
-            skipped.append(result)
-        elif _is_latest(result.raw):
-            parsed.append(result)
+        entry, skip = _parse_one(raw)
+        if skip is not None:
+            skipped.append(skip)
+        elif entry is not None:
+            parsed.append(entry)
     by_name: dict[str, list[ServerEntry]] = {}
     for entry in parsed:
         by_name.setdefault(entry.name, []).append(entry)
@@ -250,6 +283,9 @@ def parse_entries(raw_entries: Iterable[Any]) -> tuple[list[ServerEntry], list[S
             skipped.append(Skipped(name, f"short name {group[0].short_name!r} is used by several servers"))
         else:
             entries.append(group[0])
-    entries = _one_server_per_resource(entries, skipped)
+    entries = _exclusive(entries, skipped, "resource", lambda e: {canonical_resource(e.resource)})
+    entries = _exclusive(
+        entries, skipped, "header variable", lambda e: {h.env for h in e.headers if h.env is not None}
+    )
     entries.sort(key=lambda e: e.name)
     return entries, skipped

@@ -47,7 +47,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 """
 
-Fetch = Callable[[], Awaitable[list[dict[str, Any]]]]
+Fetch = Callable[[], Awaitable[list[Any]]]
 
 # Parsed views by (Redis server, version): shared by every SharedSnapshot of this process.
 _PARSED: dict[tuple[str, str], SnapshotInfo] = {}

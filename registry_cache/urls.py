@@ -41,6 +41,10 @@ _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # connecting to 0.x reaches t
 # NAT64 well-known prefix); IPv4-mapped ones are `ipv4_mapped`.
 _EMBEDDING = (ipaddress.ip_network("::/96"), ipaddress.ip_network("64:ff9b::/96"))
 _PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+# What RFC 3986 never allows in a URL. urlsplit takes them silently, and a client would then connect to
+# something other than what the registry owners read (a space ends the URL for some readers, not others).
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+_NOT_URL = re.compile(r'[<>"\\^`|]|[^\x00-\x7f]')
 
 
 class UnsafeUrl(ValueError):
@@ -119,6 +123,12 @@ def is_loopback_host(host: str) -> bool:
 
 def check_server_url(url: str) -> str:
     """Return the URL unchanged when it may be used, else raise `UnsafeUrl` with the reason."""
+    if "{" in url or "}" in url:
+        raise UnsafeUrl("the URL is a template with unfilled {variables}")
+    if _SPACE_OR_CONTROL.search(url):
+        raise UnsafeUrl("the URL contains a space or a control character")
+    if _NOT_URL.search(url):
+        raise UnsafeUrl("the URL contains characters a URL may not hold (non-ASCII hosts go in punycode)")
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError on a malformed port

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, settings
 
 from fixtures.redis_proc import RedisProc
+
+# Property tests: the same examples on every run (a failure reproduces, CI cannot flake on a lucky draw), no
+# per-example deadline (a loaded 2-core machine is not a bug). HYPOTHESIS_PROFILE=explore draws fresh ones.
+settings.register_profile(
+    "chatops", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("explore", deadline=None, max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "chatops"))
 
 
 @pytest.fixture(scope="session")

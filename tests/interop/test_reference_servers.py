@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from fixtures.anthropic_tools import tools_problem
 from mcp_clients.gateway import Gateway, ToolSpec
 from tests.interop.conftest import RUNBOOK, Peers, caller
 
@@ -99,3 +100,12 @@ async def test_a_server_refusing_a_path_is_a_tool_error_not_a_crash(gateway: Gat
     assert not outside.ok
     assert outside.error_kind == "tool_error"
     assert "outside allowed directories" in outside.text
+
+
+async def test_every_tool_of_the_reference_servers_is_one_the_messages_api_accepts(gateway: Gateway) -> None:
+    async with gateway.session(caller("sre")) as session:
+        tools = await session.tools()
+        unfit = {name: why for name, (_, _, why) in session.withheld.items() if "model API" in why}
+    assert len(tools) >= 20
+    assert tools_problem([t.for_model() for t in tools]) is None
+    assert unfit == {}

@@ -7,6 +7,7 @@ governance overlay is what a company would add. One bad document must cost only 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,25 @@ def test_documents_the_bot_cannot_use_are_skipped_with_a_reason_that_says_why(na
     _, skipped = parse_entries(registry_entries())
     reasons = {s.name: s.reason for s in skipped}
     assert why in reasons[name]
+
+
+def test_a_remote_url_template_is_never_taken_literally() -> None:
+    """The registry's own example (`https://{host}/mcp`, a required secret `Authorization`): usable only as
+    the governance overlay fills it, and skipped with the reason without it; no usable URL is a template."""
+    usable, _ = parse_entries(registry_entries())
+    assert not any("{" in e.url or " " in e.url for e in usable)
+    weather = {e.name: e for e in usable}["io.github.user/remote-weather"]
+    assert weather.url == "https://api.example.com/mcp"
+    assert [(h.name, h.env) for h in weather.headers] == [("Authorization", "CHATOPS_HEADER_REMOTE_WEATHER")]
+    bare = [
+        copy.deepcopy(e)
+        for e in registry_entries()
+        if e["server"].get("name") == "io.github.user/remote-weather"
+    ]
+    del bare[0]["_meta"][GOVERNANCE_KEY]["url_variables"]
+    _, skipped = parse_entries(bare)
+    assert "needs {host}" in skipped[0].reason
+    del bare[0]["_meta"][GOVERNANCE_KEY]["headers"]
+    bare[0]["_meta"][GOVERNANCE_KEY]["url_variables"] = {"host": "api.example.com"}
+    _, skipped = parse_entries(bare)
+    assert "header Authorization is required" in skipped[0].reason

@@ -9,7 +9,7 @@ import pytest
 
 from fixtures.registry import FakeRegistry
 from fixtures.server import RunningServer, serve
-from registry_cache.client import RegistryFetchError, fetch_all
+from registry_cache.client import RegistryFetchError, fetch_all, read_registry
 from registry_cache.model import parse_entries
 from registry_cache.view import Person, RegistryView
 
@@ -92,3 +92,47 @@ async def test_a_hanging_registry_times_out(registry: tuple[FakeRegistry, Runnin
                 await fetch_all(http, server.url, timeout=0.3)
     finally:
         fake.clear_outage()
+
+
+async def test_items_of_a_page_that_are_not_entries_cost_only_themselves_and_paging_goes_on(
+    registry: tuple[FakeRegistry, RunningServer],
+) -> None:
+    fake, server = registry
+    fake.add_synthetic(150)  # two pages of 100
+    for garbage in ("not an entry", 5, None, ["x"], {"server": 5}):
+        fake.add(garbage)  # type: ignore[arg-type]
+    async with httpx2.AsyncClient() as http:
+        entries, skipped = parse_entries(await fetch_all(http, server.url))
+    assert len([e for e in entries if e.name.startswith("io.example.synthetic/")]) == 150
+    assert RegistryView(entries).server("presto") is not None
+    assert [s.name for s in skipped].count("(unnamed)") == 5
+
+
+@pytest.mark.parametrize(
+    ("metadata", "why"),
+    [(5, "metadata is not an object"), ({"nextCursor": 5}, "metadata.nextCursor is not a string")],
+)
+async def test_a_malformed_metadata_ends_the_paging_there_and_says_so(
+    registry: tuple[FakeRegistry, RunningServer], metadata: object, why: str
+) -> None:
+    fake, server = registry
+    fake.add_synthetic(150)
+    fake.garble_metadata(metadata)
+    async with httpx2.AsyncClient() as http:
+        read = await read_registry(http, server.url)
+    assert len(read.entries) == 100
+    assert read.problems == [f"page 1: {why}; paging stopped there"]
+
+
+async def test_an_item_nested_too_deep_to_store_is_left_out_and_reported(
+    registry: tuple[FakeRegistry, RunningServer],
+) -> None:
+    fake, server = registry
+    deep: dict[str, object] = {"server": {"name": "io.example/deep"}}
+    for _ in range(100):
+        deep = {"x": deep}
+    fake.add(deep)
+    async with httpx2.AsyncClient() as http:
+        read = await read_registry(http, server.url)
+    assert len(read.entries) == 7
+    assert "nests deeper than 64 levels" in read.problems[0]

@@ -94,3 +94,28 @@ def test_servers_claiming_one_resource_are_both_shown_unusable_by_doctor_and_reg
     assert not any(line.startswith("io.example/presto ") for line in listing.stdout.splitlines())
     assert "skipped io.example/presto: resource" in listing.stdout
     assert "also claimed by io.example/presto" in listing.stdout
+
+
+def test_malformed_entries_are_listed_and_a_server_whose_header_variable_is_unset_is_bad(
+    scenario: Scenario,
+) -> None:
+    scenario.world.registry.add_poisoned("remotes-not-list", "islatest-string")
+    scenario.world.registry.patch_governance(
+        "io.example/statuspage", {"headers": {"X-Api-Key": "CHATOPS_HEADER_STATUSPAGE"}}
+    )
+    done = doctor(scenario, CHATOPS_HEADER_STATUSPAGE="")
+    assert line(done, "registry").startswith("ok "), done.stdout  # set, even if empty: callable
+    env = {k: v for k, v in os.environ.items() if k != "CHATOPS_HEADER_STATUSPAGE"}
+    unset = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "doctor"],
+        env={**env, **scenario.env, "CHATOPS_NETGUARD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    registry = unset.stdout[unset.stdout.index("registry:") :]
+    assert line(unset, "registry").startswith("BAD")
+    assert "cannot call io.example/statuspage: header X-Api-Key needs the environment variable" in registry
+    assert "skipped io.example.poison/remotes-not-list: remotes must be a list, not int" in registry
+    assert "skipped io.example.poison/islatest-string: isLatest must be true or false" in registry
+    assert unset.returncode == 1
