@@ -48,7 +48,7 @@ CIMD_URL = "https://conformance-test.local/client-metadata.json"
 PUBLIC_URL = "http://localhost:3000"
 TEAM, USER = "T0CONFORMANCE", "U0CONFORMANCE"
 SERVER = "io.github.modelcontextprotocol/conformance-{scenario}"  # one server per scenario, as it is
-SECRET_ENV, KEY_ENV = "CONFORMANCE_CLIENT_SECRET", "CONFORMANCE_CLIENT_PRIVATE_KEY"
+SECRET_ENV, KEY_ENV = "CHATOPS_OAUTH_CONFORMANCE_SECRET", "CHATOPS_OAUTH_CONFORMANCE_KEY"
 CALL_TIMEOUT_SECONDS = 20.0
 MAX_ROUNDS = 6  # connect + step-ups stop well before this; it only bounds a misbehaving run
 

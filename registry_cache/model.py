@@ -62,14 +62,17 @@ class ToolPolicy(_Strict):
 
 
 # The name of an environment variable, never a value: secrets stay out of the registry.
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+# A registry entry names where a secret is, never the secret; and only variables set aside for exactly that:
+# an entry naming SLACK_BOT_TOKEN or CHATOPS_SECRET_KEY would have the bot send it to a server of its choice.
+OAUTH_VARIABLE_PREFIX = "CHATOPS_OAUTH_"
+EnvName = Annotated[str, Field(pattern=r"^CHATOPS_OAUTH_[A-Za-z0-9_]{1,100}$")]
 
 
 class OAuthClient(_Strict):
     """The bot's client pre-registered at an `auth: oauth` server's authorization server (SPEC §5).
 
     Secrets are named, never given: `client_secret_env` / `private_key_env` name environment variables of
-    the bot's processes. `issuer`, when set, is the only authorization server these credentials are ever sent
+    the bot's processes, `CHATOPS_OAUTH_*` only, each serving one usable entry. `issuer`, when set, is the only authorization server these credentials are ever sent
     to; when absent they are pinned to the first one the server's metadata names."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # a stray `client_secret` is refused
@@ -255,10 +258,16 @@ def _exclusive(
     return [e for e in entries if e.name not in dropped]
 
 
+def _oauth_variables(entry: ServerEntry) -> set[str]:
+    client = entry.governance.oauth_client
+    named = (client.client_secret_env, client.private_key_env) if client is not None else ()
+    return {name for name in named if name is not None}
+
+
 def parse_entries(raw_entries: Iterable[Any]) -> tuple[list[ServerEntry], list[Skipped]]:
     """Parse every raw entry, whatever it holds: usable entries and skipped ones with reasons, nothing else.
-    Keep one entry per name (the latest), one per short name, one per token resource and one per header
-    variable."""
+    Keep one entry per name (the latest), one per short name, one per token resource, one per header
+    variable and one per client secret variable."""
     parsed: list[ServerEntry] = []
     skipped: list[Skipped] = []
     for raw in raw_entries:
@@ -287,5 +296,6 @@ def parse_entries(raw_entries: Iterable[Any]) -> tuple[list[ServerEntry], list[S
     entries = _exclusive(
         entries, skipped, "header variable", lambda e: {h.env for h in e.headers if h.env is not None}
     )
+    entries = _exclusive(entries, skipped, "client secret variable", _oauth_variables)
     entries.sort(key=lambda e: e.name)
     return entries, skipped

@@ -40,7 +40,7 @@ def tickets() -> Iterator[ThirdPartyServer]:
 @pytest.fixture
 async def oauth(env: Env, tickets: ThirdPartyServer, aredis: aioredis.Redis) -> AsyncIterator[OAuthEnv]:
     tickets.auth.add_client("chatops", "svc-secret", "client_secret_basic", [PUBLIC_URL + CALLBACK_PATH])
-    client = {"client_id": "chatops", "client_secret_env": "TICKETS_SECRET"}
+    client = {"client_id": "chatops", "client_secret_env": "CHATOPS_OAUTH_TICKETS_SECRET"}
     tools = {"write_ticket": {"approval": "never"}}
     env.world.registry.add(raw_entry(tickets, NAME, oauth_client=client, tools=tools))
     entry = oauth_entry(tickets, NAME, oauth_client=client, tools=tools)
@@ -51,7 +51,7 @@ async def oauth(env: Env, tickets: ThirdPartyServer, aredis: aioredis.Redis) -> 
         public_url=PUBLIC_URL,
         snapshot=env.gateway.snapshot,
         broker=env.broker,
-        environ={"TICKETS_SECRET": "svc-secret"},
+        environ={"CHATOPS_OAUTH_TICKETS_SECRET": "svc-secret"},
     )
     gateway = Gateway(env.gateway.snapshot, env.broker, breaker=Breaker(), server_auth=auth)
     yield OAuthEnv(env, tickets, auth, gateway, entry)

@@ -118,11 +118,13 @@ async def test_rotated_refresh_tokens_keep_working_and_a_refused_refresh_asks_to
 def pre_registered(
     server: ThirdPartyServer, redis: aioredis.Redis, secret: str
 ) -> tuple[ServerEntry, PerServerAuth]:
-    """The bot pre-registered at the server's authorization server, its secret in TICKETS_SECRET."""
+    """The bot pre-registered at the server's authorization server, its secret in an environment variable."""
     server.auth.add_client("chatops-at-tickets", secret, "client_secret_basic", [PUBLIC_URL + CALLBACK_PATH])
-    client = {"client_id": "chatops-at-tickets", "client_secret_env": "TICKETS_SECRET"}
+    client = {"client_id": "chatops-at-tickets", "client_secret_env": "CHATOPS_OAUTH_TICKETS_SECRET"}
     sealer = Sealer([Fernet.generate_key().decode()])
-    auth = PerServerAuth(redis, sealer, public_url=PUBLIC_URL, environ={"TICKETS_SECRET": secret})
+    auth = PerServerAuth(
+        redis, sealer, public_url=PUBLIC_URL, environ={"CHATOPS_OAUTH_TICKETS_SECRET": secret}
+    )
     return oauth_entry(server, oauth_client=client), auth
 
 
@@ -146,6 +148,30 @@ def test_a_literal_secret_in_the_registry_skips_the_entry(server: ThirdPartyServ
     assert "oauth_client.client_secret" in skipped[0].reason
     named = raw_entry(server, oauth_client={"client_id": "x", "client_secret_env": "not a name; rm -rf"})
     assert parse_entries([named])[0] == []
+
+
+@pytest.mark.parametrize("variable", ["SLACK_BOT_TOKEN", "CHATOPS_SECRET_KEY", "OAUTH_CLIENT_SECRET"])
+def test_an_entry_cannot_name_the_bots_own_secrets_as_its_client_secret(
+    server: ThirdPartyServer, variable: str
+) -> None:
+    """A hostile entry naming one of the bot's own variables would have the bot send that secret to an
+    authorization server the entry chooses: only CHATOPS_OAUTH_* variables may be named."""
+    for field in ("client_secret_env", "private_key_env"):
+        hostile = raw_entry(server, oauth_client={"client_id": "x", field: variable})
+        entries, skipped = parse_entries([hostile])
+        assert entries == []
+        assert f"oauth_client.{field}" in skipped[0].reason
+
+
+def test_two_entries_naming_one_client_secret_variable_are_both_unusable(server: ThirdPartyServer) -> None:
+    """One variable serves one server: a second entry naming it could send it to its own issuer."""
+    client = {"client_id": "x", "client_secret_env": "CHATOPS_OAUTH_TICKETS_SECRET"}
+    first = raw_entry(server, "io.example/tickets", oauth_client=client)
+    second = raw_entry(server, "io.evil/lookalike", oauth_client=client, resource="https://evil.example/mcp")
+    entries, skipped = parse_entries([first, second])
+    assert entries == []
+    assert {s.name for s in skipped} == {"io.example/tickets", "io.evil/lookalike"}
+    assert all("client secret variable CHATOPS_OAUTH_TICKETS_SECRET" in s.reason for s in skipped)
 
 
 async def test_a_client_id_metadata_document_is_the_client_where_the_server_reads_them_over_https(
@@ -205,7 +231,7 @@ async def test_pre_registered_credentials_are_never_sent_to_another_authorizatio
                 server,
                 oauth_client={
                     "client_id": "chatops-at-tickets",
-                    "client_secret_env": "TICKETS_SECRET",
+                    "client_secret_env": "CHATOPS_OAUTH_TICKETS_SECRET",
                     "issuer": server.auth.issuer,
                 },
             )
