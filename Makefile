@@ -1,8 +1,8 @@
 # One entry point for people, the git hook and CI: `make check` is what must pass.
 PY ?= .venv/bin/python
-SRC = bot flows agent llm mcp_clients approvals registry_cache fixtures interop
+SRC = bot devtools flows agent llm mcp_clients approvals registry_cache fixtures interop
 
-.PHONY: setup check lint format typecheck test lock bench demo interop interop-setup
+.PHONY: setup check lint imports format typecheck test lock bench demo interop interop-setup
 
 # A virtual environment from the lock file (what CI does too).
 setup:
@@ -10,7 +10,7 @@ setup:
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 
-check: lint typecheck test
+check: lint imports typecheck test
 
 lint:
 	$(PY) -m ruff format --check $(SRC) tests bench
@@ -19,6 +19,10 @@ lint:
 format:
 	$(PY) -m ruff format $(SRC) tests bench
 	$(PY) -m ruff check --fix $(SRC) tests bench
+
+# The layering contracts in pyproject.toml ([tool.importlinter]).
+imports:
+	$(dir $(PY))lint-imports --no-cache
 
 typecheck:
 	$(PY) -m mypy
@@ -39,7 +43,7 @@ interop: interop-setup
 	$(PY) -m interop.conformance
 
 lock:
-	$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --universal -o requirements.lock
+	$(PY) -m uv pip compile pyproject.toml --extra dev --extra demo --python-version 3.11 --universal -o requirements.lock
 
 bench:
 	$(PY) -m bench

@@ -101,9 +101,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from bot.demo import run_demo
+def _devtools_missing() -> int:
+    # The wheel ships the runtime only: the demo's fake world and the embedded Redis live in the checkout.
+    print(
+        "chatops: the demo and --dev run from a source checkout (git clone, then `make setup`)",
+        file=sys.stderr,
+    )
+    return 2
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from devtools.demo import run_demo
+    except ImportError:
+        return _devtools_missing()
     return run_demo(keep=args.keep)
 
 
@@ -275,7 +286,7 @@ class _dev_redis:  # used as a context manager, hence the lower-case name
     def __enter__(self) -> Settings:
         settings = self._settings
         if self._dev and settings.redis_url is None:
-            from bot.embedded import embedded_redis
+            from devtools.embedded import embedded_redis
 
             cm = embedded_redis()
             url = cm.__enter__()

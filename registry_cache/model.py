@@ -72,8 +72,9 @@ class OAuthClient(_Strict):
     """The bot's client pre-registered at an `auth: oauth` server's authorization server (SPEC §5).
 
     Secrets are named, never given: `client_secret_env` / `private_key_env` name environment variables of
-    the bot's processes, `CHATOPS_OAUTH_*` only, each serving one usable entry. `issuer`, when set, is the only authorization server these credentials are ever sent
-    to; when absent they are pinned to the first one the server's metadata names."""
+    the bot's processes, `CHATOPS_OAUTH_*` only, each serving one usable entry. `issuer`, when set, is the
+    only authorization server these credentials are ever sent to; when absent they are pinned to the first
+    one the server's metadata names."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # a stray `client_secret` is refused
 

@@ -26,7 +26,7 @@ import httpx2
 import redis
 
 from approvals.turns import turn_id_for
-from bot.embedded import embedded_redis
+from devtools.embedded import embedded_redis
 from fixtures.anthropic_fake import FakeAnthropic
 from fixtures.idp import PEOPLE
 from fixtures.incident_script import incident_responder

