@@ -1,0 +1,216 @@
+"""Servers with their own authorization server (`auth: oauth`, SPEC §5, issue 17's must-show): a person
+connects one from Slack and from App Home, the waiting question is answered once they have, and that
+server's token goes to that server alone.
+
+The third-party server (`fixtures.own_as_mcp`) runs its own authorization server and records the
+Authorization header of every request that reaches it; the company's fixture servers record theirs. The
+bot registers itself there dynamically (PUBLIC_URL is plain http here, so no Client ID Metadata Document).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bot.blocks import CONNECT_SERVER_ACTION_ID
+from bot.home_servers import HOME_SERVER_CONNECT_PREFIX, HOME_SERVER_DISCONNECT_PREFIX
+from fixtures.anthropic_fake import Body, Reply, text, tool_names, tool_results, tool_use
+from fixtures.own_as_mcp import ThirdPartyServer
+from fixtures.waiting import wait_until
+from tests.faults.conftest import audit_records, secret_leaks
+from tests.mcp_clients.oauth_world import raw_entry
+from tests.scenarios.conftest import Scenario
+from tests.scenarios.test_home import click_home, open_home
+
+CHANNEL = "C0INCIDENT"
+NAME = "io.example/tickets"
+JSON = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def tickets_server() -> Iterator[ThirdPartyServer]:
+    with ThirdPartyServer("tickets") as server:
+        yield server
+
+
+@pytest.fixture
+def tickets(scenario: Scenario, tickets_server: ThirdPartyServer) -> ThirdPartyServer:
+    """The tickets server in the scenario's registry (reset before every test), open to everyone."""
+    tickets_server.seen.clear()
+    tickets_server.auth.reset()
+    tickets_server.auth.forget_grants()
+    scenario.world.registry.add(raw_entry(tickets_server, NAME))
+    return tickets_server
+
+
+def needs_tickets(body: Body) -> Reply:
+    """The model: asks who the person is at tickets, asking them to connect it first when it must."""
+    results = tool_results(body)
+    if results:
+        said = json.dumps(results)
+        if "has not connected tickets" in said:
+            return text("I need tickets for that: please connect it with the button.")
+        who = "alice" if "alice" in said else "nobody"  # whoami's answer: whose token reached tickets
+        return text(f"tickets knows you as {who}.")
+    names = tool_names(body)
+    if "tickets__whoami" in names:
+        return tool_use("tickets__whoami", {})
+    if "connect__tickets" in names:
+        return tool_use("connect__tickets", {})
+    return text("I have no tickets tool.")
+
+
+def connect_button(s: Scenario, user: str) -> str:
+    (prompt,) = [
+        e
+        for m in s.world.slack.ephemerals(CHANNEL, user=user)
+        for b in m.blocks
+        if b.get("type") == "actions"
+        for e in b["elements"]
+        if e.get("action_id") == CONNECT_SERVER_ACTION_ID
+    ]
+    assert prompt["text"]["text"] == "Connect tickets"
+    return str(prompt["url"])
+
+
+def answers(s: Scenario, ts: str) -> str:
+    return " ".join(m.text for m in s.bot_messages(CHANNEL, ts))
+
+
+def bearer_tokens(server: ThirdPartyServer) -> set[str]:
+    return {h[7:] for h in server.authorizations() if h}
+
+
+def test_a_person_connects_a_server_from_the_thread_and_the_waiting_question_is_answered(
+    scenario: Scenario, tickets: ThirdPartyServer
+) -> None:
+    s = scenario
+    s.link("alice")
+    s.world.anthropic.set_default(needs_tickets)
+    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "which tickets are mine?")
+    s.ingress.post(mention)
+    s.work()
+    ts = mention.event["ts"]
+    assert "please connect it" in answers(s, ts)
+    assert tickets.authorizations() == []  # nothing was sent to a server the person has not connected
+    url = connect_button(s, "U0ALICE")
+    assert url.startswith(s.web.url + "/oauth/server-start/")
+
+    with s.browser() as browser:  # the person's browser: the bot, then the server's own sign-in, and back
+        page = browser.get(url)
+    assert page.status_code == 200, page.text
+    assert "connected to tickets" in page.text
+    (authorize,) = tickets.auth.requests("authorize")
+    assert authorize.params["code_challenge_method"] == "S256"
+    assert authorize.params["resource"] == tickets.url
+    s.work()  # the waiting question runs again, now with tickets' tools
+    assert "tickets knows you as alice" in answers(s, ts)
+    assert s.turn_status(CHANNEL, ts) == "answered"
+
+    # tickets received only its own token, issued by its own authorization server for its resource ...
+    tokens = bearer_tokens(tickets)
+    assert tokens and all(tickets.auth.tokens[t].resource == tickets.url for t in tokens)
+    # ... and that token went nowhere else: not to the company's servers, nor its identity provider,
+    # nor Slack, the model, Redis or the audit in the clear.
+    for server in s.world.servers.values():
+        assert not tokens & {r.authorization[7:] for r in server.record.all() if r.authorization}
+    company = {v for r in s.world.idp.requests() for _, v in r.params}
+    assert not tokens & company
+    refresh = {r.params.get("refresh_token") for r in tickets.auth.requests("token")}
+    assert secret_leaks(s, tokens | set(tickets.auth.tokens) | {t for t in refresh if t}) == []
+    (connected,) = [r for r in audit_records(s.redis) if r["kind"] == "server_connect"]
+    assert (connected["outcome"], connected["server"], connected["user"]) == ("succeeded", NAME, "U0ALICE")
+
+
+def test_app_home_shows_connect_then_connected_and_disconnect_revokes(
+    scenario: Scenario, tickets: ThirdPartyServer
+) -> None:
+    s = scenario
+    s.link("alice")
+    view = open_home(s, "U0ALICE")
+    section = tickets_section(view)
+    assert "Not connected" in section["text"]["text"]
+    connect = section["accessory"]
+    assert connect["action_id"].startswith(HOME_SERVER_CONNECT_PREFIX)
+    with s.browser() as browser:
+        assert browser.get(connect["url"]).status_code == 200
+
+    view = open_home(s, "U0ALICE")
+    section = tickets_section(view)
+    assert "Connected" in section["text"]["text"]
+    disconnect = section["accessory"]
+    assert disconnect["action_id"].startswith(HOME_SERVER_DISCONNECT_PREFIX)
+    (issued,) = tickets.auth.tokens.values()
+    view = click_home(s, "U0ALICE", disconnect["action_id"], disconnect["value"])
+    assert "revoked" in json.dumps(view["blocks"])
+    assert "Not connected" in tickets_section(view)["text"]["text"]
+    (revoke,) = tickets.auth.requests("revoke")
+    assert revoke.params["token_type_hint"] == "refresh_token"
+    assert tickets.auth.revoked and not tickets.auth.tokens  # the grant ended there too
+    assert issued.sub == "alice"
+    kinds = [(r["kind"], r["server"]) for r in audit_records(s.redis) if r["kind"].startswith("server_")]
+    assert kinds == [("server_connect", NAME), ("server_disconnect", NAME)]
+
+
+def test_a_callback_in_another_browser_connects_nobody(scenario: Scenario, tickets: ThirdPartyServer) -> None:
+    """Login CSRF: the start link opened in one browser, the authorization server's answer delivered to
+    another (the attacker's code landing in the victim's browser, or the reverse) is refused."""
+    s = scenario
+    s.link("alice")
+    view = open_home(s, "U0ALICE")
+    url = tickets_section(view)["accessory"]["url"]
+    with s.browser() as started:
+        at_server = started.get(url, follow_redirects=False)
+        assert at_server.status_code == 302
+        back = started.get(at_server.headers["location"], follow_redirects=False)
+    assert back.status_code == 302  # the authorization server's redirect to the bot's callback
+    with s.browser() as other:
+        page = other.get(back.headers["location"])
+    assert page.status_code == 400
+    assert "not started in this browser" in page.text
+    assert "Not connected" in tickets_section(open_home(s, "U0ALICE"))["text"]["text"]
+    assert tickets.auth.requests("token") == []  # the code was never redeemed
+    (denied,) = [r for r in audit_records(s.redis) if r["kind"] == "server_connect"]
+    assert (denied["outcome"], denied["detail"], denied["user"]) == ("denied", "browser_mismatch", "U0ALICE")
+
+
+def test_a_refused_sign_in_at_the_server_stores_nothing_and_says_so(
+    scenario: Scenario, tickets: ThirdPartyServer
+) -> None:
+    s = scenario
+    s.link("alice")
+    url = tickets_section(open_home(s, "U0ALICE"))["accessory"]["url"]
+    with s.browser() as browser:
+        at_server = browser.get(url, follow_redirects=False)
+        state = dict(httpx_params(at_server.headers["location"]))["state"]
+        page = browser.get(f"{s.web.url}/oauth/server-callback?error=access_denied&state={state}")
+        again = browser.get(f"{s.web.url}/oauth/server-callback?code=x&state={state}")  # state single-use
+    assert page.status_code == 400 and "access_denied" in page.text
+    assert again.status_code == 400 and "already used" in again.text
+    assert "Not connected" in tickets_section(open_home(s, "U0ALICE"))["text"]["text"]
+    reasons = [r["detail"] for r in audit_records(s.redis) if r["kind"] == "server_connect"]
+    assert reasons == ["denied", "state_unknown"]
+
+
+def test_the_client_metadata_document_is_served_at_public_url(scenario: Scenario) -> None:
+    with scenario.browser() as browser:
+        doc = browser.get(f"{scenario.web.url}/oauth/client-metadata.json").json()
+    assert doc["redirect_uris"] == [f"{scenario.web.url}/oauth/server-callback"]
+    assert doc["token_endpoint_auth_method"] == "none"
+
+
+def tickets_section(view: JSON) -> JSON:
+    (section,) = [b for b in view["blocks"] if "accessory" in b and "`tickets`" in b["text"]["text"]]
+    return section
+
+
+def httpx_params(url: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl, urlsplit
+
+    return parse_qsl(urlsplit(url).query)
+
+
+__all__ = ["wait_until"]
