@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -19,7 +20,6 @@ from bot.blocks import CONNECT_SERVER_ACTION_ID
 from bot.home_servers import HOME_SERVER_CONNECT_PREFIX, HOME_SERVER_DISCONNECT_PREFIX
 from fixtures.anthropic_fake import Body, Reply, text, tool_names, tool_results, tool_use
 from fixtures.own_as_mcp import ThirdPartyServer
-from fixtures.waiting import wait_until
 from tests.faults.conftest import audit_records, secret_leaks
 from tests.mcp_clients.oauth_world import raw_entry
 from tests.scenarios.conftest import Scenario
@@ -112,7 +112,8 @@ def test_a_person_connects_a_server_from_the_thread_and_the_waiting_question_is_
 
     # tickets received only its own token, issued by its own authorization server for its resource ...
     tokens = bearer_tokens(tickets)
-    assert tokens and all(tickets.auth.tokens[t].resource == tickets.url for t in tokens)
+    assert tokens
+    assert all(tickets.auth.tokens[t].resource == tickets.url for t in tokens)
     # ... and that token went nowhere else: not to the company's servers, nor its identity provider,
     # nor Slack, the model, Redis or the audit in the clear.
     for server in s.world.servers.values():
@@ -149,7 +150,8 @@ def test_app_home_shows_connect_then_connected_and_disconnect_revokes(
     assert "Not connected" in tickets_section(view)["text"]["text"]
     (revoke,) = tickets.auth.requests("revoke")
     assert revoke.params["token_type_hint"] == "refresh_token"
-    assert tickets.auth.revoked and not tickets.auth.tokens  # the grant ended there too
+    assert tickets.auth.revoked
+    assert not tickets.auth.tokens
     assert issued.sub == "alice"
     kinds = [(r["kind"], r["server"]) for r in audit_records(s.redis) if r["kind"].startswith("server_")]
     assert kinds == [("server_connect", NAME), ("server_disconnect", NAME)]
@@ -185,11 +187,13 @@ def test_a_refused_sign_in_at_the_server_stores_nothing_and_says_so(
     url = tickets_section(open_home(s, "U0ALICE"))["accessory"]["url"]
     with s.browser() as browser:
         at_server = browser.get(url, follow_redirects=False)
-        state = dict(httpx_params(at_server.headers["location"]))["state"]
+        state = dict(query_params(at_server.headers["location"]))["state"]
         page = browser.get(f"{s.web.url}/oauth/server-callback?error=access_denied&state={state}")
         again = browser.get(f"{s.web.url}/oauth/server-callback?code=x&state={state}")  # state single-use
-    assert page.status_code == 400 and "access_denied" in page.text
-    assert again.status_code == 400 and "already used" in again.text
+    assert page.status_code == 400
+    assert "access_denied" in page.text
+    assert again.status_code == 400
+    assert "already used" in again.text
     assert "Not connected" in tickets_section(open_home(s, "U0ALICE"))["text"]["text"]
     reasons = [r["detail"] for r in audit_records(s.redis) if r["kind"] == "server_connect"]
     assert reasons == ["denied", "state_unknown"]
@@ -204,13 +208,8 @@ def test_the_client_metadata_document_is_served_at_public_url(scenario: Scenario
 
 def tickets_section(view: JSON) -> JSON:
     (section,) = [b for b in view["blocks"] if "accessory" in b and "`tickets`" in b["text"]["text"]]
-    return section
+    return dict(section)
 
 
-def httpx_params(url: str) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl, urlsplit
-
+def query_params(url: str) -> list[tuple[str, str]]:
     return parse_qsl(urlsplit(url).query)
-
-
-__all__ = ["wait_until"]
