@@ -54,6 +54,7 @@ DISCONNECT_DETAIL: dict[Revocation, str] = {
     "failed": "revocation at the provider failed",
 }
 
+SERVER_DISCONNECT = re.compile("^" + re.escape(HOME_SERVER_DISCONNECT_PREFIX) + r"\d+$")  # one per server
 SERVER_DISCONNECT_DETAIL: dict[Revocation, str] = {
     "revoked": "tokens revoked at its authorization server",
     "unsupported": "its authorization server offers no revocation",
@@ -138,8 +139,7 @@ def register_home(app: AsyncApp, services: Services, clicks: ApprovalClicks, bot
 
     app.event("app_home_opened")(ack=_ack, lazy=[opened])
     app.action(HOME_DISCONNECT_ACTION_ID)(ack=_ack, lazy=[disconnect])
-    server_disconnect = re.compile("^" + re.escape(HOME_SERVER_DISCONNECT_PREFIX) + r"\d+$")
-    app.action(server_disconnect)(ack=_ack, lazy=[disconnect_server])
+    app.action(SERVER_DISCONNECT)(ack=_ack, lazy=[disconnect_server])
     app.action(cards.APPROVE_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[approve])
     app.action(cards.REJECT_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[open_reject])
 
