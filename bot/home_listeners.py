@@ -1,5 +1,7 @@
 """App Home listeners: publish the tab when it is opened, Disconnect (which forgets the person's tokens and
-revokes their refresh token at the provider, RFC 7009), and Approve/Reject clicked on the tab.
+revokes their refresh token at the provider, RFC 7009; their own server connections go too), Disconnect
+of one `auth: oauth` server (forgotten, and revoked at its authorization server), and Approve/Reject
+clicked on the tab.
 
 Every listener acknowledges first and works in a Bolt lazy listener (SPEC §10). The Home's Approve/Reject
 buttons carry the cards' action ids and values (the approval id), but only clicks made on a Home view match
@@ -98,6 +100,11 @@ def register_home(app: AsyncApp, services: Services, clicks: ApprovalClicks, bot
         team, user = _who(body, bot)
         identity = await services.broker.identity(team, user)
         revocation = await services.broker.disconnect(team, user)
+        try:  # and every server they connected themselves: "I will forget your tokens" means all of them
+            entries = (await services.snapshot.view()).entries
+        except RegistryUnavailable:
+            entries = ()  # forgotten all the same, just not revoked at their servers
+        await services.server_linking.disconnect_all(team, user, entries)
         if identity is not None:
             await services.audit.record(
                 AuditRecord(

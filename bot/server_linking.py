@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -108,3 +109,11 @@ class ServerLinking:
     async def disconnect(self, team: str, user: str, entry: ServerEntry) -> Revocation:
         """Forget this person's tokens for `entry` and revoke them at its authorization server (RFC 7009)."""
         return await self.auth.revoker.disconnect(team, user, audience_of(entry))
+
+    async def disconnect_all(self, team: str, user: str, entries: Sequence[ServerEntry]) -> None:
+        """The person disconnected their account: every server connection of theirs goes too (revoked where
+        the registry still lists the server, forgotten everywhere)."""
+        for entry in entries:
+            if entry.governance.auth == "oauth":
+                await self.disconnect(team, user, entry)
+        await self.auth.store.forget_person(team, user)

@@ -9,7 +9,9 @@ bot registers itself there dynamically (PUBLIC_URL is plain http here, so no Cli
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -17,9 +19,12 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from bot.blocks import CONNECT_SERVER_ACTION_ID
+from bot.home import HOME_DISCONNECT_ACTION_ID
 from bot.home_servers import HOME_SERVER_CONNECT_PREFIX, HOME_SERVER_DISCONNECT_PREFIX
+from bot.services import open_services
 from fixtures.anthropic_fake import Body, Reply, text, tool_names, tool_results, tool_use
 from fixtures.own_as_mcp import ThirdPartyServer
+from fixtures.slack import TEAM_ID
 from tests.faults.conftest import audit_records, secret_leaks
 from tests.mcp_clients.oauth_world import raw_entry
 from tests.scenarios.conftest import Scenario
@@ -85,8 +90,11 @@ def bearer_tokens(server: ThirdPartyServer) -> set[str]:
 
 
 def test_a_person_connects_a_server_from_the_thread_and_the_waiting_question_is_answered(
-    scenario: Scenario, tickets: ThirdPartyServer
+    scenario: Scenario, tickets: ThirdPartyServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
+    for noisy in ("httpx2", "httpcore2", "httpx", "httpcore"):  # the test's own browser logs its URLs
+        caplog.set_level(logging.WARNING, logger=noisy)
     s = scenario
     s.link("alice")
     s.world.anthropic.set_default(needs_tickets)
@@ -121,7 +129,9 @@ def test_a_person_connects_a_server_from_the_thread_and_the_waiting_question_is_
     company = {v for r in s.world.idp.requests() for _, v in r.params}
     assert not tokens & company
     refresh = {r.params.get("refresh_token") for r in tickets.auth.requests("token")}
-    assert secret_leaks(s, tokens | set(tickets.auth.tokens) | {t for t in refresh if t}) == []
+    issued = tokens | set(tickets.auth.tokens) | {t for t in refresh if t}
+    assert secret_leaks(s, issued) == []
+    assert not [t for t in issued if t in caplog.text]  # the web's and the worker's logs alike
     (connected,) = [r for r in audit_records(s.redis) if r["kind"] == "server_connect"]
     assert (connected["outcome"], connected["server"], connected["user"]) == ("succeeded", NAME, "U0ALICE")
 
@@ -155,6 +165,39 @@ def test_app_home_shows_connect_then_connected_and_disconnect_revokes(
     assert issued.sub == "alice"
     kinds = [(r["kind"], r["server"]) for r in audit_records(s.redis) if r["kind"].startswith("server_")]
     assert kinds == [("server_connect", NAME), ("server_disconnect", NAME)]
+
+
+def test_the_company_groups_still_decide_who_may_connect_and_use_it(
+    scenario: Scenario, tickets: ThirdPartyServer
+) -> None:
+    """tickets opened to finance only: alice (data-eng) is never offered it, in a turn or on her Home, and a
+    connect link minted for her anyway cannot start; dave (finance) is offered it."""
+    s = scenario
+    s.world.registry.patch_governance(NAME, {"allowed_groups": ["finance"]})
+    s.link("alice")
+    s.world.anthropic.set_default(needs_tickets)
+    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "which tickets are mine?")
+    s.ingress.post(mention)
+    s.work()
+    assert "I have no tickets tool" in answers(s, mention.event["ts"])
+    assert "connect__tickets" not in tool_names(s.world.anthropic.last_request().body)
+    assert "`tickets`" not in json.dumps(open_home(s, "U0ALICE")["blocks"])
+    with s.browser() as browser:
+        page = browser.get(offer_url(s, "U0ALICE"))
+    assert page.status_code == 400
+    assert tickets.auth.requests("authorize") == []
+    s.link("dave")
+    assert "Not connected" in tickets_section(open_home(s, "U0DAVE"))["text"]["text"]
+
+
+def offer_url(s: Scenario, user: str) -> str:
+    """A Connect link minted for `user` directly (as if the bot had offered it)."""
+
+    async def offer() -> str:
+        async with open_services(s.settings, s.bot.team) as svc:
+            return await svc.server_linking.offer(TEAM_ID, user, NAME)
+
+    return asyncio.run(offer())
 
 
 def test_a_callback_in_another_browser_connects_nobody(scenario: Scenario, tickets: ThirdPartyServer) -> None:
@@ -213,3 +256,17 @@ def tickets_section(view: JSON) -> JSON:
 
 def query_params(url: str) -> list[tuple[str, str]]:
     return parse_qsl(urlsplit(url).query)
+
+
+def test_disconnecting_the_account_ends_the_server_connections_too(
+    scenario: Scenario, tickets: ThirdPartyServer
+) -> None:
+    s = scenario
+    s.link("alice")
+    with s.browser() as browser:
+        assert browser.get(tickets_section(open_home(s, "U0ALICE"))["accessory"]["url"]).status_code == 200
+    assert "Connected" in tickets_section(open_home(s, "U0ALICE"))["text"]["text"]
+    click_home(s, "U0ALICE", HOME_DISCONNECT_ACTION_ID)
+    assert tickets.auth.revoked
+    assert not tickets.auth.tokens
+    assert not list(s.redis.scan_iter(match="chatops:srvtok:*"))
