@@ -288,14 +288,15 @@ def server_connect_prompt(url: str, *, short_name: str, step_up: bool) -> Messag
     to), and a "Connect <server>" button. `short_name` is the registry's: shown as code, never as mrkdwn."""
     name = escape(_short(short_name, 40))
     what = f"grant `{name}` more access" if step_up else f"connect your account at `{name}`"
+    title = f"Grant {name} more access to continue" if step_up else f"Connect {name} to continue"
     text = (
-        f"*Connect {name} to continue*\n"
+        f"*{title}*\n"
         f"Your question needs `{name}`, which has its own sign-in: {what} once, and I'll use its tools as "
         "you there (and only there). Once you've connected, I'll answer your waiting request — no need to "
         "ask again."
     )
     label = f"Connect {_short(short_name, 40)}"[:75]  # plain text: Slack shows it as is
-    return _prompt(text, label, url, CONNECT_SERVER_ACTION_ID, f"Connect {name} to continue")
+    return _prompt(text, label, url, CONNECT_SERVER_ACTION_ID, title)
 
 
 def _prompt(text: str, label: str, url: str, action_id: str, fallback: str) -> Message:

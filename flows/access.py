@@ -21,7 +21,8 @@ class ToolAccess:
     servers: ServerOffers
 
     async def server_offer(self, team: str, user: str, server: str, *, waiting: str) -> str:
-        return await self.servers.offer(team, user, server, waiting=waiting)
+        """`waiting`: the request answered again once connected ("" for none)."""
+        return await self.servers.offer(team, user, server, waiting=waiting or None)
 
     async def identity(self, team: str, user: str) -> Identity | None:
         return await self.identities.identity(team, user)

@@ -186,8 +186,10 @@ class TurnAnswer:
             await progress.settle()  # no late progress update may overwrite the answer
             ts = await working
         await self._output.deliver(turn, ts, result, time.monotonic() - started, attempt, private=private)
-        for server, needed in tools.requested.items():  # after the answer that says why
-            url = await self._access.server_offer(turn.team, turn.user, server, waiting=turn.id)
+        # After the answer that says why. A paused turn goes on after its approvals instead of re-running.
+        waiting = "" if isinstance(result, Paused) else turn.id
+        for server, needed in tools.requested.items():
+            url = await self._access.server_offer(turn.team, turn.user, server, waiting=waiting)
             await self._output.connect_server(turn, needed.short_name, url, step_up=needed.step_up)
         if eyes is not None:
             await eyes

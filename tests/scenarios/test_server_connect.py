@@ -270,3 +270,37 @@ def test_disconnecting_the_account_ends_the_server_connections_too(
     assert tickets.auth.revoked
     assert not tickets.auth.tokens
     assert not list(s.redis.scan_iter(match="chatops:srvtok:*"))
+
+
+def files_a_ticket(body: Body) -> Reply:
+    results = tool_results(body)
+    if results:
+        return text("Filed it." if "filed" in json.dumps(results) else "I need more access to tickets.")
+    if "tickets__write_ticket" in tool_names(body):
+        return tool_use("tickets__write_ticket", {"title": "disk full"})
+    return tool_use("connect__tickets", {})
+
+
+def test_a_server_asking_for_more_scope_brings_the_button_back_and_the_request_is_answered_after(
+    scenario: Scenario, tickets: ThirdPartyServer
+) -> None:
+    """Step-up from Slack: tickets answers 403 insufficient_scope to write_ticket; the person is asked to
+    grant more, the sign-in asks for the scope the server named, and the waiting request then files it."""
+    s = scenario
+    s.world.registry.patch_governance(NAME, {"tools": {"write_ticket": {"approval": "never"}}})
+    s.link("alice")
+    with s.browser() as browser:  # connected once, with no scope in particular
+        assert browser.get(tickets_section(open_home(s, "U0ALICE"))["accessory"]["url"]).status_code == 200
+    s.world.anthropic.set_default(files_a_ticket)
+    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "file a ticket: disk full")
+    s.ingress.post(mention)
+    s.work()
+    ts = mention.event["ts"]
+    assert "I need more access to tickets" in answers(s, ts)
+    prompt = " ".join(m.text for m in s.world.slack.ephemerals(CHANNEL, user="U0ALICE"))
+    assert "more access" in prompt
+    with s.browser() as browser:
+        assert browser.get(connect_button(s, "U0ALICE")).status_code == 200
+    assert "tickets:write" in tickets.auth.requests("authorize")[-1].params["scope"].split()
+    s.work()
+    assert "Filed it." in answers(s, ts)
