@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from approvals.audit import AuditRecord
 from bot.link_confirm import new_browser_secret
-from bot.link_routes import PAGE_HEADERS, _html
+from bot.link_routes import PAGE_HEADERS, html_response, set_browser_cookie
 from bot.pages import page
 from bot.server_linking import ServerConnected, StartFailed
 from bot.services import Services
@@ -62,16 +62,15 @@ class ServerRoutes:
         try:
             url = await self._services().server_linking.start(request.path_params["offer"], browser=secret)
         except StartFailed as exc:
-            return _html(page("This link cannot be used", str(exc), ok=False), 400)
+            return html_response(page("This link cannot be used", str(exc), ok=False), 400)
         response = RedirectResponse(url, status_code=302, headers=PAGE_HEADERS)
-        response.set_cookie(
+        set_browser_cookie(
+            response,
             SERVER_COOKIE,
             secret,
             max_age=STATE_TTL_SECONDS,
             path=self._cookie_path,
             secure=self._secure,
-            httponly=True,
-            samesite="lax",
         )
         return response
 
@@ -97,7 +96,7 @@ class ServerRoutes:
                 detail=exc.reason,
             )
             await services.audit.record(record)
-            return _html(page("Nothing was connected", str(exc), ok=False), 400)
+            return html_response(page("Nothing was connected", str(exc), ok=False), 400)
         connected = done.connected
         await services.audit.record(
             AuditRecord(
@@ -111,6 +110,6 @@ class ServerRoutes:
         await self._on_connected(done)
         waiting = " I'm answering your waiting question now." if done.waiting else ""
         message = f"The bot can now use {connected.short_name} as you, and only there.{waiting}"
-        response = _html(page(f"You're connected to {connected.short_name}", message, ok=True), 200)
+        response = html_response(page(f"You're connected to {connected.short_name}", message, ok=True), 200)
         response.delete_cookie(SERVER_COOKIE, path=self._cookie_path, secure=self._secure, httponly=True)
         return response
