@@ -216,7 +216,11 @@ async def run(
         try:
             async with asyncio.timeout(st.left()):
                 reply = await model.complete(
-                    system=system, messages=st.messages, tools=specs, max_tokens=limits.max_output_tokens
+                    system=system,
+                    messages=st.messages,
+                    tools=specs,
+                    max_tokens=limits.max_output_tokens,
+                    on_text=progress.text,
                 )
         except TimeoutError:
             return st.failed("time_cap")

@@ -44,6 +44,9 @@ class SlackProgress:
     async def thinking(self) -> None:
         """The model is about to be asked: nothing to show (the message already says the bot is on it)."""
 
+    async def text(self, delta: str) -> None:
+        """Message updates show the steps, not the words: the answer replaces the message when done."""
+
     async def tool_started(self, server: str, tool: str) -> None:
         self._lines.append(ProgressLine(server.split("/", 1)[-1], tool, "running", None))
         await self._maybe_flush()

@@ -62,6 +62,9 @@ class _Asking:
         self._asked.set()
         await self._progress.thinking()
 
+    async def text(self, delta: str) -> None:
+        await self._progress.text(delta)
+
     async def tool_started(self, server: str, tool: str) -> None:
         await self._progress.tool_started(server, tool)
 
