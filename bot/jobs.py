@@ -113,7 +113,7 @@ def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
     settings, approvals, tallies = svc.settings, approval_service(svc, queues), Tallies(svc.redis)
     answer = TurnAnswer(
         svc.store,
-        SlackTurnOutput(svc.poster, svc.redis),
+        SlackTurnOutput(svc.poster, svc.redis, streaming=settings.streaming),
         ToolAccess(svc.broker, svc.linking, svc.gateway, svc.server_linking),
         approvals,
         approvals,

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # Turns one turn pool runs at once (`chatops worker --turns` overrides it). A turn is mostly waiting for
     # the model and tools, so this is bounded by the model's rate limits more than by this machine.
     turn_concurrency: int = Field(default=16, alias="CHATOPS_TURN_CONCURRENCY", ge=1, le=512)
+    # Answers streamed with Slack's streaming methods (falling back to message updates by itself where Slack
+    # refuses); false always uses message updates.
+    streaming: bool = Field(default=True, alias="CHATOPS_STREAMING")
     audit_retention_days: int = Field(default=400, alias="AUDIT_RETENTION_DAYS", ge=1, le=3650)
     log_level: str = Field(default="INFO", alias="LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 

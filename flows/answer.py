@@ -52,20 +52,26 @@ async def after_asking(asked: asyncio.Event, call: Awaitable[T]) -> T:
 
 
 class _Asking:
-    """The edge's progress, which also marks the moment the model is first asked."""
+    """The edge's progress, which also marks the moment the model is first asked, and which stops passing
+    on the model's words once it has read a `private_data` server: those go to the requester alone, with
+    the answer (words written before such a call cannot have come from it)."""
 
     def __init__(self, progress: SettlingProgress, asked: asyncio.Event) -> None:
         self._progress = progress
         self._asked = asked
+        self.private: frozenset[tuple[str, str]] = frozenset()  # (server, tool) of private_data tools
+        self.muted = False
 
     async def thinking(self) -> None:
         self._asked.set()
         await self._progress.thinking()
 
     async def text(self, delta: str) -> None:
-        await self._progress.text(delta)
+        if not self.muted:
+            await self._progress.text(delta)
 
     async def tool_started(self, server: str, tool: str) -> None:
+        self.muted = self.muted or (server, tool) in self.private
         await self._progress.tool_started(server, tool)
 
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None:
@@ -164,7 +170,7 @@ class TurnAnswer:
         try:
             async with self._access.session(caller) as session:
                 try:  # the conversation is read while the tools are listed
-                    _, conversation = await asyncio.gather(
+                    listed, conversation = await asyncio.gather(
                         session.tools(), self._store.conversation(turn.thread)
                     )
                 except RegistryUnavailable as exc:
@@ -173,6 +179,8 @@ class TurnAnswer:
                     await self._store.set_status(turn.id, "failed", reason="registry")
                     return "registry unavailable"
                 decided = await self._decisions(turn, session) if resuming else None
+                progress.private = frozenset((t.server, t.tool) for t in listed if t.private_data)
+                progress.muted = decided is not None and bool(decided.private)
                 asker = f"<@{turn.user}> ({identity.email or identity.sub})"
                 tools = ConnectingTools(self._audit.tools(session, turn, identity), session, asker)
                 again = attempt.startswith(CONNECTED_ATTEMPT)
