@@ -128,7 +128,8 @@ class SlackStreams:
         try:
             await self._poster.call("chat.stopStream", **args)
         except PostError as exc:
-            if exc.error == "no_text" and not chunks:  # nothing was streamed yet: a message needs some text to end
+            # Nothing was streamed yet: a message needs some text to end.
+            if exc.error == "no_text" and not chunks:
                 await self.stop(channel, ts, marker, [{"type": "markdown_text", "text": EMPTY_STOP}])
             elif exc.error not in _STOPPED:
                 log.warning("chat.stopStream failed: %s", exc.error)
