@@ -16,15 +16,16 @@ those are `is_error` results the model reads, or `Failed`. Step, wall-clock and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import ModelUnavailable
-from agent.ports import Model, Progress, ToolInfo, Tools
+from agent.ports import Model, ModelReply, Progress, Stop, ToolInfo, Tools
 from agent.prompt import SYSTEM_PROMPT
 from agent.redaction import CREDENTIAL_REFUSAL, contains_credential, redact_value
 from agent.transcript import (
@@ -110,7 +111,7 @@ class Paused:
 
 @dataclass(frozen=True)
 class Failed:
-    kind: str  # step_cap | time_cap | token_cap | model_unavailable | refusal
+    kind: str  # step_cap | time_cap | token_cap | model_unavailable | refusal | stopped
     message: str  # says plainly what happened, for the user
     messages: list[dict[str, Any]]
     calls: list[CallRecord]
@@ -169,6 +170,11 @@ class _Run:
     def answer(self, text: str) -> Answer:
         return Answer(text=text, notes=list(self.notes), **self._common())
 
+    def stopped(self, who: str) -> Failed:
+        partial = self.partial()
+        said = f"Stopped by {who}."
+        return self.failed("stopped", f"{said} What I had found so far:\n{partial}" if partial else said)
+
     def failed(self, kind: str, message: str | None = None) -> Failed:
         partial = self.partial()
         if message is None:
@@ -192,6 +198,7 @@ async def run(
     rejected: frozenset[str] = frozenset(),
     clock: Callable[[], float] = time.monotonic,
     system: str = SYSTEM_PROMPT,
+    stop: Stop | None = None,
 ) -> Result:
     """Run the loop from `messages` (ending with a user message) until an answer, a pause or a cap."""
     st = _Run([dict(m) for m in messages], limits, clock, clock() + limits.max_seconds, len(messages))
@@ -212,25 +219,32 @@ async def run(
         st.messages, dropped = compact(st.messages, budget)
         if dropped:
             st.note(NOTE_COMPACTED)
+        if stop is not None and (who := await stop.check()) is not None:
+            return st.stopped(who)
         await progress.thinking()
+        asking = model.complete(
+            system=system,
+            messages=st.messages,
+            tools=specs,
+            max_tokens=limits.max_output_tokens,
+            on_text=progress.text,
+        )
         try:
             async with asyncio.timeout(st.left()):
-                reply = await model.complete(
-                    system=system,
-                    messages=st.messages,
-                    tools=specs,
-                    max_tokens=limits.max_output_tokens,
-                    on_text=progress.text,
-                )
+                reply = await (asking if stop is None else _unless_stopped(asking, stop))
         except TimeoutError:
             return st.failed("time_cap")
         except ModelUnavailable as exc:
             return st.failed("model_unavailable", exc.message)
+        if isinstance(reply, _Stopped):
+            return st.stopped(reply.who)
         st.steps += 1
         st.input_tokens += reply.input_tokens
         st.output_tokens += reply.output_tokens
         content = [dict(b) for b in reply.content]
         uses = [b for b in content if b.get("type") == "tool_use"]
+        if reply.stop_reason == "tool_use" and uses and stop is not None and (who := await stop.check()):
+            return st.stopped(who)  # the last safe point before tools run: none is cut half-way
         if reply.stop_reason == "tool_use" and uses:
             st.messages.append({"role": "assistant", "content": content})
             paused = await _tool_step(st, uses, text_of(content), infos, tools, progress, rejected)
@@ -241,6 +255,27 @@ async def run(
             st.messages.append({"role": "assistant", "content": content})
             continue
         return _final(st, content, reply.stop_reason)
+
+
+@dataclass(frozen=True)
+class _Stopped:
+    who: str
+
+
+async def _unless_stopped(asking: Awaitable[ModelReply], stop: Stop) -> ModelReply | _Stopped:
+    """The model's reply, unless someone stops the run first: then the pending call is cancelled."""
+    call, stopping = asyncio.ensure_future(asking), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({call, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if call.done():
+            return call.result()
+        return _Stopped(stopping.result())
+    finally:
+        for task in (call, stopping):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def _final(st: _Run, content: list[dict[str, Any]], stop_reason: str | None) -> Answer | Failed:

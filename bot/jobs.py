@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from redis import Redis
 
 from agent.loop import Limits
+from approvals.stops import TurnStops
 from approvals.tallies import Tallies
 from bot.approval_wiring import approval_service
 from bot.events import MAX_INPUT_CHARS
@@ -120,6 +121,7 @@ def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
         model=svc.model,
         admission=Admission(tallies, per_minute=settings.user_turns_per_minute, max_chars=MAX_INPUT_CHARS),
         audit=TurnAudit(svc.audit, tallies),
+        stops=TurnStops(svc.redis),
         limits=Limits(
             max_steps=settings.max_steps,
             max_seconds=float(settings.max_turn_seconds),

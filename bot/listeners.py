@@ -17,6 +17,7 @@ from bot.home_listeners import register_home
 from bot.oncall_listeners import register_oncall
 from bot.queues import Queues
 from bot.services import BotIdentity, Services
+from bot.stop_listeners import register_stop
 from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
 
 __all__ = ["register"]
@@ -33,6 +34,7 @@ def register(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity
     register_approvals(app, clicks, services.poster)
     catalog = WorkflowCatalog(services.settings.workflows_dir)
     register_oncall(app, WorkflowFlow(services, queues, bot, catalog))
+    register_stop(app, services)
 
     @app.action("connect_account")
     @app.action("reconnect_account")

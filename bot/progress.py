@@ -30,12 +30,14 @@ class SlackProgress:
         ts: str | Awaitable[str],
         *,
         clock: Callable[[], float] = time.monotonic,
+        stop_id: str | None = None,
     ) -> None:
         """`ts` is the progress message's, or an awaitable of it (the message may still be being posted)."""
         self._poster = poster
         self._channel = channel
         self._ts = ts
         self._clock = clock
+        self._stop_id = stop_id  # the turn a Stop button under the lines stops
         self._lines: list[ProgressLine] = []
         self._last = 0.0
         self._dirty = False
@@ -76,7 +78,7 @@ class SlackProgress:
             return
         self._dirty = False
         self._last = self._clock()
-        message = progress_message(self._lines)
+        message = progress_message(self._lines, stop_id=self._stop_id)
         if not isinstance(self._ts, str):
             self._ts = await self._ts
         # Progress is a courtesy; the answer itself is what must arrive.

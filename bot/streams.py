@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from approvals.turns import Turn
+from bot.blocks import stop_actions
 from bot.poster import METADATA_EVENT, Poster, PostError
 
 __all__ = ["SlackStreams"]
@@ -67,6 +68,7 @@ class SlackStreams:
                 recipient_team_id=turn.team,
                 recipient_user_id=turn.user,
                 task_display_mode="timeline",
+                chunks=[{"type": "blocks", "blocks": [stop_actions(turn.id)]}],
             )
         except PostError as exc:
             log.info("streaming unavailable in %s (%s): message updates instead", turn.team, exc.error)

@@ -79,7 +79,7 @@ class SlackTurnOutput:
         if streamed is not None:
             self._live[streamed] = marker
             return streamed
-        working = blocks.working_message()
+        working = blocks.working_message(stop_id=turn.id)
         posted = await self._poster.post(
             turn.channel,
             text=working.text,
@@ -91,7 +91,7 @@ class SlackTurnOutput:
 
     def progress(self, turn: Turn, working: Awaitable[str]) -> StreamProgress:
         working = asyncio.ensure_future(working)  # awaited by both ways of showing progress
-        updates = SlackProgress(self._poster, turn.channel, working)
+        updates = SlackProgress(self._poster, turn.channel, working, stop_id=turn.id)
         return StreamProgress(self._streams, turn.channel, working, self._live.__contains__, updates)
 
     async def unavailable(self, turn: Turn, working: str, reason: str) -> None:

@@ -20,12 +20,14 @@ from typing import TypeVar
 from agent import loop, resume
 from agent.loop import Answer, Failed, Limits, Paused, Result
 from agent.ports import Model
+from approvals.stops import TurnStops
 from approvals.turns import Conversation, Turn, TurnStore
 from flows.access import ToolAccess
 from flows.admission import Admission
 from flows.connecting import CONNECTED_ATTEMPT, ConnectingTools, connected_note
 from flows.decisions import Decisions, decisions
 from flows.ports import ApprovalRequests, Refusal, SettlingProgress, TurnApprovals, TurnOutput
+from flows.stopping import StopWatch
 from flows.thread_memory import handed_to, registry_view, remembered
 from flows.tool_audit import TurnAudit
 from mcp_clients.gateway import Caller, GatewaySession
@@ -98,7 +100,9 @@ class TurnAnswer:
         admission: Admission,
         audit: TurnAudit,
         limits: Limits,
+        stops: TurnStops | None = None,
     ) -> None:
+        self._stops = stops  # Stop requests, from any process; None: no Stop
         self._store = store
         self._output = output
         self._access = access
@@ -207,7 +211,13 @@ class TurnAnswer:
             await self._output.eyes(turn, on=False)
         await self._store.mark_bot_thread(turn.team, turn.channel, turn.thread_ts)
         kind = (
-            "answered" if isinstance(result, Answer) else "paused" if isinstance(result, Paused) else "failed"
+            "answered"
+            if isinstance(result, Answer)
+            else "paused"
+            if isinstance(result, Paused)
+            else "stopped"
+            if result.kind == "stopped"
+            else "failed"
         )
         await self._store.set_status(turn.id, kind)
         return kind
@@ -265,6 +275,7 @@ class TurnAnswer:
             limits=self._limits,
             progress=progress,
             rejected=frozenset(conversation.rejected),
+            stop=StopWatch(self._stops, turn.id) if self._stops is not None else None,
         )
         private = decided.private if decided is not None else frozenset()
         conversation.messages = remembered(turn, session, result, history, asked_at, private)

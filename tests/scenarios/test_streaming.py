@@ -3,9 +3,14 @@ call as a task, one message in the end; and the fallback to message updates wher
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
+
+from bot.blocks import STOP_ACTION_ID
 from fixtures.anthropic_fake import Body, Reply, text, tool_use
 from fixtures.incident_script import question_and_results
 from fixtures.slack import TEAM_ID
+from fixtures.waiting import wait_until
 from tests.scenarios.conftest import Scenario
 
 CHANNEL = "C0DATAENG"
@@ -89,3 +94,51 @@ def test_a_lost_stream_start_response_leaves_one_message(scenario: Scenario) -> 
     assert not msg.streaming
     assert ANSWER in "\n".join(str(b.get("text", {}).get("text", "")) for b in msg.blocks)
     assert len(s.world.slack.calls("chat.startStream")) == 1
+
+
+def slow_second_step(body: Body) -> Reply:
+    """Reads presto once, then takes its time (long enough for a person to lose patience)."""
+    _, results = question_and_results(body.get("messages") or [])
+    if not results:
+        return tool_use("presto__query_history", {"state": "RUNNING"}, text_before="Checking Presto first.")
+    return replace(text("Too late."), delay=30.0)
+
+
+def test_stop_clicked_in_web_ends_a_turn_running_in_another_process_and_says_what_it_found(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    s.link("alice")
+    s.world.anthropic.set_default(slow_second_step)
+    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "which presto queries are slow?")
+    s.ingress.post(mention)
+    ts = str(mention.event["ts"])
+    worker = threading.Thread(target=s.work_in_subprocess)  # the turn runs in a `chatops worker` process
+    worker.start()
+    try:
+        wait_until("the second model call", lambda: len(s.world.anthropic.requests()) >= 2, timeout=30)
+        (stream,) = s.bot_messages(CHANNEL, ts)
+        assert any(b.get("block_id") == "turn_stop" for b in stream.blocks)
+
+        bob = s.ingress.block_actions("U0BOB", STOP_ACTION_ID, channel=CHANNEL, message_ts=stream.ts)
+        assert s.ingress.post(bob).status == 200
+        told = wait_until(
+            "bob to be told", lambda: s.world.slack.ephemerals(CHANNEL, "U0BOB") or None, timeout=10
+        )
+        assert "Only <@U0ALICE>" in told[0].text
+        alice = s.ingress.block_actions("U0ALICE", STOP_ACTION_ID, channel=CHANNEL, message_ts=stream.ts)
+        assert s.ingress.post(alice).status == 200
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert len(s.world.anthropic.requests()) == 2  # the pending call was cancelled, not retried
+    finally:
+        s.world.anthropic.reset()
+        worker.join(timeout=60)
+
+    (msg,) = s.bot_messages(CHANNEL, ts)
+    shown = "\n".join(str(b.get("text", {}).get("text", "")) for b in msg.blocks)
+    assert "Stopped by <@U0ALICE>" in shown
+    assert "Checking Presto first." in shown  # what it had found so far
+    assert not any(b.get("block_id") == "turn_stop" for b in msg.blocks)
+    assert s.turn_status(CHANNEL, ts) == "stopped"
+    assert len(s.world.servers["presto"].record.tool_calls("query_history")) == 1
