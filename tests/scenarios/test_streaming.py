@@ -3,15 +3,20 @@ call as a task, one message in the end; and the fallback to message updates wher
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from dataclasses import replace
 
-from bot.blocks import STOP_ACTION_ID
+import redis.asyncio as aioredis
+
+from approvals.impact import default_months, monthly_stats
+from bot.blocks import FEEDBACK_ACTION_ID, STOP_ACTION_ID
 from fixtures.anthropic_fake import Body, Reply, text, tool_use
 from fixtures.incident_script import question_and_results
 from fixtures.slack import TEAM_ID
 from fixtures.waiting import wait_until
-from tests.scenarios.conftest import Scenario
+from tests.scenarios.conftest import Scenario, turn_id_for
 
 CHANNEL = "C0DATAENG"
 ANSWER = "Two slow queries, both from etl-backfill."
@@ -142,3 +147,38 @@ def test_stop_clicked_in_web_ends_a_turn_running_in_another_process_and_says_wha
     assert not any(b.get("block_id") == "turn_stop" for b in msg.blocks)
     assert s.turn_status(CHANNEL, ts) == "stopped"
     assert len(s.world.servers["presto"].record.tool_calls("query_history")) == 1
+
+
+def calibrated_hours(s: Scenario) -> tuple[float, float]:
+    async def read() -> tuple[float, float]:
+        client = aioredis.Redis.from_url(s.redis_url)
+        try:
+            (month,) = default_months(time.time())[1:]
+            stats = await monthly_stats(client, months=[month])
+            return stats.month(month).total.hours_saved, stats.calibration.hours.get(month, 0.0)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def test_a_thumbs_down_on_an_answer_takes_its_calls_out_of_the_calibrated_hours(scenario: Scenario) -> None:
+    s = scenario
+    s.link("alice")
+    s.world.anthropic.set_default(two_tools)
+    ts = ask(s)
+    estimate, calibrated = calibrated_hours(s)
+    assert estimate > 0
+    assert calibrated == estimate
+
+    (msg,) = s.bot_messages(CHANNEL, ts)
+    turn_id = turn_id_for(TEAM_ID, CHANNEL, ts)
+    down = s.ingress.block_actions(
+        "U0ALICE", FEEDBACK_ACTION_ID, channel=CHANNEL, message_ts=msg.ts, value=f"down:{turn_id}"
+    )
+    assert s.ingress.post(down).status == 200
+    wait_until("the vote to be stored", lambda: s.redis.hget(f"chatops:feedback:{turn_id}", "U0ALICE"))
+
+    after_estimate, after_calibrated = calibrated_hours(s)
+    assert after_estimate == estimate  # the owners' estimate stays as it was
+    assert after_calibrated == calibrated - estimate  # this turn's minutes no longer count
