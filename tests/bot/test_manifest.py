@@ -144,8 +144,8 @@ def test_the_manifest_sets_up_the_ai_app_surface_and_streaming() -> None:
     manifest = build_manifest(public_url=PUBLIC, socket_mode=False)
     assert manifest["features"]["assistant_view"]["assistant_description"]
     assert "chat:write" in manifest["oauth_config"]["scopes"]["bot"]  # chat.startStream and friends
+    bad = {**manifest, "features": {**manifest["features"], "assistant_view": {"prompts": []}}}
     with pytest.raises(jsonschema.ValidationError):  # the schema knows the feature's shape
-        bad = {**manifest, "features": {**manifest["features"], "assistant_view": {"prompts": []}}}
         jsonschema.validate(bad, SCHEMA)
 
 
