@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
 from mcp_clients.claims import valid_claim_path
 from mcp_clients.oauth_client_auth import PrivateKey, load_private_key
 
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     chatops_model: str = Field(default=DEFAULT_MODEL, alias="CHATOPS_MODEL", min_length=1)
     # Plain text on purpose (every Redis client takes the URL as is), but it may carry a password: keep it out
     # of repr(). TLS options ride in the URL too, e.g. rediss://:pw@host:6380/0?ssl_ca_certs=/etc/ca.pem.
+    # redis+sentinel://h1:26379,h2:26379/mymaster/0 names Sentinels instead (bot.redis_clients).
     redis_url: str | None = Field(default=None, alias="REDIS_URL", repr=False)
     registry_url: AnyHttpUrl | None = Field(default=None, alias="REGISTRY_URL")
     oauth_issuer: AnyHttpUrl | None = Field(default=None, alias="OAUTH_ISSUER")
@@ -160,8 +162,14 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value is None:
+            return None
+        if value.startswith(SENTINEL_SCHEMES):
+            parse_sentinel_url(value)  # its ValueError names what is wrong, never the password
+        elif not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://"
+            )
         return value
 
     @field_validator("chatops_secret_key", mode="before")
