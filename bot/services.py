@@ -172,7 +172,9 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         gateway,
         poster,
         TurnStore(redis),
-        ApprovalStore(redis, seal_key=seal, older_seal_keys=older_seals),
+        ApprovalStore(
+            redis, seal_key=seal, older_seal_keys=older_seals, replication=settings.redis_replication
+        ),
         Audit(
             redis,
             retention_days=settings.audit_retention_days,
