@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from approvals.replication import NO_REPLICAS, NotReplicated, Replication, replicated
+from bot.redis_check import warn_few_replicas
 from bot.redis_clients import async_client, parse_sentinel_url, sync_client
 from bot.settings import ConfigError, load_settings
 from fixtures.redis_proc import RedisProc
@@ -99,3 +100,12 @@ def test_without_a_replica_the_wait_fails_and_says_so(redis_server: RedisProc) -
     with pytest.raises(NotReplicated) as caught:
         asyncio.run(write())
     assert (caught.value.acked, caught.value.wanted, caught.value.result) == (0, 1, True)
+
+
+def test_a_worker_is_warned_at_start_when_too_few_replicas_could_confirm(redis_server: RedisProc) -> None:
+    client = sync_client(redis_server.url)
+    assert warn_few_replicas(client, 0) is None  # a single Redis, nothing asked of it
+    warning = warn_few_replicas(client, 1)
+    assert warning is not None
+    assert "0 connected replica(s)" in warning
+    assert "REDIS_MIN_REPLICAS is 1" in warning
