@@ -171,7 +171,7 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         snapshot,
         gateway,
         poster,
-        TurnStore(redis),
+        TurnStore(redis, replication=settings.redis_replication),
         ApprovalStore(
             redis, seal_key=seal, older_seal_keys=older_seals, replication=settings.redis_replication
         ),

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,10 +19,13 @@ import pytest
 from approvals.execution import NOT_REPLICATED
 from approvals.policy import FINAL_OUTCOMES
 from approvals.store import Approval, Status
+from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
+from approvals.turns import lease_member, turn_id_for
 from bot.queues import Queues
 from bot.redis_clients import sync_client
 from fixtures.anthropic_fake import text
 from fixtures.redis_sentinel import SentinelCluster
+from fixtures.slack import TEAM_ID
 from fixtures.waiting import wait_until
 from fixtures.world import World
 from tests.processes import kill_worker
@@ -161,3 +165,30 @@ def ask_in_process(s: Scenario, question: str) -> tuple[str, Approval]:
     ts = mention.event["ts"]
     (approval,) = s.approvals(CHANNEL, ts)
     return ts, approval
+
+
+def test_a_turn_whose_claim_no_replica_confirms_waits_for_the_sweep_and_is_answered_once(
+    failover: Scenario, cluster: SentinelCluster
+) -> None:
+    s = failover
+    s.world.anthropic.set_default(lambda _: text("Spend is on track today."))
+    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "how is spend today?")
+    s.ingress.post(mention)
+    ts = mention.event["ts"]
+
+    def answers() -> int:
+        return sum("Spend is on track" in m.text for m in s.bot_messages(CHANNEL, ts))
+
+    assert cluster.replica._proc is not None
+    os.kill(cluster.replica._proc.pid, signal.SIGSTOP)  # a replica that has fallen behind
+    try:
+        s.work()
+    finally:
+        os.kill(cluster.replica._proc.pid, signal.SIGCONT)
+    assert answers() == 0  # not run on a claim a failover could lose
+    # Its lease lapses (as it would after CHATOPS_TURN_LEASE_SECONDS) and the sweep takes the turn over.
+    member = lease_member(turn_id_for(TEAM_ID, CHANNEL, ts), "first")
+    s.redis.zadd(TURNS_RUNNING_KEY, {member: time.time() - 1})
+    Queues(sync_client(s.redis_url)).enqueue_sweep_now()
+    s.work()
+    assert answers() == 1
