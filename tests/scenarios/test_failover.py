@@ -7,6 +7,7 @@ approvals wait for decisions and a third is running its tool. Neither process is
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -21,9 +22,11 @@ from approvals.policy import FINAL_OUTCOMES
 from approvals.store import Approval, Status
 from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
 from approvals.turns import lease_member, turn_id_for
+from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
 from bot.queues import Queues
-from bot.redis_clients import sync_client
+from bot.redis_clients import async_client, sync_client
 from fixtures.anthropic_fake import text
+from fixtures.mcp_airflow import INCIDENT_DAG
 from fixtures.redis_sentinel import SentinelCluster
 from fixtures.slack import TEAM_ID
 from fixtures.waiting import wait_until
@@ -192,3 +195,35 @@ def test_a_turn_whose_claim_no_replica_confirms_waits_for_the_sweep_and_is_answe
     Queues(sync_client(s.redis_url)).enqueue_sweep_now()
     s.work()
     assert answers() == 1
+
+
+def test_a_workflow_whose_start_no_replica_confirms_runs_no_step_and_says_so(
+    failover: Scenario, cluster: SentinelCluster
+) -> None:
+    s = failover
+    command = s.ingress.slash_command(
+        "U0ALICE", "/oncall", f"run restart-failed-dag dag_id={INCIDENT_DAG}", channel=CHANNEL
+    )
+    assert s.ingress.post(command).status == 200
+    s.runs_queued("U0ALICE")
+    assert cluster.replica._proc is not None
+    os.kill(cluster.replica._proc.pid, signal.SIGSTOP)  # a replica that has fallen behind
+    try:
+        s.work()
+    finally:
+        os.kill(cluster.replica._proc.pid, signal.SIGCONT)
+
+    async def load() -> list[WorkflowRun]:
+        client = async_client(s.redis_url)
+        try:
+            return await WorkflowRunStore(client).recent(TEAM_ID, "U0ALICE")
+        finally:
+            await client.aclose()
+
+    (run,) = asyncio.run(load())
+    assert run.status == "failed"
+    assert "could not confirm" in run.summary
+    assert s.world.servers["airflow"].record.tool_calls("list_dag_runs") == []  # no step ran
+    assert any("could not confirm" in text for text in s.told("U0ALICE", CHANNEL))  # the person who ran it
+    s.work()  # and nothing runs it later
+    assert s.world.servers["airflow"].record.tool_calls("list_dag_runs") == []
