@@ -161,13 +161,14 @@ class ApprovalStore:
         found = await self._many(_ids(await self._redis.smembers(f"chatops:turn-approvals:{turn_id}")))
         return sorted(found, key=lambda a: a.created_at)
 
-    async def pending_for_groups(self, groups: Iterable[str], *, now: float | None = None) -> list[Approval]:
-        """PENDING, unexpired approvals that members of any of `groups` may decide, soonest expiry first."""
-        wanted = set(groups)
-        found = await self._many(
-            _ids(await self._redis.zrangebyscore(PENDING_KEY, f"({self._now(now)}", "+inf"))
-        )
-        return [a for a in found if a.status is ApprovalStatus.PENDING and wanted & set(a.approver_groups)]
+    async def pending_for_groups(
+        self, groups: Iterable[str] | None, now: float | None = None
+    ) -> list[Approval]:
+        """PENDING, unexpired approvals that members of `groups` (None: anyone) may decide, oldest first."""
+        ids = _ids(await self._redis.zrangebyscore(PENDING_KEY, f"({self._now(now)}", "+inf"))
+        wanted, found = None if groups is None else set(groups), await self._many(ids)
+        mine = [a for a in found if wanted is None or wanted & set(a.approver_groups)]
+        return sorted((a for a in mine if a.status is ApprovalStatus.PENDING), key=lambda a: a.created_at)
 
     async def attempts(self, approval_id: str) -> list[dict[str, Any]]:
         return [json.loads(row) for row in await self._redis.lrange(_attempts_key(approval_id), 0, -1)]

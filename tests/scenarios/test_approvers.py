@@ -212,3 +212,32 @@ def test_a_reminder_at_half_the_ttl_once_with_two_workers_and_escalation(scenari
     assert kills(s) == 1
     for message in (*in_channel, *escalated, *dm_cards(s, "U0CAROL", approval)):
         assert buttons(card(s, message.channel, message.ts)) == []
+
+
+def test_operators_list_what_is_pending_with_where_the_cards_are(scenario: Scenario) -> None:
+    s = scenario
+    s.world.registry.patch_governance(PRESTO, {"approvals_channel": "C0DATAENG"})
+    link_everyone(s)
+    _, approval = ask(s, "kill the runaway backfill")
+    s.click("U0BOB", approval)
+
+    def chatops(*args: str) -> str:
+        run = [sys.executable, "-m", "bot.cli", *args]
+        done = subprocess.run(run, env={**os.environ, **s.env}, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    [row] = [json.loads(line) for line in chatops("approvals", "--json").splitlines()]
+    assert (row["id"], row["tool"], row["approvals"], row["quorum"]) == (
+        approval.id,
+        "presto.kill_query",
+        1,
+        2,
+    )
+    assert (row["thread"]["channel"], row["dms"], row["channels"]) == (CHANNEL, 2, ["C0DATAENG"])
+    assert row["age_seconds"] >= 0
+    table = chatops("approvals")
+    assert approval.id in table
+    assert "1/2 (presto-oncall)" in table
+    s.click("U0CAROL", approval)
+    assert "No approval requests are pending." in chatops("approvals")
