@@ -150,12 +150,18 @@ class ApproverNotices:
                 ask=ask or trusted("the server's owners"),
                 channel=channel_ref(places.support_channel),
             )
+        where = (
+            ours(" The card is also in {channel}.", channel=channel_ref(places.approvals_channel))
+            if places.approvals_channel
+            else trusted("")
+        )
         text = ours(
             ":warning: Nobody who may approve {call} has connected their account here yet "
-            "({groups} can approve it), so nobody has been asked. Ask {who} to find an approver, who then "
-            "clicks Approve on the card above.",
+            "({groups} can approve it), so nobody was sent it.{where} Ask {who} to find an approver, "
+            "who can then click Approve on the card above.",
             call=code(f"{approval.short_name}.{approval.tool}"),
             groups=untrusted(" or ".join(approval.approver_groups), markdown=False),
+            where=where,
             who=ask or trusted("the server's owners"),
         )
         try:
