@@ -159,11 +159,15 @@ class ApprovalService:
 
     async def _push(self, approval: Approval) -> None:
         """The card to every linked person who may approve it (issue 18), or, when there is nobody, the
-        thread told so at once instead of waiting for the expiry."""
-        approvers = eligible_approvers(approval, await self._identities.linked(approval.team))
-        await self._notices.show_to_approvers(approval, approvers)
-        if not approvers:
-            await self._notices.say_nobody_eligible(approval)
+        thread told so at once instead of waiting for the expiry. Best effort, like every notice: the request
+        stands with its thread card whatever happens here (the approver's queue on App Home lists it too)."""
+        try:
+            approvers = eligible_approvers(approval, await self._identities.linked(approval.team))
+            await self._notices.show_to_approvers(approval, approvers)
+            if not approvers:
+                await self._notices.say_nobody_eligible(approval)
+        except RedisError as exc:
+            log.warning("approval %s: approvers not reached (%s)", approval.id, type(exc).__name__)
 
     # --- clicks --------------------------------------------------------------------------------------
 
