@@ -54,11 +54,9 @@ def register_approvals(app: AsyncApp, clicks: ApprovalClicks, poster: Poster) ->
         await tell(channel, user, text, container.get("thread_ts"))
 
     async def withdraw(body: dict[str, Any]) -> None:
-        user = str(body["user"]["id"])
-        container = body.get("container") or {}
-        approval_id = str((body.get("actions") or [{}])[0].get("value") or "")
+        user, container = str(body["user"]["id"]), body.get("container") or {}
         try:
-            text = await clicks.withdraw(approval_id, user=user)
+            text = await clicks.withdraw(_clicked(body), user=user)
         except RedisError:
             text = COULD_NOT_RECORD
         await tell(container.get("channel_id"), user, text, container.get("thread_ts"))
@@ -101,6 +99,11 @@ def register_approvals(app: AsyncApp, clicks: ApprovalClicks, poster: Poster) ->
     app.action(cards.REJECT_ACTION_ID)(ack=_ack, lazy=[open_reject])
     app.action(cards.WITHDRAW_ACTION_ID)(ack=_ack, lazy=[withdraw])
     app.view(cards.REJECT_CALLBACK_ID)(ack=check_reason, lazy=[submit_reject])
+
+
+def _clicked(body: dict[str, Any]) -> str:
+    """The approval id a button carries (its value)."""
+    return str((body.get("actions") or [{}])[0].get("value") or "")
 
 
 def _reason(view: dict[str, Any]) -> str:

@@ -25,8 +25,7 @@ from bot.linking import Linking
 from bot.poster import Poster, PostError
 from bot.slack_text import Mrkdwn, code, link, ours, trusted
 from mcp_clients.tokens import Identity
-from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
-from registry_cache.view import private_data
+from registry_cache.snapshot import SharedSnapshot
 
 __all__ = ["ApprovalNotices"]
 
@@ -56,7 +55,6 @@ class ApprovalNotices:
         """`mirror_channel`: where every card is also posted (APPROVALS_CHANNEL), if anywhere."""
         self._poster = poster
         self._store = store
-        self._registry = registry
         self._links = links
         self._mirror = mirror_channel
         self._approvers = ApproverNotices(poster, store, registry)
@@ -193,12 +191,7 @@ class ApprovalNotices:
             )
 
     async def _private(self, approval: Approval) -> bool:
-        """Whether the approval's server keeps results to the requester (unknown counts as private)."""
-        try:
-            view = await self._registry.view()
-        except RegistryUnavailable:
-            view = None
-        return private_data(view, approval.server)
+        return await self._approvers.private(approval)
 
     async def _say(self, approval: Approval, text: Mrkdwn, *, marker: str) -> None:
         try:

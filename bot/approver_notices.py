@@ -92,7 +92,7 @@ class ApproverNotices:
         """A DM to each approver (once per person), and the card in the `approvals_channel` unless it is one
         of `skip` (the thread's channel, the mirror) where the card already is."""
         fresh = await self._store.get(approval.id) or approval  # with the thread card's place
-        private = await self._private(approval)
+        private = await self.private(approval)
         dm = cards.approval_card(
             fresh, now=time.time(), private=private, notes=(await self.where_asked(fresh),)
         )
@@ -115,7 +115,7 @@ class ApproverNotices:
         )
         notes = (await self.where_asked(approval), note)
         layout = cards.approval_card(
-            approval, now=time.time(), private=await self._private(approval), notes=notes
+            approval, now=time.time(), private=await self.private(approval), notes=notes
         )
         for card in approval.cards:
             if is_dm(card.channel):
@@ -137,7 +137,7 @@ class ApproverNotices:
         )
         notes = (await self.where_asked(approval), note)
         layout = cards.approval_card(
-            approval, now=time.time(), private=await self._private(approval), notes=notes
+            approval, now=time.time(), private=await self.private(approval), notes=notes
         )
         await self._post(approval, channel, layout.message, marker=f"{approval.id}:card:escalation")
 
@@ -179,7 +179,8 @@ class ApproverNotices:
             return
         await self._store.add_card(approval.id, posted.channel, posted.ts)
 
-    async def _private(self, approval: Approval) -> bool:
+    async def private(self, approval: Approval) -> bool:
+        """Whether the approval's server keeps results to the requester (unknown counts as private)."""
         try:
             view = await self._registry.view()
         except RegistryUnavailable:
