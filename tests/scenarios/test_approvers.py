@@ -18,10 +18,12 @@ from approvals.reminders import REMINDERS_KEY
 from approvals.store import Approval, Status
 from bot.cards import APPROVE_ACTION_ID, WITHDRAW_ACTION_ID
 from bot.queues import ACTIONS, SWEEP_JOB
+from fixtures.mcp_airflow import INCIDENT_DAG
 from fixtures.slack import Message
 from fixtures.waiting import wait_until
 from tests.scenarios.conftest import Scenario
 from tests.scenarios.test_approvals import CHANNEL, ask, kills
+from tests.scenarios.test_workflows import runs
 
 PRESTO = "io.example/presto"
 
@@ -242,3 +244,24 @@ def test_operators_list_what_is_pending_with_where_the_cards_are(scenario: Scena
     assert "1/2 (presto-oncall)" in table
     s.click("U0CAROL", approval)
     assert "No approval requests are pending." in chatops("approvals")
+
+
+def test_a_withdrawn_workflow_step_ends_the_run_saying_so(scenario: Scenario) -> None:
+    s = scenario
+    s.link("alice")
+    s.link("bob")
+    request = s.ingress.slash_command("U0ALICE", "/oncall", f"run restart-failed-dag dag_id={INCIDENT_DAG}")
+    assert s.ingress.post(request).status == 200
+    s.runs_queued("U0ALICE")
+    s.work()
+    (run,) = runs(s, "U0ALICE")
+    approval = s.approval(run.approvals[0])
+    assert len(dm_cards(s, "U0BOB", approval)) == 1  # bob (airflow-admins) was asked by DM
+    s.click("U0ALICE", approval, WITHDRAW_ACTION_ID)
+    wait_until("the run's resumption", lambda: s.redis.exists(f"rq:job:wf-{run.id}-{approval.id}"))
+    s.work()
+    assert s.approval(approval.id).status == Status.WITHDRAWN
+    (run,) = runs(s, "U0ALICE")
+    assert run.status == "rejected"
+    assert "withdrawn by the requester" in run.summary
+    assert s.world.servers["airflow"].ledger.count("clear_task_instances") == 0
