@@ -2,7 +2,8 @@
 
     PENDING ──vote×quorum──▶ APPROVED ──start──▶ RUNNING ──finish──▶ SUCCEEDED | FAILED | OUTCOME_UNKNOWN
        ├──reject──▶ REJECTED                        └──lease passed, mark_unknown──▶ OUTCOME_UNKNOWN
-       └──expiry (vote, reject or the sweeper)──▶ EXPIRED
+       ├──expiry (vote, reject or the sweeper)──▶ EXPIRED
+       └──withdraw (the requester)──▶ WITHDRAWN
 
 - The decision is made from the stored record alone (Habit 5): the caller says only who clicked (their Slack
   account and the `sub` it is linked to) and whether their groups are eligible *now*; requester, expiry,
@@ -48,7 +49,17 @@ from approvals.approval import (
 from approvals.policy import FINAL_OUTCOMES
 from approvals.replication import NO_REPLICAS, NotReplicated, Replication, StartNotReplicated, replicated
 from approvals.seal import ApprovalSeal
-from approvals.store_scripts import _ADD_CARD, _EXPIRE, _FINISH, _GUARD, _LIB, _REJECT, _START, _VOTE
+from approvals.store_scripts import (
+    _ADD_CARD,
+    _EXPIRE,
+    _FINISH,
+    _GUARD,
+    _LIB,
+    _REJECT,
+    _START,
+    _VOTE,
+    _WITHDRAW,
+)
 
 __all__ = [
     "APPROVED_KEY",
@@ -105,6 +116,7 @@ class ApprovalStore:
         self._start = redis.register_script(_LIB + _START)
         self._finish = redis.register_script(_LIB + _FINISH)
         self._add_card = redis.register_script(_LIB + _ADD_CARD)
+        self._withdraw = redis.register_script(_LIB + _WITHDRAW)
 
     # ----- create and read ------------------------------------------------------------------------------
 
@@ -154,13 +166,14 @@ class ApprovalStore:
         found = await self._many(_ids(await self._redis.smembers(f"chatops:turn-approvals:{turn_id}")))
         return sorted(found, key=lambda a: a.created_at)
 
-    async def pending_for_groups(self, groups: Iterable[str], *, now: float | None = None) -> list[Approval]:
-        """PENDING, unexpired approvals that members of any of `groups` may decide, soonest expiry first."""
-        wanted = set(groups)
-        found = await self._many(
-            _ids(await self._redis.zrangebyscore(PENDING_KEY, f"({self._now(now)}", "+inf"))
-        )
-        return [a for a in found if a.status is ApprovalStatus.PENDING and wanted & set(a.approver_groups)]
+    async def pending_for_groups(
+        self, groups: Iterable[str] | None, now: float | None = None
+    ) -> list[Approval]:
+        """PENDING, unexpired approvals that members of `groups` (None: anyone) may decide, oldest first."""
+        ids = _ids(await self._redis.zrangebyscore(PENDING_KEY, f"({self._now(now)}", "+inf"))
+        wanted, found = None if groups is None else set(groups), await self._many(ids)
+        mine = [a for a in found if wanted is None or wanted & set(a.approver_groups)]
+        return sorted((a for a in mine if a.status is ApprovalStatus.PENDING), key=lambda a: a.created_at)
 
     async def attempts(self, approval_id: str) -> list[dict[str, Any]]:
         return [json.loads(row) for row in await self._redis.lrange(_attempts_key(approval_id), 0, -1)]
@@ -188,6 +201,13 @@ class ApprovalStore:
     ) -> VoteResult:
         argv = (user, sub, _flag(eligible), repr(self._now(now)), "reject", reason, json.dumps([user]))
         return _vote_result(await self._run(self._reject, approval_id, PENDING_KEY, *argv))
+
+    async def withdraw(
+        self, approval_id: str, *, user: str, sub: str, now: float | None = None
+    ) -> VoteResult:
+        """PENDING → WITHDRAWN when `user` (or `sub`) is the requester; "withdrawn", else why not."""
+        argv = (user, sub, repr(self._now(now)), json.dumps([user]))
+        return _vote_result(await self._run(self._withdraw, approval_id, PENDING_KEY, *argv))
 
     async def expire(self, approval_id: str, now: float | None = None) -> bool:
         return await self._transition(self._expire, approval_id, PENDING_KEY, repr(self._now(now)))
