@@ -1,0 +1,145 @@
+"""The model's bill (issue 20): prompt caching that holds across steps and people, tool search past a
+threshold, and the usage a run reports. Against the real SDK and the fake Messages API, whose `usage`
+follows the documented caching rules (fixtures/anthropic_usage.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import pytest
+
+from agent.loop import Answer, Limits, Paused, run
+from agent.tool_search import LOCAL_SEARCH_NAME
+from fixtures.anthropic_fake import FakeAnthropic, text, tool_search, tool_use
+from llm.anthropic import AnthropicModel
+from tests.agent.test_loop import (  # the loop tests' Tools port, progress and fixtures
+    DAG_RUNS,
+    HISTORY,
+    KILL,
+    MODEL,
+    FakeTools,
+    Info,
+    RecordingProgress,
+    ask,
+    client,
+    fake,
+    shared,
+)
+
+__all__ = ["client", "fake", "shared"]  # fixtures, re-used
+
+pytestmark = pytest.mark.timeout(60)
+
+LONG = "Returns rows of the coordinator's history with their state, user and SQL text. " * 40
+
+
+def described(tools: FakeTools, order: list[str]) -> FakeTools:
+    """`tools` with long descriptions (past the model's minimum cacheable length), listed in `order`."""
+    tools.infos = {
+        n: Info(i.model_name, i.server, i.tool, i.needs_approval, description=f"{n}: {LONG}")
+        for n, i in ((n, tools.infos[n]) for n in order)
+    }
+    return tools
+
+
+async def turn(
+    client: anthropic.AsyncAnthropic, tools: FakeTools, messages: list[dict[str, Any]], limits: Limits
+) -> Any:
+    return await run(
+        messages,
+        tools=tools,
+        model=AnthropicModel(client, MODEL),
+        limits=limits,
+        progress=RecordingProgress(),
+    )
+
+
+async def test_the_prefix_is_read_from_the_cache_across_steps_turns_and_people(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    """Alice's turn takes two steps; Bob asks next in the thread, his tools listed in another order. Every
+    request after the first reads the tools and system prompt (and the thread so far) from the cache."""
+    limits = Limits(max_seconds=20.0)
+    fake.enqueue(
+        tool_use(HISTORY, {"user": "etl"}), text("A backfill from etl."), text("Yes, still running.")
+    )
+    alice = await turn(client, described(FakeTools(), [HISTORY, KILL, DAG_RUNS]), ask(), limits)
+    assert isinstance(alice, Answer)
+    thread = [*alice.messages, {"role": "user", "content": "<@U0BOB> asks:\nis it still running?"}]
+    bob = await turn(client, described(FakeTools(), [DAG_RUNS, HISTORY, KILL]), thread, limits)
+    assert isinstance(bob, Answer)
+
+    first, _second, third = (r.body for r in fake.requests())
+    assert first["tools"] == third["tools"]  # identical bytes for everyone shown the same set
+    assert [t["name"] for t in first["tools"]] == sorted([HISTORY, KILL, DAG_RUNS])
+    usages = [r.response["usage"] for r in fake.requests()]
+    assert usages[0]["cache_read_input_tokens"] == 0
+    assert usages[0]["cache_creation_input_tokens"] > 0
+    assert all(u["cache_read_input_tokens"] > u["input_tokens"] for u in usages[1:])
+    # the run's usage is the sum of its calls, split as billed
+    assert alice.usage.cache_read == usages[1]["cache_read_input_tokens"]
+    assert bob.usage.cache_read == usages[2]["cache_read_input_tokens"]
+    assert alice.usage.output == sum(u["output_tokens"] for u in usages[:2])
+
+
+def many(tools: FakeTools, n: int) -> FakeTools:
+    """`tools` plus `n` unrelated read-only tools, past the search threshold."""
+    for i in range(n):
+        name = f"kafka{i}__topic_lag"
+        tools.infos[name] = Info(name, f"io.example/kafka{i}", "topic_lag", description=f"Kafka lag {i}")
+    return tools
+
+
+async def test_past_the_threshold_tools_are_deferred_and_a_found_tool_still_needs_its_approval(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    tools = many(FakeTools(), 40)
+    fake.enqueue(
+        tool_search("presto kill query", bm25=True, then=tool_use(KILL, {"query_id": "q1"})),
+    )
+    result = await turn(client, tools, ask("kill q1"), Limits(max_seconds=20.0, tool_search_threshold=30))
+
+    sent = fake.requests()[0].body["tools"]
+    assert (sent[0]["type"], sent[0]["name"]) == ("tool_search_tool_bm25_20251119", "tool_search_tool_bm25")
+    assert all(t.get("defer_loading") is True for t in sent[1:])  # nothing used yet: every tool deferred
+    assert fake.requests()[0].response["usage"]["input_tokens"] < 1000  # 43 definitions stay out
+    # the model found kill_query by searching; it still waits for people, and nothing ran
+    assert isinstance(result, Paused)
+    assert [p.model_name for p in result.pending] == [KILL]
+    assert tools.invocations == []
+
+
+async def test_a_tool_the_person_may_not_use_is_refused_even_when_the_model_names_it(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    tools = many(FakeTools(), 40)
+    fake.enqueue(tool_use("secret__drop_everything", {}), text("I can't."))
+    result = await turn(client, tools, ask(), Limits(max_seconds=20.0, tool_search_threshold=30))
+    assert isinstance(result, Answer)
+    assert tools.invocations == []
+    assert "is not available to you here" in str(fake.requests()[1].body["messages"][-1])
+
+
+async def test_the_local_search_loads_what_it_finds_for_the_next_step(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    """Where the API lacks tool search: only `find_tools` up front; what it finds is sent from the next
+    step on, and calling it goes through the Tools port like any call."""
+    tools = many(FakeTools(), 40)
+    fake.enqueue(
+        tool_use(LOCAL_SEARCH_NAME, {"query": "presto query history"}),
+        tool_use(HISTORY, {"user": "etl"}),
+        text("done"),
+    )
+    limits = Limits(max_seconds=20.0, tool_search="local", tool_search_threshold=30)
+    result = await turn(client, tools, ask(), limits)
+
+    assert isinstance(result, Answer)
+    first, second, _ = (r.body for r in fake.requests())
+    assert [t["name"] for t in first["tools"]] == [LOCAL_SEARCH_NAME]
+    assert HISTORY in [t["name"] for t in second["tools"]]
+    assert len(second["tools"]) <= 6  # the search tool and at most five found
+    assert tools.invocations == [(HISTORY, {"user": "etl"})]
+    # the search itself never reached a server
+    assert all(name != LOCAL_SEARCH_NAME for name, _ in tools.invocations)
