@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from agent.workflow import load_workflows
+from approvals.model_bill import cache_report, last_hour
 from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
 from bot.services import company_provider
@@ -136,6 +137,7 @@ async def run_doctor(settings: Settings) -> int:
                 detail="; ".join(problems + warnings) or "reachable, persistent, no eviction",
             )
             report(*await workers(redis), what="workers")
+            report(True, what="model cache", detail=cache_report(*await last_hour(redis)))
         except (RedisError, OSError) as exc:
             report(False, what="Redis", detail=f"unreachable ({type(exc).__name__})")
         finally:

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from slack_sdk.models.views import View
 
 from agent.redaction import redact_secrets
+from agent.usage import Usage
 from approvals.audit_query import export
 from approvals.store import Approval
 from approvals.workflow_runs import WorkflowRunStore
@@ -77,6 +78,7 @@ def home_view(
     connect_url: str | None,
     viewer: str = "",
     notice: str | None = None,
+    usage: str | None = None,
 ) -> JSON:
     """The Home tab. `viewer`: whom it is for (approvals they already voted on show no buttons); `notice`:
     safe mrkdwn about what just happened (a click's outcome), shown at the top."""
@@ -86,6 +88,7 @@ def home_view(
     saved = [_md(f"*This week*\n{_duration(minutes_week)}"), _md(f"*This month*\n{_duration(minutes_month)}")]
     blocks += [_DIVIDER, _section("*Time saved*"), {"type": "section", "fields": saved}]
     blocks.append(_context("Owners' estimates for your successful tool calls and workflow runs (UTC weeks)."))
+    blocks += [_section(f"*Your model usage this month*\n{usage}")] if usage else []
     if identity is not None:
         blocks += [_DIVIDER, _section(f"*Waiting on your approval ({len(approvals)})*")]
         blocks += [b for a in approvals[:MAX_APPROVALS] for b in _approval(a, viewer, identity.sub)]
@@ -277,8 +280,18 @@ async def publish_home(services: Services, team: str, user: str, *, notice: str 
         connect_url=connect_url,
         viewer=user,
         notice=notice,
+        usage=usage_line(*await services.usage_book.own(user)),
     )
     await services.poster.call("views.publish", user_id=user, view=view)
+
+
+def usage_line(usage: Usage, turns: int, dollars: float) -> str | None:
+    """One line of this person's own model usage (approvals.model_bill), None before their first turn."""
+    if not turns:
+        return None
+    hit = f"{usage.cache_hit_ratio * 100:.0f}%"
+    tokens = f"{usage.prompt + usage.output:,} tokens ({hit} of input from cache)"
+    return f"{turns} requests, {tokens}, about ${dollars:,.2f}"
 
 
 async def remember_request(

@@ -20,6 +20,7 @@ from typing import TypeVar
 from agent import loop, resume
 from agent.loop import Answer, Failed, Limits, Paused, Result
 from agent.ports import Model
+from approvals.model_bill import UsageBook
 from approvals.turns import Conversation, Turn, TurnStore
 from flows.access import ToolAccess
 from flows.admission import Admission
@@ -88,6 +89,7 @@ class TurnAnswer:
         admission: Admission,
         audit: TurnAudit,
         limits: Limits,
+        bill: UsageBook | None = None,
     ) -> None:
         self._store = store
         self._output = output
@@ -98,6 +100,7 @@ class TurnAnswer:
         self._admission = admission
         self._audit = audit
         self._limits = limits
+        self._bill = bill  # the turn's model usage: audit, running totals (approvals.model_bill)
 
     async def remember(self, turn: Turn) -> None:
         await self._output.remember(turn)
@@ -245,7 +248,12 @@ class TurnAnswer:
         )
         private = decided.private if decided is not None else frozenset()
         conversation.messages = remembered(turn, session, result, history, asked_at, private)
-        await self._store.save_conversation(turn.thread, conversation)
+        billed = (
+            self._bill.record(turn, identity.sub, result.usage, [c.server for c in result.calls])
+            if self._bill is not None
+            else _nothing()
+        )
+        await asyncio.gather(self._store.save_conversation(turn.thread, conversation), billed)
         return result
 
 
