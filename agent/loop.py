@@ -33,6 +33,7 @@ from agent.transcript import (
     call_digest,
     cap_text,
     compact,
+    elide_old_turns,
     estimate_tokens,
     text_of,
     tool_result,
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 NOTE_COMPACTED = "older tool output was removed to fit the budget"
 NOTE_CUT = "the answer was cut at the output limit"
 NOTE_TRUNCATED = "some tool output was too long and was cut before the model read it"
+LOW_WATER = 0.75  # share of the budget a compacted transcript is brought down to
 
 
 @dataclass(frozen=True)
@@ -226,9 +228,14 @@ async def run(
     while True:
         if (cap := st.cap()) is not None:
             return st.failed(cap)
-        st.messages, dropped = compact(st.messages, budget)
-        if dropped:
-            st.note(NOTE_COMPACTED)
+        if estimate_tokens(st.messages) > budget:
+            # Down to a low-water mark, not just under the cap: the prefix then stays the same (and cached)
+            # for the next steps and turns, instead of changing on every request once the thread is full.
+            target = int(budget * LOW_WATER)
+            st.messages, dropped = compact(st.messages, target)
+            st.messages, elided = elide_old_turns(st.messages, target, limits.budget_tokens)
+            if dropped or elided:
+                st.note(NOTE_COMPACTED)
         await progress.thinking()
         try:
             async with asyncio.timeout(st.left()):

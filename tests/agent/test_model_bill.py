@@ -4,14 +4,16 @@ follows the documented caching rules (fixtures/anthropic_usage.py)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anthropic
 import pytest
 
-from agent.loop import Answer, Limits, Paused, run
+from agent.loop import NOTE_COMPACTED, Answer, Limits, Paused, run
 from agent.tool_search import LOCAL_SEARCH_NAME
-from fixtures.anthropic_fake import FakeAnthropic, text, tool_search, tool_use
+from agent.transcript import estimate_tokens
+from fixtures.anthropic_fake import FakeAnthropic, text, tool_results, tool_search, tool_use
 from llm.anthropic import AnthropicModel
 from tests.agent.test_loop import (  # the loop tests' Tools port, progress and fixtures
     DAG_RUNS,
@@ -20,6 +22,7 @@ from tests.agent.test_loop import (  # the loop tests' Tools port, progress and 
     MODEL,
     FakeTools,
     Info,
+    Out,
     RecordingProgress,
     ask,
     client,
@@ -143,3 +146,45 @@ async def test_the_local_search_loads_what_it_finds_for_the_next_step(
     assert tools.invocations == [(HISTORY, {"user": "etl"})]
     # the search itself never reached a server
     assert all(name != LOCAL_SEARCH_NAME for name, _ in tools.invocations)
+
+
+async def test_a_thread_keeps_working_after_fifty_turns_within_its_budget(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    """Fifty questions, each read with a large tool output: every request stays under the budget, the
+    question and the previous answer always reach the model whole, and what was cut says so and states
+    the cap."""
+
+    def responder(body: dict[str, Any]) -> Any:
+        if tool_results(body):
+            return text(f"Answer to {last_user_question(body)[:11]}: fine.")
+        return tool_use(HISTORY, {"user": "etl"})
+
+    async def big(_: Any) -> Out:
+        return Out(True, "row " * 1_000)
+
+    fake.set_default(responder)
+    tools = FakeTools({HISTORY: big})
+    limits = Limits(max_seconds=20.0, budget_tokens=8_000)
+    thread: list[dict[str, Any]] = []
+    for n in range(50):
+        question = f"question {n:02d} " + "about the cluster " * 60
+        result = await turn(client, tools, [*thread, {"role": "user", "content": question}], limits)
+        assert isinstance(result, Answer), n
+        thread = result.messages
+
+    last_two = [r.body for r in fake.requests()[-2:]]
+    assert all(estimate_tokens(b["messages"]) <= 8_000 for b in (r.body for r in fake.requests()))
+    for body in last_two:
+        said = json.dumps(body["messages"])
+        assert "question 49 " + "about the cluster " * 60 in said  # the question, whole
+        assert "Answer to question 48: fine." in said  # the answer before it
+    assert "kept under 8,000 tokens per request" in json.dumps(last_two[0]["messages"])
+    assert NOTE_COMPACTED in result.notes
+
+
+def last_user_question(body: dict[str, Any]) -> str:
+    questions = [
+        m["content"] for m in body["messages"] if m["role"] == "user" and isinstance(m["content"], str)
+    ]
+    return questions[-1] if questions else ""
