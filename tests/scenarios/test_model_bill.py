@@ -5,12 +5,16 @@ the Messages API billed it, `chatops stats` and /metrics count it, App Home show
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import httpx2
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.usage import Usage
+from fixtures.anthropic_fake import text, tool_search, tool_use
+from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from tests.scenarios.conftest import Scenario
+from tests.scenarios.test_approvals import CHANNEL, kills
 from tests.scenarios.test_doctor import doctor, line
 from tests.scenarios.test_home import open_home
 from tests.scenarios.test_operating import ask_alice, chatops
@@ -58,3 +62,36 @@ def test_the_turns_usage_is_audited_as_billed_and_counted_everywhere(scenario: S
     report = line(doctor(s), "model cache")
     assert report.startswith("ok ")
     assert "of the input of 1 turns in the last hour was read from the cache" in report
+
+
+def test_a_tool_found_by_search_goes_through_every_rule_of_the_gateway(scenario: Scenario) -> None:
+    """Past the threshold every tool is deferred; the model searches, finds kill_query and calls it: the
+    real gateway still makes it an approval card for presto-oncall, nothing runs before two approve, and
+    then it runs once as the requester."""
+    s = replace(scenario, settings=scenario.settings.model_copy(update={"tool_search_threshold": 2}))
+    for person in ("alice", "bob", "carol"):
+        s.link(person)
+    kill = tool_use(
+        "presto__kill_query",
+        {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway backfill"},
+        text_before="Killing the runaway query unblocks the DAG.",
+    )
+    s.world.anthropic.enqueue(tool_search("presto kill query", bm25=True, then=kill))
+    s.world.anthropic.set_default(lambda body: text("Approval update received."))
+    mention = s.ingress.app_mention("U0ALICE", CHANNEL, "kill the runaway backfill")
+    assert s.ingress.post(mention).status == 200
+    s.work()
+
+    first = s.world.anthropic.requests()[0].body
+    assert first["tools"][0]["name"] == "tool_search_tool_bm25"
+    assert all(t.get("defer_loading") is True for t in first["tools"][1:])
+    [approval] = s.approvals(CHANNEL, mention.event["ts"])
+    assert (approval.tool, approval.quorum, approval.approver_groups) == ("kill_query", 2, ("presto-oncall",))
+    assert kills(s) == 0
+    s.click("U0BOB", approval)
+    assert kills(s) == 0  # one approval of two
+    s.click("U0CAROL", approval)
+    s.work()
+    assert kills(s) == 1
+    [call] = s.world.servers["presto"].record.tool_calls("kill_query")
+    assert call.sub == "u-alice"
