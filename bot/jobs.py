@@ -114,7 +114,7 @@ def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
     answer = TurnAnswer(
         svc.store,
         SlackTurnOutput(svc.poster, svc.redis),
-        ToolAccess(svc.broker, svc.linking, svc.gateway),
+        ToolAccess(svc.broker, svc.linking, svc.gateway, svc.server_linking),
         approvals,
         approvals,
         model=svc.model,

@@ -26,6 +26,7 @@ from approvals.turns import TurnStore
 from bot.linking import Linking
 from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client, slack_session
+from bot.server_linking import ServerLinking
 from bot.settings import Settings
 from bot.slack_people import SlackPeople
 from llm.anthropic import AnthropicModel, make_client
@@ -36,6 +37,7 @@ from mcp_clients.gateway import Gateway
 from mcp_clients.listing import ListingCache
 from mcp_clients.provider import Provider
 from mcp_clients.sealing import Sealer
+from mcp_clients.server_oauth import PerServerAuth
 from mcp_clients.tokens import TokenBroker
 from registry_cache.client import fetch_all
 from registry_cache.snapshot import SharedSnapshot
@@ -69,6 +71,7 @@ class Services:
     audit: Audit
     linking: Linking
     metrics: Metrics
+    server_linking: ServerLinking  # servers with their own authorization server: Connect, Disconnect
     # Built on first use: approved actions and sweeps never call the model, and building the client
     # costs tens of milliseconds in a freshly forked job.
     _build_model: Callable[[], AnthropicModel | None]
@@ -135,11 +138,14 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         stale_max_seconds=settings.registry_stale_max_seconds,
         on_event=metrics.registry_event,
     )
+    # Servers with their own authorization server (`auth: oauth`): each person's own tokens for each.
+    server_auth = PerServerAuth(redis, sealer, public_url=settings.base_url, snapshot=snapshot, broker=broker)
     gateway = Gateway(
         snapshot,
         broker,
         output_max_chars=settings.tool_output_max_chars,
         listings=ListingCache(redis),
+        server_auth=server_auth,
     )
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
     slack = slack_session()
@@ -193,6 +199,7 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         ),
         linking,
         metrics,
+        ServerLinking(redis, server_auth, public_url=settings.base_url),
         build_model,
     )
     try:
@@ -200,5 +207,6 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
     finally:
         await metrics.flush()  # a job's last counters would be lost with the connection otherwise
         await slack.close()
+        await server_auth.aclose()
         await http.aclose()
         await redis.aclose()
