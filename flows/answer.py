@@ -183,7 +183,12 @@ class TurnAnswer:
                     (spec := session.spec(call.model_name)) is not None and spec.private_data
                     for call in result.calls
                 )
-                await self._audit.withheld(turn, identity, session)
+                billed = (
+                    self._bill.record(turn, identity.sub, result.usage, [c.server for c in result.calls])
+                    if self._bill is not None
+                    else _nothing()
+                )
+                await asyncio.gather(self._audit.withheld(turn, identity, session), billed)
         finally:
             asked.set()
             await progress.settle()  # no late progress update may overwrite the answer
@@ -260,12 +265,7 @@ class TurnAnswer:
         )
         private = decided.private if decided is not None else frozenset()
         conversation.messages = remembered(turn, session, result, history, asked_at, private)
-        billed = (
-            self._bill.record(turn, identity.sub, result.usage, [c.server for c in result.calls])
-            if self._bill is not None
-            else _nothing()
-        )
-        await asyncio.gather(self._store.save_conversation(turn.thread, conversation), billed)
+        await self._store.save_conversation(turn.thread, conversation)
         return result
 
 
