@@ -183,12 +183,9 @@ class TurnAnswer:
                     (spec := session.spec(call.model_name)) is not None and spec.private_data
                     for call in result.calls
                 )
-                billed = (
-                    self._bill.record(turn, identity.sub, result.usage, [c.server for c in result.calls])
-                    if self._bill is not None
-                    else _nothing()
+                await asyncio.gather(
+                    self._audit.withheld(turn, identity, session), self._billed(turn, identity, result)
                 )
-                await asyncio.gather(self._audit.withheld(turn, identity, session), billed)
         finally:
             asked.set()
             await progress.settle()  # no late progress update may overwrite the answer
@@ -212,6 +209,14 @@ class TurnAnswer:
     async def _decisions(self, turn: Turn, session: GatewaySession) -> Decisions:
         """What people decided on this paused turn's calls, and what became of them."""
         return decisions(await self._decided.for_turn(turn.id), await registry_view(session))
+
+    async def _billed(self, turn: Turn, identity: Identity, result: Result) -> None:
+        if self._bill is None:
+            return
+        # A paused turn's cost belongs to the servers it asked to act on, too.
+        servers = [c.server for c in result.calls]
+        servers += [p.server for p in result.pending] if isinstance(result, Paused) else []
+        await self._bill.record(turn, identity.sub, result.usage, servers)
 
     async def _request_approvals(
         self, turn: Turn, caller: Caller, session: GatewaySession, paused: Paused
