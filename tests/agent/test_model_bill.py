@@ -188,3 +188,25 @@ def last_user_question(body: dict[str, Any]) -> str:
         m["content"] for m in body["messages"] if m["role"] == "user" and isinstance(m["content"], str)
     ]
     return questions[-1] if questions else ""
+
+
+async def test_a_one_hour_toolset_is_written_for_an_hour_and_the_turn_for_five_minutes(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    """CHATOPS_CACHE_TOOLS_TTL=1h: tools and system prompt carry the 1-hour breakpoints before the
+    conversation's 5-minute one (the API refuses the other order), and are billed as 1-hour writes."""
+    fake.enqueue(text("hello"))
+    result = await run(
+        ask(),
+        tools=described(FakeTools(), [HISTORY, KILL, DAG_RUNS]),
+        model=AnthropicModel(client, MODEL, tools_ttl="1h"),
+        limits=Limits(max_seconds=20.0),
+        progress=RecordingProgress(),
+    )
+    assert isinstance(result, Answer)
+    body = fake.requests()[0].body
+    assert body["tools"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    assert body["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    assert body["cache_control"] == {"type": "ephemeral"}
+    assert result.usage.cache_write_1h > 0
+    assert result.usage.cache_write_5m > 0  # the question, after the system prompt
