@@ -183,14 +183,13 @@ class TurnAnswer:
                     (spec := session.spec(call.model_name)) is not None and spec.private_data
                     for call in result.calls
                 )
-                await asyncio.gather(
-                    self._audit.withheld(turn, identity, session), self._billed(turn, identity, result)
-                )
+                await self._audit.withheld(turn, identity, session)
         finally:
             asked.set()
             await progress.settle()  # no late progress update may overwrite the answer
             ts = await working
         await self._output.deliver(turn, ts, result, time.monotonic() - started, attempt, private=private)
+        await self._billed(turn, identity, result)  # after the answer: the person does not wait for it
         # After the answer that says why. A paused turn goes on after its approvals instead of re-running.
         waiting = "" if isinstance(result, Paused) else turn.id
         for server, needed in tools.requested.items():
