@@ -2,7 +2,8 @@
 
     PENDING ──vote×quorum──▶ APPROVED ──start──▶ RUNNING ──finish──▶ SUCCEEDED | FAILED | OUTCOME_UNKNOWN
        ├──reject──▶ REJECTED                        └──lease passed, mark_unknown──▶ OUTCOME_UNKNOWN
-       └──expiry (vote, reject or the sweeper)──▶ EXPIRED
+       ├──expiry (vote, reject or the sweeper)──▶ EXPIRED
+       └──withdraw (the requester)──▶ WITHDRAWN
 
 - The decision is made from the stored record alone (Habit 5): the caller says only who clicked (their Slack
   account and the `sub` it is linked to) and whether their groups are eligible *now*; requester, expiry,
@@ -46,8 +47,19 @@ from approvals.approval import (
     canonical_json,
 )
 from approvals.policy import FINAL_OUTCOMES
+from approvals.replication import NO_REPLICAS, NotReplicated, Replication, StartNotReplicated, replicated
 from approvals.seal import ApprovalSeal
-from approvals.store_scripts import _ADD_CARD, _EXPIRE, _FINISH, _GUARD, _LIB, _REJECT, _START, _VOTE
+from approvals.store_scripts import (
+    _ADD_CARD,
+    _EXPIRE,
+    _FINISH,
+    _GUARD,
+    _LIB,
+    _REJECT,
+    _START,
+    _VOTE,
+    _WITHDRAW,
+)
 
 __all__ = [
     "APPROVED_KEY",
@@ -56,6 +68,7 @@ __all__ = [
     "ApprovalStore",
     "CardRef",
     "NewApproval",
+    "StartNotReplicated",
     "Status",
     "UnknownApproval",
     "Vote",
@@ -89,9 +102,12 @@ class ApprovalStore:
         clock: Callable[[], float] = time.time,
         seal_key: bytes,
         older_seal_keys: Sequence[bytes] = (),
+        replication: Replication = NO_REPLICAS,
     ) -> None:
-        """`seal_key` seals new records; it and `older_seal_keys` (keys being rotated out) verify."""
+        """`seal_key` seals new records; it and `older_seal_keys` (keys being rotated out) verify.
+        `replication`: how many replicas must hold a start before it is handed out (see `start`)."""
         self._redis = redis
+        self._replication = replication
         self._clock = clock
         self._sealer = ApprovalSeal((seal_key, *older_seal_keys))
         self._vote = redis.register_script(_LIB + _GUARD + _VOTE)
@@ -100,6 +116,7 @@ class ApprovalStore:
         self._start = redis.register_script(_LIB + _START)
         self._finish = redis.register_script(_LIB + _FINISH)
         self._add_card = redis.register_script(_LIB + _ADD_CARD)
+        self._withdraw = redis.register_script(_LIB + _WITHDRAW)
 
     # ----- create and read ------------------------------------------------------------------------------
 
@@ -149,13 +166,14 @@ class ApprovalStore:
         found = await self._many(_ids(await self._redis.smembers(f"chatops:turn-approvals:{turn_id}")))
         return sorted(found, key=lambda a: a.created_at)
 
-    async def pending_for_groups(self, groups: Iterable[str], *, now: float | None = None) -> list[Approval]:
-        """PENDING, unexpired approvals that members of any of `groups` may decide, soonest expiry first."""
-        wanted = set(groups)
-        found = await self._many(
-            _ids(await self._redis.zrangebyscore(PENDING_KEY, f"({self._now(now)}", "+inf"))
-        )
-        return [a for a in found if a.status is ApprovalStatus.PENDING and wanted & set(a.approver_groups)]
+    async def pending_for_groups(
+        self, groups: Iterable[str] | None, now: float | None = None
+    ) -> list[Approval]:
+        """PENDING, unexpired approvals that members of `groups` (None: anyone) may decide, oldest first."""
+        ids = _ids(await self._redis.zrangebyscore(PENDING_KEY, f"({self._now(now)}", "+inf"))
+        wanted, found = None if groups is None else set(groups), await self._many(ids)
+        mine = [a for a in found if wanted is None or wanted & set(a.approver_groups)]
+        return sorted((a for a in mine if a.status is ApprovalStatus.PENDING), key=lambda a: a.created_at)
 
     async def attempts(self, approval_id: str) -> list[dict[str, Any]]:
         return [json.loads(row) for row in await self._redis.lrange(_attempts_key(approval_id), 0, -1)]
@@ -184,6 +202,13 @@ class ApprovalStore:
         argv = (user, sub, _flag(eligible), repr(self._now(now)), "reject", reason, json.dumps([user]))
         return _vote_result(await self._run(self._reject, approval_id, PENDING_KEY, *argv))
 
+    async def withdraw(
+        self, approval_id: str, *, user: str, sub: str, now: float | None = None
+    ) -> VoteResult:
+        """PENDING → WITHDRAWN when `user` (or `sub`) is the requester; "withdrawn", else why not."""
+        argv = (user, sub, repr(self._now(now)), json.dumps([user]))
+        return _vote_result(await self._run(self._withdraw, approval_id, PENDING_KEY, *argv))
+
     async def expire(self, approval_id: str, now: float | None = None) -> bool:
         return await self._transition(self._expire, approval_id, PENDING_KEY, repr(self._now(now)))
 
@@ -195,12 +220,24 @@ class ApprovalStore:
     async def start(
         self, approval_id: str, *, lease_seconds: float, now: float | None = None
     ) -> Approval | None:
-        """APPROVED → RUNNING; exactly one caller gets the record back, everyone else None."""
+        """APPROVED → RUNNING; exactly one caller gets the record back, everyone else None. Only once the
+        required replicas hold it (approvals.replication); else `StartNotReplicated`: do not run it."""
         if not _ID.fullmatch(approval_id):
             return None
         at = self._now(now)
         keys = (RUNNING_KEY, APPROVED_KEY)
-        reply = await self._run(self._start, approval_id, keys, repr(at), repr(at + lease_seconds))
+        argv = (repr(at), repr(at + lease_seconds))
+        try:
+            reply = await replicated(
+                self._redis,
+                self._replication,
+                lambda client: self._run(self._start, approval_id, keys, *argv, client=client),
+            )
+        except NotReplicated as exc:
+            reply = cast(list[Any], exc.result)
+            if _text(reply[0]) != "yes":
+                return None
+            raise StartNotReplicated(_decode(_pairs(reply[2:])), exc.acked, exc.wanted) from None
         return _decode(_pairs(reply[2:])) if _text(reply[0]) == "yes" else None
 
     async def finish(
@@ -275,13 +312,18 @@ class ApprovalStore:
         return self._clock() if now is None else now
 
     async def _run(
-        self, script: AsyncScript, approval_id: str, third: str | tuple[str, ...] | None, *argv: str
+        self,
+        script: AsyncScript,
+        approval_id: str,
+        third: str | tuple[str, ...] | None,
+        *argv: str,
+        client: aioredis.Redis | None = None,
     ) -> list[Any]:
         if not _ID.fullmatch(approval_id):
             raise UnknownApproval(approval_id)
         more = (third,) if isinstance(third, str) else third or ()
         keys = [_record_key(approval_id), _attempts_key(approval_id), *more]
-        reply: list[Any] = await script(keys=keys, args=[approval_id, *argv])
+        reply: list[Any] = await script(keys=keys, args=[approval_id, *argv], client=client)
         if _text(reply[0]) == "missing":
             raise UnknownApproval(approval_id)
         return reply

@@ -37,6 +37,7 @@ from approvals.impact import metrics_from_audit
 from approvals.store import PENDING_KEY, RUNNING_KEY
 from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
 from bot.queues import AGENT, QUEUE_NAMES
+from bot.redis_clients import sync_client
 
 __all__ = ["FAMILIES", "Family", "Metrics", "RedisCollector", "SyncMetrics", "metrics_from_audit", "scrape"]
 
@@ -169,9 +170,8 @@ class _Writer:
 
     def model_usage(self, model: str, usage: Usage, price: Price | None) -> None:
         """One answered call's bill: tokens by how they are priced, and dollars when the price is known."""
-        for kind, count in usage.as_dict().items():
-            if count:
-                self.inc("chatops_model_billed_tokens_total", {"kind": kind}, count)
+        for kind, count in ((k, n) for k, n in usage.as_dict().items() if n):
+            self.inc("chatops_model_billed_tokens_total", {"kind": kind}, count)
         if price is not None:
             self.inc("chatops_model_cost_dollars_total", {"model": model}, dollars(usage, price))
 
@@ -245,7 +245,7 @@ class SyncMetrics(_Writer):
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 0.5) -> SyncMetrics:
-        client = sync_redis.Redis.from_url(
+        client = sync_client(
             url, socket_connect_timeout=timeout, socket_timeout=timeout, retry_on_timeout=False, retry=None
         )
         return cls(client)
