@@ -17,13 +17,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.driver_info import DriverInfo
 
+from agent.usage import price_for
 from approvals.audit import Audit
+from approvals.model_bill import UsageBook
 from approvals.seal import seal_keys
 from approvals.store import ApprovalStore
 from approvals.turns import TurnStore
 from bot.linking import Linking
 from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client, slack_session
+from bot.redis_clients import async_client
 from bot.server_linking import ServerLinking
 from bot.settings import Settings
 from bot.slack_people import SlackPeople
@@ -82,6 +85,12 @@ class Services:
             self._model, self._model_built = self._build_model(), True
         return self._model
 
+    @property
+    def usage_book(self) -> UsageBook:
+        """Where each turn's model usage is recorded (audit, per person and per hour), priced."""
+        model = self.settings.chatops_model
+        return UsageBook(self.redis, self.audit, model, price_for(model, self.settings.prices))
+
 
 def company_provider(settings: Settings, http: httpx2.AsyncClient) -> Provider:
     """The company's identity provider as the settings describe it (SPEC §3, §5)."""
@@ -107,14 +116,15 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
     # Retries: after a Redis restart every pooled connection is dead, and without them the first command on
     # each failed (an event answered 503, a click told "couldn't record"). redis-py gives its own pools
     # retries; a pool passed in, as here, gets none unless asked.
-    pool = aioredis.BlockingConnectionPool.from_url(
+    # Under Sentinel (REDIS_URL redis+sentinel://) the same pool asks the Sentinels where the primary is on
+    # every (re)connection: the retries then carry a command across a failover once it is promoted.
+    redis = async_client(
         settings.redis_url,
         max_connections=200,
         timeout=5,
         driver_info=REDIS_DRIVER,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
     )
-    redis = aioredis.Redis(connection_pool=pool)
     # The registry and the identity provider: connections only to addresses the URL rules allow (SPEC §6).
     http = outbound_client(timeout=httpx2.Timeout(15, connect=5))
     provider = company_provider(settings, http)
@@ -153,7 +163,14 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
                 verify=shared_ssl_context(), timeout=httpx2.Timeout(120, connect=5)
             ),
         )
-        return AnthropicModel(client, settings.chatops_model, on_result=metrics.model_result)
+        model, price = settings.chatops_model, price_for(settings.chatops_model, settings.prices)
+        return AnthropicModel(
+            client,
+            model,
+            on_result=metrics.model_result,
+            on_usage=lambda usage: metrics.model_usage(model, usage, price),
+            tools_ttl=settings.cache_tools_ttl,
+        )
 
     linking = Linking(
         redis,
@@ -175,8 +192,10 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         snapshot,
         gateway,
         poster,
-        TurnStore(redis),
-        ApprovalStore(redis, seal_key=seal, older_seal_keys=older_seals),
+        TurnStore(redis, replication=settings.redis_replication),
+        ApprovalStore(
+            redis, seal_key=seal, older_seal_keys=older_seals, replication=settings.redis_replication
+        ),
         Audit(
             redis,
             retention_days=settings.audit_retention_days,

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis import Redis
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
@@ -34,6 +33,7 @@ from bot.linking import LinkResult
 from bot.poster import make_slack_client
 from bot.queues import Queues
 from bot.redis_check import arequire_safe_redis
+from bot.redis_clients import sync_client
 from bot.server_linking import ServerConnected
 from bot.server_routes import ServerRoutes
 from bot.services import BotIdentity, Services, open_services
@@ -75,7 +75,7 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with open_services(settings, bot.team) as services:
             await arequire_safe_redis(services.redis)  # an evicting Redis can silently drop approvals
-            queues = Queues(Redis.from_url(str(settings.redis_url)))
+            queues = Queues(sync_client(str(settings.redis_url)))
 
             async def on_linked(result: LinkResult) -> None:
                 await services.audit.record(
