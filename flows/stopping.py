@@ -27,7 +27,9 @@ class StopWatch:
     async def check(self) -> str | None:
         if self.by is None:
             try:
-                self.by = await self._stops.who(self._turn_id)
+                # Shielded: the loop cancels `wait` when the model answers first, and a Redis command cut
+                # off mid-reply leaves its pooled connection unusable (seen: every later turn hung).
+                self.by = await asyncio.shield(self._stops.who(self._turn_id))
             except RedisError:  # a Stop is a courtesy: a Redis hiccup must not end the turn
                 log.warning("could not read the stop request of turn %s", self._turn_id)
         return f"<@{self.by}>" if self.by else None
