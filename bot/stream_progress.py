@@ -4,12 +4,14 @@ stream (streaming unavailable), the same events drive today's message updates (b
 
 Events never hold up the work: they queue, and one task at a time sends them, coalesced, at most one
 `chat.appendStream` per `MIN_INTERVAL_SECONDS` (the first at once, so the first words show as soon as the
-model writes them). `settle()` waits until everything queued went out, before the answer replaces the text.
+model writes them). `settle()` sends what is still queued at once (one last append, not held back by the
+interval) and waits for it, before the answer replaces the text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -51,6 +53,7 @@ class StreamProgress:
         self._broken = False  # Slack refused an append: the answer at the end says it all
         self._last = 0.0
         self._sending: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()  # the answer is ready: the last append goes out without waiting
 
     async def thinking(self) -> None:
         self._gap = self._said > 0 or any(e[0] == "text" for e in self._events)
@@ -72,6 +75,7 @@ class StreamProgress:
         self._queue(("finished", server, tool, ids.pop(0), ok, latency_ms))
 
     async def settle(self) -> None:
+        self._closing.set()
         while self._sending is not None and not self._sending.done():
             await self._sending
         await self._fallback.settle()
@@ -91,7 +95,8 @@ class StreamProgress:
                 continue
             wait = self._last + MIN_INTERVAL_SECONDS - self._clock()
             if self._last and wait > 0:
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), wait)
                 batch, self._events = batch + self._events, []
             chunks = self._chunks(batch)
             self._last = self._clock()
