@@ -7,9 +7,11 @@ import os
 import anthropic
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from rq import Queue
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from agent.workflow import load_workflows
+from approvals import turn_queue
 from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
 from bot.services import company_provider
@@ -58,12 +60,17 @@ async def provider_check(provider: Provider) -> tuple[bool, str]:
 
 
 async def workers(redis: aioredis.Redis) -> tuple[bool, str]:
-    """Who listens on each queue (RQ's own registry of live workers) and what waits there. Bad: jobs wait
-    on a queue no worker takes (questions would never be answered)."""
+    """Who listens on each queue (RQ's own registry of live workers; the turn pools' slots) and what waits
+    there. Bad: jobs wait on a queue no worker takes (questions would never be answered)."""
     parts, ok = [], True
     for name in QUEUE_NAMES:
-        listening = await redis.scard(WORKERS_BY_QUEUE_KEY % name)
-        waiting = await redis.llen(f"rq:queue:{name}")
+        async with redis.pipeline(transaction=False) as pipe:
+            if name == AGENT:  # the turn queue (approvals.turn_queue): its pools' live slots
+                turn_queue.queue_standing(pipe)
+            else:
+                pipe.scard(WORKERS_BY_QUEUE_KEY % name)
+                pipe.llen(Queue.redis_queue_namespace_prefix + name)
+            listening, waiting = await pipe.execute()
         kind = "turn slots" if name == AGENT else "workers"
         parts.append(f"{name}: {listening} {kind}, {waiting} waiting")
         ok = ok and (listening > 0 or waiting == 0)

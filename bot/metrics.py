@@ -30,12 +30,13 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.exceptions import RedisError
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+from rq import Queue
 
+from approvals import turn_queue
 from approvals.impact import metrics_from_audit
 from approvals.store import PENDING_KEY, RUNNING_KEY
 from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
-from bot.queues import AGENT, QUEUE_NAMES
+from bot.queues import QUEUE_NAMES, RQ_QUEUES
 
 __all__ = ["FAMILIES", "Family", "Metrics", "RedisCollector", "SyncMetrics", "metrics_from_audit", "scrape"]
 
@@ -270,12 +271,12 @@ def _queue_commands(pipe: Any) -> None:
     for family in FAMILIES.values():
         if family.kind != "gauge":
             pipe.hgetall(KEY_PREFIX + family.name)
-    for queue in QUEUE_NAMES:
-        pipe.llen(f"rq:queue:{queue}")
+    for queue in RQ_QUEUES:
+        pipe.llen(Queue.redis_queue_namespace_prefix + queue)
     pipe.zcard(PENDING_KEY)
     pipe.zcard(RUNNING_KEY)
     pipe.zcard(TURNS_RUNNING_KEY)
-    pipe.scard(WORKERS_BY_QUEUE_KEY % AGENT)  # RQ's registry of live workers on a queue: the turn slots
+    turn_queue.queue_standing(pipe)  # the turn slots listening, the turns waiting
 
 
 def _snapshot(results: list[Any]) -> Snapshot:
@@ -285,8 +286,9 @@ def _snapshot(results: list[Any]) -> Snapshot:
         for f, raw in zip(stored, results, strict=False)
     }
     rest = results[len(stored) :]
-    depths = {q: int(n) for q, n in zip(QUEUE_NAMES, rest, strict=False)}
-    pending, running, turns, slots = (int(n) for n in rest[-4:])
+    depths = {q: int(n) for q, n in zip(RQ_QUEUES, rest, strict=False)}
+    pending, running, turns, slots, waiting = (int(n) for n in rest[-5:])
+    depths = {q: depths.get(q, waiting) for q in QUEUE_NAMES}
     return Snapshot(hashes, depths, pending, running, True, turns, slots)
 
 
