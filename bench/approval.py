@@ -127,10 +127,13 @@ def _turn_status(rconn: redis.Redis, turn_id: str) -> str:
 
 
 def _worker_idle(rconn: redis.Redis) -> bool:
-    from bot.queues import QUEUE_NAMES
+    from rq import Queue
 
-    if any(rconn.llen(f"rq:queue:{name}") for name in QUEUE_NAMES):
-        return False
+    from approvals.turn_queue import STREAM
+    from bot.queues import RQ_QUEUES
+
+    if rconn.xlen(STREAM) or any(rconn.llen(Queue.redis_queue_namespace_prefix + n) for n in RQ_QUEUES):
+        return False  # a turn queued or running (acknowledged entries are deleted), or an RQ job waiting
     workers = [_text(w) for w in rconn.smembers("rq:workers")]
     return bool(workers) and all(_text(rconn.hget(w, "state") or b"") == "idle" for w in workers)
 

@@ -105,6 +105,7 @@ class TurnPool:
         os._exit(1)
 
     def _on_forwarded(self, signum: int, frame: FrameType | None) -> None:
+        log.info("turn pool %s: stop forwarded by its worker", self.name)
         self._stopping_now("asked by its worker")
 
     def _stopping_now(self, why: str) -> None:
