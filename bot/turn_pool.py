@@ -109,7 +109,9 @@ class TurnPool:
         self._stopping_now("asked by its worker")
 
     def _stopping_now(self, why: str) -> None:
-        if not self._stopping:
+        if self._stopping:
+            log.info("turn pool %s: %s; already stopping after the running turns", self.name, why)
+        else:
             log.info("turn pool %s: stopping after the running turns (%s)", self.name, why)
         self._request_stop()
 
