@@ -285,13 +285,8 @@ class TurnConsumer:
 
     async def _run(self, entry: Entry) -> None:
         key = job_key(entry.job)
-        started = {
-            "status": "running",
-            "worker": self.name,
-            "pid": str(self._pid),
-            "started_at": repr(time.time()),
-        }
-        await self._redis.hset(key, mapping=started)  # type: ignore[arg-type]
+        started = {"status": "running", "worker": self.name, "pid": str(self._pid), "at": repr(time.time())}
+        await self._settle(entry, lambda pipe: pipe.hset(key, mapping=started))
         try:
             result = await asyncio.wait_for(self._handler(entry.turn, entry.attempt), self._timeout)
             outcome = {"status": "finished", "result": str(result)}
@@ -299,10 +294,26 @@ class TurnConsumer:
             log.exception("turn consumer %s: %s failed", self.name, entry.job)
             outcome = {"status": "failed", "error": type(exc).__name__}
         self.ran += 1
-        async with self._redis.pipeline(transaction=True) as pipe:
-            outcome["ended_at"] = repr(time.time())
-            pipe.hset(key, mapping=outcome)  # type: ignore[arg-type]
+        outcome["at"] = repr(time.time())
+
+        def done(pipe: Any) -> None:
+            pipe.hset(key, mapping=outcome)
             pipe.expire(key, JOB_TTL_SECONDS)
             pipe.xack(STREAM, GROUP, entry.id)
             pipe.xdel(STREAM, entry.id)
-            await pipe.execute()
+
+        await self._settle(entry, done)
+
+    async def _settle(self, entry: Entry, commands: Callable[[Any], None]) -> None:
+        """Write the job's bookkeeping, once more after a failure (a connection Redis closed while idle,
+        after a restart). Never raises: if it still fails, the entry stays pending on this consumer, and
+        another consumer claims it later, where it stops at the turn's claim (a duplicate)."""
+        for attempt in (1, 2):
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    commands(pipe)
+                    await pipe.execute()
+                return
+            except (RedisError, OSError) as exc:
+                if attempt == 2:
+                    log.error("turn consumer %s: %s: %s (%s)", self.name, entry.job, type(exc).__name__, exc)
