@@ -46,6 +46,7 @@ from approvals.approval import (
     canonical_json,
 )
 from approvals.policy import FINAL_OUTCOMES
+from approvals.replication import NO_REPLICAS, NotReplicated, Replication, StartNotReplicated, replicated
 from approvals.seal import ApprovalSeal
 from approvals.store_scripts import _ADD_CARD, _EXPIRE, _FINISH, _GUARD, _LIB, _REJECT, _START, _VOTE
 
@@ -56,6 +57,7 @@ __all__ = [
     "ApprovalStore",
     "CardRef",
     "NewApproval",
+    "StartNotReplicated",
     "Status",
     "UnknownApproval",
     "Vote",
@@ -89,9 +91,12 @@ class ApprovalStore:
         clock: Callable[[], float] = time.time,
         seal_key: bytes,
         older_seal_keys: Sequence[bytes] = (),
+        replication: Replication = NO_REPLICAS,
     ) -> None:
-        """`seal_key` seals new records; it and `older_seal_keys` (keys being rotated out) verify."""
+        """`seal_key` seals new records; it and `older_seal_keys` (keys being rotated out) verify.
+        `replication`: how many replicas must hold a start before it is handed out (see `start`)."""
         self._redis = redis
+        self._replication = replication
         self._clock = clock
         self._sealer = ApprovalSeal((seal_key, *older_seal_keys))
         self._vote = redis.register_script(_LIB + _GUARD + _VOTE)
@@ -195,12 +200,24 @@ class ApprovalStore:
     async def start(
         self, approval_id: str, *, lease_seconds: float, now: float | None = None
     ) -> Approval | None:
-        """APPROVED → RUNNING; exactly one caller gets the record back, everyone else None."""
+        """APPROVED → RUNNING; exactly one caller gets the record back, everyone else None. Only once the
+        required replicas hold it (approvals.replication); else `StartNotReplicated`: do not run it."""
         if not _ID.fullmatch(approval_id):
             return None
         at = self._now(now)
         keys = (RUNNING_KEY, APPROVED_KEY)
-        reply = await self._run(self._start, approval_id, keys, repr(at), repr(at + lease_seconds))
+        argv = (repr(at), repr(at + lease_seconds))
+        try:
+            reply = await replicated(
+                self._redis,
+                self._replication,
+                lambda client: self._run(self._start, approval_id, keys, *argv, client=client),
+            )
+        except NotReplicated as exc:
+            reply = cast(list[Any], exc.result)
+            if _text(reply[0]) != "yes":
+                return None
+            raise StartNotReplicated(_decode(_pairs(reply[2:])), exc.acked, exc.wanted) from None
         return _decode(_pairs(reply[2:])) if _text(reply[0]) == "yes" else None
 
     async def finish(
@@ -275,13 +292,18 @@ class ApprovalStore:
         return self._clock() if now is None else now
 
     async def _run(
-        self, script: AsyncScript, approval_id: str, third: str | tuple[str, ...] | None, *argv: str
+        self,
+        script: AsyncScript,
+        approval_id: str,
+        third: str | tuple[str, ...] | None,
+        *argv: str,
+        client: aioredis.Redis | None = None,
     ) -> list[Any]:
         if not _ID.fullmatch(approval_id):
             raise UnknownApproval(approval_id)
         more = (third,) if isinstance(third, str) else third or ()
         keys = [_record_key(approval_id), _attempts_key(approval_id), *more]
-        reply: list[Any] = await script(keys=keys, args=[approval_id, *argv])
+        reply: list[Any] = await script(keys=keys, args=[approval_id, *argv], client=client)
         if _text(reply[0]) == "missing":
             raise UnknownApproval(approval_id)
         return reply

@@ -114,12 +114,18 @@ def _card(rconn: redis.Redis, turn_id: str) -> tuple[str, dict[str, str]] | None
 
 
 def _rq_stamp(rconn: redis.Redis, job_id: str, field: str) -> float:
-    """An RQ job timestamp (UTC, microseconds) as wall-clock seconds; NaN when absent."""
-    raw = rconn.hget(f"rq:job:{job_id}", field)
-    if not raw:
+    """An RQ job timestamp (`enqueued_at`, `started_at`: UTC) as wall-clock seconds; NaN when absent."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    try:
+        stamp = getattr(Job.fetch(job_id, connection=rconn, serializer=JSONSerializer), field)
+    except NoSuchJobError:
         return math.nan
-    stamp = dt.datetime.strptime(_text(raw), "%Y-%m-%dT%H:%M:%S.%fZ")
-    return stamp.replace(tzinfo=dt.UTC).timestamp()
+    if stamp is None:
+        return math.nan
+    return float((stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp())
 
 
 def _turn_status(rconn: redis.Redis, turn_id: str) -> str:

@@ -51,11 +51,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _require_safe_redis(settings: Settings) -> None:
-    from redis import Redis
-
     from bot.redis_check import require_safe_redis
+    from bot.redis_clients import sync_client
 
-    connection = Redis.from_url(str(settings.redis_url), socket_connect_timeout=5)
+    connection = sync_client(str(settings.redis_url), socket_connect_timeout=5)
     try:
         require_safe_redis(connection)
     except RedisError as exc:  # the message names host and port, never the URL's password
@@ -159,14 +158,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     One JSON object per line, flushed per line, for a SIEM to ingest."""
     import json
 
-    import redis.asyncio as aioredis
-
     from approvals.audit_query import AuditFilter, export, tail
+    from bot.redis_clients import async_client
 
     settings = _settings(Role.CLI)
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(str(settings.redis_url))
+        client = async_client(str(settings.redis_url))
         try:
             if args.action == "export":
                 records = export(
@@ -203,15 +201,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     import time
 
-    import redis.asyncio as aioredis
-
     from approvals.impact import default_months, monthly_stats, render_table
+    from bot.redis_clients import async_client
 
     settings = _settings(Role.CLI)
     months = args.month or default_months(time.time())
 
     async def run() -> str:
-        client = aioredis.Redis.from_url(str(settings.redis_url))
+        client = async_client(str(settings.redis_url))
         try:
             return render_table(await monthly_stats(client, months=months))
         finally:

@@ -14,6 +14,7 @@ from agent.workflow import load_workflows
 from approvals import turn_queue
 from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
+from bot.redis_clients import async_client
 from bot.services import company_provider
 from bot.settings import ConfigError, Role, Settings
 from llm.anthropic import make_client
@@ -133,7 +134,7 @@ async def run_doctor(settings: Settings) -> int:
         except ConfigError as exc:
             report(False, what=f"settings for {role.value}", detail=str(exc))
     if settings.redis_url:
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        redis = async_client(settings.redis_url)
         try:
             await redis.ping()
             problems, warnings = await redis_safety(redis)

@@ -26,11 +26,10 @@ import signal
 import threading
 from types import FrameType
 
-import redis.asyncio as aioredis
-
 from approvals.turn_queue import TurnConsumer
 from bot import jobs
 from bot.queues import AGENT
+from bot.redis_clients import async_client
 
 __all__ = ["TurnPool", "TurnThread", "drain_turns"]
 
@@ -65,7 +64,7 @@ class TurnPool:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         if self._stopping:
             self._stop.set()
-        redis = aioredis.Redis.from_url(self.redis_url)
+        redis = async_client(self.redis_url)
         watch = asyncio.create_task(self._watch(parent))
         try:
             await jobs.open_resident()
@@ -135,7 +134,7 @@ class TurnThread:
 
     def _main(self) -> None:
         async def serve() -> None:
-            redis = aioredis.Redis.from_url(self.redis_url)
+            redis = async_client(self.redis_url)
             try:
                 name = f"{os.uname().nodename}.{os.getpid()}.simple"
                 await TurnConsumer(redis, name, jobs.run_turn, slots=1, pid=os.getpid()).serve(self._stop)
@@ -150,7 +149,7 @@ def drain_turns(redis_url: str, slots: int = 1) -> int:
     and the tests' in-process worker). Each turn builds its own clients, on a loop made for this drain."""
 
     async def drain() -> int:
-        redis = aioredis.Redis.from_url(redis_url)
+        redis = async_client(redis_url)
         try:
             name = f"{os.uname().nodename}.{os.getpid()}.burst"
             return await TurnConsumer(redis, name, jobs.run_turn, slots=slots, pid=os.getpid()).drain()
