@@ -82,7 +82,7 @@ chatops_approvals_total            counter   outcome             Approval reques
 chatops_approval_decision_seconds  histogram -                   From approval request to decision.
 chatops_registry_cache_total       counter   event               Registry snapshot reads, by event.
 chatops_minutes_saved_total        counter   server,tool         Engineer minutes saved (SPEC 9).
-chatops_queue_depth                gauge     queue               Jobs waiting in each queue (RQ's; the turn queue's not yet taken by a pool).
+chatops_queue_depth                gauge     queue               Jobs waiting in each queue.
 chatops_approvals_pending          gauge     -                   Approval cards waiting for a decision.
 chatops_approvals_running          gauge     -                   Approved actions running now.
 chatops_turns_running              gauge     -                   Agent turns in progress (their leases).

@@ -60,20 +60,21 @@ class ForkingWorker(Worker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.on_stop is not None:
             self.on_stop()
+        if self.get_state() != WorkerStatus.BUSY:
+            # Idle, RQ stops its scheduler first (it joins the scheduler's process: up to a second), then
+            # raises out of its blocking BLPOP. All that while Redis counts the connection as waiting and
+            # would hand it the next job (an approved action), which nobody would read: gone. Raising at
+            # once makes redis-py drop the connection; RQ's teardown stops the scheduler afterwards. The
+            # rest is what RQ's request_stop does first: a second signal is a cold stop.
+            signal.signal(signal.SIGINT, self.request_force_stop)
+            signal.signal(signal.SIGTERM, self.request_force_stop)
+            self.handle_warm_shutdown_request()
+            raise StopRequested()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         preload(self.connection)  # one GET when the registry did not change since the last job
         super().execute_job(job, queue)
-
-    def _shutdown(self) -> None:
-        if self.get_state() != WorkerStatus.BUSY:
-            # Idle, RQ stops its scheduler first (it joins the scheduler's process: up to a second), then
-            # raises out of its blocking BLPOP. All that while Redis counts the connection as waiting and
-            # would hand it the next job (an approved action), which nobody would read: gone. Raising at
-            # once makes redis-py drop the connection; RQ's teardown stops the scheduler afterwards.
-            raise StopRequested()
-        super()._shutdown()  # type: ignore[no-untyped-call]
 
 
 def run_worker(
