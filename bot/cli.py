@@ -1,4 +1,4 @@
-"""The `chatops` command: serve, worker, demo, registry, doctor, keygen, audit, stats, manifest.
+"""The `chatops` command: serve, worker, demo, registry, doctor, keygen, audit, approvals, stats, manifest.
 
 Each subcommand reads settings once, for its role, and stops with one line naming a missing or malformed
 variable (SPEC §3).
@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from bot import netguard
+from bot.approvals_cli import add_approvals_command
 from bot.settings import ConfigError, Role, Settings, load_settings
 
 __all__ = ["main"]
@@ -357,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--outcome", help="e.g. failed,denied (comma-separated)")
     audit.add_argument("--kind", help="e.g. tool_call,approval_decision (comma-separated)")
     audit.set_defaults(func=cmd_audit)
+
+    add_approvals_command(sub, lambda: _settings(Role.CLI), _redis_failed)
 
     stats = sub.add_parser("stats", help="invocations, active users and hours saved per month")
     stats.add_argument(

@@ -7,12 +7,13 @@ import os
 import anthropic
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from rq import Queue
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from agent.usage import price_for
 from agent.workflow import load_workflows
 from approvals import turn_queue
-from bot.queues import AGENT, QUEUE_NAMES
+from approvals.model_bill import cache_report, last_hour
+from bot.queues import AGENT, QUEUE_NAMES, waiting_key
 from bot.redis_check import judge
 from bot.redis_clients import async_client
 from bot.services import company_provider
@@ -70,7 +71,7 @@ async def workers(redis: aioredis.Redis) -> tuple[bool, str]:
                 turn_queue.queue_standing(pipe)
             else:
                 pipe.scard(WORKERS_BY_QUEUE_KEY % name)
-                pipe.llen(Queue.redis_queue_namespace_prefix + name)
+                pipe.llen(waiting_key(name))
             listening, waiting = await pipe.execute()
         kind = "turn slots" if name == AGENT else "workers"
         parts.append(f"{name}: {listening} {kind}, {waiting} waiting")
@@ -144,6 +145,11 @@ async def run_doctor(settings: Settings) -> int:
                 detail="; ".join(problems + warnings) or "reachable, persistent, no eviction",
             )
             report(*await workers(redis), what="workers")
+            cache = cache_report(*await last_hour(redis))
+            if price_for(settings.chatops_model, settings.prices) is None:
+                cache += f"\n    (note) no price for {settings.chatops_model}: dollar estimates stay 0 until "
+                cache += "CHATOPS_MODEL_PRICES names it"
+            report(True, what="model cache", detail=cache)
         except (RedisError, OSError) as exc:
             report(False, what="Redis", detail=f"unreachable ({type(exc).__name__})")
         finally:

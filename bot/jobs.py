@@ -119,11 +119,15 @@ def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
         model=svc.model,
         admission=Admission(tallies, per_minute=settings.user_turns_per_minute, max_chars=MAX_INPUT_CHARS),
         audit=TurnAudit(svc.audit, tallies),
+        bill=svc.usage_book,
         limits=Limits(
             max_steps=settings.max_steps,
             max_seconds=float(settings.max_turn_seconds),
             max_output_tokens=settings.max_output_tokens,
             tool_output_max_chars=settings.tool_output_max_chars,
+            budget_tokens=settings.context_budget_tokens,
+            tool_search=settings.tool_search,
+            tool_search_threshold=settings.tool_search_threshold,
         ),
     )
     return TurnFlow(svc.store, answer, queues, svc.metrics, lease_seconds=float(settings.turn_lease_seconds))

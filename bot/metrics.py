@@ -30,13 +30,13 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.exceptions import RedisError
-from rq import Queue
 
+from agent.usage import Price, Usage, dollars
 from approvals import turn_queue
 from approvals.impact import metrics_from_audit
 from approvals.store import PENDING_KEY, RUNNING_KEY
 from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
-from bot.queues import QUEUE_NAMES, RQ_QUEUES
+from bot.queues import QUEUE_NAMES, RQ_QUEUES, waiting_key
 from bot.redis_clients import sync_client
 
 __all__ = ["FAMILIES", "Family", "Metrics", "RedisCollector", "SyncMetrics", "metrics_from_audit", "scrape"]
@@ -75,6 +75,8 @@ chatops_turn_seconds               histogram outcome             Wall time of an
 chatops_model_requests_total       counter   outcome             Messages API calls, by outcome.
 chatops_model_request_seconds      histogram -                   Messages API call latency.
 chatops_model_tokens_total         counter   direction           Model tokens, input or output.
+chatops_model_billed_tokens_total  counter   kind                Model tokens as billed (cache writes, reads).
+chatops_model_cost_dollars_total   counter   model               Estimated model cost in US dollars.
 chatops_tool_calls_total           counter   server,tool,outcome MCP tool calls, by outcome.
 chatops_tool_call_seconds          histogram server,tool         MCP tool call latency.
 chatops_workflow_runs_total        counter   workflow,outcome    Canned workflow runs, by outcome.
@@ -165,6 +167,13 @@ class _Writer:
             self.inc("chatops_model_tokens_total", {"direction": "input"}, input_tokens)
         if output_tokens:
             self.inc("chatops_model_tokens_total", {"direction": "output"}, output_tokens)
+
+    def model_usage(self, model: str, usage: Usage, price: Price | None) -> None:
+        """One answered call's bill: tokens by how they are priced, and dollars when the price is known."""
+        for kind, count in ((k, n) for k, n in usage.as_dict().items() if n):
+            self.inc("chatops_model_billed_tokens_total", {"kind": kind}, count)
+        if price is not None:
+            self.inc("chatops_model_cost_dollars_total", {"model": model}, dollars(usage, price))
 
 
 class Metrics(_Writer):
@@ -273,7 +282,7 @@ def _queue_commands(pipe: Any) -> None:
         if family.kind != "gauge":
             pipe.hgetall(KEY_PREFIX + family.name)
     for queue in RQ_QUEUES:
-        pipe.llen(Queue.redis_queue_namespace_prefix + queue)
+        pipe.llen(waiting_key(queue))
     pipe.zcard(PENDING_KEY)
     pipe.zcard(RUNNING_KEY)
     pipe.zcard(TURNS_RUNNING_KEY)
@@ -287,9 +296,8 @@ def _snapshot(results: list[Any]) -> Snapshot:
         for f, raw in zip(stored, results, strict=False)
     }
     rest = results[len(stored) :]
-    depths = {q: int(n) for q, n in zip(RQ_QUEUES, rest, strict=False)}
     pending, running, turns, slots, waiting = (int(n) for n in rest[-5:])
-    depths = {q: depths.get(q, waiting) for q in QUEUE_NAMES}
+    depths = {q: int(rest[RQ_QUEUES.index(q)]) if q in RQ_QUEUES else waiting for q in QUEUE_NAMES}
     return Snapshot(hashes, depths, pending, running, True, turns, slots)
 
 

@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 from approvals import turn_queue
 from approvals.turns import QueuedJob
 
-__all__ = ["ACTIONS", "AGENT", "QUEUE_NAMES", "RQ_QUEUES", "WORKFLOWS", "Queues"]
+__all__ = ["ACTIONS", "AGENT", "QUEUE_NAMES", "RQ_QUEUES", "WORKFLOWS", "Queues", "waiting_key"]
 
 AGENT = "chatops-agent"  # the turn queue's name where people see it (doctor, metrics): approvals.turn_queue
 ACTIONS = "chatops-actions"
@@ -132,6 +132,11 @@ class Queues:
 
     def job_exists(self, job_id: str) -> bool:
         return Job.exists(job_id, connection=self.connection)
+
+
+def waiting_key(name: str) -> str:
+    """The list of an RQ queue's waiting job ids, named by RQ's public prefix (doctor, metrics)."""
+    return Queue.redis_queue_namespace_prefix + name
 
 
 def _action_job_id(approval_id: str) -> str:

@@ -269,9 +269,11 @@ class WorkflowFlow:
             return (True, approval.outcome_detail, None), None
         if approval.status in (Status.FAILED, Status.OUTCOME_UNKNOWN):
             return (False, f"{approval.status.value.lower()}: {approval.outcome_detail}", None), None
+        by = ", ".join(f"<@{u}>" for u in approval.decided_by)
         if approval.status == Status.REJECTED:
-            by = ", ".join(f"<@{u}>" for u in approval.decided_by)
             return None, ("rejected", f"rejected by {by}: {approval.reject_reason}")
+        if approval.status == Status.WITHDRAWN:  # the run stops as a rejected step does, saying why
+            return None, ("rejected", f"withdrawn by the requester ({by}) before a decision")
         return None, ("expired", "")
 
     async def _end(
