@@ -68,7 +68,7 @@ class ForkingWorker(Worker):
             # rest is what RQ's request_stop does first: a second signal is a cold stop.
             signal.signal(signal.SIGINT, self.request_force_stop)
             signal.signal(signal.SIGTERM, self.request_force_stop)
-            self.handle_warm_shutdown_request()
+            self.handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
             raise StopRequested()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
