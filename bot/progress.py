@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from bot.blocks import ProgressLine, progress_message
 from bot.poster import Poster, PostError
 
-__all__ = ["SlackProgress"]
+__all__ = ["SlackProgress", "progress_detail"]
 
 MIN_INTERVAL_SECONDS = (
     1.0  # chat.update is Tier 3 (~50/min); one update a second per thread stays well inside
@@ -56,6 +56,21 @@ class SlackProgress:
                 break
         await self._maybe_flush()
 
+    async def tool_progress(
+        self, server: str, tool: str, progress: float, total: float | None, message: str | None
+    ) -> None:
+        """A running tool's own progress report: shown on its line, throttled like the rest."""
+        short = server.split("/", 1)[-1]
+        for i, line in enumerate(self._lines):
+            if line.server_short == short and line.tool == tool and line.state == "running":
+                self._lines[i] = ProgressLine(
+                    short, tool, "running", None, progress_detail(progress, total, message)
+                )
+                break
+        else:
+            return
+        await self._maybe_flush()
+
     async def _maybe_flush(self) -> None:
         self._dirty = True
         busy = self._sending is not None and not self._sending.done()
@@ -79,3 +94,13 @@ class SlackProgress:
         # Progress is a courtesy; the answer itself is what must arrive.
         with contextlib.suppress(PostError):
             await self._poster.update(self._channel, self._ts, text=message.text, blocks=message.blocks)
+
+
+def progress_detail(progress: float, total: float | None, message: str | None) -> str:
+    """ "40% · rebuilding": the share done when the server says of how much, else its count, and its words."""
+    if total is not None and total > 0 and 0 <= progress <= total:
+        done = f"{progress / total:.0%}"
+    else:
+        done = f"{progress:g}"
+    words = " ".join((message or "").split())
+    return f"{done} · {words}" if words else done
