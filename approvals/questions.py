@@ -6,7 +6,7 @@ The record (`chatops:question:<id>`, a hash) lives a little longer than the ques
 `outcome` field is written once (HSETNX): by the asker's answer (accept, decline, cancel) or by the waiting
 side (timeout, ended); whoever writes it first decides, so a click that arrives as the time runs out is
 either the answer or told the question is closed, never both. An answer's content goes to a list the
-waiting turn pops (BLPOP, in slices of a few seconds until its deadline: a blocked connection is never
+waiting turn pops (BLPOP, in slices of two seconds until its deadline: a blocked connection is never
 held longer than that, and a cancelled turn stops waiting at once). The content is the person's answer
 to the server: it is never logged, and it is popped (deleted) as soon as it is read.
 """
@@ -27,7 +27,9 @@ __all__ = ["Answered", "OpenQuestion", "QuestionStore"]
 KEY = "chatops:question:{id}"
 REPLY = "chatops:question:{id}:reply"
 KEEP_AFTER_SECONDS = 600  # the record outlives the question: a late click is told it is closed
-WAIT_SLICE_SECONDS = 5.0
+# One blocking pop at most this long: well inside the connections' socket timeout (5 s, bot/services.py),
+# which would otherwise end the pop as an error.
+WAIT_SLICE_SECONDS = 2.0
 Action = Literal["accept", "decline", "cancel"]
 ACTIONS = ("accept", "decline", "cancel")
 
@@ -129,7 +131,8 @@ class QuestionStore:
         deadline = time.monotonic() + seconds
         reply = REPLY.format(id=question_id)
         while (left := deadline - time.monotonic()) > 0:
-            popped = await self._redis.blpop([reply], timeout=min(left, WAIT_SLICE_SECONDS))
+            # at least 10 ms: Redis reads a timeout that rounds to 0 ms as "block forever"
+            popped = await self._redis.blpop([reply], timeout=max(0.01, min(left, WAIT_SLICE_SECONDS)))
             if popped is not None:
                 return _answered(popped[1])
         if await self.close(question_id, "timeout"):

@@ -40,6 +40,7 @@ class SlackProgress:
         self._last = 0.0
         self._dirty = False
         self._sending: asyncio.Task[None] | None = None
+        self._trailing: asyncio.Future[None] | None = None
 
     async def thinking(self) -> None:
         """The model is about to be asked: nothing to show (the message already says the bot is on it)."""
@@ -77,9 +78,27 @@ class SlackProgress:
         if not busy and self._clock() - self._last >= MIN_INTERVAL_SECONDS:
             self._last = self._clock()
             self._sending = asyncio.ensure_future(self.flush())
+        elif self._trailing is None or self._trailing.done():
+            # Held back by the throttle: shown once the interval is over, even if nothing else happens by
+            # then (a long tool's progress report may be the last news for a while).
+            self._trailing = asyncio.ensure_future(self._after_interval())
+
+    async def _after_interval(self) -> None:
+        while self._dirty:
+            await asyncio.sleep(max(0.05, self._last + MIN_INTERVAL_SECONDS - self._clock()))
+            if self._sending is not None and not self._sending.done():
+                await asyncio.shield(self._sending)  # cancelling this wait must not cancel the update
+            elif self._dirty and self._clock() - self._last >= MIN_INTERVAL_SECONDS:
+                self._last = self._clock()
+                self._sending = asyncio.ensure_future(self.flush())
 
     async def settle(self) -> None:
-        """Wait for the update in flight, if any (call before the answer replaces the message)."""
+        """Wait for the update in flight, if any (call before the answer replaces the message); one still
+        held back by the throttle is dropped: the answer replaces the message anyway."""
+        if self._trailing is not None:
+            self._trailing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trailing
         if self._sending is not None:
             await self._sending
 

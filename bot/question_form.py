@@ -239,8 +239,8 @@ class _Problem:
 
 
 def _read(field: Field, state: Mapping[str, Any]) -> FormValue | _Problem:
-    if field.kind == "boolean":
-        return bool(state.get("selected_options"))
+    if field.kind == "boolean":  # unticked is "no"; a block missing from the state is no answer at all
+        return bool(state.get("selected_options")) if state else None
     if field.kind in ("select", "multiselect"):
         picked = state.get("selected_options") or []
         if field.kind == "select":

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     # How long a server's question (MCP elicitation) waits for its person's answer before it is cancelled;
     # the request's own time limit (CHATOPS_MAX_TURN_SECONDS) may end it sooner.
     elicitation_timeout_seconds: int = Field(
-        default=600, alias="CHATOPS_ELICITATION_TIMEOUT_SECONDS", ge=10, le=3600
+        default=600, alias="CHATOPS_ELICITATION_TIMEOUT_SECONDS", ge=1, le=3600
     )
     audit_retention_days: int = Field(default=400, alias="AUDIT_RETENTION_DAYS", ge=1, le=3650)
     log_level: str = Field(default="INFO", alias="LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")

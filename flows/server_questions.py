@@ -78,13 +78,18 @@ class TurnQuestions(Questions):
         self._until = until
 
     def _timeout(self) -> float:
+        """How long this question may wait: the setting, unless the turn's own time runs out first (then
+        what is left of it, or 0 when too little is left to be worth asking)."""
         if self._until is None:
             return self._q.timeout
-        return min(self._q.timeout, self._until - time.monotonic() - TURN_MARGIN_SECONDS)
+        left = self._until - time.monotonic() - TURN_MARGIN_SECONDS
+        if left >= self._q.timeout:
+            return self._q.timeout
+        return left if left >= MIN_WAIT_SECONDS else 0.0
 
     async def ask(self, question: Question) -> Reply:
         turn, store, cards, timeout = self._turn, self._q.store, self._q.cards, self._timeout()
-        if timeout < MIN_WAIT_SECONDS:
+        if timeout <= 0:
             log.info("question from %s cancelled: the request has too little time left", question.server)
             return Reply("cancel")
         question_id = secrets.token_urlsafe(12)
