@@ -1,6 +1,6 @@
 """A server that talks to the person during their call (SPEC §7 "Server questions"), end to end: the real web
-process, a real worker process running the turn (`chatops worker --burst`), real Redis, the fake Slack, and fixtures/mcp_asking.py in the
-registry beside the world's servers.
+process, a real worker process running the turn (`chatops worker --burst`), real Redis, the fake Slack,
+and fixtures/mcp_asking.py in the registry beside the world's servers.
 
 The server's form question becomes a card in the thread; only the person whose call it is can open its
 form (anyone else is told so, privately); their answer, given on the web process, reaches the server
@@ -147,7 +147,7 @@ def test_the_servers_form_is_answered_by_the_person_whose_call_it_is(
     severity = next(b for b in view["blocks"] if b.get("block_id") == ids["Severity"])["element"]
     assert notify["initial_options"] == notify["options"]  # the server's default: ticked
     assert severity["initial_option"]["text"]["text"] == "low"
-    values = {
+    values: dict[str, dict[str, Any]] = {
         ids["Reason"]: {"answer": "kernel patch"},
         ids["Minutes"]: {"answer": {"type": "number_input", "value": "45"}},
         ids["Notify"]: {"answer": {"type": "checkboxes", "selected_options": notify["initial_options"]}},
