@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from redis import Redis
-
 from agent.loop import Limits
 from approvals.questions import QuestionStore
 from approvals.tallies import Tallies
@@ -22,6 +20,7 @@ from bot.approval_wiring import approval_service
 from bot.events import MAX_INPUT_CHARS
 from bot.question_card import SlackQuestionCards
 from bot.queues import Queues
+from bot.redis_clients import sync_client
 from bot.services import BotIdentity, Services, open_services  # also loads anthropic before forking
 from bot.settings import Settings
 from bot.turn_output import SlackTurnOutput
@@ -79,7 +78,7 @@ async def open_resident() -> None:
     settings, bot = _configured()
     stack = AsyncExitStack()
     svc = await stack.enter_async_context(open_services(settings, bot.team))
-    queues = Queues(Redis.from_url(str(settings.redis_url)))
+    queues = Queues(sync_client(str(settings.redis_url)))
     stack.callback(queues.connection.close)
     _ = svc.model  # its client built now, not by the first turn
     _resident = _Resident(asyncio.get_running_loop(), svc, queues, stack)
@@ -105,7 +104,7 @@ async def _job() -> AsyncIterator[tuple[Services, Queues, BotIdentity]]:
             await resident.services.metrics.flush()  # a finished job's counters are in Redis, as below
         return
     async with open_services(settings, bot.team) as svc:
-        queues = Queues(Redis.from_url(str(settings.redis_url)))
+        queues = Queues(sync_client(str(settings.redis_url)))
         try:
             yield svc, queues, bot
         finally:
@@ -117,12 +116,13 @@ def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
     answer = TurnAnswer(
         svc.store,
         SlackTurnOutput(svc.poster, svc.redis),
-        ToolAccess(svc.broker, svc.linking, svc.gateway),
+        ToolAccess(svc.broker, svc.linking, svc.gateway, svc.server_linking),
         approvals,
         approvals,
         model=svc.model,
         admission=Admission(tallies, per_minute=settings.user_turns_per_minute, max_chars=MAX_INPUT_CHARS),
         audit=TurnAudit(svc.audit, tallies),
+        bill=svc.usage_book,
         questions=ServerQuestions(
             QuestionStore(svc.redis),
             SlackQuestionCards(svc.poster),
@@ -133,6 +133,9 @@ def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
             max_seconds=float(settings.max_turn_seconds),
             max_output_tokens=settings.max_output_tokens,
             tool_output_max_chars=settings.tool_output_max_chars,
+            budget_tokens=settings.context_budget_tokens,
+            tool_search=settings.tool_search,
+            tool_search_threshold=settings.tool_search_threshold,
         ),
     )
     return TurnFlow(svc.store, answer, queues, svc.metrics, lease_seconds=float(settings.turn_lease_seconds))

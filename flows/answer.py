@@ -20,9 +20,11 @@ from typing import TypeVar
 from agent import loop, resume
 from agent.loop import Answer, Failed, Limits, Paused, Result
 from agent.ports import Model
+from approvals.model_bill import UsageBook
 from approvals.turns import Conversation, Turn, TurnStore
 from flows.access import ToolAccess
 from flows.admission import Admission
+from flows.connecting import CONNECTED_ATTEMPT, ConnectingTools, connected_note
 from flows.decisions import Decisions, decisions
 from flows.ports import ApprovalRequests, Refusal, SettlingProgress, TurnApprovals, TurnOutput
 from flows.server_questions import ServerQuestions
@@ -95,6 +97,7 @@ class TurnAnswer:
         admission: Admission,
         audit: TurnAudit,
         limits: Limits,
+        bill: UsageBook | None = None,
         questions: ServerQuestions | None = None,
     ) -> None:
         self._store = store
@@ -106,6 +109,7 @@ class TurnAnswer:
         self._admission = admission
         self._audit = audit
         self._limits = limits
+        self._bill = bill  # the turn's model usage: audit, running totals (approvals.model_bill)
         self._questions = questions  # None: servers' questions are not offered (nobody to ask)
 
     async def remember(self, turn: Turn) -> None:
@@ -184,7 +188,10 @@ class TurnAnswer:
                     await self._store.set_status(turn.id, "failed", reason="registry")
                     return "registry unavailable"
                 decided = await self._decisions(turn, session) if resuming else None
-                result = await self._loop(turn, identity, session, progress, decided, conversation)
+                asker = f"<@{turn.user}> ({identity.email or identity.sub})"
+                tools = ConnectingTools(self._audit.tools(session, turn, identity), session, asker)
+                again = attempt.startswith(CONNECTED_ATTEMPT)
+                result = await self._loop(turn, asker, tools, session, progress, decided, conversation, again)
                 if isinstance(result, Paused):
                     await self._request_approvals(turn, caller, session, result)
                 private = (decided is not None and bool(decided.private)) or any(
@@ -197,6 +204,12 @@ class TurnAnswer:
             await progress.settle()  # no late progress update may overwrite the answer
             ts = await working
         await self._output.deliver(turn, ts, result, time.monotonic() - started, attempt, private=private)
+        await self._billed(turn, identity, result)  # after the answer: the person does not wait for it
+        # After the answer that says why. A paused turn goes on after its approvals instead of re-running.
+        waiting = "" if isinstance(result, Paused) else turn.id
+        for server, needed in tools.requested.items():
+            url = await self._access.server_offer(turn.team, turn.user, server, waiting=waiting)
+            await self._output.connect_server(turn, needed.short_name, url, step_up=needed.step_up)
         if eyes is not None:
             await eyes
             await self._output.eyes(turn, on=False)
@@ -210,6 +223,14 @@ class TurnAnswer:
     async def _decisions(self, turn: Turn, session: GatewaySession) -> Decisions:
         """What people decided on this paused turn's calls, and what became of them."""
         return decisions(await self._decided.for_turn(turn.id), await registry_view(session))
+
+    async def _billed(self, turn: Turn, identity: Identity, result: Result) -> None:
+        if self._bill is None:
+            return
+        # A paused turn's cost belongs to the servers it asked to act on, too.
+        servers = [c.server for c in result.calls]
+        servers += [p.server for p in result.pending] if isinstance(result, Paused) else []
+        await self._bill.record(turn, identity.sub, result.usage, servers)
 
     async def _request_approvals(
         self, turn: Turn, caller: Caller, session: GatewaySession, paused: Paused
@@ -231,15 +252,18 @@ class TurnAnswer:
     async def _loop(
         self,
         turn: Turn,
-        identity: Identity,
+        asker: str,
+        tools: ConnectingTools,
         session: GatewaySession,
         progress: _Asking,
         decided: Decisions | None,
         conversation: Conversation,
+        again: bool,
     ) -> Result:
         if decided is None:
-            asker = f"<@{turn.user}> ({identity.email or identity.sub})"
-            conversation.messages.append({"role": "user", "content": f"{asker} asks:\n{turn.text}"})
+            # Asked again once a server is connected: the question is in the memory already.
+            said = connected_note(asker) if again else f"{asker} asks:\n{turn.text}"
+            conversation.messages.append({"role": "user", "content": said})
             asked_at = len(conversation.messages) - 1
         else:  # the paused step's placeholders become the calls' real results
             conversation.messages = resume(conversation.messages, decided.outcomes)
@@ -252,7 +276,7 @@ class TurnAnswer:
         history = conversation.messages  # what the thread's memory keeps in full (flows.thread_memory)
         result = await loop.run(
             await handed_to(session, turn.channel, history),
-            tools=self._audit.tools(session, turn, identity),
+            tools=tools,
             model=self._model,
             limits=self._limits,
             progress=progress,
