@@ -45,7 +45,7 @@ class Field:
     choices: tuple[tuple[str, str], ...] = ()  # (value, what the person sees)
     minimum: float | None = None
     maximum: float | None = None
-    min_length: int | None = None
+    min_length: int | None = None  # a string's length, or a multiple choice's count (minItems/maxItems)
     max_length: int | None = None
 
     @property
@@ -106,7 +106,9 @@ def _field(index: int, name: Any, spec: Any, required: bool) -> Field | str:
             return choices
         if not choices:
             return "is a list of free values, which a Slack form cannot ask for"
-        return _with_default(Field(kind="multiselect", choices=choices, **base), spec)
+        count = _bounds(spec, "minItems", "maxItems")
+        field = Field(kind="multiselect", choices=choices, min_length=count[0], max_length=count[1], **base)
+        return _with_default(field, spec)
     if kind == "object":
         return "is a nested object, which a Slack form cannot ask for"
     return f"has type {_cut(repr(kind), 30)}, which a Slack form cannot ask for"
@@ -197,6 +199,8 @@ def _element(field: Field) -> JSON:
             element["initial_option"] = _option(picked[0], field)
         elif picked:
             element["initial_options"] = [_option(i, field) for i in picked]
+        if field.kind == "multiselect" and field.max_length is not None and field.max_length >= 1:
+            element["max_selected_items"] = int(field.max_length)
     return element
 
 
@@ -249,6 +253,10 @@ def _read(field: Field, state: Mapping[str, Any]) -> FormValue | _Problem:
         if not all(i.isdigit() and int(i) < len(field.choices) for i in indices):
             return _Problem("not one of the choices")
         chosen = [field.choices[int(i)][0] for i in indices]
+        if chosen and field.kind == "multiselect" and not _count_fits(field, len(chosen)):
+            return _Problem(
+                f"choose between {field.min_length or 0} and {field.max_length or 'any number of'}"
+            )
         return (chosen[0] if chosen else None) if field.kind == "select" else (chosen or None)
     raw = state.get("value")
     if not isinstance(raw, str) or not raw.strip():
@@ -270,3 +278,9 @@ def _number(field: Field, raw: str) -> FormValue | _Problem:
     ):
         return _Problem("out of range")
     return number
+
+
+def _count_fits(field: Field, count: int) -> bool:
+    return (field.min_length is None or count >= field.min_length) and (
+        field.max_length is None or count <= field.max_length
+    )

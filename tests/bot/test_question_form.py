@@ -195,3 +195,25 @@ def test_a_default_that_does_not_fit_its_field_is_not_shown() -> None:
     blocks = form_blocks(fields_of(schema))
     assert "initial_value" not in blocks[0]["element"]
     assert "initial_option" not in blocks[1]["element"]
+
+
+def test_a_multiple_choice_keeps_to_its_counts() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "fish": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 2,
+                "items": {"type": "string", "enum": ["a", "b", "c"]},
+            }
+        },
+    }
+    fields = fields_of(schema)
+    (block,) = form_blocks(fields)
+    assert block["element"]["max_selected_items"] == 2
+    three = {"selected_options": [{"value": "0"}, {"value": "1"}, {"value": "2"}]}
+    answer = read_answer(fields, {fields[0].block_id: {FIELD_ACTION: three}})
+    assert answer == "fish: choose between 1 and 2"
+    two = {"selected_options": [{"value": "0"}, {"value": "2"}]}
+    assert read_answer(fields, {fields[0].block_id: {FIELD_ACTION: two}}) == {"fish": ["a", "c"]}
