@@ -14,10 +14,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from agent.loop import Limits
+from approvals.questions import QuestionStore
 from approvals.stops import TurnStops
 from approvals.tallies import Tallies
 from bot.approval_wiring import approval_service
 from bot.events import MAX_INPUT_CHARS
+from bot.question_card import SlackQuestionCards
 from bot.queues import Queues
 from bot.redis_clients import sync_client
 from bot.services import BotIdentity, Services, open_services  # also loads anthropic before forking
@@ -28,6 +30,7 @@ from flows.access import ToolAccess
 from flows.admission import Admission
 from flows.answer import TurnAnswer
 from flows.recovery import TurnRecovery
+from flows.server_questions import ServerQuestions
 from flows.tool_audit import TurnAudit
 from flows.turn import TurnFlow  # also the import that loads agent and mcp before forking
 
@@ -122,6 +125,11 @@ def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
         audit=TurnAudit(svc.audit, tallies),
         stops=TurnStops(svc.redis),
         bill=svc.usage_book,
+        questions=ServerQuestions(
+            QuestionStore(svc.redis),
+            SlackQuestionCards(svc.poster),
+            timeout=float(settings.elicitation_timeout_seconds),
+        ),
         limits=Limits(
             max_steps=settings.max_steps,
             max_seconds=float(settings.max_turn_seconds),

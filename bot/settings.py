@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     # Answers streamed with Slack's streaming methods (falling back to message updates by itself where Slack
     # refuses); false always uses message updates.
     streaming: bool = Field(default=True, alias="CHATOPS_STREAMING")
+    # How long a server's question (MCP elicitation) waits for its person's answer before it is cancelled;
+    # the request's own time limit (CHATOPS_MAX_TURN_SECONDS) may end it sooner.
+    elicitation_timeout_seconds: int = Field(
+        default=600, alias="CHATOPS_ELICITATION_TIMEOUT_SECONDS", ge=1, le=3600
+    )
     audit_retention_days: int = Field(default=400, alias="AUDIT_RETENTION_DAYS", ge=1, le=3650)
     log_level: str = Field(default="INFO", alias="LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     # The model's bill (issue 20; README "The model's bill"). Past the threshold, most tools are found by

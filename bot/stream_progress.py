@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.progress import SlackProgress
+from bot.progress import SlackProgress, progress_detail
 from bot.slack_text import untrusted
 from bot.streams import SlackStreams
 
@@ -74,6 +74,14 @@ class StreamProgress:
         ids = self._running.get((server, tool)) or ["task-unknown"]
         self._queue(("finished", server, tool, ids.pop(0), ok, latency_ms))
 
+    async def tool_progress(
+        self, server: str, tool: str, progress: float, total: float | None, message: str | None
+    ) -> None:
+        """A running tool's own progress report: its task's details in a stream, its line otherwise."""
+        ids = self._running.get((server, tool))
+        if ids:
+            self._queue(("progress", server, tool, ids[0], progress, total, message))
+
     async def settle(self) -> None:
         self._closing.set()
         while self._sending is not None and not self._sending.done():
@@ -109,6 +117,8 @@ class StreamProgress:
                 await self._fallback.tool_started(event[1], event[2])
             elif event[0] == "finished":
                 await self._fallback.tool_finished(event[1], event[2], event[4], event[5])
+            elif event[0] == "progress":
+                await self._fallback.tool_progress(event[1], event[2], event[4], event[5], event[6])
 
     def _chunks(self, batch: list[Event]) -> list[dict[str, Any]]:
         """Consecutive words as one markdown chunk, each tool event as a task update, in order."""
@@ -137,6 +147,15 @@ def _task(event: Event) -> dict[str, Any]:
     title = f"{untrusted(server.split('/', 1)[-1], markdown=False)} · {untrusted(tool, markdown=False)}"
     if event[0] == "started":
         return {"type": "task_update", "id": task_id, "title": title, "status": "in_progress"}
+    if event[0] == "progress":
+        detail = str(untrusted(progress_detail(event[4], event[5], event[6]), markdown=False))
+        return {
+            "type": "task_update",
+            "id": task_id,
+            "title": title,
+            "status": "in_progress",
+            "details": detail,
+        }
     ok, ms = event[4], event[5]
     took = f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
     status = "complete" if ok else "error"
