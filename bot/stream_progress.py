@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.poster import PostError
 from bot.progress import SlackProgress, progress_detail
 from bot.slack_text import untrusted
 from bot.streams import SlackStreams
@@ -94,7 +95,11 @@ class StreamProgress:
             self._sending = asyncio.ensure_future(self._pump())
 
     async def _pump(self) -> None:
-        ts = await self._working
+        try:
+            ts = await self._working
+        except PostError:  # no working message to show progress in; the turn itself reports the failure
+            self._events.clear()
+            return
         stream = self._is_stream(ts)
         while self._events:
             batch, self._events = self._events, []
