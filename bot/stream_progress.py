@@ -68,18 +68,18 @@ class StreamProgress:
     async def tool_started(self, server: str, tool: str) -> None:
         self._tasks += 1
         task_id = f"task-{self._tasks}"
-        self._running.setdefault((server, tool), []).append(task_id)
+        self._running.setdefault((_short(server), tool), []).append(task_id)
         self._queue(("started", server, tool, task_id))
 
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None:
-        ids = self._running.get((server, tool)) or ["task-unknown"]
+        ids = self._running.get((_short(server), tool)) or ["task-unknown"]
         self._queue(("finished", server, tool, ids.pop(0), ok, latency_ms))
 
     async def tool_progress(
         self, server: str, tool: str, progress: float, total: float | None, message: str | None
     ) -> None:
         """A running tool's own progress report: its task's details in a stream, its line otherwise."""
-        ids = self._running.get((server, tool))
+        ids = self._running.get((_short(server), tool))  # progress names the server by its short name
         if ids:
             self._queue(("progress", server, tool, ids[0], progress, total, message))
 
@@ -147,9 +147,13 @@ class StreamProgress:
         return chunks
 
 
+def _short(server: str) -> str:
+    return server.split("/", 1)[-1]
+
+
 def _task(event: Event) -> dict[str, Any]:
     server, tool, task_id = event[1], event[2], event[3]
-    title = f"{untrusted(server.split('/', 1)[-1], markdown=False)} · {untrusted(tool, markdown=False)}"
+    title = f"{untrusted(_short(server), markdown=False)} · {untrusted(tool, markdown=False)}"
     if event[0] == "started":
         return {"type": "task_update", "id": task_id, "title": title, "status": "in_progress"}
     if event[0] == "progress":
