@@ -22,46 +22,29 @@ __all__ = ["main"]
 
 
 def _settings(role: Role, *, dev: bool = False) -> Settings:
-    settings = load_settings()
-    if dev:
-        return settings.require(Role.DEV)
-    return settings.require(role)
+    return load_settings(Role.DEV if dev else role)  # every problem at once (ConfigErrors)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bot.identity import whoami
     from bot.logs import setup_logging
+    from bot.preflight import preflight
     from bot.web import build_web
 
     role = Role.WEB_SOCKET if args.socket_mode else Role.WEB_HTTP
     settings = _settings(role, dev=args.dev)
     setup_logging(settings.log_level)
     with _dev_redis(settings, args.dev) as settings:
-        # Checked here too (the app's lifespan checks again): refused before uvicorn starts, the operator
-        # gets one line naming REDIS_URL instead of a startup traceback (SPEC §3).
-        _require_safe_redis(settings)
-        bot = whoami(settings)
+        # Redis then Slack, as doctor checks them: refused before uvicorn starts, the operator gets one line
+        # naming the variable instead of a startup traceback (SPEC §3). The app's lifespan checks Redis
+        # again and logs its warnings, once.
+        bot = preflight(settings)
         app = build_web(settings, bot, slack_http=not args.socket_mode)
         if args.socket_mode:
             return asyncio.run(_serve_socket_mode(settings, bot, app))
         uvicorn.run(app, host=args.host, port=settings.port, log_level="warning", access_log=False)
     return 0
-
-
-def _require_safe_redis(settings: Settings) -> None:
-    from redis import Redis
-
-    from bot.redis_check import require_safe_redis
-
-    connection = Redis.from_url(str(settings.redis_url), socket_connect_timeout=5)
-    try:
-        require_safe_redis(connection)
-    except RedisError as exc:  # the message names host and port, never the URL's password
-        raise ConfigError("REDIS_URL", f"Redis did not answer: {type(exc).__name__}: {exc}") from None
-    finally:
-        connection.close()
 
 
 async def _serve_socket_mode(settings: Settings, bot: object, app: Any) -> int:
@@ -84,16 +67,17 @@ async def _serve_socket_mode(settings: Settings, bot: object, app: Any) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from bot.identity import whoami
     from bot.logs import setup_logging
+    from bot.preflight import preflight
     from bot.worker import run_worker
 
     settings = _settings(Role.WORKER, dev=args.dev)
     setup_logging(settings.log_level)
     with _dev_redis(settings, args.dev) as settings:
+        bot = preflight(settings)  # Redis then Slack, as serve and doctor: one line, exit 2
         return run_worker(
             settings,
-            whoami(settings),
+            bot,
             processes=args.processes,
             burst=args.burst,
             simple=args.simple,
@@ -148,10 +132,10 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return asyncio.run(show_registry(settings, as_who=args.as_who, channel=args.channel))
 
 
-def cmd_doctor(_: argparse.Namespace) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
     from bot.doctor import run_doctor
 
-    return asyncio.run(run_doctor(load_settings()))
+    return asyncio.run(run_doctor(load_settings(), as_json=args.json))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -343,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry.set_defaults(func=cmd_registry)
 
     doctor = sub.add_parser("doctor", help="check every setting against the live services")
+    doctor.add_argument("--json", action="store_true", help="one JSON object, for monitoring")
     doctor.set_defaults(func=cmd_doctor)
 
     workflows = sub.add_parser("workflows", help="list and validate the canned workflow files")
@@ -384,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"chatops: configuration error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # one line per variable (ConfigErrors)
+            print(f"chatops: configuration error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
