@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from bot import netguard
 from bot.settings import ConfigError, Role, Settings, load_settings
+from bot.stopping import Stopped, die_by, stop_on_signals
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
+
+DEV_SECRET_KEY = "chatops:dev:secret-key"
 
 
 def _settings(role: Role, *, dev: bool = False) -> Settings:
@@ -259,36 +265,38 @@ def _month(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-class _dev_redis:  # used as a context manager, hence the lower-case name
-    """In --dev mode without REDIS_URL, run an embedded Redis for the life of the command."""
+@contextlib.contextmanager
+def _dev_redis(settings: Settings, dev: bool) -> Iterator[Settings]:
+    """In --dev mode without REDIS_URL, the embedded Redis this folder's --dev processes share (started by
+    the first, for as long as it runs); without CHATOPS_SECRET_KEY, one ephemeral key they share too."""
+    if not dev:
+        yield settings
+        return
+    with contextlib.ExitStack() as stack:
+        if settings.redis_url is None:
+            from devtools.embedded import shared_embedded_redis
 
-    def __init__(self, settings: Settings, dev: bool) -> None:
-        self._settings = settings
-        self._dev = dev
-        self._cm: object = None
+            shared = stack.enter_context(shared_embedded_redis(Path.cwd()))
+            print(f"chatops: {shared.describe()}", file=sys.stderr, flush=True)
+            settings = settings.model_copy(update={"redis_url": shared.url})
+        if not settings.chatops_secret_key:
+            settings = settings.model_copy(update={"chatops_secret_key": (_dev_secret_key(settings),)})
+        yield settings
 
-    def __enter__(self) -> Settings:
-        settings = self._settings
-        if self._dev and settings.redis_url is None:
-            from devtools.embedded import embedded_redis
 
-            cm = embedded_redis()
-            url = cm.__enter__()
-            self._cm = cm
-            settings = settings.model_copy(update={"redis_url": url})
-        if self._dev and not settings.chatops_secret_key:
-            from cryptography.fernet import Fernet
-            from pydantic import SecretStr
+def _dev_secret_key(settings: Settings) -> SecretStr:
+    """Dev only: an ephemeral key kept in the dev Redis (the first process makes it), so every --dev
+    process reads what another sealed; links do not survive the Redis."""
+    from cryptography.fernet import Fernet
+    from redis import Redis
 
-            # Dev only: an ephemeral key, so links do not survive a restart.
-            settings = settings.model_copy(
-                update={"chatops_secret_key": (SecretStr(Fernet.generate_key().decode()),)}
-            )
-        return settings
+    from bot.preflight import check_redis
 
-    def __exit__(self, *exc: object) -> None:
-        if self._cm is not None:
-            self._cm.__exit__(*exc)  # type: ignore[attr-defined]
+    check_redis(settings)  # one line naming REDIS_URL if it does not answer
+    with Redis.from_url(str(settings.redis_url)) as client:
+        client.set(DEV_SECRET_KEY, Fernet.generate_key(), nx=True)
+        key = client.get(DEV_SECRET_KEY)
+    return SecretStr(key.decode() if isinstance(key, bytes) else str(key))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -377,5 +385,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def run() -> None:
+    """The console script: stop signals unwind everything the command started, then end the process by
+    that signal (bot.stopping)."""
+    stop_on_signals()
+    try:
+        code = main()
+    except Stopped as stop:
+        sys.stdout.flush()
+        die_by(stop.signum)
+        code = 128 + stop.signum  # not reached: the signal ends the process
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
