@@ -39,7 +39,8 @@ __all__ = ["run_demo"]
 
 T = TypeVar("T")
 CHANNEL = "C0INCIDENT"
-WAIT_SECONDS = 30.0
+# Each step waits this long at most; a loaded machine (CI, tests running beside it) may need more.
+WAIT_SECONDS = float(os.environ.get("CHATOPS_DEMO_WAIT_SECONDS", "30"))
 NAMES = {p.slack_user: p.key.capitalize() for p in PEOPLE.values()} | {BOT_USER_ID: "chatops"}
 
 
@@ -198,6 +199,14 @@ def play(
     r.close()
 
 
+def wait_for_card(r: redis.Redis, approval_id: str, ts: str) -> None:
+    """A click counts only from a card the approval knows as its own (approvals.service), and the card's
+    ts is recorded just after Slack shows it: a person is never that quick, the demo could be."""
+    wait_until(
+        "the card to be recorded", lambda: ts in str(r.hget(f"chatops:approval:{approval_id}", "cards"))
+    )
+
+
 def act_three(world: World, slack: FakeSlack, ingress: SlackIngress, r: redis.Redis, clock: Clock) -> None:
     print(f"\n{clock.stamp()} Alice runs the canned workflow from the slash command:")
     command = "run restart-failed-dag dag_id=daily_ad_metrics"
@@ -234,6 +243,7 @@ def act_three(world: World, slack: FakeSlack, ingress: SlackIngress, r: redis.Re
         for e in b["elements"]
         if e.get("action_id") == "approval_approve"
     )
+    wait_for_card(r, approval_id, card.ts)
     print(f"{clock.stamp()} (Bob, an airflow admin, taps Approve)")
     ingress.post(
         ingress.block_actions(
@@ -360,6 +370,8 @@ def act_two(
         for e in b["elements"]
         if e.get("action_id") == "approval_approve"
     )
+
+    wait_for_card(r, approval_id, card.ts)
 
     def click(user: str) -> None:
         attempts = f"chatops:approval:{approval_id}:attempts"

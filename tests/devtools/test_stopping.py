@@ -151,6 +151,7 @@ def test_demo_keep_prints_an_environment_doctor_works_with_and_stops_whole(
 ) -> None:
     log = tmp_path / "demo.log"
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ANTHROPIC_API_KEY")}
+    env["CHATOPS_DEMO_WAIT_SECONDS"] = str(SLOW)
     demo = chatops(["demo", "--keep"], env, Path.cwd(), log)
     try:
         wait_until(
