@@ -176,16 +176,20 @@ def test_demo_keep_prints_an_environment_doctor_works_with_and_stops_whole(
             clean = {
                 k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OAUTH_", "CHATOPS_"))
             }
-            doctor = subprocess.run(
-                [sys.executable, "-m", "bot.cli", "doctor"],
-                env=clean | block,
-                capture_output=True,
-                text=True,
-                timeout=SLOW,
-                check=False,
-            )
-            assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-            assert "skip" not in doctor.stdout
+            for command in (["doctor"], ["stats"], ["audit", "export"], ["registry"]):
+                done = subprocess.run(
+                    [sys.executable, "-m", "bot.cli", *command],
+                    env=clean | block,
+                    capture_output=True,
+                    text=True,
+                    timeout=SLOW,
+                    check=False,
+                )
+                assert done.returncode == 0, done.stdout + done.stderr
+                if command == ["doctor"]:  # every check ran, and passed (the demo's worker listens)
+                    assert not [x for x in done.stdout.splitlines() if x.startswith(("skip ", "BAD "))]
+                if command == ["audit", "export"]:
+                    assert '"kind":"tool_call"' in done.stdout  # the demo's incident
         tree = descendants(demo.pid)
         assert len(tree) >= 3  # serve, worker (and its turn pool), redis-server
         assert stop_and_wait(demo, signum) == -signum
