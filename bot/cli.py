@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,6 +27,8 @@ from bot.stopping import Stopped, die_by, stop_on_signals
 __all__ = ["main", "run"]
 
 DEV_SECRET_KEY = "chatops:dev:secret-key"
+
+log = logging.getLogger("bot.cli")
 
 
 def _settings(role: Role, *, dev: bool = False) -> Settings:
@@ -49,8 +53,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = build_web(settings, bot, slack_http=not args.socket_mode)
         if args.socket_mode:
             return asyncio.run(_serve_socket_mode(settings, bot, app))
-        uvicorn.run(app, host=args.host, port=settings.port, log_level="warning", access_log=False)
+        sock = _listen(args.host, settings.port)
+        log.info("listening on http://%s:%d (PUBLIC_URL %s)", args.host, settings.port, settings.base_url)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        server.run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind here rather than in uvicorn: a busy port is one line naming PORT, not uvicorn's errno 98."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("PORT", f"{host}:{port} cannot be used ({exc.strerror or exc})") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 async def _serve_socket_mode(settings: Settings, bot: object, app: Any) -> int:
@@ -300,75 +321,21 @@ def _dev_secret_key(settings: Settings) -> SecretStr:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatops", description="A Slack chat-ops agent over MCP.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from bot.cli_parser import build_parser as parser
 
-    serve = sub.add_parser("serve", help="run the web process (Slack endpoint, OAuth, health, metrics)")
-    serve.add_argument("--socket-mode", action="store_true", help="receive Slack traffic over Socket Mode")
-    serve.add_argument("--dev", action="store_true", help="allow embedded Redis and an ephemeral secret key")
-    serve.add_argument("--host", default="0.0.0.0", help="interface to bind (default all)")  # noqa: S104
-    serve.set_defaults(func=cmd_serve)
-
-    worker = sub.add_parser("worker", help="run RQ workers for agent turns, approved actions and workflows")
-    worker.add_argument(
-        "--processes", type=int, default=1, help="forking workers and turn pools on this machine (one each)"
-    )
-    worker.add_argument(
-        "--turns", type=int, default=None, help="turns each pool runs at once (CHATOPS_TURN_CONCURRENCY)"
-    )
-    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    worker.add_argument(
-        "--simple", action="store_true", help="one in-process worker for every queue (no fork)"
-    )
-    worker.add_argument("--dev", action="store_true", help="allow embedded Redis and an ephemeral secret key")
-    worker.set_defaults(func=cmd_worker)
-
-    demo = sub.add_parser("demo", help="play an incident end to end in a local world (no credentials needed)")
-    demo.add_argument("--keep", action="store_true", help="leave everything running afterwards")
-    demo.set_defaults(func=cmd_demo)
-
-    registry = sub.add_parser("registry", help="list registry servers, or what one person would get")
-    registry.add_argument("--as", dest="as_who", help="an email, or comma-separated groups")
-    registry.add_argument(
-        "--channel", default=None, help="a Slack channel id, for channel-restricted servers"
-    )
-    registry.set_defaults(func=cmd_registry)
-
-    doctor = sub.add_parser("doctor", help="check every setting against the live services")
-    doctor.add_argument("--json", action="store_true", help="one JSON object, for monitoring")
-    doctor.set_defaults(func=cmd_doctor)
-
-    workflows = sub.add_parser("workflows", help="list and validate the canned workflow files")
-    workflows.add_argument("--dir", default=None, help="folder to check (default WORKFLOWS_DIR)")
-    workflows.set_defaults(func=cmd_workflows)
-
-    keygen = sub.add_parser("keygen", help="print a new key for CHATOPS_SECRET_KEY")
-    keygen.set_defaults(func=cmd_keygen)
-
-    audit = sub.add_parser("audit", help="export or follow the audit trail as JSON lines (for a SIEM)")
-    audit.add_argument("action", choices=["export", "tail"], help="export: print and exit; tail: follow")
-    audit.add_argument("--since", type=_since, help="an ISO date/time (UTC unless given) or an age: 7d, 12h")
-    audit.add_argument("--user", help="Slack user id or identity sub (comma-separated for several)")
-    audit.add_argument("--server", help="registry name or short name, e.g. presto (comma-separated)")
-    audit.add_argument("--outcome", help="e.g. failed,denied (comma-separated)")
-    audit.add_argument("--kind", help="e.g. tool_call,approval_decision (comma-separated)")
-    audit.set_defaults(func=cmd_audit)
-
-    stats = sub.add_parser("stats", help="invocations, active users and hours saved per month")
-    stats.add_argument(
-        "--month", type=_month, action="append", help="YYYY-MM, repeatable (default: this month and last)"
-    )
-    stats.set_defaults(func=cmd_stats)
-
-    manifest = sub.add_parser(
-        "manifest", help="print the Slack app manifest for this deployment (PUBLIC_URL)"
-    )
-    manifest.add_argument("--socket-mode", action="store_true", help="for Socket Mode: no request URLs")
-    manifest.add_argument("--format", choices=["json", "yaml"], default="json", help="output format")
-    manifest.add_argument("--command", dest="slash_command", default="/oncall", help="slash command name")
-    manifest.add_argument("--name", default="chatops", help="app name shown in Slack (at most 35 characters)")
-    manifest.set_defaults(func=cmd_manifest)
-    return parser
+    handlers = {
+        "serve": cmd_serve,
+        "worker": cmd_worker,
+        "demo": cmd_demo,
+        "registry": cmd_registry,
+        "doctor": cmd_doctor,
+        "workflows": cmd_workflows,
+        "keygen": cmd_keygen,
+        "audit": cmd_audit,
+        "stats": cmd_stats,
+        "manifest": cmd_manifest,
+    }
+    return parser(handlers, since=_since, month=_month)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
