@@ -30,7 +30,16 @@ PREVIEW_CHARS = 300
 log = logging.getLogger("chatops.audit")
 
 Outcome = Literal[
-    "succeeded", "failed", "denied", "rejected", "expired", "outcome_unknown", "pending", "approved", ""
+    "succeeded",
+    "failed",
+    "denied",
+    "rejected",
+    "expired",
+    "withdrawn",
+    "outcome_unknown",
+    "pending",
+    "approved",
+    "",
 ]
 
 

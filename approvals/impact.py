@@ -202,6 +202,8 @@ def metrics_from_audit(record: AuditRecord | Mapping[str, Any]) -> list[tuple[st
         out.append(("chatops_approvals_total", {"outcome": "requested"}, 1.0))
     elif kind == "approval_expired":
         out.append(("chatops_approvals_total", {"outcome": "expired"}, 1.0))
+    elif kind == "approval_withdrawn":
+        out.append(("chatops_approvals_total", {"outcome": "withdrawn"}, 1.0))
     elif kind == "approval_decision" and str(r.get("detail") or "").startswith(CLICK_PREFIXES):
         # Only the per-click record counts: a rejection also writes a second, summary decision record.
         if outcome in ("approved", "rejected", "denied"):

@@ -7,6 +7,7 @@ over it) from here, over the one ApprovalStore that `open_services` built.
 from __future__ import annotations
 
 from approvals.action_lease import ActionLeases
+from approvals.reminders import ReminderSchedule
 from approvals.service import ApprovalService
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_notices import ApprovalNotices
@@ -31,6 +32,7 @@ def approval_service(svc: Services, queues: Queues) -> ApprovalService:
         leases=ActionLeases(svc.redis),
         ttl_seconds=float(settings.approval_ttl_seconds),
         lease_seconds=float(settings.turn_lease_seconds),
+        reminders=ReminderSchedule(svc.redis),
     )
 
 

@@ -1,4 +1,4 @@
-"""The `chatops` command: serve, worker, demo, registry, doctor, keygen, audit, stats, manifest.
+"""The `chatops` command: serve, worker, demo, registry, doctor, keygen, audit, approvals, stats, manifest.
 
 Each subcommand reads settings once, for its role, and stops with one line naming a missing or malformed
 variable (SPEC §3).
@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from bot import netguard
+from bot.approvals_cli import add_approvals_command
 from bot.settings import ConfigError, Role, Settings, load_settings
 from bot.stopping import Stopped, die_by, stop_on_signals
 
@@ -170,14 +171,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     One JSON object per line, flushed per line, for a SIEM to ingest."""
     import json
 
-    import redis.asyncio as aioredis
-
     from approvals.audit_query import AuditFilter, export, tail
+    from bot.redis_clients import async_client
 
     settings = _settings(Role.CLI)
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(str(settings.redis_url))
+        client = async_client(str(settings.redis_url))
         try:
             if args.action == "export":
                 records = export(
@@ -214,15 +214,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     import time
 
-    import redis.asyncio as aioredis
-
     from approvals.impact import default_months, monthly_stats, render_table
+    from bot.redis_clients import async_client
 
     settings = _settings(Role.CLI)
     months = args.month or default_months(time.time())
 
     async def run() -> str:
-        client = aioredis.Redis.from_url(str(settings.redis_url))
+        client = async_client(str(settings.redis_url))
         try:
             return render_table(await monthly_stats(client, months=months))
         finally:
@@ -309,12 +308,12 @@ def _dev_secret_key(settings: Settings) -> SecretStr:
     """Dev only: an ephemeral key kept in the dev Redis (the first process makes it), so every --dev
     process reads what another sealed; links do not survive the Redis."""
     from cryptography.fernet import Fernet
-    from redis import Redis
 
     from bot.preflight import check_redis
+    from bot.redis_clients import sync_client
 
     check_redis(settings)  # one line naming REDIS_URL if it does not answer
-    with Redis.from_url(str(settings.redis_url)) as client:
+    with sync_client(str(settings.redis_url)) as client:
         client.set(DEV_SECRET_KEY, Fernet.generate_key(), nx=True)
         key = client.get(DEV_SECRET_KEY)
     return SecretStr(key.decode() if isinstance(key, bytes) else str(key))
@@ -335,7 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
         "stats": cmd_stats,
         "manifest": cmd_manifest,
     }
-    return parser(handlers, since=_since, month=_month)
+    return parser(
+        handlers,
+        since=_since,
+        month=_month,
+        more=lambda sub: add_approvals_command(sub, lambda: _settings(Role.CLI), _redis_failed),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,7 @@ SETTINGS: dict[str, str] = {
     "audit": "required: REDIS_URL",
     "stats": "required: REDIS_URL",
     "manifest": "optional: PUBLIC_URL (default http://localhost:$PORT), PORT",
+    "approvals": "required: REDIS_URL",
 }
 _DEV = "with --dev: REDIS_URL unset starts (or finds, via ./.chatops-dev-redis) a shared embedded Redis"
 
@@ -62,8 +63,12 @@ def _add(
 
 
 def build_parser(
-    handlers: Mapping[str, Handler], since: Callable[[str], float], month: Callable[[str], str]
+    handlers: Mapping[str, Handler],
+    since: Callable[[str], float],
+    month: Callable[[str], str],
+    more: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] | None = None,
 ) -> argparse.ArgumentParser:
+    """`more` adds commands registered by their own modules (`chatops approvals`)."""
     parser = argparse.ArgumentParser(prog="chatops", description="A Slack chat-ops agent over MCP.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -158,6 +163,8 @@ def build_parser(
         "after it.",
     )
     _audit(sub, handlers["audit"], since)
+    if more is not None:
+        more(sub)
 
     stats = _add(
         sub,

@@ -20,6 +20,7 @@ from agent.workflow import load_workflows
 from bot.preflight import redis_unreachable, whoami
 from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
+from bot.redis_clients import async_client
 from bot.services import company_provider
 from bot.settings import ConfigError, Role, Settings
 from llm.anthropic import make_client
@@ -147,7 +148,7 @@ def _settings_checks(settings: Settings) -> list[Check]:
 async def _redis_checks(settings: Settings) -> list[Check]:
     if not settings.redis_url:
         return [_skip("Redis", "REDIS_URL"), _skip("workers", "REDIS_URL")]
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    redis = async_client(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
     try:
         await redis.ping()
         problems, warnings = await redis_safety(redis)

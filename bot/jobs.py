@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from redis import Redis
-
 from agent.loop import Limits
 from approvals.tallies import Tallies
 from bot.approval_wiring import approval_service
 from bot.events import MAX_INPUT_CHARS
 from bot.queues import Queues
+from bot.redis_clients import sync_client
 from bot.services import BotIdentity, Services, open_services  # also loads anthropic before forking
 from bot.settings import Settings
 from bot.turn_output import SlackTurnOutput
@@ -76,7 +75,7 @@ async def open_resident() -> None:
     settings, bot = _configured()
     stack = AsyncExitStack()
     svc = await stack.enter_async_context(open_services(settings, bot.team))
-    queues = Queues(Redis.from_url(str(settings.redis_url)))
+    queues = Queues(sync_client(str(settings.redis_url)))
     stack.callback(queues.connection.close)
     _ = svc.model  # its client built now, not by the first turn
     _resident = _Resident(asyncio.get_running_loop(), svc, queues, stack)
@@ -102,7 +101,7 @@ async def _job() -> AsyncIterator[tuple[Services, Queues, BotIdentity]]:
             await resident.services.metrics.flush()  # a finished job's counters are in Redis, as below
         return
     async with open_services(settings, bot.team) as svc:
-        queues = Queues(Redis.from_url(str(settings.redis_url)))
+        queues = Queues(sync_client(str(settings.redis_url)))
         try:
             yield svc, queues, bot
         finally:
@@ -114,7 +113,7 @@ def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
     answer = TurnAnswer(
         svc.store,
         SlackTurnOutput(svc.poster, svc.redis),
-        ToolAccess(svc.broker, svc.linking, svc.gateway),
+        ToolAccess(svc.broker, svc.linking, svc.gateway, svc.server_linking),
         approvals,
         approvals,
         model=svc.model,

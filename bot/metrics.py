@@ -36,6 +36,7 @@ from approvals.impact import metrics_from_audit
 from approvals.store import PENDING_KEY, RUNNING_KEY
 from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
 from bot.queues import AGENT, QUEUE_NAMES
+from bot.redis_clients import sync_client
 
 __all__ = ["FAMILIES", "Family", "Metrics", "RedisCollector", "SyncMetrics", "metrics_from_audit", "scrape"]
 
@@ -234,7 +235,7 @@ class SyncMetrics(_Writer):
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 0.5) -> SyncMetrics:
-        client = sync_redis.Redis.from_url(
+        client = sync_client(
             url, socket_connect_timeout=timeout, socket_timeout=timeout, retry_on_timeout=False, retry=None
         )
         return cls(client)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from redis import Redis
 from redis.exceptions import RedisError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.redis_check import require_safe_redis
+from bot.redis_clients import is_sentinel, parse_sentinel_url, sync_client
 from bot.services import BotIdentity
 from bot.settings import ConfigError, Settings
 
@@ -30,7 +30,7 @@ CONNECT_SECONDS = 5
 def check_redis(settings: Settings) -> list[str]:
     """Refuse an unreachable or unsafe Redis (`ConfigError` naming REDIS_URL); return its warnings, unlogged
     (the process logs them once when it checks again at its own start)."""
-    connection = Redis.from_url(
+    connection = sync_client(
         str(settings.redis_url), socket_connect_timeout=CONNECT_SECONDS, socket_timeout=CONNECT_SECONDS
     )
     try:
@@ -45,7 +45,14 @@ def redis_unreachable(url: str, exc: BaseException) -> ConfigError:
     """The one line for a Redis that does not answer: where it was looked for (host and port, or the
     socket; never the URL's password) and the kind of failure."""
     parsed = urlsplit(url)
-    where = parsed.path if parsed.scheme == "unix" else f"{parsed.hostname}:{parsed.port or 6379}"
+    if is_sentinel(url):
+        named = parse_sentinel_url(url)
+        hosts = ",".join(f"{host}:{port}" for host, port in named.sentinels)
+        where = f"primary {named.service} via Sentinels {hosts}"
+    elif parsed.scheme == "unix":
+        where = parsed.path
+    else:
+        where = f"{parsed.hostname}:{parsed.port or 6379}"
     return ConfigError("REDIS_URL", f"Redis at {where} did not answer ({type(exc).__name__})")
 
 

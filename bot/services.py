@@ -24,6 +24,8 @@ from approvals.turns import TurnStore
 from bot.linking import Linking
 from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client, slack_session
+from bot.redis_clients import async_client
+from bot.server_linking import ServerLinking
 from bot.settings import Settings
 from bot.slack_people import SlackPeople
 from llm.anthropic import AnthropicModel, make_client
@@ -34,6 +36,7 @@ from mcp_clients.gateway import Gateway
 from mcp_clients.listing import ListingCache
 from mcp_clients.provider import Provider
 from mcp_clients.sealing import Sealer
+from mcp_clients.server_oauth import PerServerAuth
 from mcp_clients.tokens import TokenBroker
 from registry_cache.client import fetch_all
 from registry_cache.snapshot import SharedSnapshot
@@ -67,6 +70,7 @@ class Services:
     audit: Audit
     linking: Linking
     metrics: Metrics
+    server_linking: ServerLinking  # servers with their own authorization server: Connect, Disconnect
     # Built on first use: approved actions and sweeps never call the model, and building the client
     # costs tens of milliseconds in a freshly forked job.
     _build_model: Callable[[], AnthropicModel | None]
@@ -104,14 +108,15 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
     # Retries: after a Redis restart every pooled connection is dead, and without them the first command on
     # each failed (an event answered 503, a click told "couldn't record"). redis-py gives its own pools
     # retries; a pool passed in, as here, gets none unless asked.
-    pool = aioredis.BlockingConnectionPool.from_url(
+    # Under Sentinel (REDIS_URL redis+sentinel://) the same pool asks the Sentinels where the primary is on
+    # every (re)connection: the retries then carry a command across a failover once it is promoted.
+    redis = async_client(
         settings.redis_url,
         max_connections=200,
         timeout=5,
         driver_info=REDIS_DRIVER,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
     )
-    redis = aioredis.Redis(connection_pool=pool)
     # The registry and the identity provider: connections only to addresses the URL rules allow (SPEC §6).
     http = outbound_client(timeout=httpx2.Timeout(15, connect=5))
     provider = company_provider(settings, http)
@@ -127,11 +132,14 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         stale_max_seconds=settings.registry_stale_max_seconds,
         on_event=metrics.registry_event,
     )
+    # Servers with their own authorization server (`auth: oauth`): each person's own tokens for each.
+    server_auth = PerServerAuth(redis, sealer, public_url=settings.base_url, snapshot=snapshot, broker=broker)
     gateway = Gateway(
         snapshot,
         broker,
         output_max_chars=settings.tool_output_max_chars,
         listings=ListingCache(redis),
+        server_auth=server_auth,
     )
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
     slack = slack_session()
@@ -169,8 +177,10 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         snapshot,
         gateway,
         poster,
-        TurnStore(redis),
-        ApprovalStore(redis, seal_key=seal, older_seal_keys=older_seals),
+        TurnStore(redis, replication=settings.redis_replication),
+        ApprovalStore(
+            redis, seal_key=seal, older_seal_keys=older_seals, replication=settings.redis_replication
+        ),
         Audit(
             redis,
             retention_days=settings.audit_retention_days,
@@ -178,6 +188,7 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
         ),
         linking,
         metrics,
+        ServerLinking(redis, server_auth, public_url=settings.base_url),
         build_model,
     )
     try:
@@ -185,5 +196,6 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
     finally:
         await metrics.flush()  # a job's last counters would be lost with the connection otherwise
         await slack.close()
+        await server_auth.aclose()
         await http.aclose()
         await redis.aclose()

@@ -19,6 +19,8 @@ from cryptography.fernet import Fernet
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from approvals.replication import Replication
+from bot.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
 from mcp_clients.claims import valid_claim_path
 from mcp_clients.oauth_client_auth import PrivateKey, load_private_key
 
@@ -75,7 +77,13 @@ class Settings(BaseSettings):
     chatops_model: str = Field(default=DEFAULT_MODEL, alias="CHATOPS_MODEL", min_length=1)
     # Plain text on purpose (every Redis client takes the URL as is), but it may carry a password: keep it out
     # of repr(). TLS options ride in the URL too, e.g. rediss://:pw@host:6380/0?ssl_ca_certs=/etc/ca.pem.
+    # redis+sentinel://h1:26379,h2:26379/mymaster/0 names Sentinels instead (bot.redis_clients).
     redis_url: str | None = Field(default=None, alias="REDIS_URL", repr=False)
+    # A start of an approved action waits for this many replicas to hold it (Redis WAIT) before the tool is
+    # called, so that a failover cannot bring it back to run twice. Unset: 1 under Sentinel, else 0 (a
+    # single Redis has no replica to wait for). REDIS_REPLICA_WAIT_MS: how long, before the start fails.
+    redis_min_replicas: int | None = Field(default=None, alias="REDIS_MIN_REPLICAS", ge=0, le=16)
+    redis_replica_wait_ms: int = Field(default=2000, alias="REDIS_REPLICA_WAIT_MS", ge=10, le=60000)
     registry_url: AnyHttpUrl | None = Field(default=None, alias="REGISTRY_URL")
     oauth_issuer: AnyHttpUrl | None = Field(default=None, alias="OAUTH_ISSUER")
     oauth_client_id: str | None = Field(default=None, alias="OAUTH_CLIENT_ID")
@@ -136,6 +144,7 @@ class Settings(BaseSettings):
         "anthropic_api_key",
         "oauth_client_secret",
         "redis_url",
+        "redis_min_replicas",
         "oauth_client_id",
         "approvals_channel",
         "public_url",
@@ -177,8 +186,14 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value is None:
+            return None
+        if value.startswith(SENTINEL_SCHEMES):
+            parse_sentinel_url(value)  # its ValueError names what is wrong, never the password
+        elif not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://"
+            )
         return value
 
     @field_validator("chatops_secret_key", mode="before")
@@ -240,6 +255,14 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must name a folder")
         return value
+
+    @property
+    def redis_replication(self) -> Replication:
+        """How many replicas must hold a start before its action runs (approvals.replication)."""
+        replicas = self.redis_min_replicas
+        if replicas is None:
+            replicas = 1 if self.redis_url and self.redis_url.startswith(SENTINEL_SCHEMES) else 0
+        return Replication(replicas, self.redis_replica_wait_ms)
 
     @cached_property
     def base_url(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,6 @@ from typing import Any
 
 import httpx2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis import Redis
 from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
@@ -34,6 +34,9 @@ from bot.linking import LinkResult
 from bot.poster import make_slack_client
 from bot.queues import Queues
 from bot.redis_check import arequire_safe_redis
+from bot.redis_clients import sync_client
+from bot.server_linking import ServerConnected
+from bot.server_routes import ServerRoutes
 from bot.services import BotIdentity, Services, open_services
 from bot.settings import Settings
 
@@ -90,7 +93,7 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with open_services(settings, bot.team) as services:
             await arequire_safe_redis(services.redis)  # an evicting Redis can silently drop approvals
-            queues = Queues(Redis.from_url(str(settings.redis_url)))
+            queues = Queues(sync_client(str(settings.redis_url)))
 
             async def on_linked(result: LinkResult) -> None:
                 await services.audit.record(
@@ -106,6 +109,7 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
                     queues.enqueue_turn(turn_id, "linked")
 
             services.linking._on_linked = on_linked
+            state["on_connected"] = lambda done: _answer_waiting(queues, done)
             state["services"] = services
             state["queues"] = queues
             state["bolt"] = AsyncSlackRequestHandler(build_bolt(settings, bot, services, queues))
@@ -156,6 +160,9 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
 
     routes = [
         *LinkRoutes(lambda: state["services"], settings.base_url).routes(),
+        *ServerRoutes(
+            lambda: state["services"], settings.base_url, lambda done: state["on_connected"](done)
+        ).routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -165,6 +172,13 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.chatops = state
     return app
+
+
+async def _answer_waiting(queues: Queues, done: ServerConnected) -> None:
+    """The requests that waited for this server's connection run again, now with its tools (a new attempt
+    each: a request may wait for two servers in turn)."""
+    for turn_id in done.waiting:
+        queues.enqueue_turn(turn_id, f"connected-{secrets.token_hex(4)}")
 
 
 def json_error(status: int, message: str) -> JSONResponse:

@@ -28,6 +28,7 @@ from agent.workflow_runner import (
 from approvals.audit import AuditRecord, args_digest, preview
 from approvals.bindings import BoundTools, Unbound, bound_identity
 from approvals.leases import held_lease
+from approvals.replication import NotReplicated
 from approvals.service import ApprovalService
 from approvals.store import Status
 from approvals.turns import Turn
@@ -59,7 +60,7 @@ class WorkflowFlow:
 
     @property
     def runs(self) -> WorkflowRunStore:
-        return WorkflowRunStore(self.svc.redis)
+        return WorkflowRunStore(self.svc.redis, replication=self.svc.settings.redis_replication)
 
     def _approvals(self) -> ApprovalService:
         return approval_service(self.svc, self.queues)
@@ -105,13 +106,38 @@ class WorkflowFlow:
         if run is None:
             return "missing"
         token = approval_id or "start"
-        if not await runs.claim(run_id, token):
-            return "duplicate"
-        # Held while the steps run: if this worker dies, the sweep finds the lease lapsed (`lost`).
+        # Claimed and held while the steps run: if this worker dies, the sweep finds the lease lapsed (`lost`)
+        # and ends the run.
         seconds = float(self.svc.settings.turn_lease_seconds)
-        await runs.hold(run_id, token, seconds)
+        try:
+            if not await runs.start(run_id, token, seconds):
+                return "duplicate"
+        except NotReplicated as exc:
+            log.warning("workflow run %s (%s): %s; ended", run_id, token, exc)
+            return await self._unconfirmed(run, token)
         async with held_lease(runs, run_id, token, seconds):
             return await self._execute(run, approval_id)
+
+    async def _unconfirmed(self, run: WorkflowRun, token: str) -> str:
+        """No replica confirmed the claim: a failover could lose it and run these steps again (a resume
+        could ask to approve the same step twice), so none runs; the run ends and its channel is told."""
+        message = (
+            "Stopped: Redis could not confirm that a replica recorded this step's start, so nothing more "
+            f"ran. Run `/oncall run {run.workflow}` again if it is still needed."
+        )
+        if run.message_ts is not None:
+            try:
+                await self.svc.poster.post(
+                    run.channel,
+                    text=ours(":x: {message}", message=message),
+                    thread_ts=run.message_ts,
+                    marker=f"{run.id}:{token}:unconfirmed",
+                )
+            except PostError as exc:
+                log.warning("could not tell run %s's thread that it stopped: %s", run.id, exc.error)
+        await self._end(run, self.catalog.current().get(run.workflow), "failed", message)
+        await self.runs.release(run.id, token)
+        return "claim not replicated"
 
     async def lost(self, now: float) -> int:
         """Runs whose worker died mid-run (their lease lapsed): each ends as failed and its channel is told
@@ -243,9 +269,11 @@ class WorkflowFlow:
             return (True, approval.outcome_detail, None), None
         if approval.status in (Status.FAILED, Status.OUTCOME_UNKNOWN):
             return (False, f"{approval.status.value.lower()}: {approval.outcome_detail}", None), None
+        by = ", ".join(f"<@{u}>" for u in approval.decided_by)
         if approval.status == Status.REJECTED:
-            by = ", ".join(f"<@{u}>" for u in approval.decided_by)
             return None, ("rejected", f"rejected by {by}: {approval.reject_reason}")
+        if approval.status == Status.WITHDRAWN:  # the run stops as a rejected step does, saying why
+            return None, ("rejected", f"withdrawn by the requester ({by}) before a decision")
         return None, ("expired", "")
 
     async def _end(

@@ -106,6 +106,7 @@ COMMANDS = [
     ["audit", "tail"],
     ["stats"],
     ["manifest"],
+    ["approvals"],
 ]
 
 
