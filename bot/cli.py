@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from bot import netguard
 from bot.approvals_cli import add_approvals_command
 from bot.settings import ConfigError, Role, Settings, load_settings
-from bot.stopping import Stopped, die_by, stop_on_signals
+from bot.stopping import Stopped, die_by, raise_if_requested, stop_on_signals
 
 __all__ = ["main", "run"]
 
@@ -55,6 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.socket_mode:
             return asyncio.run(_serve_socket_mode(settings, bot, app))
         sock = _listen(args.host, settings.port)
+        raise_if_requested()  # from here uvicorn owns the signals
         log.info("listening on http://%s:%d (PUBLIC_URL %s)", args.host, settings.port, settings.base_url)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         server.run(sockets=[sock])
@@ -103,6 +104,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     with _dev_redis(settings, args.dev) as settings:
         bot = preflight(settings)  # Redis then Slack, as serve and doctor: one line, exit 2
+        raise_if_requested()  # from here RQ owns the signals (warm shutdown)
         return run_worker(
             settings,
             bot,

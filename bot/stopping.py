@@ -13,7 +13,7 @@ import os
 import signal
 from types import FrameType
 
-__all__ = ["STOP_SIGNALS", "Stopped", "die_by", "stop_on_signals"]
+__all__ = ["STOP_SIGNALS", "Stopped", "die_by", "raise_if_requested", "stop_on_signals"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -27,10 +27,21 @@ class Stopped(BaseException):
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    # Once: a second signal while the first unwinds must not cut the cleanup short (it is bounded).
-    for each in STOP_SIGNALS:
-        signal.signal(each, signal.SIG_IGN)
+    # Raised wherever the main thread is. Where Python swallows it (a destructor, an at-fork hook: "Exception
+    # ignored in ..."), the stop would be lost; so signals stay armed (a second one tries again: also the
+    # way to cut a slow cleanup short) and `requested` remembers it for the next `raise_if_requested`.
+    global _requested
+    _requested = signum
     raise Stopped(signum)
+
+
+_requested: int | None = None
+
+
+def raise_if_requested() -> None:
+    """Raise `Stopped` for a signal whose exception was swallowed (call before a long blocking phase)."""
+    if _requested is not None:
+        raise Stopped(_requested)
 
 
 def stop_on_signals() -> None:

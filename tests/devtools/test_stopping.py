@@ -126,7 +126,11 @@ def test_a_worker_that_started_the_dev_redis_stops_it(
     try:
         wait_until("the dev Redis file", lambda: (tmp_path / DEV_REDIS_FILE).exists(), timeout=SLOW)
         shared = redis.Redis.from_url((tmp_path / DEV_REDIS_FILE).read_text().strip())
-        wait_until("the worker to listen", lambda: shared.scard("rq:workers") > 0, timeout=SLOW)
+        wait_until(
+            "the worker to listen on every queue",
+            lambda: all(shared.scard(f"rq:workers:{q}") for q in QUEUE_NAMES) or worker.poll() is not None,
+            timeout=SLOW,
+        )
         shared.close()
         tree = descendants(worker.pid)
         assert any("redis-server" in proc_name(p[0]) for p in tree)
