@@ -76,10 +76,13 @@ class AuditRecord:
     detail: str = ""
     permalink: str = ""
     time: float = 0.0
+    usage: Mapping[str, int] = field(default_factory=dict)  # model_usage: tokens as billed (agent.usage)
+    cost_usd: float = 0.0  # model_usage: the estimate from the price table in settings
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["approvers"] = list(self.approvers)
+        data["usage"] = dict(self.usage)
         return data
 
 

@@ -16,7 +16,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from agent.usage import price_for
 from agent.workflow import load_workflows
+from approvals.model_bill import cache_report, last_hour
 from bot.preflight import redis_unreachable, whoami
 from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
@@ -147,19 +149,33 @@ def _settings_checks(settings: Settings) -> list[Check]:
 
 async def _redis_checks(settings: Settings) -> list[Check]:
     if not settings.redis_url:
-        return [_skip("Redis", "REDIS_URL"), _skip("workers", "REDIS_URL")]
+        return [_skip(what, "REDIS_URL") for what in ("Redis", "workers", "model cache")]
     redis = async_client(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
     try:
         await redis.ping()
         problems, warnings = await redis_safety(redis)
         status = "BAD" if problems else "warn" if warnings else "ok"
         detail = "; ".join(problems + warnings) or "reachable, persistent, no eviction"
-        return [Check("Redis", status, detail), _check("workers", *await workers(redis))]
+        return [
+            Check("Redis", status, detail),
+            _check("workers", *await workers(redis)),
+            _check("model cache", True, await _cache_detail(settings, redis)),
+        ]
     except (RedisError, OSError) as exc:  # the wording of `serve` and `worker` (bot.preflight)
         detail = str(redis_unreachable(settings.redis_url, exc))
-        return [Check("Redis", "BAD", detail), _skip("workers", "a Redis that answers")]
+        unchecked = [_skip(what, "a Redis that answers") for what in ("workers", "model cache")]
+        return [Check("Redis", "BAD", detail), *unchecked]
     finally:
         await redis.aclose()
+
+
+async def _cache_detail(settings: Settings, redis: aioredis.Redis) -> str:
+    """The share of the last hour's input read from the prompt cache; a model without a price is a note."""
+    cache = cache_report(*await last_hour(redis))
+    if price_for(settings.chatops_model, settings.prices) is None:
+        cache += f"\n    (note) no price for {settings.chatops_model}: dollar estimates stay 0 until "
+        cache += "CHATOPS_MODEL_PRICES names it"
+    return cache
 
 
 def _slack_check(settings: Settings) -> Check:

@@ -30,6 +30,7 @@ from bot.approval_text import mention, progress_text, slack_time
 from bot.blocks import CONNECT_ACTION_ID, RECONNECT_ACTION_ID
 from bot.cards import APPROVE_ACTION_ID, REJECT_ACTION_ID
 from bot.home_servers import connections, with_connection
+from bot.home_usage import usage_line
 from bot.mrkdwn import escape
 from bot.services import Services
 from bot.slack_text import untrusted
@@ -79,6 +80,7 @@ def home_view(
     viewer: str = "",
     notice: str | None = None,
     connected: Mapping[str, str | None] | None = None,
+    usage: str | None = None,
 ) -> JSON:
     """The Home tab. `viewer`: whom it is for (approvals they already voted on show no buttons); `notice`:
     safe mrkdwn about what just happened (a click's outcome), shown at the top; `connected`: for `auth: oauth`
@@ -89,6 +91,7 @@ def home_view(
     saved = [_md(f"*This week*\n{_duration(minutes_week)}"), _md(f"*This month*\n{_duration(minutes_month)}")]
     blocks += [_DIVIDER, _section("*Time saved*"), {"type": "section", "fields": saved}]
     blocks.append(_context("Owners' estimates for your successful tool calls and workflow runs (UTC weeks)."))
+    blocks += [_section(f"*Your model usage this month*\n{usage}")] if usage else []
     if identity is not None:
         blocks += [_DIVIDER, _section(f"*Waiting on your approval ({len(approvals)})*")]
         blocks += [b for a in approvals[:MAX_APPROVALS] for b in _approval(a, viewer, identity.sub)]
@@ -285,6 +288,7 @@ async def publish_home(services: Services, team: str, user: str, *, notice: str 
         viewer=user,
         notice=notice,
         connected=connected,
+        usage=usage_line(*await services.usage_book.own(user)),
     )
     await services.poster.call("views.publish", user_id=user, view=view)
 

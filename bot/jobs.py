@@ -14,9 +14,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from agent.loop import Limits
+from approvals.questions import QuestionStore
 from approvals.tallies import Tallies
 from bot.approval_wiring import approval_service
 from bot.events import MAX_INPUT_CHARS
+from bot.question_card import SlackQuestionCards
 from bot.queues import Queues
 from bot.redis_clients import sync_client
 from bot.services import BotIdentity, Services, open_services  # also loads anthropic before forking
@@ -27,6 +29,7 @@ from flows.access import ToolAccess
 from flows.admission import Admission
 from flows.answer import TurnAnswer
 from flows.recovery import TurnRecovery
+from flows.server_questions import ServerQuestions
 from flows.tool_audit import TurnAudit
 from flows.turn import TurnFlow  # also the import that loads agent and mcp before forking
 
@@ -119,11 +122,20 @@ def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
         model=svc.model,
         admission=Admission(tallies, per_minute=settings.user_turns_per_minute, max_chars=MAX_INPUT_CHARS),
         audit=TurnAudit(svc.audit, tallies),
+        bill=svc.usage_book,
+        questions=ServerQuestions(
+            QuestionStore(svc.redis),
+            SlackQuestionCards(svc.poster),
+            timeout=float(settings.elicitation_timeout_seconds),
+        ),
         limits=Limits(
             max_steps=settings.max_steps,
             max_seconds=float(settings.max_turn_seconds),
             max_output_tokens=settings.max_output_tokens,
             tool_output_max_chars=settings.tool_output_max_chars,
+            budget_tokens=settings.context_budget_tokens,
+            tool_search=settings.tool_search,
+            tool_search_threshold=settings.tool_search_threshold,
         ),
     )
     return TurnFlow(svc.store, answer, queues, svc.metrics, lease_seconds=float(settings.turn_lease_seconds))

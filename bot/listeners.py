@@ -10,11 +10,13 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
+from approvals.questions import QuestionStore
 from bot.approval_listeners import register_approvals
 from bot.approval_wiring import approval_clicks
 from bot.blocks import FEEDBACK_ACTION_ID, parse_feedback_value
 from bot.home_listeners import register_home
 from bot.oncall_listeners import register_oncall
+from bot.question_listeners import register_questions
 from bot.queues import Queues
 from bot.services import BotIdentity, Services
 from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
@@ -33,6 +35,7 @@ def register(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity
     register_approvals(app, clicks, services.poster)
     catalog = WorkflowCatalog(services.settings.workflows_dir)
     register_oncall(app, WorkflowFlow(services, queues, bot, catalog))
+    register_questions(app, QuestionStore(services.redis), services.poster)
 
     @app.action("connect_account")
     @app.action("reconnect_account")

@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from redis.exceptions import RedisError
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from agent.usage import Price, Usage, dollars
 from approvals.impact import metrics_from_audit
 from approvals.store import PENDING_KEY, RUNNING_KEY
 from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
@@ -74,6 +75,8 @@ chatops_turn_seconds               histogram outcome             Wall time of an
 chatops_model_requests_total       counter   outcome             Messages API calls, by outcome.
 chatops_model_request_seconds      histogram -                   Messages API call latency.
 chatops_model_tokens_total         counter   direction           Model tokens, input or output.
+chatops_model_billed_tokens_total  counter   kind                Model tokens as billed (cache writes, reads).
+chatops_model_cost_dollars_total   counter   model               Estimated model cost in US dollars.
 chatops_tool_calls_total           counter   server,tool,outcome MCP tool calls, by outcome.
 chatops_tool_call_seconds          histogram server,tool         MCP tool call latency.
 chatops_workflow_runs_total        counter   workflow,outcome    Canned workflow runs, by outcome.
@@ -164,6 +167,13 @@ class _Writer:
             self.inc("chatops_model_tokens_total", {"direction": "input"}, input_tokens)
         if output_tokens:
             self.inc("chatops_model_tokens_total", {"direction": "output"}, output_tokens)
+
+    def model_usage(self, model: str, usage: Usage, price: Price | None) -> None:
+        """One answered call's bill: tokens by how they are priced, and dollars when the price is known."""
+        for kind, count in ((k, n) for k, n in usage.as_dict().items() if n):
+            self.inc("chatops_model_billed_tokens_total", {"kind": kind}, count)
+        if price is not None:
+            self.inc("chatops_model_cost_dollars_total", {"model": model}, dollars(usage, price))
 
 
 class Metrics(_Writer):

@@ -17,7 +17,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.driver_info import DriverInfo
 
+from agent.usage import price_for
 from approvals.audit import Audit
+from approvals.model_bill import UsageBook
 from approvals.seal import seal_keys
 from approvals.store import ApprovalStore
 from approvals.turns import TurnStore
@@ -82,6 +84,12 @@ class Services:
         if not self._model_built:
             self._model, self._model_built = self._build_model(), True
         return self._model
+
+    @property
+    def usage_book(self) -> UsageBook:
+        """Where each turn's model usage is recorded (audit, per person and per hour), priced."""
+        model = self.settings.chatops_model
+        return UsageBook(self.redis, self.audit, model, price_for(model, self.settings.prices))
 
 
 def company_provider(settings: Settings, http: httpx2.AsyncClient) -> Provider:
@@ -155,7 +163,14 @@ async def open_services(settings: Settings, team: str) -> AsyncIterator[Services
                 verify=shared_ssl_context(), timeout=httpx2.Timeout(120, connect=5)
             ),
         )
-        return AnthropicModel(client, settings.chatops_model, on_result=metrics.model_result)
+        model, price = settings.chatops_model, price_for(settings.chatops_model, settings.prices)
+        return AnthropicModel(
+            client,
+            model,
+            on_result=metrics.model_result,
+            on_usage=lambda usage: metrics.model_usage(model, usage, price),
+            tools_ttl=settings.cache_tools_ttl,
+        )
 
     linking = Linking(
         redis,

@@ -9,6 +9,7 @@ embedded `--dev`/`demo` world. Secrets are `SecretStr`, so no repr, log line or 
 from __future__ import annotations
 
 import enum
+import json
 import os
 import re
 from functools import cached_property
@@ -19,6 +20,7 @@ from cryptography.fernet import Fernet
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent.usage import DEFAULT_PRICES, Price, parse_prices
 from approvals.replication import Replication
 from bot.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
 from mcp_clients.claims import valid_claim_path
@@ -134,8 +136,26 @@ class Settings(BaseSettings):
     # Turns one turn pool runs at once (`chatops worker --turns` overrides it). A turn is mostly waiting for
     # the model and tools, so this is bounded by the model's rate limits more than by this machine.
     turn_concurrency: int = Field(default=16, alias="CHATOPS_TURN_CONCURRENCY", ge=1, le=512)
+    # How long a server's question (MCP elicitation) waits for its person's answer before it is cancelled;
+    # the request's own time limit (CHATOPS_MAX_TURN_SECONDS) may end it sooner.
+    elicitation_timeout_seconds: int = Field(
+        default=600, alias="CHATOPS_ELICITATION_TIMEOUT_SECONDS", ge=1, le=3600
+    )
     audit_retention_days: int = Field(default=400, alias="AUDIT_RETENTION_DAYS", ge=1, le=3650)
     log_level: str = Field(default="INFO", alias="LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # The model's bill (issue 20; README "The model's bill"). Past the threshold, most tools are found by
+    # search: "api" (the Messages API's tool search, defer_loading), "local" (an in-process find_tools, for
+    # a gateway without tool search) or "off".
+    tool_search: Literal["api", "local", "off"] = Field(default="api", alias="CHATOPS_TOOL_SEARCH")
+    tool_search_threshold: int = Field(default=30, alias="CHATOPS_TOOL_SEARCH_THRESHOLD", ge=0, le=10_000)
+    # The cache lifetime of the tools and system prompt: "1h" pays where one toolset is busy all day.
+    cache_tools_ttl: Literal["5m", "1h"] = Field(default="5m", alias="CHATOPS_CACHE_TOOLS_TTL")
+    context_budget_tokens: int = Field(
+        default=150_000, alias="CHATOPS_CONTEXT_BUDGET_TOKENS", ge=4_000, le=2_000_000
+    )
+    # JSON {"model": <$ per million input tokens> | {"input": .., "output_ratio": .., "read_ratio": ..}},
+    # merged over agent.usage.DEFAULT_PRICES.
+    model_prices: str = Field(default="", alias="CHATOPS_MODEL_PRICES")
 
     @field_validator(
         "slack_bot_token",
@@ -248,6 +268,27 @@ class Settings(BaseSettings):
             raise ValueError(f"cannot be read ({type(exc).__name__})") from None
         load_private_key(pem)
         return pem
+
+    @field_validator("model_prices")
+    @classmethod
+    def _prices(cls, value: str) -> str:
+        if value.strip():
+            try:
+                raw = json.loads(value)
+            except ValueError:
+                raise ValueError("must be a JSON object of model prices") from None
+            if not isinstance(raw, dict):
+                raise ValueError("must be a JSON object of model prices")
+            parse_prices(raw)  # ValueError names every bad entry
+        return value
+
+    @cached_property
+    def prices(self) -> dict[str, Price]:
+        """The price table: the defaults for current Claude models, with CHATOPS_MODEL_PRICES over them."""
+        return {
+            **DEFAULT_PRICES,
+            **(parse_prices(json.loads(self.model_prices)) if self.model_prices else {}),
+        }
 
     @field_validator("workflows_dir")
     @classmethod

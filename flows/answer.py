@@ -20,15 +20,18 @@ from typing import TypeVar
 from agent import loop, resume
 from agent.loop import Answer, Failed, Limits, Paused, Result
 from agent.ports import Model
+from approvals.model_bill import UsageBook
 from approvals.turns import Conversation, Turn, TurnStore
 from flows.access import ToolAccess
 from flows.admission import Admission
 from flows.connecting import CONNECTED_ATTEMPT, ConnectingTools, connected_note
 from flows.decisions import Decisions, decisions
 from flows.ports import ApprovalRequests, Refusal, SettlingProgress, TurnApprovals, TurnOutput
+from flows.server_questions import ServerQuestions
 from flows.thread_memory import handed_to, registry_view, remembered
 from flows.tool_audit import TurnAudit
 from mcp_clients.gateway import Caller, GatewaySession
+from mcp_clients.questions import Attention
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import RegistryUnavailable
 
@@ -68,6 +71,11 @@ class _Asking:
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None:
         await self._progress.tool_finished(server, tool, ok, latency_ms)
 
+    async def tool_progress(
+        self, server: str, tool: str, progress: float, total: float | None, message: str | None
+    ) -> None:
+        await self._progress.tool_progress(server, tool, progress, total, message)
+
     async def settle(self) -> None:
         await self._progress.settle()
 
@@ -89,6 +97,8 @@ class TurnAnswer:
         admission: Admission,
         audit: TurnAudit,
         limits: Limits,
+        bill: UsageBook | None = None,
+        questions: ServerQuestions | None = None,
     ) -> None:
         self._store = store
         self._output = output
@@ -99,6 +109,8 @@ class TurnAnswer:
         self._admission = admission
         self._audit = audit
         self._limits = limits
+        self._bill = bill  # the turn's model usage: audit, running totals (approvals.model_bill)
+        self._questions = questions  # None: servers' questions are not offered (nobody to ask)
 
     async def remember(self, turn: Turn) -> None:
         await self._output.remember(turn)
@@ -158,8 +170,14 @@ class TurnAnswer:
         working = asyncio.ensure_future(after_asking(asked, self._output.working(turn, attempt)))
         progress = _Asking(self._output.progress(turn, working), asked)
         caller = Caller(turn.team, turn.user, turn.channel, identity)
+        asking = (
+            self._questions.for_turn(turn, until=started + self._limits.max_seconds)
+            if self._questions
+            else None
+        )
+        attention = Attention(questions=asking, progress=progress.tool_progress)
         try:
-            async with self._access.session(caller) as session:
+            async with self._access.session(caller, attention) as session:
                 try:  # the conversation is read while the tools are listed
                     _, conversation = await asyncio.gather(
                         session.tools(), self._store.conversation(turn.thread)
@@ -186,6 +204,7 @@ class TurnAnswer:
             await progress.settle()  # no late progress update may overwrite the answer
             ts = await working
         await self._output.deliver(turn, ts, result, time.monotonic() - started, attempt, private=private)
+        await self._billed(turn, identity, result)  # after the answer: the person does not wait for it
         # After the answer that says why. A paused turn goes on after its approvals instead of re-running.
         waiting = "" if isinstance(result, Paused) else turn.id
         for server, needed in tools.requested.items():
@@ -204,6 +223,14 @@ class TurnAnswer:
     async def _decisions(self, turn: Turn, session: GatewaySession) -> Decisions:
         """What people decided on this paused turn's calls, and what became of them."""
         return decisions(await self._decided.for_turn(turn.id), await registry_view(session))
+
+    async def _billed(self, turn: Turn, identity: Identity, result: Result) -> None:
+        if self._bill is None:
+            return
+        # A paused turn's cost belongs to the servers it asked to act on, too.
+        servers = [c.server for c in result.calls]
+        servers += [p.server for p in result.pending] if isinstance(result, Paused) else []
+        await self._bill.record(turn, identity.sub, result.usage, servers)
 
     async def _request_approvals(
         self, turn: Turn, caller: Caller, session: GatewaySession, paused: Paused

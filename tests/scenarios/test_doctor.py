@@ -83,6 +83,7 @@ def test_json_output_has_every_check_for_monitoring(scenario: Scenario) -> None:
         "settings for worker",
         "Redis",
         "workers",
+        "model cache",
         "Slack",
         "registry",
         "identity provider",
