@@ -16,7 +16,8 @@ import httpx2
 import pytest
 import redis
 
-from bot.queues import QUEUE_NAMES
+from approvals import turn_queue
+from bot.queues import AGENT, QUEUE_NAMES
 from devtools.embedded import DEV_REDIS_FILE
 from devtools.process_tree import Identity, descendants
 from fixtures.redis_proc import free_port
@@ -56,6 +57,12 @@ def dev_env(world: World, port: int) -> dict[str, str]:
     return env | {"PORT": str(port), "CHATOPS_NETGUARD": "1", "PYTHONPATH": str(Path.cwd())}
 
 
+def listening_everywhere(client: redis.Redis) -> bool:
+    """RQ's workers on the action and workflow queues, and turn slots on the turn queue."""
+    rq = all(client.scard(f"rq:workers:{q}") for q in QUEUE_NAMES if q != AGENT)
+    return rq and turn_queue.live_slots(client) > 0
+
+
 def stop_and_wait(proc: subprocess.Popen[bytes], signum: int) -> int:
     tree = descendants(proc.pid)
     proc.send_signal(signum)
@@ -90,7 +97,7 @@ def test_dev_processes_share_one_redis_and_each_stops_with_what_it_started(
         shared = redis.Redis.from_url(url)
         wait_until(
             "the worker to listen on the shared Redis",
-            lambda: all(shared.scard(f"rq:workers:{q}") for q in QUEUE_NAMES) or worker.poll() is not None,
+            lambda: listening_everywhere(shared) or worker.poll() is not None,
             timeout=SLOW,
         )
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()
@@ -128,7 +135,7 @@ def test_a_worker_that_started_the_dev_redis_stops_it(
         shared = redis.Redis.from_url((tmp_path / DEV_REDIS_FILE).read_text().strip())
         wait_until(
             "the worker to listen on every queue",
-            lambda: all(shared.scard(f"rq:workers:{q}") for q in QUEUE_NAMES) or worker.poll() is not None,
+            lambda: listening_everywhere(shared) or worker.poll() is not None,
             timeout=SLOW,
         )
         shared.close()

@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 
-from bot.queues import QUEUE_NAMES
+from approvals import turn_queue
+from bot.queues import AGENT, QUEUE_NAMES
 from fixtures.waiting import wait_until
 from tests.scenarios.conftest import Scenario
 from tests.scenarios.test_turn_pool import worker_process
@@ -36,7 +37,8 @@ def line(done: subprocess.CompletedProcess[str], check: str) -> str:
 
 
 def workers_listening(s: Scenario) -> bool:
-    return all(s.redis.scard(f"rq:workers:{name}") > 0 for name in QUEUE_NAMES)
+    rq = all(s.redis.scard(f"rq:workers:{name}") > 0 for name in QUEUE_NAMES if name != AGENT)
+    return rq and turn_queue.live_slots(s.redis) > 0
 
 
 def test_a_healthy_deployment_passes_every_check(scenario: Scenario) -> None:
