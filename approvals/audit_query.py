@@ -169,6 +169,11 @@ async def tail(
             if record is not None and filters.matches(record):
                 yield record
     position = after if after is not None else await stream_position(redis)
+    # An idle XREAD must come back before the client's socket timeout (redis-py's default is 5 s), or every
+    # quiet spell would read as a lost Redis: block for at most half of it.
+    timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+    if timeout:
+        block_ms = max(50, min(block_ms, int(float(timeout) * 500)))
     while True:
         try:
             answer: Any = await redis.xread({AUDIT_STREAM: position}, count=PAGE, block=block_ms)

@@ -2,24 +2,6 @@
 
 from __future__ import annotations
 
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-
-from bot.services import BotIdentity
-from bot.settings import ConfigError, Settings
+from bot.preflight import whoami
 
 __all__ = ["whoami"]
-
-
-def whoami(settings: Settings) -> BotIdentity:
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
-    client = WebClient(token=token, base_url=str(settings.slack_api_url), timeout=10)
-    try:
-        data = client.auth_test()
-    except SlackApiError as exc:
-        raise ConfigError("SLACK_BOT_TOKEN", f"Slack refused it ({exc.response.get('error')})") from None
-    except OSError as exc:
-        raise ConfigError("SLACK_API_URL", f"Slack cannot be reached ({type(exc).__name__})") from None
-    return BotIdentity(
-        team=str(data["team_id"]), user_id=str(data["user_id"]), bot_id=str(data.get("bot_id") or "")
-    )

@@ -63,17 +63,18 @@ def _text(raw: Mapping[Any, Any]) -> dict[str, str]:
     return {s(k): s(v) for k, v in raw.items()}
 
 
-def _decide(config: Mapping[str, str]) -> list[str]:
+def _decide(config: Mapping[str, str], *, log_warnings: bool = True) -> list[str]:
     problems, warnings = judge(config)
     if problems:
         raise UnsafeRedis("; ".join(problems))
-    for warning in warnings:
+    for warning in warnings if log_warnings else ():
         log.warning(warning)
     return warnings
 
 
-def require_safe_redis(connection: redis.Redis) -> list[str]:
-    """Raise `UnsafeRedis` for an evicting Redis; log and return the warnings otherwise."""
+def require_safe_redis(connection: redis.Redis, *, log_warnings: bool = True) -> list[str]:
+    """Raise `UnsafeRedis` for an evicting Redis; return the warnings otherwise (logged unless the caller
+    checks again later and logs them then: each warning once per start)."""
     try:
         config = {
             **connection.config_get("maxmemory-policy"),
@@ -81,9 +82,10 @@ def require_safe_redis(connection: redis.Redis) -> list[str]:
             **connection.config_get("save"),
         }
     except ResponseError:
-        log.warning(UNREADABLE)
+        if log_warnings:
+            log.warning(UNREADABLE)
         return [UNREADABLE]
-    return _decide(_text(config))
+    return _decide(_text(config), log_warnings=log_warnings)
 
 
 async def arequire_safe_redis(connection: aioredis.Redis) -> list[str]:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -44,7 +45,23 @@ __all__ = ["build_bolt", "build_web"]
 log = logging.getLogger(__name__)
 
 
+class _QuietTokenNotes(logging.Filter):
+    """Bolt warns at every start that `token` goes unused: we hand it a client (for SLACK_API_URL) and an
+    authorize function (no auth.test per request) on purpose, and SLACK_BOT_TOKEN in the environment is
+    ours. To an operator the two lines only suggest something is misconfigured; they are dropped."""
+
+    NOTES = frozenset({warning_client_prioritized_and_token_skipped(), warning_token_skipped()})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.NOTES
+
+
+_BOLT_LOGGER = logging.getLogger("slack_bolt.AsyncApp")
+
+
 def build_bolt(settings: Settings, bot: BotIdentity, services: Services, queues: Queues) -> AsyncApp:
+    if not any(isinstance(f, _QuietTokenNotes) for f in _BOLT_LOGGER.filters):
+        _BOLT_LOGGER.addFilter(_QuietTokenNotes())
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
 
     async def authorize(**_: Any) -> AuthorizeResult:
@@ -55,6 +72,7 @@ def build_bolt(settings: Settings, bot: BotIdentity, services: Services, queues:
 
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     app = AsyncApp(
+        logger=_BOLT_LOGGER,
         client=make_slack_client(token, str(settings.slack_api_url)),
         signing_secret=secret,
         authorize=authorize,

@@ -8,25 +8,25 @@ investigation answered in the thread. It prints what people in Slack would see, 
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx2
 import redis
 
 from approvals.turns import turn_id_for
 from devtools.embedded import embedded_redis
+from devtools.keep import keep_running
+from devtools.process_tree import stop_tree
 from fixtures.anthropic_fake import FakeAnthropic
 from fixtures.idp import PEOPLE
 from fixtures.incident_script import incident_responder
@@ -39,7 +39,8 @@ __all__ = ["run_demo"]
 
 T = TypeVar("T")
 CHANNEL = "C0INCIDENT"
-WAIT_SECONDS = 30.0
+# Each step waits this long at most; a loaded machine (CI, tests running beside it) may need more.
+WAIT_SECONDS = float(os.environ.get("CHATOPS_DEMO_WAIT_SECONDS", "30"))
 NAMES = {p.slack_user: p.key.capitalize() for p in PEOPLE.values()} | {BOT_USER_ID: "chatops"}
 
 
@@ -109,8 +110,12 @@ def bot_processes(env: dict[str, str], port: int) -> Iterator[list[subprocess.Po
         "serve": [python, "-m", "bot.cli", "serve", "--host", "127.0.0.1"],
         "worker": [python, "-m", "bot.cli", "worker"],
     }
-    # Fixed argument lists of our own command: nothing untrusted reaches the subprocess.
-    procs = {name: subprocess.Popen(cmd, env=env, stderr=log, stdout=log) for name, cmd in commands.items()}  # noqa: S603
+    # Fixed argument lists of our own command: nothing untrusted reaches the subprocess. Each in a session of
+    # its own: a Ctrl-C reaches the demo alone, which stops them in order (devtools.process_tree).
+    procs = {
+        name: subprocess.Popen(cmd, env=env, stderr=log, stdout=log, start_new_session=True)  # noqa: S603
+        for name, cmd in commands.items()
+    }
     try:
 
         def healthy() -> bool:
@@ -125,13 +130,8 @@ def bot_processes(env: dict[str, str], port: int) -> Iterator[list[subprocess.Po
         wait_until("the web process to start", healthy)
         yield list(procs.values())
     finally:
-        for proc in procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for proc in procs.values():  # web first: nothing new is enqueued while the worker finishes
+            stop_tree(proc)
         log.close()
 
 
@@ -199,6 +199,14 @@ def play(
     r.close()
 
 
+def wait_for_card(r: redis.Redis, approval_id: str, ts: str) -> None:
+    """A click counts only from a card the approval knows as its own (approvals.service), and the card's
+    ts is recorded just after Slack shows it: a person is never that quick, the demo could be."""
+    wait_until(
+        "the card to be recorded", lambda: ts in str(r.hget(f"chatops:approval:{approval_id}", "cards"))
+    )
+
+
 def act_three(world: World, slack: FakeSlack, ingress: SlackIngress, r: redis.Redis, clock: Clock) -> None:
     print(f"\n{clock.stamp()} Alice runs the canned workflow from the slash command:")
     command = "run restart-failed-dag dag_id=daily_ad_metrics"
@@ -235,6 +243,7 @@ def act_three(world: World, slack: FakeSlack, ingress: SlackIngress, r: redis.Re
         for e in b["elements"]
         if e.get("action_id") == "approval_approve"
     )
+    wait_for_card(r, approval_id, card.ts)
     print(f"{clock.stamp()} (Bob, an airflow admin, taps Approve)")
     ingress.post(
         ingress.block_actions(
@@ -362,6 +371,8 @@ def act_two(
         if e.get("action_id") == "approval_approve"
     )
 
+    wait_for_card(r, approval_id, card.ts)
+
     def click(user: str) -> None:
         attempts = f"chatops:approval:{approval_id}:attempts"
         before = r.llen(attempts)
@@ -428,7 +439,7 @@ def run_demo(*, keep: bool = False) -> int:
                 ingress = SlackIngress(f"{public_url}", SIGNING_SECRET, slack=world.slack)
                 play(world, world.slack, ingress, redis_url, port, real_model=real_model)
                 if keep:
-                    _keep_running(world, env)
+                    keep_running(env)
     except DemoFailed as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         return 1
@@ -436,11 +447,3 @@ def run_demo(*, keep: bool = False) -> int:
         world.stop()
     print("\ndemo finished.")
     return 0
-
-
-def _keep_running(world: World, env: dict[str, Any]) -> None:
-    print("\nEverything keeps running (Ctrl-C stops it). Point your own tools at:")
-    for key in ("PUBLIC_URL", "SLACK_API_URL", "REGISTRY_URL", "OAUTH_ISSUER", "REDIS_URL"):
-        print(f"  {key}={env[key]}")
-    with contextlib.suppress(KeyboardInterrupt):
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
