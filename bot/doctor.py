@@ -12,8 +12,8 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from agent.workflow import load_workflows
 from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
-from bot.services import company_provider
 from bot.settings import ConfigError, Role, Settings
+from bot.wiring import company_provider
 from llm.anthropic import make_client
 from mcp_clients.egress import outbound_client
 from mcp_clients.provider import Provider, ProviderError

@@ -18,15 +18,15 @@ from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvals.audit import AuditRecord
+from approvals.audit import Audit, AuditRecord
 from bot import cards
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_text import progress_text
-from bot.home import HOME_DISCONNECT_ACTION_ID, publish_home
+from bot.home import HOME_DISCONNECT_ACTION_ID, Home
+from bot.identity import BotIdentity
 from bot.mrkdwn import escape
 from bot.poster import PostError
-from bot.services import BotIdentity, Services
-from mcp_clients.tokens import Revocation
+from mcp_clients.tokens import Revocation, TokenBroker
 
 __all__ = ["register_home"]
 
@@ -60,10 +60,12 @@ async def _on_home(body: dict[str, Any]) -> bool:
     return (body.get("view") or {}).get("type") == "home"
 
 
-def register_home(app: AsyncApp, services: Services, clicks: ApprovalClicks, bot: BotIdentity) -> None:
+def register_home(
+    app: AsyncApp, home: Home, broker: TokenBroker, audit: Audit, clicks: ApprovalClicks, bot: BotIdentity
+) -> None:
     async def refresh(team: str, user: str, notice: str | None = None) -> None:
         try:
-            await publish_home(services, team, user, notice=notice)
+            await home.publish(team, user, notice=notice)
         except (PostError, RedisError) as exc:
             # Nothing to tell the person through: the tab keeps its last version until the next opening.
             log.warning(
@@ -76,10 +78,10 @@ def register_home(app: AsyncApp, services: Services, clicks: ApprovalClicks, bot
 
     async def disconnect(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)
-        identity = await services.broker.identity(team, user)
-        revocation = await services.broker.disconnect(team, user)
+        identity = await broker.identity(team, user)
+        revocation = await broker.disconnect(team, user)
         if identity is not None:
-            await services.audit.record(
+            await audit.record(
                 AuditRecord(
                     kind="account_unlink",
                     outcome="succeeded",

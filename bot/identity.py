@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.services import BotIdentity
 from bot.settings import ConfigError, Settings
 
-__all__ = ["whoami"]
+__all__ = ["BotIdentity", "whoami"]
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    team: str
+    user_id: str
+    bot_id: str
 
 
 def whoami(settings: Settings) -> BotIdentity:

@@ -15,6 +15,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agent.workflow import coerce_params
+from bot.identity import BotIdentity
+from bot.linking import Linking
 from bot.oncall import (
     help_text,
     list_message,
@@ -25,6 +27,7 @@ from bot.oncall import (
 )
 from bot.slack_text import Mrkdwn, code, defuse, join, link, ours, trusted, untrusted
 from bot.workflow_flow import WorkflowFlow
+from mcp_clients.tokens import TokenBroker
 
 __all__ = ["PICK_CALLBACK_ID", "SHORTCUT_CALLBACK_ID", "register_oncall"]
 
@@ -45,7 +48,9 @@ async def _reply(respond: AsyncRespond, text: Mrkdwn, blocks: list[dict[str, Any
     await respond(**{key: value for key, value in payload.items() if value is not None})
 
 
-def register_oncall(app: AsyncApp, flow: WorkflowFlow) -> None:
+def register_oncall(
+    app: AsyncApp, flow: WorkflowFlow, broker: TokenBroker, linking: Linking, bot: BotIdentity
+) -> None:
     async def command(body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
         parsed = parse_command(str(body.get("text") or ""))
         team, user, channel = str(body["team_id"]), str(body["user_id"]), str(body["channel_id"])
@@ -59,9 +64,9 @@ def register_oncall(app: AsyncApp, flow: WorkflowFlow) -> None:
         if parsed.kind == "status":
             await _reply(respond, await flow.status_text(team, user, parsed.run_id))
             return
-        identity = await flow.svc.broker.identity(team, user)
+        identity = await broker.identity(team, user)
         if identity is None:
-            url = await flow.svc.linking.offer(team, user)
+            url = await linking.offer(team, user)
             connect = link(url, "Connect your account")
             await _reply(
                 respond, ours("Connect your account first: {connect}. Then try again.", connect=connect)
@@ -118,9 +123,9 @@ def register_oncall(app: AsyncApp, flow: WorkflowFlow) -> None:
 
     async def submit_params(body: dict[str, Any], view: dict[str, Any]) -> None:
         meta = json.loads(view.get("private_metadata") or "{}")
-        user, team = str(body["user"]["id"]), str(body.get("team", {}).get("id") or flow.bot.team)
+        user, team = str(body["user"]["id"]), str(body.get("team", {}).get("id") or bot.team)
         workflow = flow.catalog.current().get(str(meta.get("w")))
-        identity = await flow.svc.broker.identity(team, user)
+        identity = await broker.identity(team, user)
         if workflow is None or identity is None:
             return
         channel = str(meta.get("c"))
@@ -135,11 +140,11 @@ def register_oncall(app: AsyncApp, flow: WorkflowFlow) -> None:
 
     async def shortcut(body: dict[str, Any], client: AsyncWebClient) -> None:
         # Slash commands do not work in threads; the message shortcut offers the same there.
-        user, team = str(body["user"]["id"]), str(body.get("team", {}).get("id") or flow.bot.team)
+        user, team = str(body["user"]["id"]), str(body.get("team", {}).get("id") or bot.team)
         channel = str(body.get("channel", {}).get("id") or "")
         message = body.get("message") or {}
         thread_ts = message.get("thread_ts") or message.get("ts")
-        identity = await flow.svc.broker.identity(team, user)
+        identity = await broker.identity(team, user)
         workflows = await flow.visible(identity, channel) if identity else []
         options = [{"text": {"type": "plain_text", "text": w.name[:75]}, "value": w.name} for w in workflows][
             :100

@@ -35,9 +35,9 @@ from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 
 from bot import jobs
+from bot.identity import BotIdentity
 from bot.queues import ACTIONS, QUEUE_NAMES, WORKFLOWS, Queues
 from bot.redis_check import require_safe_redis
-from bot.services import BotIdentity
 from bot.settings import Settings
 from bot.turn_pool import TurnPool
 from bot.warmup import warm_up
@@ -88,14 +88,17 @@ def run_worker(
     """Run until stopped; return the exit status (1 when a turn pool died under us)."""
     connection = Redis.from_url(str(settings.redis_url))
     require_safe_redis(connection)  # an evicting Redis could drop approvals: refuse to start (ConfigError)
-    jobs.configure(settings, bot)
+    jobs.configure_turn_pool(settings, bot)  # the turn pools, forked below, inherit it
+    job_class = jobs.wired_job_class(settings, bot)
     # Built once here, inherited by every forked job: ~30 ms per job otherwise (bench/approval.py).
     shared_ssl_context()
     warm_up()  # the client libraries' lazy first-use work, done once here instead of in every job
     Queues(connection).schedule_sweep()  # expiry and crash detection keep running while any worker lives
     if simple or burst:
         worker_class: type[Worker] = SimpleWorker if simple else ForkingWorker  # type: ignore[assignment]
-        worker = worker_class(list(QUEUE_NAMES), connection=connection, serializer=JSONSerializer)
+        worker = worker_class(
+            list(QUEUE_NAMES), connection=connection, serializer=JSONSerializer, job_class=job_class
+        )
         worker.work(burst=burst, with_scheduler=not burst, logging_level=settings.log_level)
         return 0
     slots = turns or settings.turn_concurrency
@@ -107,11 +110,14 @@ def run_worker(
                 num_workers=processes,
                 worker_class=ForkingWorker,
                 serializer=JSONSerializer,
+                job_class=job_class,
             )
             pool.on_stop = pools.stop
             pool.start(logging_level=settings.log_level)
         else:
-            worker = ForkingWorker(list(FORKED_QUEUES), connection=connection, serializer=JSONSerializer)
+            worker = ForkingWorker(
+                list(FORKED_QUEUES), connection=connection, serializer=JSONSerializer, job_class=job_class
+            )
             worker.on_stop = pools.stop
             worker.work(with_scheduler=True, logging_level=settings.log_level)
     return 1 if pools.failed.is_set() else 0

@@ -25,24 +25,23 @@ from agent.workflow_runner import (
     WorkflowPaused,
     run_workflow,
 )
-from approvals.audit import AuditRecord, args_digest, preview
+from approvals.audit import Audit, AuditRecord, args_digest, preview
 from approvals.bindings import BoundTools, Unbound, bound_identity
 from approvals.leases import held_lease
 from approvals.service import ApprovalService
 from approvals.store import Status
 from approvals.turns import Turn
 from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
-from bot.approval_wiring import approval_service
-from bot.poster import PostError
+from bot.linking import Linking
+from bot.poster import Poster, PostError
 from bot.queues import Queues
-from bot.services import BotIdentity, Services
 from bot.slack_text import Mrkdwn, code, join, link, ours, trusted
 from bot.workflow_access import may_run, may_see_run, withheld_steps
 from bot.workflow_catalog import WorkflowCatalog
 from bot.workflow_progress import WorkflowProgress
-from mcp_clients.gateway import Caller
-from mcp_clients.tokens import Identity
-from registry_cache.snapshot import RegistryUnavailable
+from mcp_clients.gateway import Caller, Gateway
+from mcp_clients.tokens import Identity, TokenBroker
+from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
 from registry_cache.view import Person
 
 __all__ = ["WorkflowCatalog", "WorkflowFlow"]
@@ -50,24 +49,24 @@ __all__ = ["WorkflowCatalog", "WorkflowFlow"]
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkflowFlow:
-    svc: Services
+    runs: WorkflowRunStore
+    identities: TokenBroker
+    registry: SharedSnapshot
+    slack: Poster
+    linking: Linking
+    tools: Gateway
+    approvals: ApprovalService
+    audit: Audit
     queues: Queues
-    bot: BotIdentity
     catalog: WorkflowCatalog
-
-    @property
-    def runs(self) -> WorkflowRunStore:
-        return WorkflowRunStore(self.svc.redis)
-
-    def _approvals(self) -> ApprovalService:
-        return approval_service(self.svc, self.queues)
+    lease_seconds: float
 
     async def visible(self, identity: Identity, channel: str) -> list[Workflow]:
         """Workflows whose every step's server and tool the registry lets this person use here."""
         try:
-            view = await self.svc.snapshot.view()
+            view = await self.registry.view()
         except RegistryUnavailable:
             return []
         person = Person(identity.sub, identity.email, identity.groups)
@@ -84,7 +83,7 @@ class WorkflowFlow:
         params: dict[str, Any],
         thread_ts: str | None = None,
     ) -> WorkflowRun:
-        identity = await self.svc.broker.identity(team, user)  # the person every step runs as (SPEC §5)
+        identity = await self.identities.identity(team, user)  # the person every step runs as (SPEC §5)
         run = await self.runs.create(
             workflow=workflow.name,
             params=params,
@@ -108,7 +107,7 @@ class WorkflowFlow:
         if not await runs.claim(run_id, token):
             return "duplicate"
         # Held while the steps run: if this worker dies, the sweep finds the lease lapsed (`lost`).
-        seconds = float(self.svc.settings.turn_lease_seconds)
+        seconds = self.lease_seconds
         await runs.hold(run_id, token, seconds)
         async with held_lease(runs, run_id, token, seconds):
             return await self._execute(run, approval_id)
@@ -128,7 +127,7 @@ class WorkflowFlow:
                 )
                 if run.message_ts is not None:
                     try:
-                        await self.svc.poster.post(
+                        await self.slack.post(
                             run.channel,
                             text=ours(":x: {message}", message=message),
                             thread_ts=run.message_ts,
@@ -147,10 +146,10 @@ class WorkflowFlow:
         if workflow is None:
             return await self._end(run, None, "failed", f"Workflow `{run.workflow}` no longer exists.")
         try:
-            identity = await bound_identity(self.svc.broker, run.team, run.user, run.sub, role="starter")
+            identity = await bound_identity(self.identities, run.team, run.user, run.sub, role="starter")
         except Unbound as exc:
             if exc.ended:
-                url = await self.svc.linking.offer(run.team, run.user)
+                url = await self.linking.offer(run.team, run.user)
                 await self._tell(
                     run,
                     ours(
@@ -159,11 +158,11 @@ class WorkflowFlow:
                     ),
                 )
             return await self._end(run, workflow, "failed", f"Not run: {exc}.")
-        progress = WorkflowProgress(self.svc.poster, run, workflow)
+        progress = WorkflowProgress(self.slack, run, workflow)
         state = RunState.from_json(run.state) if run.state else None
         if run.message_ts is None:
             text, blocks = progress.render()
-            posted = await self.svc.poster.post(
+            posted = await self.slack.post(
                 run.channel, text=text, blocks=blocks, thread_ts=run.thread_ts, marker=f"{run.id}:progress"
             )
             run.message_ts = posted.ts
@@ -174,7 +173,7 @@ class WorkflowFlow:
         caller = Caller(run.team, run.user, run.channel, identity, service=workflow.identity == "service")
         outcome, declined = await self._decision(approval_id) if approval_id else (None, None)
         before = len(state.log) if state else 0
-        async with self.svc.gateway.session(caller) as session:
+        async with self.tools.session(caller) as session:
             try:
                 tools = await session.tools()
             except RegistryUnavailable as exc:
@@ -182,7 +181,7 @@ class WorkflowFlow:
             result = await run_workflow(
                 workflow,
                 run.params,
-                tools=BoundTools(session, self.svc.broker, run.sub),
+                tools=BoundTools(session, self.identities, run.sub),
                 progress=progress,
                 state=state,
                 approved_outcome=outcome,
@@ -208,7 +207,7 @@ class WorkflowFlow:
                     run.created_at,
                     "workflow",
                 )
-                approval = await self._approvals().request(
+                approval = await self.approvals.request(
                     turn=turn,
                     caller=caller,
                     spec=spec,
@@ -236,7 +235,7 @@ class WorkflowFlow:
         return await self._end(run, workflow, status, result.message, progress=progress)
 
     async def _decision(self, approval_id: str) -> tuple[tuple[bool, str, Any] | None, Declined | None]:
-        approval = await self.svc.approvals.get(approval_id)
+        approval = await self.approvals.get(approval_id)
         if approval is None:
             return None, ("expired", "the approval record is gone")
         if approval.status == Status.SUCCEEDED:
@@ -274,7 +273,7 @@ class WorkflowFlow:
                 ),
             )
         minutes = workflow.minutes_saved if (workflow is not None and status == "succeeded") else 0.0
-        await self.svc.audit.record(
+        await self.audit.record(
             AuditRecord(
                 kind="workflow_run",
                 outcome="succeeded"
@@ -299,14 +298,14 @@ class WorkflowFlow:
         return status
 
     async def _audit_steps(self, run: WorkflowRun, identity: Identity, records: list[Any]) -> None:
-        view = await self.svc.snapshot.view()
+        view = await self.registry.view()
         for record in records:
             if record.status not in ("ok", "failed") or record.approved:
                 continue  # skipped steps did nothing; approved ones are audited by the approval flow
             short, _, tool = record.call.partition(".")
             entry = view.server(short)
             minutes = view.minutes_saved(entry, tool) if entry is not None and record.status == "ok" else 0.0
-            await self.svc.audit.record(
+            await self.audit.record(
                 AuditRecord(
                     kind="tool_call",
                     outcome="succeeded" if record.status == "ok" else "failed",
@@ -326,7 +325,7 @@ class WorkflowFlow:
 
     async def _tell(self, run: WorkflowRun, text: Mrkdwn) -> None:
         try:
-            await self.svc.poster.ephemeral(run.channel, run.user, text=text, thread_ts=run.thread_ts)
+            await self.slack.ephemeral(run.channel, run.user, text=text, thread_ts=run.thread_ts)
         except PostError as exc:
             log.info("could not tell %s: %s", run.user, exc.error)
 
@@ -356,10 +355,10 @@ class WorkflowFlow:
         if run.team == team and run.user == user:
             return True  # the starter needs neither a link nor the registry to see their own run
         try:
-            view = await self.svc.snapshot.view()
+            view = await self.registry.view()
         except RegistryUnavailable:
             view = None
-        identity = await self.svc.broker.identity(team, user)
+        identity = await self.identities.identity(team, user)
         workflow = self.catalog.current().get(run.workflow)
         return may_see_run(run, team, user, identity=identity, workflow=workflow, view=view)
 

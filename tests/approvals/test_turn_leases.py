@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from approvals.home_records import HomeRecords
 from approvals.turns import (
     RUNNING_KEY,
     Turn,
@@ -38,7 +39,7 @@ def queues(redis_url: str) -> Queues:
 def recovery(store: TurnStore, aredis: aioredis.Redis, queues: Queues) -> TurnRecovery:
     # The hand-on paths never reach Slack; the poster points at a closed loopback port to prove it.
     poster = Poster(make_slack_client("xoxb-unused", "http://127.0.0.1:9/api/"), aredis, "T0CHATOPS")
-    return TurnRecovery(store, SlackTurnOutput(poster, aredis), queues)
+    return TurnRecovery(store, SlackTurnOutput(poster, HomeRecords(aredis)), queues)
 
 
 async def admitted(store: TurnStore, ts: str, thread_ts: str = "100.000") -> Turn:

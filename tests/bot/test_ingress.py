@@ -9,9 +9,9 @@ import redis
 import redis.asyncio as aioredis
 
 from approvals.turns import TurnStore
+from bot.identity import BotIdentity
 from bot.ingress import Ingress
 from bot.queues import AGENT, Queues
-from bot.services import BotIdentity
 
 BOT = BotIdentity("T0CHATOPS", "U0CHATOPS", "B0CHATOPS")
 

@@ -27,12 +27,12 @@ from approvals.store import Approval, ApprovalStore
 from approvals.turns import turn_id_for
 from bot import jobs
 from bot.cards import APPROVE_ACTION_ID
-from bot.identity import whoami
+from bot.identity import BotIdentity, whoami
 from bot.linking import Linking
 from bot.queues import AGENT, QUEUE_NAMES, WORKFLOWS
-from bot.services import BotIdentity, open_services
 from bot.settings import Role, Settings, load_settings
 from bot.web import build_web
+from bot.wiring import open_wiring
 from fixtures.mcp_servers import reseed
 from fixtures.redis_proc import RedisProc
 from fixtures.server import RunningServer, bind_loopback, start
@@ -73,9 +73,13 @@ class Scenario:
 
     def work(self) -> int:
         """Run every queued job to completion in this process with a real RQ worker; return how many ran."""
-        jobs.configure(self.settings, self.bot)
         connection = redis.Redis.from_url(self.redis_url)
-        worker = _CountingWorker(list(QUEUE_NAMES), connection=connection, serializer=JSONSerializer)
+        worker = _CountingWorker(
+            list(QUEUE_NAMES),
+            connection=connection,
+            serializer=JSONSerializer,
+            job_class=jobs.wired_job_class(self.settings, self.bot),
+        )
         worker.work(burst=True, with_scheduler=False)
         connection.close()
         return worker.executed
@@ -97,7 +101,7 @@ class Scenario:
         """The Connect link the bot would hand this person (or their other Slack account) in Slack."""
 
         async def offer() -> str:
-            async with open_services(self.settings, self.bot.team) as svc:
+            async with open_wiring(self.settings, self.bot) as svc:
                 linking: Linking = svc.linking
                 return await linking.offer(TEAM_ID, slack_user or SLACK_IDS[person])
 

@@ -1,0 +1,333 @@
+"""The composition root: a process's clients built once from settings, and every flow built from them.
+
+`open_wiring` opens the clients of one unit of work (the web process, a worker's turn pool, one RQ job);
+`Wiring`'s methods build each flow from the two to four narrow ports it uses. Nothing below the roots (the
+web app, bot.jobs) ever receives a `Wiring`: listeners, flows and stores get only what they use.
+
+Async clients are built per job on purpose: RQ runs each async job on a fresh event loop, and an httpx2 or
+Redis client bound to a previous loop must not be reused. Building them is cheap (one shared TLS context).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx2
+import redis
+import redis.asyncio as aioredis
+from redis import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.driver_info import DriverInfo
+
+from agent.loop import Limits
+from approvals.action_lease import ActionLeases
+from approvals.audit import Audit, AuditRecord
+from approvals.feedback import Feedback
+from approvals.home_records import HomeRecords
+from approvals.seal import seal_keys
+from approvals.service import ApprovalService
+from approvals.store import ApprovalStore
+from approvals.tallies import Tallies
+from approvals.turns import TurnStore
+from approvals.workflow_runs import WorkflowRunStore
+from bot.approval_clicks import ApprovalClicks
+from bot.approval_notices import ApprovalNotices
+from bot.events import MAX_INPUT_CHARS
+from bot.home import Home
+from bot.identity import BotIdentity
+from bot.linking import Linking, LinkResult
+from bot.metrics import Metrics, metrics_from_audit
+from bot.poster import Poster, make_slack_client, slack_session
+from bot.queues import Queues
+from bot.settings import Settings
+from bot.slack_people import SlackPeople
+from bot.turn_output import SlackTurnOutput
+from bot.workflow_catalog import WorkflowCatalog
+from bot.workflow_flow import WorkflowFlow
+from flows.access import ToolAccess
+from flows.admission import Admission
+from flows.answer import TurnAnswer
+from flows.recovery import TurnRecovery
+from flows.tool_audit import TurnAudit
+from flows.turn import TurnFlow
+from llm.anthropic import AnthropicModel, make_client
+from mcp_clients.claims import ClaimPaths
+from mcp_clients.connection import shared_ssl_context
+from mcp_clients.egress import outbound_client
+from mcp_clients.gateway import Gateway
+from mcp_clients.listing import ListingCache
+from mcp_clients.provider import Provider
+from mcp_clients.sealing import Sealer
+from mcp_clients.tokens import TokenBroker
+from registry_cache.client import fetch_all
+from registry_cache.snapshot import SharedSnapshot
+
+__all__ = ["Wiring", "company_provider", "open_wiring"]
+
+# Given once: left to itself, redis-py looks its own version up in the package metadata for every new
+# connection (CLIENT SETINFO), which a freshly forked job paid on each of its connections.
+REDIS_DRIVER = DriverInfo(name="redis-py", lib_version=redis.__version__)
+
+
+@dataclass
+class Wiring:
+    """One unit of work's clients. Held by the composition roots only (bot.web, bot.jobs) and by tests."""
+
+    settings: Settings
+    bot: BotIdentity
+    redis: aioredis.Redis
+    http: httpx2.AsyncClient
+    queues: Queues
+    provider: Provider
+    broker: TokenBroker
+    snapshot: SharedSnapshot
+    gateway: Gateway
+    poster: Poster
+    store: TurnStore
+    approvals: ApprovalStore  # the one approval store of this unit of work
+    audit: Audit
+    linking: Linking
+    metrics: Metrics
+    # Built on first use: approved actions and sweeps never call the model, and building the client
+    # costs tens of milliseconds in a freshly forked job.
+    build_model: Callable[[], AnthropicModel | None]
+    _model: list[AnthropicModel | None] = field(default_factory=list)
+    _catalog: WorkflowCatalog | None = None
+
+    @property
+    def model(self) -> AnthropicModel | None:
+        if not self._model:
+            self._model.append(self.build_model())
+        return self._model[0]
+
+    # ----- the flows ------------------------------------------------------------------------------------
+
+    def approval_service(self) -> ApprovalService:
+        settings = self.settings
+        notices = ApprovalNotices(
+            self.poster,
+            self.approvals,
+            self.snapshot,
+            self.linking,
+            mirror_channel=settings.approvals_channel,
+        )
+        return ApprovalService(
+            store=self.approvals,
+            notices=notices,
+            queue=self.queues,
+            identities=self.broker,
+            tools=self.gateway,
+            audit=self.audit,
+            leases=ActionLeases(self.redis),
+            ttl_seconds=float(settings.approval_ttl_seconds),
+            lease_seconds=float(settings.turn_lease_seconds),
+        )
+
+    def approval_clicks(self) -> ApprovalClicks:
+        return ApprovalClicks(self.approval_service(), self.linking)
+
+    def turn_output(self) -> SlackTurnOutput:
+        return SlackTurnOutput(self.poster, HomeRecords(self.redis))
+
+    def turn_flow(self) -> TurnFlow:
+        settings, approvals, tallies = self.settings, self.approval_service(), Tallies(self.redis)
+        answer = TurnAnswer(
+            self.store,
+            self.turn_output(),
+            ToolAccess(self.broker, self.linking, self.gateway),
+            approvals,
+            approvals,
+            model=self.model,
+            admission=Admission(
+                tallies, per_minute=settings.user_turns_per_minute, max_chars=MAX_INPUT_CHARS
+            ),
+            audit=TurnAudit(self.audit, tallies),
+            limits=Limits(
+                max_steps=settings.max_steps,
+                max_seconds=float(settings.max_turn_seconds),
+                max_output_tokens=settings.max_output_tokens,
+                tool_output_max_chars=settings.tool_output_max_chars,
+            ),
+        )
+        lease = float(settings.turn_lease_seconds)
+        return TurnFlow(self.store, answer, self.queues, self.metrics, lease_seconds=lease)
+
+    def recovery(self) -> TurnRecovery:
+        return TurnRecovery(self.store, self.turn_output(), self.queues)
+
+    def workflow_flow(self, catalog: WorkflowCatalog | None = None) -> WorkflowFlow:
+        if catalog is None:
+            if self._catalog is None:
+                self._catalog = WorkflowCatalog(self.settings.workflows_dir)
+            catalog = self._catalog
+        return WorkflowFlow(
+            runs=WorkflowRunStore(self.redis),
+            identities=self.broker,
+            registry=self.snapshot,
+            slack=self.poster,
+            linking=self.linking,
+            tools=self.gateway,
+            approvals=self.approval_service(),
+            audit=self.audit,
+            queues=self.queues,
+            catalog=catalog,
+            lease_seconds=float(self.settings.turn_lease_seconds),
+        )
+
+    def home(self) -> Home:
+        return Home(
+            identities=self.broker,
+            linking=self.linking,
+            registry=self.snapshot,
+            approvals=self.approvals,
+            listings=self.gateway.listings,
+            slack=self.poster,
+            turns=self.store,
+            records=HomeRecords(self.redis),
+            runs=WorkflowRunStore(self.redis),
+        )
+
+    def feedback(self) -> Feedback:
+        return Feedback(self.redis)
+
+    def next_sweep(self) -> None:
+        """The sweep that just ran hands the chain on: its marker cleared, the next one scheduled."""
+        self.queues.connection.delete("chatops:sweep-scheduled")
+        self.queues.schedule_sweep()
+
+    async def ping(self) -> None:
+        """Raises RedisError/OSError when Redis does not answer (/readyz)."""
+        await self.redis.ping()
+
+
+def company_provider(settings: Settings, http: httpx2.AsyncClient) -> Provider:
+    """The company's identity provider as the settings describe it (SPEC §3, §5)."""
+    secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else ""
+    return Provider(
+        http,
+        str(settings.oauth_issuer or ""),
+        settings.oauth_client_id or "",
+        secret,
+        private_key=settings.oauth_private_key,
+        key_id=settings.oauth_client_key_id,
+        auth_method=settings.oauth_token_auth_method,
+        scopes=settings.oauth_scopes,
+        claims=ClaimPaths(groups=settings.oauth_groups_claim, email=settings.oauth_email_claim),
+    )
+
+
+@asynccontextmanager
+async def open_wiring(settings: Settings, bot: BotIdentity) -> AsyncIterator[Wiring]:
+    assert settings.redis_url is not None, "settings.require() guarantees REDIS_URL outside demo/dev"
+    # A blocking pool: under a burst, requests wait briefly for a connection instead of failing with
+    # MaxConnectionsError (which turned into 503s at 200 events/s under CPU contention).
+    # Retries: after a Redis restart every pooled connection is dead, and without them the first command on
+    # each failed (an event answered 503, a click told "couldn't record"). redis-py gives its own pools
+    # retries; a pool passed in, as here, gets none unless asked.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=200,
+        timeout=5,
+        driver_info=REDIS_DRIVER,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+    )
+    redis = aioredis.Redis(connection_pool=pool)
+    # The registry and the identity provider: connections only to addresses the URL rules allow (SPEC §6).
+    http = outbound_client(timeout=httpx2.Timeout(15, connect=5))
+    provider = company_provider(settings, http)
+    masters = [k.get_secret_value() for k in settings.chatops_secret_key]
+    sealer = Sealer(masters)
+    broker = TokenBroker(redis, provider, sealer)
+    registry_url = str(settings.registry_url or "")
+    metrics = Metrics(redis)
+    snapshot = SharedSnapshot(
+        redis,
+        lambda: fetch_all(http, registry_url),
+        ttl_seconds=settings.registry_ttl_seconds,
+        stale_max_seconds=settings.registry_stale_max_seconds,
+        on_event=metrics.registry_event,
+    )
+    gateway = Gateway(
+        snapshot,
+        broker,
+        output_max_chars=settings.tool_output_max_chars,
+        listings=ListingCache(redis),
+    )
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    slack = slack_session()
+    poster = Poster(make_slack_client(token, str(settings.slack_api_url), session=slack), redis, bot.team)
+
+    def build_model() -> AnthropicModel | None:
+        if settings.anthropic_api_key is None:
+            return None
+        client = make_client(
+            settings.anthropic_api_key.get_secret_value(),
+            str(settings.anthropic_base_url) if settings.anthropic_base_url else None,
+            http_client=httpx2.AsyncClient(
+                verify=shared_ssl_context(), timeout=httpx2.Timeout(120, connect=5)
+            ),
+        )
+        return AnthropicModel(client, settings.chatops_model, on_result=metrics.model_result)
+
+    queues = Queues(Redis.from_url(str(settings.redis_url)))
+    audit = Audit(
+        redis,
+        retention_days=settings.audit_retention_days,
+        on_record=lambda r: metrics.emit(metrics_from_audit(r)),
+    )
+
+    async def on_linked(result: LinkResult) -> None:
+        """A person linked: audited, and the requests that waited for it run again."""
+        await audit.record(
+            AuditRecord(
+                kind="account_link",
+                outcome="succeeded",
+                team=result.identity.team,
+                user=result.identity.user,
+                sub=result.identity.sub,
+            )
+        )
+        for turn_id in result.waiting:
+            queues.enqueue_turn(turn_id, "linked")
+
+    linking = Linking(
+        redis,
+        provider,
+        broker,
+        snapshot,
+        people=SlackPeople(poster),
+        sealer=sealer,
+        public_url=settings.base_url,
+        match_email=settings.oauth_match_email,
+        on_linked=on_linked,
+    )
+    seal, *older_seals = seal_keys(masters)
+    wiring = Wiring(
+        settings=settings,
+        bot=bot,
+        redis=redis,
+        http=http,
+        queues=queues,
+        provider=provider,
+        broker=broker,
+        snapshot=snapshot,
+        gateway=gateway,
+        poster=poster,
+        store=TurnStore(redis),
+        approvals=ApprovalStore(redis, seal_key=seal, older_seal_keys=older_seals),
+        audit=audit,
+        linking=linking,
+        metrics=metrics,
+        build_model=build_model,
+    )
+    try:
+        yield wiring
+    finally:
+        queues.connection.close()
+        await metrics.flush()  # a job's last counters would be lost with the connection otherwise
+        await slack.close()
+        await http.aclose()
+        await redis.aclose()
