@@ -19,9 +19,9 @@ from approvals.approval import Approval, ApprovalStatus
 from approvals.store import ApprovalStore
 from bot import cards
 from bot.approval_text import mention
-from bot.linking import Linking
 from bot.poster import Poster, PostError
 from bot.slack_text import Mrkdwn, code, link, ours, trusted
+from flows.linking import Linking
 from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
 from registry_cache.view import private_data
 

@@ -3,7 +3,7 @@ with OAUTH_MATCH_EMAIL=false, POST /oauth/confirm.
 
 `/oauth/start` puts a fresh random secret in a cookie (HttpOnly, SameSite=Lax so that the provider's
 top-level redirect back still carries it, Secure when PUBLIC_URL is https, Path=/oauth, gone in minutes);
-bot.linking keeps only its fingerprint in the `state`. Every refusal that may be someone else's sign-in
+flows.linking keeps only its fingerprint in the `state`. Every refusal that may be someone else's sign-in
 (`LinkDenied`) is audited as account_link / denied. Linking pages are never cached, framed (the confirm
 button would be a clickjacking target) or referred onwards (the callback's query holds the code).
 """
@@ -19,9 +19,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from approvals.audit import Audit, AuditRecord
-from bot.link_confirm import CONFIRM_TTL_SECONDS, new_browser_secret
-from bot.linking import STATE_TTL_SECONDS, Confirmation, LinkDenied, LinkFailed, Linking, LinkResult
 from bot.pages import confirm_page, page
+from flows.link_confirm import CONFIRM_TTL_SECONDS, new_browser_secret
+from flows.linking import STATE_TTL_SECONDS, Confirmation, LinkDenied, LinkFailed, Linking, LinkResult
 
 __all__ = ["BROWSER_COOKIE", "LinkRoutes"]
 

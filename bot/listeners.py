@@ -19,10 +19,10 @@ from bot.blocks import FEEDBACK_ACTION_ID, parse_feedback_value
 from bot.home import Home
 from bot.home_listeners import register_home
 from bot.identity import BotIdentity
-from bot.linking import Linking
 from bot.oncall_listeners import register_oncall
 from bot.poster import Poster
-from bot.workflow_flow import WorkflowFlow
+from flows.linking import Linking
+from flows.workflow_requests import WorkflowRequests
 from mcp_clients.tokens import TokenBroker
 
 __all__ = ["Listeners", "register"]
@@ -40,7 +40,7 @@ class Listeners:
     poster: Poster
     clicks: ApprovalClicks
     home: Home
-    workflows: WorkflowFlow
+    workflows: WorkflowRequests
     broker: TokenBroker
     linking: Linking
     audit: Audit

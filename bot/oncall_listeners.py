@@ -16,7 +16,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from agent.workflow import coerce_params
 from bot.identity import BotIdentity
-from bot.linking import Linking
 from bot.oncall import (
     help_text,
     list_message,
@@ -26,7 +25,9 @@ from bot.oncall import (
     submission_errors,
 )
 from bot.slack_text import Mrkdwn, code, defuse, join, link, ours, trusted, untrusted
-from bot.workflow_flow import WorkflowFlow
+from bot.workflow_output import status_text
+from flows.linking import Linking
+from flows.workflow_requests import WorkflowRequests
 from mcp_clients.tokens import TokenBroker
 
 __all__ = ["PICK_CALLBACK_ID", "SHORTCUT_CALLBACK_ID", "register_oncall"]
@@ -48,8 +49,13 @@ async def _reply(respond: AsyncRespond, text: Mrkdwn, blocks: list[dict[str, Any
     await respond(**{key: value for key, value in payload.items() if value is not None})
 
 
+def _params_json(workflow: str, channel: str, thread_ts: str | None) -> str:
+    """The parameters modal's private_metadata: which workflow, where it was asked for."""
+    return json.dumps({"w": workflow, "c": channel, "t": thread_ts})
+
+
 def register_oncall(
-    app: AsyncApp, flow: WorkflowFlow, broker: TokenBroker, linking: Linking, bot: BotIdentity
+    app: AsyncApp, flow: WorkflowRequests, broker: TokenBroker, linking: Linking, bot: BotIdentity
 ) -> None:
     async def command(body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient) -> None:
         parsed = parse_command(str(body.get("text") or ""))
@@ -62,7 +68,7 @@ def register_oncall(
             await _reply(respond, trusted(parsed.message))  # bot.oncall escapes what people typed
             return
         if parsed.kind == "status":
-            await _reply(respond, await flow.status_text(team, user, parsed.run_id))
+            await _reply(respond, status_text(await flow.seen_by(team, user, parsed.run_id), parsed.run_id))
             return
         identity = await broker.identity(team, user)
         if identity is None:
@@ -95,7 +101,7 @@ def register_oncall(
                 workflow,
                 given=parsed.params,
                 errors=errors,
-                private_metadata=flow.params_json(workflow.name, channel, None),
+                private_metadata=_params_json(workflow.name, channel, None),
             )
             await client.views_open(trigger_id=body["trigger_id"], view=view)
             return
@@ -194,7 +200,7 @@ def register_oncall(
             workflow,
             given={},
             errors={},
-            private_metadata=flow.params_json(workflow.name, str(meta.get("c")), meta.get("t")),
+            private_metadata=_params_json(workflow.name, str(meta.get("c")), meta.get("t")),
         )
         await ack(response_action="update", view=modal)
 

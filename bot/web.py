@@ -64,7 +64,7 @@ def build_bolt(settings: Settings, wiring: Wiring) -> AsyncApp:
         poster=wiring.poster,
         clicks=clicks,
         home=wiring.home(),
-        workflows=wiring.workflow_flow(),
+        workflows=wiring.workflow_requests(),
         broker=wiring.broker,
         linking=wiring.linking,
         audit=wiring.audit,

@@ -38,21 +38,23 @@ from bot.approval_notices import ApprovalNotices
 from bot.events import MAX_INPUT_CHARS
 from bot.home import Home
 from bot.identity import BotIdentity
-from bot.linking import Linking, LinkResult
 from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client, slack_session
 from bot.queues import Queues
 from bot.settings import Settings
 from bot.slack_people import SlackPeople
 from bot.turn_output import SlackTurnOutput
-from bot.workflow_catalog import WorkflowCatalog
-from bot.workflow_flow import WorkflowFlow
+from bot.workflow_output import SlackWorkflowOutput
 from flows.access import ToolAccess
 from flows.admission import Admission
 from flows.answer import TurnAnswer
+from flows.linking import Linking, LinkResult
 from flows.recovery import TurnRecovery
 from flows.tool_audit import TurnAudit
 from flows.turn import TurnFlow
+from flows.workflow import WorkflowFlow
+from flows.workflow_catalog import WorkflowCatalog
+from flows.workflow_requests import WorkflowRequests
 from llm.anthropic import AnthropicModel, make_client
 from mcp_clients.claims import ClaimPaths
 from mcp_clients.connection import shared_ssl_context
@@ -158,23 +160,32 @@ class Wiring:
     def recovery(self) -> TurnRecovery:
         return TurnRecovery(self.store, self.turn_output(), self.queues)
 
-    def workflow_flow(self, catalog: WorkflowCatalog | None = None) -> WorkflowFlow:
-        if catalog is None:
-            if self._catalog is None:
-                self._catalog = WorkflowCatalog(self.settings.workflows_dir)
-            catalog = self._catalog
+    def _workflows(self) -> WorkflowCatalog:
+        if self._catalog is None:  # one per wiring: it re-reads the folder only when the folder changed
+            self._catalog = WorkflowCatalog(self.settings.workflows_dir)
+        return self._catalog
+
+    def workflow_flow(self) -> WorkflowFlow:
         return WorkflowFlow(
             runs=WorkflowRunStore(self.redis),
-            identities=self.broker,
-            registry=self.snapshot,
-            slack=self.poster,
-            linking=self.linking,
+            catalog=self._workflows(),
+            output=SlackWorkflowOutput(self.poster),
             tools=self.gateway,
             approvals=self.approval_service(),
+            identities=self.broker,
+            linking=self.linking,
+            registry=self.snapshot,
             audit=self.audit,
-            queues=self.queues,
-            catalog=catalog,
             lease_seconds=float(self.settings.turn_lease_seconds),
+        )
+
+    def workflow_requests(self) -> WorkflowRequests:
+        return WorkflowRequests(
+            runs=WorkflowRunStore(self.redis),
+            catalog=self._workflows(),
+            registry=self.snapshot,
+            identities=self.broker,
+            schedule=self.queues,
         )
 
     def home(self) -> Home:

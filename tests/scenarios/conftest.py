@@ -28,7 +28,6 @@ from approvals.turns import turn_id_for
 from bot import jobs
 from bot.cards import APPROVE_ACTION_ID
 from bot.identity import BotIdentity, whoami
-from bot.linking import Linking
 from bot.queues import AGENT, QUEUE_NAMES, WORKFLOWS
 from bot.settings import Role, Settings, load_settings
 from bot.web import build_web
@@ -40,6 +39,7 @@ from fixtures.slack import TEAM_ID, Message
 from fixtures.slack_ingress import SlackIngress
 from fixtures.waiting import wait_until
 from fixtures.world import SIGNING_SECRET, World, start_world
+from flows.linking import Linking
 
 SLACK_IDS = {"alice": "U0ALICE", "bob": "U0BOB", "carol": "U0CAROL", "dave": "U0DAVE", "erin": "U0ERIN"}
 
