@@ -32,6 +32,7 @@ from typing import Any, Unpack, cast, get_args
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.typing import EncodableT, FieldT
+from redis.utils import str_if_bytes
 
 from approvals.approval import (
     Approval,
@@ -201,7 +202,7 @@ class ApprovalStore:
         at = self._now(now)
         keys = (RUNNING_KEY, APPROVED_KEY)
         reply = await self._run(self._start, approval_id, keys, repr(at), repr(at + lease_seconds))
-        return _decode(_pairs(reply[2:])) if _text(reply[0]) == "yes" else None
+        return _decode(_pairs(reply[2:])) if str_if_bytes(reply[0]) == "yes" else None
 
     async def finish(
         self,
@@ -282,14 +283,14 @@ class ApprovalStore:
         more = (third,) if isinstance(third, str) else third or ()
         keys = [_record_key(approval_id), _attempts_key(approval_id), *more]
         reply: list[Any] = await script(keys=keys, args=[approval_id, *argv])
-        if _text(reply[0]) == "missing":
+        if str_if_bytes(reply[0]) == "missing":
             raise UnknownApproval(approval_id)
         return reply
 
     async def _transition(self, script: AsyncScript, approval_id: str, third: str | None, *argv: str) -> bool:
         if not _ID.fullmatch(approval_id):
             return False
-        return _text((await self._run(script, approval_id, third, *argv))[0]) == "yes"
+        return str_if_bytes((await self._run(script, approval_id, third, *argv))[0]) == "yes"
 
     async def _many(self, ids: Iterable[str]) -> list[Approval]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -319,12 +320,8 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _ids(rows: Iterable[Any]) -> list[str]:
-    return [_text(row) for row in rows]
+    return [str_if_bytes(row) for row in rows]
 
 
 def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
@@ -352,7 +349,7 @@ def _json_list(raw: str) -> list[Any]:
 
 
 def _decode(raw: Mapping[Any, Any]) -> Approval:
-    stored = {_text(k): _text(v) for k, v in raw.items()}
+    stored = {str_if_bytes(k): str_if_bytes(v) for k, v in raw.items()}
     # A field added in a later version is missing from older records: its default (always "") stands in.
     values: dict[str, Any] = {f.name: stored.get(f.name, "") for f in fields(Approval)}
     lists = {name: _json_list(values[name]) for name in _LISTS}
@@ -372,7 +369,7 @@ def _decode(raw: Mapping[Any, Any]) -> Approval:
 
 
 def _vote_result(reply: list[Any]) -> VoteResult:
-    kind = _text(reply[0])
+    kind = str_if_bytes(reply[0])
     if kind not in _KINDS:
         raise RuntimeError(f"unexpected reply from the vote script: {kind!r}")
     return VoteResult(cast(VoteKind, kind), _decode(_pairs(reply[2:])), int(reply[1]))

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvals.audit import Audit, AuditRecord
+from approvals.audit import Audit, link_record
 from bot import cards
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_text import progress_text
@@ -81,14 +81,10 @@ def register_home(
         identity = await broker.identity(team, user)
         revocation = await broker.disconnect(team, user)
         if identity is not None:
+            detail = f"disconnected from App Home; {DISCONNECT_DETAIL[revocation]}"
             await audit.record(
-                AuditRecord(
-                    kind="account_unlink",
-                    outcome="succeeded",
-                    team=team,
-                    user=user,
-                    sub=identity.sub,
-                    detail=f"disconnected from App Home; {DISCONNECT_DETAIL[revocation]}",
+                link_record(
+                    "account_unlink", "succeeded", team=team, user=user, sub=identity.sub, detail=detail
                 )
             )
         await refresh(team, user, DISCONNECT_NOTICE[revocation])

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from approvals.audit import Audit, AuditRecord
+from approvals.audit import Audit, link_record
 from bot.pages import confirm_page, page
 from flows.link_confirm import CONFIRM_TTL_SECONDS, new_browser_secret
 from flows.linking import STATE_TTL_SECONDS, Confirmation, LinkDenied, LinkFailed, Linking, LinkResult
@@ -114,13 +114,8 @@ class LinkRoutes:
     async def _refused(self, exc: LinkFailed) -> Response:
         if isinstance(exc, LinkDenied):
             log.warning("account link refused for %s: %s", exc.user or "unknown user", exc.reason)
-            record = AuditRecord(
-                kind="account_link",
-                outcome="denied",
-                team=exc.team,
-                user=exc.user,
-                sub=exc.sub,
-                detail=exc.reason,
+            record = link_record(
+                "account_link", "denied", team=exc.team, user=exc.user, sub=exc.sub, detail=exc.reason
             )
             await self._ports()[1].record(record)
         return _html(page("Your account was not connected", str(exc), ok=False), 400)

@@ -9,7 +9,6 @@ embedded `--dev`/`demo` world. Secrets are `SecretStr`, so no repr, log line or 
 from __future__ import annotations
 
 import enum
-import os
 import re
 from functools import cached_property
 from pathlib import Path
@@ -305,8 +304,3 @@ def load_settings(role: Role | None = None, env: dict[str, str] | None = None) -
         message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(variable.upper(), message) from None
     return settings.require(role) if role is not None else settings
-
-
-def environ_snapshot() -> dict[str, str]:
-    """The process environment as a plain dict (for passing to child processes explicitly)."""
-    return dict(os.environ)

@@ -29,7 +29,7 @@ from bot.identity import BotIdentity
 from bot.ingress import Ingress
 from bot.link_routes import LinkRoutes
 from bot.poster import make_slack_client
-from bot.redis_check import arequire_safe_redis
+from bot.redis_check import require_safe_redis
 from bot.settings import Settings
 from bot.wiring import Wiring, open_wiring
 
@@ -81,7 +81,8 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with open_wiring(settings, bot) as wiring:
-            await arequire_safe_redis(wiring.redis)  # an evicting Redis can silently drop approvals
+            # An evicting Redis can silently drop approvals. One blocking round trip, before serving anything.
+            require_safe_redis(wiring.queues.connection)
             state["wiring"] = wiring
             state["bolt"] = AsyncSlackRequestHandler(build_bolt(settings, wiring))
             yield

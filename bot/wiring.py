@@ -24,7 +24,7 @@ from redis.driver_info import DriverInfo
 
 from agent.loop import Limits
 from approvals.action_lease import ActionLeases
-from approvals.audit import Audit, AuditRecord
+from approvals.audit import Audit, link_record
 from approvals.feedback import Feedback
 from approvals.home_records import HomeRecords
 from approvals.seal import seal_keys
@@ -292,14 +292,9 @@ async def open_wiring(settings: Settings, bot: BotIdentity) -> AsyncIterator[Wir
 
     async def on_linked(result: LinkResult) -> None:
         """A person linked: audited, and the requests that waited for it run again."""
+        who = result.identity
         await audit.record(
-            AuditRecord(
-                kind="account_link",
-                outcome="succeeded",
-                team=result.identity.team,
-                user=result.identity.user,
-                sub=result.identity.sub,
-            )
+            link_record("account_link", "succeeded", team=who.team, user=who.user, sub=who.sub)
         )
         for turn_id in result.waiting:
             queues.enqueue_turn(turn_id, "linked")

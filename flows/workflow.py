@@ -25,7 +25,7 @@ from agent.workflow_runner import (
     WorkflowPaused,
     run_workflow,
 )
-from approvals.audit import Audit, AuditRecord, Outcome, args_digest, preview
+from approvals.audit import Audit, Outcome, run_record
 from approvals.bindings import BoundTools, Unbound, bound_identity
 from approvals.leases import held_lease
 from approvals.store import Approval, Status
@@ -260,20 +260,16 @@ class WorkflowFlow:
         elif run.message_ts is None:
             await self.output.ended(run, status, message)
         minutes = workflow.minutes_saved if (workflow is not None and status == "succeeded") else 0.0
+        outcome = _AUDIT_OUTCOME.get(status, "failed")
         await self.audit.record(
-            AuditRecord(
-                kind="workflow_run",
-                outcome=_AUDIT_OUTCOME.get(status, "failed"),
-                workflow_run_id=run.id,
-                team=run.team,
-                channel=run.channel,
-                user=run.user,
+            run_record(
+                run,
+                "workflow_run",
+                outcome,
                 tool=run.workflow,
-                args_sha256=args_digest(run.params),
-                args_preview=preview(run.params),
-                minutes_saved=minutes,
+                arguments=run.params,
+                minutes=minutes,
                 detail=message[:300],
-                thread_ts=run.message_ts or "",
             )
         )
         return status
@@ -287,19 +283,15 @@ class WorkflowFlow:
             entry = view.server(short)
             minutes = view.minutes_saved(entry, tool) if entry is not None and record.status == "ok" else 0.0
             await self.audit.record(
-                AuditRecord(
-                    kind="tool_call",
-                    outcome="succeeded" if record.status == "ok" else "failed",
-                    workflow_run_id=run.id,
-                    team=run.team,
-                    channel=run.channel,
-                    user=run.user,
+                run_record(
+                    run,
+                    "tool_call",
+                    "succeeded" if record.status == "ok" else "failed",
+                    tool=tool,
+                    arguments=record.arguments or {},
                     sub=identity.sub,
                     server=entry.name if entry else short,
-                    tool=tool,
-                    args_sha256=args_digest(record.arguments or {}),
-                    args_preview=preview(record.arguments or {}),
                     latency_ms=record.latency_ms,
-                    minutes_saved=minutes,
+                    minutes=minutes,
                 )
             )
