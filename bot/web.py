@@ -100,20 +100,7 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
         return PlainTextResponse("ok")
 
     async def readyz(_: Request) -> Response:
-        wiring: Wiring = state["wiring"]
-        checks: dict[str, str] = {}
-        try:
-            await wiring.ping()
-            checks["redis"] = "ok"
-        except (RedisError, OSError) as exc:
-            checks["redis"] = f"error: {type(exc).__name__}"
-        try:
-            answer = await wiring.http.get(
-                str(settings.registry_url).rstrip("/") + "/v0.1/servers", params={"limit": 1}, timeout=3
-            )
-            checks["registry"] = "ok" if answer.status_code == 200 else f"error: HTTP {answer.status_code}"
-        except httpx2.HTTPError as exc:
-            checks["registry"] = f"error: {type(exc).__name__}"
+        checks = await _checks(state["wiring"], str(settings.registry_url))
         ready = all(v == "ok" for v in checks.values())
         return Response(
             json.dumps({"ready": ready, **checks}),
@@ -139,3 +126,21 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.chatops = state
     return app
+
+
+async def _checks(wiring: Wiring, registry_url: str) -> dict[str, str]:
+    """/readyz: does Redis answer, does the registry."""
+    checks: dict[str, str] = {}
+    try:
+        await wiring.ping()
+        checks["redis"] = "ok"
+    except (RedisError, OSError) as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    try:
+        answer = await wiring.http.get(
+            registry_url.rstrip("/") + "/v0.1/servers", params={"limit": 1}, timeout=3
+        )
+        checks["registry"] = "ok" if answer.status_code == 200 else f"error: HTTP {answer.status_code}"
+    except httpx2.HTTPError as exc:
+        checks["registry"] = f"error: {type(exc).__name__}"
+    return checks

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx2
 import redis
 import redis.asyncio as aioredis
@@ -233,21 +234,46 @@ def company_provider(settings: Settings, http: httpx2.AsyncClient) -> Provider:
 @asynccontextmanager
 async def open_wiring(settings: Settings, bot: BotIdentity) -> AsyncIterator[Wiring]:
     assert settings.redis_url is not None, "settings.require() guarantees REDIS_URL outside demo/dev"
+    redis = _redis(settings.redis_url)
+    # The registry and the identity provider: connections only to addresses the URL rules allow (SPEC §6).
+    http = outbound_client(timeout=httpx2.Timeout(15, connect=5))
+    slack = slack_session()
+    queues = Queues(Redis.from_url(str(settings.redis_url)))
+    wiring = _wire(settings, bot, redis, http, slack, queues)
+    try:
+        yield wiring
+    finally:
+        queues.connection.close()
+        await wiring.metrics.flush()  # a job's last counters would be lost with the connection otherwise
+        await slack.close()
+        await http.aclose()
+        await redis.aclose()
+
+
+def _redis(url: str) -> aioredis.Redis:
     # A blocking pool: under a burst, requests wait briefly for a connection instead of failing with
     # MaxConnectionsError (which turned into 503s at 200 events/s under CPU contention).
     # Retries: after a Redis restart every pooled connection is dead, and without them the first command on
     # each failed (an event answered 503, a click told "couldn't record"). redis-py gives its own pools
     # retries; a pool passed in, as here, gets none unless asked.
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
+        url,
         max_connections=200,
         timeout=5,
         driver_info=REDIS_DRIVER,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
     )
-    redis = aioredis.Redis(connection_pool=pool)
-    # The registry and the identity provider: connections only to addresses the URL rules allow (SPEC §6).
-    http = outbound_client(timeout=httpx2.Timeout(15, connect=5))
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _wire(
+    settings: Settings,
+    bot: BotIdentity,
+    redis: aioredis.Redis,
+    http: httpx2.AsyncClient,
+    slack: aiohttp.ClientSession,
+    queues: Queues,
+) -> Wiring:
     provider = company_provider(settings, http)
     masters = [k.get_secret_value() for k in settings.chatops_secret_key]
     sealer = Sealer(masters)
@@ -262,56 +288,21 @@ async def open_wiring(settings: Settings, bot: BotIdentity) -> AsyncIterator[Wir
         on_event=metrics.registry_event,
     )
     gateway = Gateway(
-        snapshot,
-        broker,
-        output_max_chars=settings.tool_output_max_chars,
-        listings=ListingCache(redis),
+        snapshot, broker, output_max_chars=settings.tool_output_max_chars, listings=ListingCache(redis)
     )
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
-    slack = slack_session()
     poster = Poster(make_slack_client(token, str(settings.slack_api_url), session=slack), redis, bot.team)
-
-    def build_model() -> AnthropicModel | None:
-        if settings.anthropic_api_key is None:
-            return None
-        client = make_client(
-            settings.anthropic_api_key.get_secret_value(),
-            str(settings.anthropic_base_url) if settings.anthropic_base_url else None,
-            http_client=httpx2.AsyncClient(
-                verify=shared_ssl_context(), timeout=httpx2.Timeout(120, connect=5)
-            ),
-        )
-        return AnthropicModel(client, settings.chatops_model, on_result=metrics.model_result)
-
-    queues = Queues(Redis.from_url(str(settings.redis_url)))
     audit = Audit(
         redis,
         retention_days=settings.audit_retention_days,
         on_record=lambda r: metrics.emit(metrics_from_audit(r)),
     )
 
-    async def on_linked(result: LinkResult) -> None:
-        """A person linked: audited, and the requests that waited for it run again."""
-        who = result.identity
-        await audit.record(
-            link_record("account_link", "succeeded", team=who.team, user=who.user, sub=who.sub)
-        )
-        for turn_id in result.waiting:
-            queues.enqueue_turn(turn_id, "linked")
-
-    linking = Linking(
-        redis,
-        provider,
-        broker,
-        snapshot,
-        people=SlackPeople(poster),
-        sealer=sealer,
-        public_url=settings.base_url,
-        match_email=settings.oauth_match_email,
-        on_linked=on_linked,
+    linking = _linking(
+        settings, redis, provider, broker, snapshot, SlackPeople(poster), sealer, audit, queues
     )
     seal, *older_seals = seal_keys(masters)
-    wiring = Wiring(
+    return Wiring(
         settings=settings,
         bot=bot,
         redis=redis,
@@ -327,13 +318,49 @@ async def open_wiring(settings: Settings, bot: BotIdentity) -> AsyncIterator[Wir
         audit=audit,
         linking=linking,
         metrics=metrics,
-        build_model=build_model,
+        build_model=lambda: _model(settings, metrics),
     )
-    try:
-        yield wiring
-    finally:
-        queues.connection.close()
-        await metrics.flush()  # a job's last counters would be lost with the connection otherwise
-        await slack.close()
-        await http.aclose()
-        await redis.aclose()
+
+
+def _linking(
+    settings: Settings,
+    redis: aioredis.Redis,
+    provider: Provider,
+    broker: TokenBroker,
+    snapshot: SharedSnapshot,
+    people: SlackPeople,
+    sealer: Sealer,
+    audit: Audit,
+    queues: Queues,
+) -> Linking:
+    async def on_linked(result: LinkResult) -> None:
+        """A person linked: audited, and the requests that waited for it run again."""
+        who = result.identity
+        await audit.record(
+            link_record("account_link", "succeeded", team=who.team, user=who.user, sub=who.sub)
+        )
+        for turn_id in result.waiting:
+            queues.enqueue_turn(turn_id, "linked")
+
+    return Linking(
+        redis,
+        provider,
+        broker,
+        snapshot,
+        people=people,
+        sealer=sealer,
+        public_url=settings.base_url,
+        match_email=settings.oauth_match_email,
+        on_linked=on_linked,
+    )
+
+
+def _model(settings: Settings, metrics: Metrics) -> AnthropicModel | None:
+    if settings.anthropic_api_key is None:
+        return None
+    client = make_client(
+        settings.anthropic_api_key.get_secret_value(),
+        str(settings.anthropic_base_url) if settings.anthropic_base_url else None,
+        http_client=httpx2.AsyncClient(verify=shared_ssl_context(), timeout=httpx2.Timeout(120, connect=5)),
+    )
+    return AnthropicModel(client, settings.chatops_model, on_result=metrics.model_result)
