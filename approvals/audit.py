@@ -156,16 +156,20 @@ def turn_record(
 
 
 def link_record(
-    kind: Literal["account_link", "account_unlink"],
+    kind: Literal["account_link", "account_unlink", "server_connect", "server_disconnect"],
     outcome: Outcome,
     *,
     team: str,
     user: str,
-    sub: str,
+    sub: str = "",
+    server: str = "",
     detail: str = "",
 ) -> AuditRecord:
-    """A record about a person's account link: made, refused (`denied`, `detail` the reason) or undone."""
-    return AuditRecord(kind=kind, outcome=outcome, team=team, user=user, sub=sub, detail=detail)
+    """A record about a person's account link, or their connection to one `server` of its own
+    authorization server: made, refused (`denied`, `detail` the reason) or undone."""
+    return AuditRecord(
+        kind=kind, outcome=outcome, team=team, user=user, sub=sub, server=server, detail=detail
+    )
 
 
 def run_record(

@@ -25,11 +25,12 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.mrkdwn import split_text
+from bot.mrkdwn import escape, split_text
 from bot.slack_text import Mrkdwn, trusted, untrusted
 
 __all__ = [
     "CONNECT_ACTION_ID",
+    "CONNECT_SERVER_ACTION_ID",
     "FEEDBACK_ACTION_ID",
     "RECONNECT_ACTION_ID",
     "AnswerLayout",
@@ -41,6 +42,7 @@ __all__ = [
     "parse_feedback_value",
     "progress_message",
     "reconnect_prompt",
+    "server_connect_prompt",
     "text_length",
     "working_message",
 ]
@@ -49,6 +51,7 @@ JSON = dict[str, Any]
 FEEDBACK_ACTION_ID = "feedback"
 CONNECT_ACTION_ID = "connect_account"
 RECONNECT_ACTION_ID = "reconnect_account"
+CONNECT_SERVER_ACTION_ID = "connect_server"
 BLOCKS_TEXT_LIMIT = 12_000
 TEXT_OBJECT_LIMIT = 3000
 MAX_PROGRESS_LINES = 40
@@ -278,6 +281,22 @@ def reconnect_prompt(url: str, *, why: str) -> Message:
         "I act with your own company identity, and the link to it needs renewing before I can continue."
     )
     return _prompt(text, "Reconnect your account", url, RECONNECT_ACTION_ID, "Please reconnect your account")
+
+
+def server_connect_prompt(url: str, *, short_name: str, step_up: bool) -> Message:
+    """Ephemeral: a server with its own sign-in that the person has yet to connect (or grant more access
+    to), and a "Connect <server>" button. `short_name` is the registry's: shown as code, never as mrkdwn."""
+    name = escape(_short(short_name, 40))
+    what = f"grant `{name}` more access" if step_up else f"connect your account at `{name}`"
+    title = f"Grant {name} more access to continue" if step_up else f"Connect {name} to continue"
+    text = (
+        f"*{title}*\n"
+        f"Your question needs `{name}`, which has its own sign-in: {what} once, and I'll use its tools as "
+        "you there (and only there). Once you've connected, I'll answer your waiting request — no need to "
+        "ask again."
+    )
+    label = f"Connect {_short(short_name, 40)}"[:75]  # plain text: Slack shows it as is
+    return _prompt(text, label, url, CONNECT_SERVER_ACTION_ID, title)
 
 
 def _prompt(text: str, label: str, url: str, action_id: str, fallback: str) -> Message:

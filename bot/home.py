@@ -30,9 +30,11 @@ from approvals.workflow_runs import WorkflowRunStore
 from bot.approval_text import mention, progress_text, slack_time
 from bot.blocks import CONNECT_ACTION_ID, RECONNECT_ACTION_ID
 from bot.cards import APPROVE_ACTION_ID, REJECT_ACTION_ID
+from bot.home_servers import connections, with_connection
 from bot.mrkdwn import escape
 from bot.poster import Poster
 from bot.slack_text import untrusted
+from flows.server_linking import ServerLinking
 from mcp_clients.listing import ListingCache
 from mcp_clients.tokens import Identity
 from registry_cache.model import ServerEntry
@@ -78,9 +80,11 @@ def home_view(
     connect_url: str | None,
     viewer: str = "",
     notice: str | None = None,
+    connected: Mapping[str, str | None] | None = None,
 ) -> JSON:
     """The Home tab. `viewer`: whom it is for (approvals they already voted on show no buttons); `notice`:
-    safe mrkdwn about what just happened (a click's outcome), shown at the top."""
+    safe mrkdwn about what just happened (a click's outcome), shown at the top; `connected`: for `auth: oauth`
+    servers, their Connect link or None when connected (bot.home_servers)."""
     blocks: list[JSON] = [{"type": "header", "text": _plain("Your chatops home")}]
     blocks += [_section(notice[:2000])] if notice else []
     blocks += _account(identity, connect_url)
@@ -94,7 +98,8 @@ def home_view(
             more = len(approvals) - MAX_APPROVALS
             blocks.append(_context(f"…and {more} more." if approvals else "Nothing is waiting on you."))
         blocks += [_DIVIDER, _section(f"*Servers you can use ({len(servers)})*")]
-        blocks += [_server(entry, summary) for entry, summary in servers[:MAX_SERVERS]]
+        shown = enumerate(servers[:MAX_SERVERS])
+        blocks += [with_connection(_server(e, summary), i, e, connected or {}) for i, (e, summary) in shown]
         if not servers or len(servers) > MAX_SERVERS:
             none = "None yet: the registry opens servers to groups, and yours have none."
             blocks.append(_context(f"…and {len(servers) - MAX_SERVERS} more." if servers else none))
@@ -271,6 +276,7 @@ class Home:
     turns: TurnStore
     records: HomeRecords
     runs: WorkflowRunStore
+    servers: ServerLinking  # `auth: oauth` servers: whether this person connected each
 
     async def publish(self, team: str, user: str, *, notice: str | None = None) -> None:
         identity = await self.identities.identity(team, user)
@@ -278,12 +284,15 @@ class Home:
         connect_url = await self.linking.offer(team, user)
         servers: list[tuple[ServerEntry, str]] = []
         approvals: list[Approval] = []
+        connected: dict[str, str | None] = {}
         if identity is not None:
             try:
                 servers = _visible(await self.registry.view(), identity)
             except RegistryUnavailable as exc:
                 notice = (notice + "\n" if notice else "") + f":warning: {escape(str(exc))}"
             servers = await self._with_withheld(servers)
+            shown = [entry for entry, _ in servers[:MAX_SERVERS]]
+            connected = await connections(self.servers, team, user, shown)
             pending = await self.approvals.pending_for_groups(identity.groups)
             # Not their own requests, asked from this Slack account or another linked to the same person.
             approvals = [a for a in pending if a.requester != user and a.requester_sub != identity.sub]
@@ -298,6 +307,7 @@ class Home:
             connect_url=connect_url,
             viewer=user,
             notice=notice,
+            connected=connected,
         )
         await self.slack.call("views.publish", user_id=user, view=view)
 

@@ -1,5 +1,7 @@
 """App Home listeners: publish the tab when it is opened, Disconnect (which forgets the person's tokens and
-revokes their refresh token at the provider, RFC 7009), and Approve/Reject clicked on the tab.
+revokes their refresh token at the provider, RFC 7009; their own server connections go too), Disconnect
+of one `auth: oauth` server (forgotten, and revoked at its authorization server), and Approve/Reject
+clicked on the tab.
 
 Every listener acknowledges first and works in a Bolt lazy listener (SPEC §10). The Home's Approve/Reject
 buttons carry the cards' action ids and values (the approval id), but only clicks made on a Home view match
@@ -12,6 +14,8 @@ the outcome at the top (a Home view has no thread to post an ephemeral reply in)
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -23,12 +27,15 @@ from bot import cards
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_text import progress_text
 from bot.home import HOME_DISCONNECT_ACTION_ID, Home
+from bot.home_servers import HOME_SERVER_DISCONNECT_PREFIX
 from bot.identity import BotIdentity
 from bot.mrkdwn import escape
 from bot.poster import PostError
+from flows.server_linking import ServerLinking
 from mcp_clients.tokens import Revocation, TokenBroker
+from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
 
-__all__ = ["register_home"]
+__all__ = ["Accounts", "register_home"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,23 @@ DISCONNECT_DETAIL: dict[Revocation, str] = {
     "failed": "revocation at the provider failed",
 }
 
+SERVER_DISCONNECT = re.compile("^" + re.escape(HOME_SERVER_DISCONNECT_PREFIX) + r"\d+$")  # one per server
+SERVER_DISCONNECT_DETAIL: dict[Revocation, str] = {
+    "revoked": "tokens revoked at its authorization server",
+    "unsupported": "its authorization server offers no revocation",
+    "nothing": "it was not connected",
+    "failed": "revocation at its authorization server failed",
+}
+SERVER_DISCONNECT_NOTICE: dict[Revocation, str] = {
+    "revoked": "They were revoked at `{name}`'s own sign-in too. Connect again anytime.",
+    "unsupported": "Connect again anytime.",
+    "nothing": "Connect again anytime.",
+    "failed": (
+        "`{name}`'s sign-in could not be reached to revoke them there; they end when they expire. Connect "
+        "again anytime."
+    ),
+}
+
 
 async def _ack(ack: AsyncAck) -> None:
     await ack()
@@ -60,8 +84,18 @@ async def _on_home(body: dict[str, Any]) -> bool:
     return (body.get("view") or {}).get("type") == "home"
 
 
+@dataclass(frozen=True)
+class Accounts:
+    """What Disconnect acts on: the person's link, the servers they connected themselves, the audit."""
+
+    broker: TokenBroker
+    servers: ServerLinking
+    registry: SharedSnapshot
+    audit: Audit
+
+
 def register_home(
-    app: AsyncApp, home: Home, broker: TokenBroker, audit: Audit, clicks: ApprovalClicks, bot: BotIdentity
+    app: AsyncApp, home: Home, accounts: Accounts, clicks: ApprovalClicks, bot: BotIdentity
 ) -> None:
     async def refresh(team: str, user: str, notice: str | None = None) -> None:
         try:
@@ -78,16 +112,25 @@ def register_home(
 
     async def disconnect(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)
-        identity = await broker.identity(team, user)
-        revocation = await broker.disconnect(team, user)
+        identity = await accounts.broker.identity(team, user)
+        revocation = await accounts.broker.disconnect(team, user)
+        try:  # and every server they connected themselves: "I will forget your tokens" means all of them
+            entries = (await accounts.registry.view()).entries
+        except RegistryUnavailable:
+            entries = ()  # forgotten all the same, just not revoked at their servers
+        await accounts.servers.disconnect_all(team, user, entries)
         if identity is not None:
             detail = f"disconnected from App Home; {DISCONNECT_DETAIL[revocation]}"
-            await audit.record(
+            await accounts.audit.record(
                 link_record(
                     "account_unlink", "succeeded", team=team, user=user, sub=identity.sub, detail=detail
                 )
             )
         await refresh(team, user, DISCONNECT_NOTICE[revocation])
+
+    async def disconnect_server(body: dict[str, Any]) -> None:
+        team, user = _who(body, bot)
+        await refresh(team, user, await _disconnect_server(accounts, team, user, _clicked(body)))
 
     async def approve(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)
@@ -113,8 +156,34 @@ def register_home(
 
     app.event("app_home_opened")(ack=_ack, lazy=[opened])
     app.action(HOME_DISCONNECT_ACTION_ID)(ack=_ack, lazy=[disconnect])
+    app.action(SERVER_DISCONNECT)(ack=_ack, lazy=[disconnect_server])
     app.action(cards.APPROVE_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[approve])
     app.action(cards.REJECT_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[open_reject])
+
+
+async def _disconnect_server(accounts: Accounts, team: str, user: str, server: str) -> str:
+    """Forget this person's tokens for one `auth: oauth` server and revoke them there; the tab's notice."""
+    try:
+        entry = (await accounts.registry.view()).server(server)
+    except RegistryUnavailable as exc:
+        return f":warning: {escape(str(exc))}. Nothing was disconnected; try again shortly."
+    if entry is None or entry.governance.auth != "oauth":
+        return NOT_OFFERED
+    revocation = await accounts.servers.disconnect(team, user, entry)
+    identity = await accounts.broker.identity(team, user)
+    await accounts.audit.record(
+        link_record(
+            "server_disconnect",
+            "succeeded",
+            team=team,
+            user=user,
+            sub=identity.sub if identity is not None else "",
+            server=entry.name,
+            detail=f"disconnected from App Home; {SERVER_DISCONNECT_DETAIL[revocation]}",
+        )
+    )
+    name = escape(entry.short_name)
+    return f"{_FORGOTTEN} (for `{name}`). {SERVER_DISCONNECT_NOTICE[revocation].format(name=name)}"
 
 
 async def _vote_from_home(clicks: ApprovalClicks, body: dict[str, Any], user: str) -> str | None:

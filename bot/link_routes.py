@@ -23,7 +23,7 @@ from bot.pages import confirm_page, page
 from flows.link_confirm import CONFIRM_TTL_SECONDS, new_browser_secret
 from flows.linking import STATE_TTL_SECONDS, Confirmation, LinkDenied, LinkFailed, Linking, LinkResult
 
-__all__ = ["BROWSER_COOKIE", "LinkRoutes"]
+__all__ = ["BROWSER_COOKIE", "PAGE_HEADERS", "LinkRoutes", "html_response", "set_browser_cookie"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class LinkRoutes:
         try:
             url = await self._ports()[0].start(request.path_params["offer"], browser=secret)
         except LinkFailed as exc:
-            return _html(page("This link cannot be used", str(exc), ok=False), 400)
+            return html_response(page("This link cannot be used", str(exc), ok=False), 400)
         response = RedirectResponse(url, status_code=302)
         self._set_cookie(response, secret, STATE_TTL_SECONDS)
         return response
@@ -87,7 +87,7 @@ class LinkRoutes:
                 pending=outcome.pending,
                 csrf=outcome.csrf,
             )
-            response = _html(html, 200)
+            response = html_response(html, 200)
             self._set_cookie(response, browser or "", CONFIRM_TTL_SECONDS)  # long enough to decide
             return response
         return self._connected(outcome)
@@ -107,7 +107,9 @@ class LinkRoutes:
     def _connected(self, result: LinkResult) -> Response:
         who = result.identity.email or result.identity.sub
         waiting = " I'm answering your waiting question now." if result.waiting else ""
-        response = _html(page("You're connected", f"Slack now knows you as {who}.{waiting}", ok=True), 200)
+        response = html_response(
+            page("You're connected", f"Slack now knows you as {who}.{waiting}", ok=True), 200
+        )
         response.delete_cookie(BROWSER_COOKIE, path=self._cookie_path, secure=self._secure, httponly=True)
         return response
 
@@ -118,21 +120,25 @@ class LinkRoutes:
                 "account_link", "denied", team=exc.team, user=exc.user, sub=exc.sub, detail=exc.reason
             )
             await self._ports()[1].record(record)
-        return _html(page("Your account was not connected", str(exc), ok=False), 400)
+        return html_response(page("Your account was not connected", str(exc), ok=False), 400)
 
     def _set_cookie(self, response: Response, secret: str, max_age: int) -> None:
-        response.set_cookie(
-            BROWSER_COOKIE,
-            secret,
-            max_age=max_age,
-            path=self._cookie_path,
-            secure=self._secure,
-            httponly=True,
-            samesite="lax",
+        set_browser_cookie(
+            response, BROWSER_COOKIE, secret, max_age=max_age, path=self._cookie_path, secure=self._secure
         )
 
 
-def _html(content: str, status: int) -> HTMLResponse:
+def set_browser_cookie(
+    response: Response, name: str, secret: str, *, max_age: int, path: str, secure: bool
+) -> None:
+    """The secret that binds a sign-in to the browser that started it: HttpOnly, and SameSite=Lax so that the
+    provider's top-level redirect back still carries it."""
+    response.set_cookie(
+        name, secret, max_age=max_age, path=path, secure=secure, httponly=True, samesite="lax"
+    )
+
+
+def html_response(content: str, status: int) -> HTMLResponse:
     return HTMLResponse(content, status_code=status, headers=PAGE_HEADERS)
 
 

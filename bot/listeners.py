@@ -17,7 +17,7 @@ from bot.approval_clicks import ApprovalClicks
 from bot.approval_listeners import register_approvals
 from bot.blocks import FEEDBACK_ACTION_ID, parse_feedback_value
 from bot.home import Home
-from bot.home_listeners import register_home
+from bot.home_listeners import Accounts, register_home
 from bot.identity import BotIdentity
 from bot.oncall_listeners import register_oncall
 from bot.poster import Poster
@@ -40,6 +40,7 @@ class Listeners:
     poster: Poster
     clicks: ApprovalClicks
     home: Home
+    accounts: Accounts
     workflows: WorkflowRequests
     broker: TokenBroker
     linking: Linking
@@ -50,7 +51,7 @@ class Listeners:
 def register(app: AsyncApp, parts: Listeners) -> None:
     clicks, bot = parts.clicks, parts.bot
     # First: its Home-only Approve/Reject listeners must match before the cards' (Bolt runs the first match).
-    register_home(app, parts.home, parts.broker, parts.audit, clicks, bot)
+    register_home(app, parts.home, parts.accounts, clicks, bot)
     register_approvals(app, clicks, parts.poster)
     register_oncall(app, parts.workflows, parts.broker, parts.linking, bot)
 

@@ -92,6 +92,12 @@ class SlackTurnOutput:
             turn.channel, turn.user, text=prompt.text, blocks=prompt.blocks, thread_ts=turn.thread_ts
         )
 
+    async def connect_server(self, turn: Turn, short_name: str, url: str, *, step_up: bool) -> None:
+        prompt = blocks.server_connect_prompt(url, short_name=short_name, step_up=step_up)
+        await self._poster.ephemeral(
+            turn.channel, turn.user, text=prompt.text, blocks=prompt.blocks, thread_ts=turn.thread_ts
+        )
+
     async def refuse(self, turn: Turn, refusal: Refusal, *, marker: str) -> None:
         await self._say(turn, blocks.error_message(refusal_text(refusal)), marker=f"{turn.id}:{marker}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,9 +30,12 @@ from bot.identity import BotIdentity
 from bot.ingress import Ingress
 from bot.link_routes import LinkRoutes
 from bot.poster import make_slack_client
+from bot.queues import Queues
 from bot.redis_check import require_safe_redis
+from bot.server_routes import ServerRoutes
 from bot.settings import Settings
 from bot.wiring import Wiring, open_wiring
+from flows.server_linking import ServerConnected
 
 __all__ = ["build_bolt", "build_web"]
 
@@ -64,6 +68,7 @@ def build_bolt(settings: Settings, wiring: Wiring) -> AsyncApp:
         poster=wiring.poster,
         clicks=clicks,
         home=wiring.home(),
+        accounts=wiring.accounts(),
         workflows=wiring.workflow_requests(),
         broker=wiring.broker,
         linking=wiring.linking,
@@ -117,6 +122,11 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
 
     routes = [
         *LinkRoutes(lambda: (state["wiring"].linking, state["wiring"].audit), settings.base_url).routes(),
+        *ServerRoutes(
+            lambda: (state["wiring"].server_linking, state["wiring"].audit),
+            settings.base_url,
+            lambda done: _answer_waiting(state["wiring"].queues, done),
+        ).routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -144,3 +154,10 @@ async def _checks(wiring: Wiring, registry_url: str) -> dict[str, str]:
     except httpx2.HTTPError as exc:
         checks["registry"] = f"error: {type(exc).__name__}"
     return checks
+
+
+async def _answer_waiting(queues: Queues, done: ServerConnected) -> None:
+    """The requests that waited for this server's connection run again, now with its tools (a new attempt
+    each: a request may wait for two servers in turn)."""
+    for turn_id in done.waiting:
+        queues.enqueue_turn(turn_id, f"connected-{secrets.token_hex(4)}")

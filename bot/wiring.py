@@ -38,6 +38,7 @@ from bot.approval_clicks import ApprovalClicks
 from bot.approval_notices import ApprovalNotices
 from bot.events import MAX_INPUT_CHARS
 from bot.home import Home
+from bot.home_listeners import Accounts
 from bot.identity import BotIdentity
 from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client, slack_session
@@ -51,6 +52,7 @@ from flows.admission import Admission
 from flows.answer import TurnAnswer
 from flows.linking import Linking, LinkResult
 from flows.recovery import TurnRecovery
+from flows.server_linking import ServerLinking
 from flows.tool_audit import TurnAudit
 from flows.turn import TurnFlow
 from flows.workflow import WorkflowFlow
@@ -64,6 +66,7 @@ from mcp_clients.gateway import Gateway
 from mcp_clients.listing import ListingCache
 from mcp_clients.provider import Provider
 from mcp_clients.sealing import Sealer
+from mcp_clients.server_oauth import PerServerAuth
 from mcp_clients.tokens import TokenBroker
 from registry_cache.client import fetch_all
 from registry_cache.snapshot import SharedSnapshot
@@ -94,6 +97,7 @@ class Wiring:
     audit: Audit
     linking: Linking
     metrics: Metrics
+    server_linking: ServerLinking  # servers with their own authorization server: Connect, Disconnect
     # Built on first use: approved actions and sweeps never call the model, and building the client
     # costs tens of milliseconds in a freshly forked job.
     build_model: Callable[[], AnthropicModel | None]
@@ -140,7 +144,7 @@ class Wiring:
         answer = TurnAnswer(
             self.store,
             self.turn_output(),
-            ToolAccess(self.broker, self.linking, self.gateway),
+            ToolAccess(self.broker, self.linking, self.gateway, self.server_linking),
             approvals,
             approvals,
             model=self.model,
@@ -200,7 +204,11 @@ class Wiring:
             turns=self.store,
             records=HomeRecords(self.redis),
             runs=WorkflowRunStore(self.redis),
+            servers=self.server_linking,
         )
+
+    def accounts(self) -> Accounts:
+        return Accounts(self.broker, self.server_linking, self.snapshot, self.audit)
 
     def feedback(self) -> Feedback:
         return Feedback(self.redis)
@@ -246,6 +254,7 @@ async def open_wiring(settings: Settings, bot: BotIdentity) -> AsyncIterator[Wir
         queues.connection.close()
         await wiring.metrics.flush()  # a job's last counters would be lost with the connection otherwise
         await slack.close()
+        await wiring.server_linking.auth.aclose()
         await http.aclose()
         await redis.aclose()
 
@@ -287,8 +296,14 @@ def _wire(
         stale_max_seconds=settings.registry_stale_max_seconds,
         on_event=metrics.registry_event,
     )
+    # Servers with their own authorization server (`auth: oauth`): each person's own tokens for each.
+    server_auth = PerServerAuth(redis, sealer, public_url=settings.base_url, snapshot=snapshot, broker=broker)
     gateway = Gateway(
-        snapshot, broker, output_max_chars=settings.tool_output_max_chars, listings=ListingCache(redis)
+        snapshot,
+        broker,
+        output_max_chars=settings.tool_output_max_chars,
+        listings=ListingCache(redis),
+        server_auth=server_auth,
     )
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
     poster = Poster(make_slack_client(token, str(settings.slack_api_url), session=slack), redis, bot.team)
@@ -318,6 +333,7 @@ def _wire(
         audit=audit,
         linking=linking,
         metrics=metrics,
+        server_linking=ServerLinking(redis, server_auth, public_url=settings.base_url),
         build_model=lambda: _model(settings, metrics),
     )
 

@@ -1,11 +1,12 @@
 """What a requester may use: who they are (their linked identity), the Connect link when they have none,
-and the gateway session that lists and calls their tools with their own tokens."""
+the "Connect <server>" link for a server with its own authorization server they have yet to connect, and
+the gateway session that lists and calls their tools with their own tokens."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flows.ports import Identities, LinkOffers, Sessions
+from flows.ports import Identities, LinkOffers, ServerOffers, Sessions
 from mcp_clients.gateway import Caller, GatewaySession
 from mcp_clients.tokens import Identity
 
@@ -17,6 +18,11 @@ class ToolAccess:
     identities: Identities
     links: LinkOffers
     gateway: Sessions
+    servers: ServerOffers
+
+    async def server_offer(self, team: str, user: str, server: str, *, waiting: str) -> str:
+        """`waiting`: the request answered again once connected ("" for none)."""
+        return await self.servers.offer(team, user, server, waiting=waiting or None)
 
     async def identity(self, team: str, user: str) -> Identity | None:
         return await self.identities.identity(team, user)

@@ -23,6 +23,7 @@ from agent.ports import Model
 from approvals.turns import Conversation, Turn, TurnStore
 from flows.access import ToolAccess
 from flows.admission import Admission
+from flows.connecting import CONNECTED_ATTEMPT, ConnectingTools, connected_note
 from flows.decisions import Decisions, decisions
 from flows.ports import ApprovalRequests, Refusal, SettlingProgress, TurnApprovals, TurnOutput
 from flows.thread_memory import handed_to, registry_view, remembered
@@ -169,7 +170,10 @@ class TurnAnswer:
                     await self._store.set_status(turn.id, "failed", reason="registry")
                     return "registry unavailable"
                 decided = await self._decisions(turn, session) if resuming else None
-                result = await self._loop(turn, identity, session, progress, decided, conversation)
+                asker = f"<@{turn.user}> ({identity.email or identity.sub})"
+                tools = ConnectingTools(self._audit.tools(session, turn, identity), session, asker)
+                again = attempt.startswith(CONNECTED_ATTEMPT)
+                result = await self._loop(turn, asker, tools, session, progress, decided, conversation, again)
                 if isinstance(result, Paused):
                     await self._request_approvals(turn, caller, session, result)
                 private = (decided is not None and bool(decided.private)) or any(
@@ -182,6 +186,11 @@ class TurnAnswer:
             await progress.settle()  # no late progress update may overwrite the answer
             ts = await working
         await self._output.deliver(turn, ts, result, time.monotonic() - started, attempt, private=private)
+        # After the answer that says why. A paused turn goes on after its approvals instead of re-running.
+        waiting = "" if isinstance(result, Paused) else turn.id
+        for server, needed in tools.requested.items():
+            url = await self._access.server_offer(turn.team, turn.user, server, waiting=waiting)
+            await self._output.connect_server(turn, needed.short_name, url, step_up=needed.step_up)
         if eyes is not None:
             await eyes
             await self._output.eyes(turn, on=False)
@@ -216,15 +225,18 @@ class TurnAnswer:
     async def _loop(
         self,
         turn: Turn,
-        identity: Identity,
+        asker: str,
+        tools: ConnectingTools,
         session: GatewaySession,
         progress: _Asking,
         decided: Decisions | None,
         conversation: Conversation,
+        again: bool,
     ) -> Result:
         if decided is None:
-            asker = f"<@{turn.user}> ({identity.email or identity.sub})"
-            conversation.messages.append({"role": "user", "content": f"{asker} asks:\n{turn.text}"})
+            # Asked again once a server is connected: the question is in the memory already.
+            said = connected_note(asker) if again else f"{asker} asks:\n{turn.text}"
+            conversation.messages.append({"role": "user", "content": said})
             asked_at = len(conversation.messages) - 1
         else:  # the paused step's placeholders become the calls' real results
             conversation.messages = resume(conversation.messages, decided.outcomes)
@@ -237,7 +249,7 @@ class TurnAnswer:
         history = conversation.messages  # what the thread's memory keeps in full (flows.thread_memory)
         result = await loop.run(
             await handed_to(session, turn.channel, history),
-            tools=self._audit.tools(session, turn, identity),
+            tools=tools,
             model=self._model,
             limits=self._limits,
             progress=progress,

@@ -27,6 +27,7 @@ __all__ = [
     "LinkOffers",
     "RecoveryOutput",
     "Refusal",
+    "ServerOffers",
     "Sessions",
     "SettlingProgress",
     "TurnApprovals",
@@ -79,6 +80,9 @@ class TurnOutput(Protocol):
     async def refuse(self, turn: Turn, refusal: Refusal, *, marker: str) -> None:
         """Say in the thread why this request is not run (once per `marker`)."""
 
+    async def connect_server(self, turn: Turn, short_name: str, url: str, *, step_up: bool) -> None:
+        """Ask the requester, alone, to connect (or grant more access to) a server of theirs at `url`."""
+
 
 class RecoveryOutput(Protocol):
     async def gave_up(self, turn: Turn, attempt: str, tries: int) -> None:
@@ -108,6 +112,13 @@ class LinkOffers(Protocol):
     """Connect links (the linking flow): `waiting` is a request answered once the person links."""
 
     async def offer(self, team: str, user: str, *, waiting: str | None = None) -> str: ...
+
+
+class ServerOffers(Protocol):
+    """ "Connect <server>" links for `auth: oauth` servers (flows.server_linking): `waiting` is a request
+    answered again once the person has connected."""
+
+    async def offer(self, team: str, user: str, server: str, *, waiting: str | None = None) -> str: ...
 
 
 class Sessions(Protocol):

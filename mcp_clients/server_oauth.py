@@ -55,6 +55,7 @@ from mcp_clients.server_oauth_errors import (
     ServerAuthError,
     StepUpRefused,
 )
+from mcp_clients.server_oauth_revoke import Revoker
 from mcp_clients.server_oauth_scopes import StepUps, select_scope
 from mcp_clients.server_oauth_service import ServiceTokens
 from mcp_clients.server_oauth_tokens import Grant, Stored, TokenRefused, TokenStore, request_token
@@ -122,6 +123,7 @@ class PerServerAuth:
         self.store = TokenStore(redis, sealer)
         self.step_ups = StepUps(redis)
         self.service = ServiceTokens(self._http, self.clients, self.store, clock=clock)
+        self.revoker = Revoker(self._http, self.clients, self.store)  # Disconnect, per person and server
 
     async def aclose(self) -> None:
         if self._owns_http:

@@ -9,6 +9,7 @@ from slack_sdk.models.blocks import Block
 
 from bot.blocks import (
     CONNECT_ACTION_ID,
+    CONNECT_SERVER_ACTION_ID,
     FEEDBACK_ACTION_ID,
     RECONNECT_ACTION_ID,
     AnswerLayout,
@@ -20,6 +21,7 @@ from bot.blocks import (
     parse_feedback_value,
     progress_message,
     reconnect_prompt,
+    server_connect_prompt,
     working_message,
 )
 from bot.mrkdwn import safe_mrkdwn
@@ -298,6 +300,20 @@ def test_reconnect_prompt_says_why_with_its_own_action() -> None:
     assert "token expired" in sections(message)[0]
     assert "<!here>" not in sections(message)[0]
     assert message.blocks[1]["elements"][0]["action_id"] == RECONNECT_ACTION_ID
+
+
+def test_server_connect_prompt_names_the_server_safely_with_its_own_action() -> None:
+    url = "https://bot.example/oauth/server-start/abc"
+    message = server_connect_prompt(url, short_name="tick<!channel>ets", step_up=False)
+    assert_valid(message)
+    text = sections(message)[0]
+    assert "<!channel>" not in text  # a registry name is never a broadcast
+    assert "waiting request" in text
+    [button] = message.blocks[1]["elements"]
+    assert (button["url"], button["action_id"]) == (url, CONNECT_SERVER_ACTION_ID)
+    assert button["text"]["text"] == "Connect tick<!channel>ets"  # plain text: shown, never parsed
+    more = server_connect_prompt(url, short_name="tickets", step_up=True)
+    assert "Grant tickets more access" in sections(more)[0]
 
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "ftp://x", "https://x y", ""])
