@@ -112,21 +112,7 @@ def register_home(
 
     async def disconnect(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)
-        identity = await accounts.broker.identity(team, user)
-        revocation = await accounts.broker.disconnect(team, user)
-        try:  # and every server they connected themselves: "I will forget your tokens" means all of them
-            entries = (await accounts.registry.view()).entries
-        except RegistryUnavailable:
-            entries = ()  # forgotten all the same, just not revoked at their servers
-        await accounts.servers.disconnect_all(team, user, entries)
-        if identity is not None:
-            detail = f"disconnected from App Home; {DISCONNECT_DETAIL[revocation]}"
-            await accounts.audit.record(
-                link_record(
-                    "account_unlink", "succeeded", team=team, user=user, sub=identity.sub, detail=detail
-                )
-            )
-        await refresh(team, user, DISCONNECT_NOTICE[revocation])
+        await refresh(team, user, await _disconnect(accounts, team, user))
 
     async def disconnect_server(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)
@@ -159,6 +145,23 @@ def register_home(
     app.action(SERVER_DISCONNECT)(ack=_ack, lazy=[disconnect_server])
     app.action(cards.APPROVE_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[approve])
     app.action(cards.REJECT_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[open_reject])
+
+
+async def _disconnect(accounts: Accounts, team: str, user: str) -> str:
+    """Forget this person's tokens (and revoke them at the provider); the tab's notice."""
+    identity = await accounts.broker.identity(team, user)
+    revocation = await accounts.broker.disconnect(team, user)
+    try:  # and every server they connected themselves: "I will forget your tokens" means all of them
+        entries = (await accounts.registry.view()).entries
+    except RegistryUnavailable:
+        entries = ()  # forgotten all the same, just not revoked at their servers
+    await accounts.servers.disconnect_all(team, user, entries)
+    if identity is not None:
+        detail = f"disconnected from App Home; {DISCONNECT_DETAIL[revocation]}"
+        await accounts.audit.record(
+            link_record("account_unlink", "succeeded", team=team, user=user, sub=identity.sub, detail=detail)
+        )
+    return DISCONNECT_NOTICE[revocation]
 
 
 async def _disconnect_server(accounts: Accounts, team: str, user: str, server: str) -> str:
