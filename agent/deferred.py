@@ -11,6 +11,7 @@ the model reads the real result, or why there is none, as the tool_result of the
     outcome_unknown  -> is_error: what was reported; the call is not to be run again
     rejected         -> is_error: who rejected it and why; not to be proposed again unless asked
     expired          -> is_error: nobody decided and nothing ran
+    withdrawn        -> is_error: the requester took it back before a decision; nothing ran
 
 Whatever a server said sits inside the untrusted-data delimiters (agent.prompt.wrap_tool_output), so no
 output can read as our words; an approver's reason is a person's words, like the question itself.
@@ -27,7 +28,7 @@ from agent.transcript import TOOL_OUTPUT_MAX_CHARS, cap_text
 
 __all__ = ["DECIDED", "MOVED_ON", "WAITING", "Decided", "DecidedStatus", "outcome_result", "park", "resume"]
 
-DecidedStatus = Literal["succeeded", "failed", "outcome_unknown", "rejected", "expired"]
+DecidedStatus = Literal["succeeded", "failed", "outcome_unknown", "rejected", "expired", "withdrawn"]
 
 WAITING = (
     "Waiting for people to approve or reject this call; its result will replace this text. "
@@ -110,6 +111,11 @@ def outcome_result(decided: Decided, max_chars: int = TOOL_OUTPUT_MAX_CHARS) -> 
             "Do not propose it again unless the person asks.",
         ),
         "expired": (False, "Expired without a decision; nothing ran."),
+        "withdrawn": (
+            False,
+            "Withdrawn by the requester before anyone decided; nothing ran. "
+            "Do not propose it again unless the person asks.",
+        ),
     }[decided.status]
     return {"type": "tool_result", "tool_use_id": decided.tool_use_id, "content": text, "is_error": not ok}
 

@@ -27,15 +27,18 @@ from agent.errors import ModelUnavailable
 from agent.ports import Model, Progress, ToolInfo, Tools
 from agent.prompt import SYSTEM_PROMPT
 from agent.redaction import CREDENTIAL_REFUSAL, contains_credential, redact_value
+from agent.tool_search import SearchMode, ToolContext
 from agent.transcript import (
     TOOL_OUTPUT_MAX_CHARS,
     call_digest,
     cap_text,
     compact,
+    elide_old_turns,
     estimate_tokens,
     text_of,
     tool_result,
 )
+from agent.usage import Usage
 
 __all__ = [
     "Answer",
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 NOTE_COMPACTED = "older tool output was removed to fit the budget"
 NOTE_CUT = "the answer was cut at the output limit"
 NOTE_TRUNCATED = "some tool output was too long and was cut before the model read it"
+LOW_WATER = 0.75  # share of the budget a compacted transcript is brought down to
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class Limits:
     max_total_tokens: int = 400_000  # input + output over the whole run
     tool_output_max_chars: int = TOOL_OUTPUT_MAX_CHARS
     budget_tokens: int = 150_000  # what one request may carry before old tool output is dropped
+    tool_search: SearchMode = "api"  # how the model finds tools past the threshold (agent.tool_search)
+    tool_search_threshold: int = 30  # more tools than this, and most are found by search
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ class Answer:
     input_tokens: int
     output_tokens: int
     notes: list[str]  # remarks for the user, e.g. that old tool output was dropped
+    usage: Usage = field(default_factory=Usage)  # the run's model calls as billed
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,7 @@ class Paused:
     calls: list[CallRecord]
     input_tokens: int
     output_tokens: int
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ class Failed:
     input_tokens: int
     output_tokens: int
     partial_text: str
+    usage: Usage = field(default_factory=Usage)
 
 
 Result = Answer | Paused | Failed
@@ -144,6 +153,7 @@ class _Run:
     steps: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
     calls: list[CallRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -174,6 +184,7 @@ class _Run:
             "calls": list(self.calls),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "usage": self.usage,
         }
 
     def answer(self, text: str) -> Answer:
@@ -220,18 +231,34 @@ async def run(
         return st.failed("time_cap")
     infos = {t.model_name: t for t in listed}
     specs = tool_params(listed)
-    budget = limits.budget_tokens - estimate_tokens([system, specs])
+    context = ToolContext.build(
+        specs,
+        {t.model_name: t.server for t in listed},
+        mode=limits.tool_search,
+        threshold=limits.tool_search_threshold,
+        history=st.messages,
+    )
+    # Deferred definitions stay out of the context, so the budget counts what is sent up front.
+    budget = limits.budget_tokens - estimate_tokens([system, context.request_tools()])
     while True:
         if (cap := st.cap()) is not None:
             return st.failed(cap)
-        st.messages, dropped = compact(st.messages, budget)
-        if dropped:
-            st.note(NOTE_COMPACTED)
+        if estimate_tokens(st.messages) > budget:
+            # Down to a low-water mark, not just under the cap: the prefix then stays the same (and cached)
+            # for the next steps and turns, instead of changing on every request once the thread is full.
+            target = int(budget * LOW_WATER)
+            st.messages, dropped = compact(st.messages, target)
+            st.messages, elided = elide_old_turns(st.messages, target, limits.budget_tokens)
+            if dropped or elided:
+                st.note(NOTE_COMPACTED)
         await progress.thinking()
         try:
             async with asyncio.timeout(st.left()):
                 reply = await model.complete(
-                    system=system, messages=st.messages, tools=specs, max_tokens=limits.max_output_tokens
+                    system=system,
+                    messages=st.messages,
+                    tools=context.request_tools(),
+                    max_tokens=limits.max_output_tokens,
                 )
         except TimeoutError:
             return st.failed("time_cap")
@@ -240,11 +267,14 @@ async def run(
         st.steps += 1
         st.input_tokens += reply.input_tokens
         st.output_tokens += reply.output_tokens
+        st.usage += getattr(reply, "usage", None) or Usage(
+            input=reply.input_tokens, output=reply.output_tokens
+        )
         content = [dict(b) for b in reply.content]
         uses = [b for b in content if b.get("type") == "tool_use"]
         if reply.stop_reason == "tool_use" and uses:
             st.messages.append({"role": "assistant", "content": content})
-            paused = await _tool_step(st, uses, text_of(content), infos, tools, progress, rejected)
+            paused = await _tool_step(st, uses, text_of(content), infos, tools, progress, rejected, context)
             if paused is not None:
                 return paused
             continue
@@ -281,6 +311,7 @@ async def _tool_step(
     tools: Tools,
     progress: Progress,
     rejected: frozenset[str],
+    context: ToolContext,
 ) -> Paused | Failed | None:
     """Answer every tool_use of the last assistant message; a value when the run must end here."""
     if (cap := st.cap()) is not None:  # no model call would read the results, so run nothing
@@ -294,7 +325,9 @@ async def _tool_step(
     for block in uses:
         use_id, name, args = str(block.get("id")), str(block.get("name")), block.get("input")
         info = infos.get(name)
-        if info is None:  # not listed to this person here: refused locally, nothing reaches a server
+        if context.is_local_search(name):  # answered here: it only widens what the model is shown
+            done[use_id] = tool_result(use_id, "", name, context.find(args), True)
+        elif info is None:  # not listed to this person here: refused locally, nothing reaches a server
             done[use_id] = tool_result(
                 use_id, "", name, f"Tool {name!r} is not available to you here.", False
             )

@@ -20,6 +20,7 @@ __all__ = [
     "canonical_json",
     "cap_text",
     "compact",
+    "elide_old_turns",
     "estimate_tokens",
     "text_of",
     "tool_result",
@@ -101,6 +102,77 @@ def compact(messages: Sequence[Mapping[str, Any]], budget_tokens: int) -> tuple[
         if chars <= budget_chars:
             break
     return out, dropped
+
+
+def elided_note(budget_tokens: int) -> str:
+    return f"[earlier message elided: this conversation is kept under {budget_tokens:,} tokens per request]"
+
+
+def elide_old_turns(
+    messages: Sequence[Mapping[str, Any]], budget_tokens: int, cap_tokens: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """When dropping tool output was not enough (a long thread of words): the oldest messages' text becomes
+    a note that states the cap, oldest first, until the transcript fits `budget_tokens`. The question being
+    answered (the last user message) and the answer before it are never touched, and tool_use blocks stay
+    so every tool_result keeps its pair. `cap_tokens` is the cap the note states (default the budget)."""
+    out = [dict(m) for m in messages]
+    budget_chars = budget_tokens * CHARS_PER_TOKEN
+    chars = _chars(out)
+    if chars <= budget_chars:
+        return out, 0
+    note = elided_note(cap_tokens or budget_tokens)
+    # The question being answered: the last user message that is not tool results (a turn's later steps
+    # end with results, the question stays further up).
+    question = max((i for i, m in enumerate(out) if _is_question(m)), default=len(out))
+    last_answer = max((i for i in range(question) if out[i].get("role") == "assistant"), default=question)
+    elided = 0
+    for i in range(last_answer):
+        if chars <= budget_chars:
+            break
+        content = out[i].get("content")
+        if isinstance(content, str):
+            new: Any = note
+        elif isinstance(content, list):
+            new = [
+                {**b, "text": note} if isinstance(b, Mapping) and b.get("type") == "text" else b
+                for b in content
+            ]
+        else:
+            continue
+        if new == content:
+            continue
+        chars -= _chars(content) - _chars(new)
+        out[i]["content"] = new
+        elided += 1
+    if chars > budget_chars:  # what is left of old turns still grows with the thread: drop whole turns
+        out, gone = _drop_oldest_turns(out, budget_chars, last_answer, note)
+        elided += gone
+    return out, elided
+
+
+def _is_question(message: Mapping[str, Any]) -> bool:
+    content = message.get("content")
+    results = isinstance(content, list) and any(
+        isinstance(b, Mapping) and b.get("type") == "tool_result" for b in content
+    )
+    return message.get("role") == "user" and not results
+
+
+def _drop_oldest_turns(
+    out: list[dict[str, Any]], budget_chars: int, keep_from: int, note: str
+) -> tuple[list[dict[str, Any]], int]:
+    """Drop the oldest turns whole (from a question to the next question, so tool_use and tool_result
+    stay paired), starting the transcript with a note saying how many messages were dropped."""
+    starts = [i for i, m in enumerate(out) if 0 < i <= keep_from and _is_question(m)]
+    cut = 0
+    for start in starts:
+        cut = start
+        if _chars(out[start:]) + len(note) + 80 <= budget_chars:
+            break
+    if not cut:
+        return out, 0
+    told = {"role": "user", "content": f"{note} ({cut} earlier messages of this thread left out)"}
+    return [told, *out[cut:]], cut
 
 
 def tool_result(use_id: str, server: str, tool: str, text: str, ok: bool) -> dict[str, Any]:

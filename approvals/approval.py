@@ -36,6 +36,8 @@ VoteKind = Literal[
     "own_request",
     "not_eligible",
     "duplicate",
+    "withdrawn",
+    "not_requester",
 ]
 
 
@@ -44,6 +46,7 @@ class ApprovalStatus(StrEnum):
     APPROVED = "APPROVED"
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
+    WITHDRAWN = "WITHDRAWN"  # the requester took it back before a decision
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"

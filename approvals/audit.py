@@ -41,7 +41,16 @@ PREVIEW_CHARS = 300
 log = logging.getLogger("chatops.audit")
 
 Outcome = Literal[
-    "succeeded", "failed", "denied", "rejected", "expired", "outcome_unknown", "pending", "approved", ""
+    "succeeded",
+    "failed",
+    "denied",
+    "rejected",
+    "expired",
+    "withdrawn",
+    "outcome_unknown",
+    "pending",
+    "approved",
+    "",
 ]
 
 
@@ -78,10 +87,13 @@ class AuditRecord:
     detail: str = ""
     permalink: str = ""
     time: float = 0.0
+    usage: Mapping[str, int] = field(default_factory=dict)  # model_usage: tokens as billed (agent.usage)
+    cost_usd: float = 0.0  # model_usage: the estimate from the price table in settings
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["approvers"] = list(self.approvers)
+        data["usage"] = dict(self.usage)
         return data
 
 

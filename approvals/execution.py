@@ -8,6 +8,8 @@
   still linked to the person who asked, with the stored arguments, after re-checking the record's seal, the
   server (name, URL, resource) and the tool's fingerprint against a fresh listing. Any difference ends it
   FAILED with nothing called; so does a registry that cannot be read before the call.
+- It starts only once a Redis replica holds the RUNNING state (approvals.replication, REDIS_MIN_REPLICAS):
+  otherwise it ends FAILED with nothing called, rather than risk a failover bringing it back to run twice.
 - Whatever happens, the record gets its outcome, the cards are redrawn, the thread is told, it is audited,
   and whatever waited on it resumes (approvals.settlement).
 """
@@ -22,15 +24,20 @@ from approvals.audit import approval_record
 from approvals.bindings import SERVER_CHANGED, Unbound, bound_identity, server_problem
 from approvals.leases import Leases, held_lease
 from approvals.ports import ApprovalNotices, AuditLog, Identities, ToolSessions
+from approvals.replication import StartNotReplicated
 from approvals.settlement import Settlement
 from approvals.store import ApprovalStore
 from mcp_clients.gateway import CALL_MADE_EFFECT_UNKNOWN, Caller, GatewaySession, ToolSpec
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import RegistryUnavailable
 
-__all__ = ["REGISTRY_DOWN", "ApprovalExecution"]
+__all__ = ["NOT_REPLICATED", "REGISTRY_DOWN", "ApprovalExecution"]
 
 REGISTRY_DOWN = "the registry was unavailable; nothing ran"
+NOT_REPLICATED = (
+    "Redis could not confirm that a replica recorded the start in time, so it was not run "
+    "(a failover could otherwise have run it twice); nothing ran, ask again"
+)
 OUTCOME_CHARS = 2000  # of what the server answered, kept on the record (the card and the thread show less)
 Status = ApprovalStatus
 
@@ -68,7 +75,12 @@ class ApprovalExecution:
     async def execute(self, approval_id: str) -> str:
         """Run one approved action; the status it ended in, or why nothing was done."""
         lease = self._lease_seconds
-        approval = await self._store.start(approval_id, lease_seconds=lease)
+        try:
+            approval = await self._store.start(approval_id, lease_seconds=lease)
+        except StartNotReplicated as exc:
+            # RUNNING on the primary only: a failover now could bring it back APPROVED, and it would run
+            # again. Not running it at all is the safe side; the person is told and can ask again.
+            return await self._refuse(exc.approval, Refused(NOT_REPLICATED, alert=False))
         if approval is None:
             return "not approved or already started"
         async with held_lease(self._leases, approval.id, "", lease):

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.utils import str_if_bytes
 
 from approvals.audit import AUDIT_STREAM, AuditRecord
+from approvals.model_bill import BILL_HEADER, Bill, add_bill, bill_lines
 
 __all__ = [
     "WORKFLOWS_SERVER",
@@ -66,6 +67,8 @@ class MonthStats:
     tools: dict[tuple[str, str], Row] = field(default_factory=dict)
     feedback_up: int = 0
     feedback_down: int = 0
+    bill: Bill = field(default_factory=Bill)  # the model's usage (approvals.model_bill)
+    bill_servers: dict[str, Bill] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,6 +116,8 @@ def add_record(stats: Mapping[str, MonthStats], record: Mapping[str, Any]) -> No
     """Count one audit record into its month, if that month is being counted."""
     kind, outcome = record.get("kind"), record.get("outcome")
     month = stats.get(month_of(float(record.get("time") or 0)))
+    if month is not None:
+        add_bill(month.bill, month.bill_servers, record)
     if month is None or kind not in REQUEST_KINDS:
         return
     invocation = (kind == "tool_call" and outcome in RAN) or kind == "workflow_run"
@@ -199,6 +204,8 @@ def metrics_from_audit(record: AuditRecord | Mapping[str, Any]) -> list[tuple[st
         out.append(("chatops_approvals_total", {"outcome": "requested"}, 1.0))
     elif kind == "approval_expired":
         out.append(("chatops_approvals_total", {"outcome": "expired"}, 1.0))
+    elif kind == "approval_withdrawn":
+        out.append(("chatops_approvals_total", {"outcome": "withdrawn"}, 1.0))
     elif kind == "approval_decision" and str(r.get("detail") or "").startswith(CLICK_PREFIXES):
         # Only the per-click record counts: a rejection also writes a second, summary decision record.
         if outcome in ("approved", "rejected", "denied"):
@@ -249,5 +256,10 @@ def render_table(stats: Stats) -> str:
         ["Month", "Server", "Tool", *numbers],
         [[m.month, s, t, *_cells(r)] for m in stats.months for (s, t), r in sorted(m.tools.items())],
     )
+    out += ["", "Model usage by month (tokens as billed; USD from the price table in settings)"]
+    out += _table(["Month", *BILL_HEADER], bill_lines([([m.month], m.bill) for m in stats.months]))
+    out += ["", "Model usage by server (a turn's usage split evenly over the servers it called)"]
+    rows = [([m.month, s], b) for m in stats.months for s, b in sorted(m.bill_servers.items())]
+    out += _table(["Month", "Server", *BILL_HEADER], bill_lines(rows))
     out += ["", f"Feedback stored (all turns): {stats.feedback_up} up, {stats.feedback_down} down"]
     return "\n".join(out) + "\n"

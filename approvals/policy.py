@@ -14,10 +14,10 @@ __all__ = ["FINAL_OUTCOMES", "REFUSALS", "TERMINAL", "is_refusal", "may_approve"
 # How an approved run ends: what the server did, or that nobody can tell.
 FINAL_OUTCOMES = frozenset({ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED, ApprovalStatus.OUTCOME_UNKNOWN})
 # Nothing more will happen to the request: it was closed without a run, or its run ended.
-TERMINAL = FINAL_OUTCOMES | {ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED}
+TERMINAL = FINAL_OUTCOMES | {ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED, ApprovalStatus.WITHDRAWN}
 
 REFUSALS: frozenset[VoteKind] = frozenset(
-    {"already_decided", "expired", "own_request", "not_eligible", "duplicate"}
+    {"already_decided", "expired", "own_request", "not_eligible", "duplicate", "not_requester"}
 )
 
 

@@ -11,6 +11,7 @@ treats that as "not done yet" (the sweep catches up), never as "nothing changed"
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from approvals.approval import Approval, ApprovalStatus
@@ -39,6 +40,19 @@ class ApprovalNotices(Protocol):
     ) -> None:
         """How an approved run ended. `detail` is what the server answered (`from_server`), or the bot's own
         reason for not calling it; `alert`: something someone should look at (the tool or record changed)."""
+
+    async def show_to_approvers(self, approval: Approval, approvers: Sequence[Identity]) -> None:
+        """The card by DM to each of `approvers` (one per person, at most once per request), and to the
+        server's or tool's `approvals_channel`; each copy is recorded as one of the request's cards."""
+
+    async def say_nobody_eligible(self, approval: Approval) -> None:
+        """Nobody linked may approve: the thread is told at once whom to ask (owner team, support channel)."""
+
+    async def remind(self, approval: Approval) -> None:
+        """Half the TTL has passed: the approvers' DM cards say so (updated in place, no new messages)."""
+
+    async def escalate(self, approval: Approval) -> None:
+        """Late and still pending: the card goes to the `escalation_channel`, if the registry names one."""
 
     async def say_expired(self, approval: Approval) -> None:
         """The request expired without a decision; nothing ran."""
@@ -80,6 +94,9 @@ class Identities(Protocol):
 
     async def current_identity(self, team: str, user: str) -> Identity:
         """The identity with groups no older than 5 minutes; raises mcp_clients.tokens.TokenUnavailable."""
+
+    async def linked(self, team: str) -> list[Identity]:
+        """Every linked identity of the team, groups as last known (whom a new request is pushed to)."""
 
 
 class ToolSessions(Protocol):

@@ -26,11 +26,13 @@ from typing import Any, Literal
 from redis.exceptions import RedisError
 
 from approvals.approval import Approval, ApprovalStatus, VoteResult
+from approvals.approvers import eligible_approvers
 from approvals.audit import approval_record
 from approvals.execution import ApprovalExecution
 from approvals.leases import Leases
 from approvals.policy import may_approve
 from approvals.ports import ActionQueue, ApprovalNotices, AuditLog, Identities, ToolSessions
+from approvals.reminders import ReminderSchedule
 from approvals.settlement import Settlement
 from approvals.store import ApprovalStore
 from approvals.sweep import ApprovalSweep
@@ -71,8 +73,10 @@ class ApprovalService:
         leases: Leases,
         ttl_seconds: float,
         lease_seconds: float,
+        reminders: ReminderSchedule | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`reminders`: where the half-TTL reminder and the escalation are scheduled (None: no nudges)."""
         self.store = store
         self._notices = notices
         self._queue = queue
@@ -81,7 +85,10 @@ class ApprovalService:
         self._ttl = ttl_seconds
         self._clock = clock
         self._settlement = Settlement(store, queue)
-        self._sweep = ApprovalSweep(store, notices, queue, audit, self._settlement, clock=clock)
+        self._reminders = reminders
+        self._sweep = ApprovalSweep(
+            store, notices, queue, audit, self._settlement, reminders=reminders, clock=clock
+        )
         self._execution = ApprovalExecution(
             store, notices, tools, identities, audit, leases, self._settlement, lease_seconds=lease_seconds
         )
@@ -145,7 +152,22 @@ class ApprovalService:
         await self._notices.show_request(approval)
         await self._audit.record(approval_record(approval, "approval_requested", "pending"))
         self._queue.schedule_expiry(approval.id, approval.expires_at)
+        if self._reminders is not None:
+            await self._reminders.schedule(approval)
+        await self._push(approval)
         return approval
+
+    async def _push(self, approval: Approval) -> None:
+        """The card to every linked person who may approve it (issue 18), or, when there is nobody, the
+        thread told so at once instead of waiting for the expiry. Best effort, like every notice: the request
+        stands with its thread card whatever happens here (the approver's queue on App Home lists it too)."""
+        try:
+            approvers = eligible_approvers(approval, await self._identities.linked(approval.team))
+            await self._notices.show_to_approvers(approval, approvers)
+            if not approvers:
+                await self._notices.say_nobody_eligible(approval)
+        except RedisError as exc:
+            log.warning("approval %s: approvers not reached (%s)", approval.id, type(exc).__name__)
 
     # --- clicks --------------------------------------------------------------------------------------
 
@@ -199,6 +221,26 @@ class ApprovalService:
             await self._notices.show_decision(approval_id)
             decision = approval_record(result.approval, "approval_decision", "rejected", detail=reason, by=by)
             await self._audit.record(decision)
+            await self._settlement.settle(result.approval)
+        elif result.kind == "expired":
+            await self.on_expired(approval_id)
+        return Click(approval, result)
+
+    async def withdraw(self, approval_id: str, *, user: str) -> Click:
+        """A Withdraw click by Slack account `user`: only the requester (any account of their `sub`) may take
+        a request back, and only before a decision. Every card then shows it, and the turn resumes."""
+        approval = await self.store.get(approval_id)
+        if approval is None:
+            return Click(None)
+        identity = await self._identities.identity(approval.team, user)  # who they are; groups don't matter
+        by = (user, identity.sub if identity is not None else "")
+        result = await self.store.withdraw(approval_id, user=user, sub=by[1])
+        outcome = {"withdrawn": "withdrawn", "expired": "expired"}.get(result.kind, "denied")
+        await self._audit_click(result.approval, by, "withdraw", outcome, result.kind)
+        if result.kind == "withdrawn":
+            await self._notices.show_decision(approval_id)
+            record = approval_record(result.approval, "approval_withdrawn", "withdrawn", by=by)
+            await self._audit.record(record)
             await self._settlement.settle(result.approval)
         elif result.kind == "expired":
             await self.on_expired(approval_id)

@@ -2,7 +2,8 @@
 
     PENDING ──vote×quorum──▶ APPROVED ──start──▶ RUNNING ──finish──▶ SUCCEEDED | FAILED | OUTCOME_UNKNOWN
        ├──reject──▶ REJECTED                        └──lease passed, mark_unknown──▶ OUTCOME_UNKNOWN
-       └──expiry (vote, reject or the sweeper)──▶ EXPIRED
+       ├──expiry (vote, reject or the sweeper)──▶ EXPIRED
+       └──withdraw (the requester)──▶ WITHDRAWN
 
 - The decision is made from the stored record alone (Habit 5): the caller says only who clicked (their Slack
   account and the `sub` it is linked to) and whether their groups are eligible *now*; requester, expiry,
@@ -25,15 +26,13 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import fields, is_dataclass
-from typing import Any, Unpack, cast, get_args
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Unpack, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.typing import EncodableT, FieldT
-from redis.utils import str_if_bytes
 
+from approvals import store_records as records
 from approvals.approval import (
     Approval,
     ApprovalStatus,
@@ -47,8 +46,19 @@ from approvals.approval import (
     canonical_json,
 )
 from approvals.policy import FINAL_OUTCOMES
+from approvals.replication import NO_REPLICAS, NotReplicated, Replication, StartNotReplicated, replicated
 from approvals.seal import ApprovalSeal
-from approvals.store_scripts import _ADD_CARD, _EXPIRE, _FINISH, _GUARD, _LIB, _REJECT, _START, _VOTE
+from approvals.store_scripts import (
+    _ADD_CARD,
+    _EXPIRE,
+    _FINISH,
+    _GUARD,
+    _LIB,
+    _REJECT,
+    _START,
+    _VOTE,
+    _WITHDRAW,
+)
 
 __all__ = [
     "APPROVED_KEY",
@@ -57,6 +67,7 @@ __all__ = [
     "ApprovalStore",
     "CardRef",
     "NewApproval",
+    "StartNotReplicated",
     "Status",
     "UnknownApproval",
     "Vote",
@@ -75,8 +86,6 @@ STALE_CARDS_KEY = "chatops:cards-dirty"  # approvals whose cards' last redraw fa
 TOLD_SECONDS = 86400  # a notice is given once; by then every card has long expired
 _ID = re.compile(r"a[0-9a-f]{23}")
 
-_KINDS = frozenset(get_args(VoteKind))
-
 
 class UnknownApproval(LookupError):
     """No record for this id (never created, malformed, or past retention)."""
@@ -90,9 +99,12 @@ class ApprovalStore:
         clock: Callable[[], float] = time.time,
         seal_key: bytes,
         older_seal_keys: Sequence[bytes] = (),
+        replication: Replication = NO_REPLICAS,
     ) -> None:
-        """`seal_key` seals new records; it and `older_seal_keys` (keys being rotated out) verify."""
+        """`seal_key` seals new records; it and `older_seal_keys` (keys being rotated out) verify.
+        `replication`: how many replicas must hold a start before it is handed out (see `start`)."""
         self._redis = redis
+        self._replication = replication
         self._clock = clock
         self._sealer = ApprovalSeal((seal_key, *older_seal_keys))
         self._vote = redis.register_script(_LIB + _GUARD + _VOTE)
@@ -101,6 +113,7 @@ class ApprovalStore:
         self._start = redis.register_script(_LIB + _START)
         self._finish = redis.register_script(_LIB + _FINISH)
         self._add_card = redis.register_script(_LIB + _ADD_CARD)
+        self._withdraw = redis.register_script(_LIB + _WITHDRAW)
 
     # ----- create and read ------------------------------------------------------------------------------
 
@@ -130,9 +143,9 @@ class ApprovalStore:
         )
         values["seal"] = self._sealer.seal(values)
         approval = Approval(**values)
-        key, turn_key = _record_key(approval.id), f"chatops:turn-approvals:{approval.turn_id}"
+        key, turn_key = records.record_key(approval.id), f"chatops:turn-approvals:{approval.turn_id}"
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=_encode(approval))
+            pipe.hset(key, mapping=records.encode(approval))
             pipe.expire(key, RETENTION_SECONDS)
             pipe.zadd(PENDING_KEY, {approval.id: approval.expires_at})
             pipe.sadd(turn_key, approval.id)
@@ -143,23 +156,24 @@ class ApprovalStore:
     async def get(self, approval_id: str) -> Approval | None:
         if not _ID.fullmatch(approval_id):
             return None
-        raw = await self._redis.hgetall(_record_key(approval_id))
-        return _decode(raw) if raw else None
+        raw = await self._redis.hgetall(records.record_key(approval_id))
+        return records.decode(raw) if raw else None
 
     async def for_turn(self, turn_id: str) -> list[Approval]:
-        found = await self._many(_ids(await self._redis.smembers(f"chatops:turn-approvals:{turn_id}")))
+        found = await self._many(records.ids(await self._redis.smembers(f"chatops:turn-approvals:{turn_id}")))
         return sorted(found, key=lambda a: a.created_at)
 
-    async def pending_for_groups(self, groups: Iterable[str], *, now: float | None = None) -> list[Approval]:
-        """PENDING, unexpired approvals that members of any of `groups` may decide, soonest expiry first."""
-        wanted = set(groups)
-        found = await self._many(
-            _ids(await self._redis.zrangebyscore(PENDING_KEY, f"({self._now(now)}", "+inf"))
-        )
-        return [a for a in found if a.status is ApprovalStatus.PENDING and wanted & set(a.approver_groups)]
+    async def pending_for_groups(
+        self, groups: Iterable[str] | None, now: float | None = None
+    ) -> list[Approval]:
+        """PENDING, unexpired approvals that members of `groups` (None: anyone) may decide, oldest first."""
+        ids = records.ids(await self._redis.zrangebyscore(PENDING_KEY, f"({self._now(now)}", "+inf"))
+        wanted, found = None if groups is None else set(groups), await self._many(ids)
+        mine = [a for a in found if wanted is None or wanted & set(a.approver_groups)]
+        return sorted((a for a in mine if a.status is ApprovalStatus.PENDING), key=lambda a: a.created_at)
 
     async def attempts(self, approval_id: str) -> list[dict[str, Any]]:
-        return [json.loads(row) for row in await self._redis.lrange(_attempts_key(approval_id), 0, -1)]
+        return [json.loads(row) for row in await self._redis.lrange(records.attempts_key(approval_id), 0, -1)]
 
     # ----- decisions ------------------------------------------------------------------------------------
 
@@ -168,9 +182,9 @@ class ApprovalStore:
     ) -> VoteResult:
         at = self._now(now)
         ballot = json.dumps({"user": user, "sub": sub, "email": email, "at": at}, ensure_ascii=False)
-        argv = (user, sub, _flag(eligible), repr(at), "approve", ballot)
+        argv = (user, sub, records.flag(eligible), repr(at), "approve", ballot)
         keys = (PENDING_KEY, APPROVED_KEY)
-        return _vote_result(await self._run(self._vote, approval_id, keys, *argv))
+        return records.vote_result(await self._run(self._vote, approval_id, keys, *argv))
 
     async def reject(
         self,
@@ -182,27 +196,47 @@ class ApprovalStore:
         reason: str,
         now: float | None = None,
     ) -> VoteResult:
-        argv = (user, sub, _flag(eligible), repr(self._now(now)), "reject", reason, json.dumps([user]))
-        return _vote_result(await self._run(self._reject, approval_id, PENDING_KEY, *argv))
+        argv = (user, sub, records.flag(eligible), repr(self._now(now)), "reject", reason, json.dumps([user]))
+        return records.vote_result(await self._run(self._reject, approval_id, PENDING_KEY, *argv))
+
+    async def withdraw(
+        self, approval_id: str, *, user: str, sub: str, now: float | None = None
+    ) -> VoteResult:
+        """PENDING → WITHDRAWN when `user` (or `sub`) is the requester; "withdrawn", else why not."""
+        argv = (user, sub, repr(self._now(now)), json.dumps([user]))
+        return records.vote_result(await self._run(self._withdraw, approval_id, PENDING_KEY, *argv))
 
     async def expire(self, approval_id: str, now: float | None = None) -> bool:
         return await self._transition(self._expire, approval_id, PENDING_KEY, repr(self._now(now)))
 
     async def due_for_expiry(self, now: float) -> list[str]:
-        return _ids(await self._redis.zrangebyscore(PENDING_KEY, "-inf", now))
+        return records.ids(await self._redis.zrangebyscore(PENDING_KEY, "-inf", now))
 
     # ----- execution ------------------------------------------------------------------------------------
 
     async def start(
         self, approval_id: str, *, lease_seconds: float, now: float | None = None
     ) -> Approval | None:
-        """APPROVED → RUNNING; exactly one caller gets the record back, everyone else None."""
+        """APPROVED → RUNNING; exactly one caller gets the record back, everyone else None. Only once the
+        required replicas hold it (approvals.replication); else `StartNotReplicated`: do not run it."""
         if not _ID.fullmatch(approval_id):
             return None
         at = self._now(now)
         keys = (RUNNING_KEY, APPROVED_KEY)
-        reply = await self._run(self._start, approval_id, keys, repr(at), repr(at + lease_seconds))
-        return _decode(_pairs(reply[2:])) if str_if_bytes(reply[0]) == "yes" else None
+        argv = (repr(at), repr(at + lease_seconds))
+        try:
+            reply = await replicated(
+                self._redis,
+                self._replication,
+                lambda client: self._run(self._start, approval_id, keys, *argv, client=client),
+            )
+        except NotReplicated as exc:
+            reply = cast(list[Any], exc.result)
+            if records.text(reply[0]) != "yes":
+                return None
+            started = records.decode(records.pairs(reply[2:]))
+            raise StartNotReplicated(started, exc.acked, exc.wanted) from None
+        return records.decode(records.pairs(reply[2:])) if records.text(reply[0]) == "yes" else None
 
     async def finish(
         self,
@@ -223,14 +257,14 @@ class ApprovalStore:
 
     async def approved_before(self, decided_before: float) -> list[str]:
         """APPROVED records decided before `decided_before` that no job has started yet."""
-        return _ids(await self._redis.zrangebyscore(APPROVED_KEY, "-inf", decided_before))
+        return records.ids(await self._redis.zrangebyscore(APPROVED_KEY, "-inf", decided_before))
 
     async def forget_approved(self, approval_id: str) -> None:
         """Drop an id from the approved index (its record is no longer APPROVED)."""
         await self._redis.zrem(APPROVED_KEY, approval_id)
 
     async def stale_running(self, now: float) -> list[str]:
-        return _ids(await self._redis.zrangebyscore(RUNNING_KEY, "-inf", now))
+        return records.ids(await self._redis.zrangebyscore(RUNNING_KEY, "-inf", now))
 
     async def mark_unknown(self, approval_id: str, detail: str, now: float | None = None) -> bool:
         """RUNNING → OUTCOME_UNKNOWN once the lease has passed; it is never re-run on its own (SPEC §10)."""
@@ -249,7 +283,7 @@ class ApprovalStore:
 
     async def take_stale_cards(self, count: int = 50) -> list[str]:
         """Up to `count` approvals whose cards need a redraw, each handed out once."""
-        return _ids(await self._redis.spop(STALE_CARDS_KEY, count) or [])
+        return records.ids(await self._redis.spop(STALE_CARDS_KEY, count) or [])
 
     async def first_notice(self, approval_id: str, what: str) -> bool:
         """True the first time this is asked for this approval and `what` (e.g. "expired"): whoever notices
@@ -276,100 +310,30 @@ class ApprovalStore:
         return self._clock() if now is None else now
 
     async def _run(
-        self, script: AsyncScript, approval_id: str, third: str | tuple[str, ...] | None, *argv: str
+        self,
+        script: AsyncScript,
+        approval_id: str,
+        third: str | tuple[str, ...] | None,
+        *argv: str,
+        client: aioredis.Redis | None = None,
     ) -> list[Any]:
         if not _ID.fullmatch(approval_id):
             raise UnknownApproval(approval_id)
         more = (third,) if isinstance(third, str) else third or ()
-        keys = [_record_key(approval_id), _attempts_key(approval_id), *more]
-        reply: list[Any] = await script(keys=keys, args=[approval_id, *argv])
-        if str_if_bytes(reply[0]) == "missing":
+        keys = [records.record_key(approval_id), records.attempts_key(approval_id), *more]
+        reply: list[Any] = await script(keys=keys, args=[approval_id, *argv], client=client)
+        if records.text(reply[0]) == "missing":
             raise UnknownApproval(approval_id)
         return reply
 
     async def _transition(self, script: AsyncScript, approval_id: str, third: str | None, *argv: str) -> bool:
         if not _ID.fullmatch(approval_id):
             return False
-        return str_if_bytes((await self._run(script, approval_id, third, *argv))[0]) == "yes"
+        return records.text((await self._run(script, approval_id, third, *argv))[0]) == "yes"
 
     async def _many(self, ids: Iterable[str]) -> list[Approval]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for approval_id in ids:
-                pipe.hgetall(_record_key(approval_id))
+                pipe.hgetall(records.record_key(approval_id))
             rows = await pipe.execute()
-        return [_decode(row) for row in rows if row]
-
-
-# ----- encoding ---------------------------------------------------------------------------------------------
-# One Redis hash per approval; strings as they are, numbers as Python reprs, lists as JSON text.
-
-_FLOATS = ("created_at", "expires_at")
-_OPTIONAL_FLOATS = ("decided_at", "started_at", "lease_until", "finished_at")
-_LISTS = ("approver_groups", "approvals", "decided_by", "cards")
-
-
-def _record_key(approval_id: str) -> str:
-    return f"chatops:approval:{approval_id}"
-
-
-def _attempts_key(approval_id: str) -> str:
-    return f"chatops:approval:{approval_id}:attempts"
-
-
-def _flag(value: bool) -> str:
-    return "1" if value else "0"
-
-
-def _ids(rows: Iterable[Any]) -> list[str]:
-    return [str_if_bytes(row) for row in rows]
-
-
-def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _encode(approval: Approval) -> dict[FieldT, EncodableT]:
-    out: dict[FieldT, EncodableT] = {}
-    for name, value in vars(approval).items():
-        if name == "arguments":
-            out[name] = canonical_json(value)
-        elif name in _LISTS:
-            out[name] = json.dumps([vars(v) if is_dataclass(v) else v for v in value], ensure_ascii=False)
-        elif value is None:
-            out[name] = ""
-        else:
-            out[name] = repr(value) if isinstance(value, float) else str(value)
-    return out
-
-
-def _json_list(raw: str) -> list[Any]:
-    # cjson writes an empty Lua table as {}; here that can only mean "none yet".
-    value = json.loads(raw) if raw else []
-    return value if isinstance(value, list) else []
-
-
-def _decode(raw: Mapping[Any, Any]) -> Approval:
-    stored = {str_if_bytes(k): str_if_bytes(v) for k, v in raw.items()}
-    # A field added in a later version is missing from older records: its default (always "") stands in.
-    values: dict[str, Any] = {f.name: stored.get(f.name, "") for f in fields(Approval)}
-    lists = {name: _json_list(values[name]) for name in _LISTS}
-    values.update(
-        {name: float(values[name]) for name in _FLOATS},
-        **{name: float(values[name]) if values[name] else None for name in _OPTIONAL_FLOATS},
-        arguments=json.loads(values["arguments"]),
-        quorum=int(values["quorum"]),
-        identity=values["identity"] or "user",
-        status=ApprovalStatus(values["status"]),
-        approver_groups=tuple(lists["approver_groups"]),
-        decided_by=tuple(lists["decided_by"]),
-        approvals=tuple(Vote(v["user"], v["sub"], v["email"], float(v["at"])) for v in lists["approvals"]),
-        cards=tuple(CardRef(c["channel"], c["ts"]) for c in lists["cards"]),
-    )
-    return Approval(**values)
-
-
-def _vote_result(reply: list[Any]) -> VoteResult:
-    kind = str_if_bytes(reply[0])
-    if kind not in _KINDS:
-        raise RuntimeError(f"unexpected reply from the vote script: {kind!r}")
-    return VoteResult(cast(VoteKind, kind), _decode(_pairs(reply[2:])), int(reply[1]))
+        return [records.decode(row) for row in rows if row]

@@ -74,6 +74,29 @@ redis.call('ZREM', KEYS[3], id)
 return reply(note(user, sub, action, 'rejected', now), #votes)
 """
 
+# KEYS: record, attempts, pending. ARGV: id, user, sub, now, decided_by as JSON.
+# Only the requester (the Slack account that asked, or any account linked to the requester's sub) may take a
+# request back, and only while nobody has decided: a decision already reached is never undone.
+_WITHDRAW = """
+local id, user, sub, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local status = redis.call('HGET', rec, 'status')
+if not status then return {'missing', 0} end
+local votes = cjson.decode(redis.call('HGET', rec, 'approvals'))
+if status ~= 'PENDING' then return reply(note(user, sub, 'withdraw', 'already_decided', now), #votes) end
+if tonumber(now) >= tonumber(redis.call('HGET', rec, 'expires_at')) then
+  redis.call('HSET', rec, 'status', 'EXPIRED', 'decided_at', now)
+  redis.call('ZREM', KEYS[3], id)
+  return reply(note(user, sub, 'withdraw', 'expired', now), #votes)
+end
+local own_sub = sub ~= '' and sub == redis.call('HGET', rec, 'requester_sub')
+if user ~= redis.call('HGET', rec, 'requester') and not own_sub then
+  return reply(note(user, sub, 'withdraw', 'not_requester', now), #votes)
+end
+redis.call('HSET', rec, 'status', 'WITHDRAWN', 'decided_by', ARGV[5], 'decided_at', now)
+redis.call('ZREM', KEYS[3], id)
+return reply(note(user, sub, 'withdraw', 'withdrawn', now), #votes)
+"""
+
 # KEYS: record, attempts (unused), pending. ARGV: id, now.
 _EXPIRE = """
 local status = redis.call('HGET', rec, 'status')

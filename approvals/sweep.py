@@ -6,6 +6,8 @@
   never run again on its own.
 - Redraw cards whose last redraw failed.
 - Re-enqueue APPROVED actions whose job never made it (Redis failed between the decision and the enqueue).
+- Give the nudges that are due (approvals.reminders): each claimed by exactly one sweep, given if the
+  request is still pending.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from approvals.approval import ApprovalStatus
 from approvals.audit import approval_record
 from approvals.ports import ActionQueue, ApprovalNotices, AuditLog
+from approvals.reminders import ReminderSchedule
 from approvals.settlement import Settlement
 from approvals.store import ApprovalStore
 
@@ -36,8 +39,10 @@ class ApprovalSweep:
         audit: AuditLog,
         settlement: Settlement,
         *,
+        reminders: ReminderSchedule | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._reminders = reminders
         self._store = store
         self._notices = notices
         self._queue = queue
@@ -59,7 +64,22 @@ class ApprovalSweep:
                 await self._lost(approval_id)
         await self._notices.redraw_stale()
         requeued = await self.requeue(now)
-        return {"expired": expired, "outcome_unknown": unknown, "requeued": requeued}
+        nudged = await self.nudge(now)
+        return {"expired": expired, "outcome_unknown": unknown, "requeued": requeued, "nudged": nudged}
+
+    async def nudge(self, now: float) -> int:
+        """Give the reminders and escalations due by `now` that this sweep claimed."""
+        nudged = 0
+        for what, approval_id in await self._reminders.due(now) if self._reminders is not None else []:
+            approval = await self._store.get(approval_id)
+            if approval is None or approval.status != ApprovalStatus.PENDING or now >= approval.expires_at:
+                continue  # decided (or expired) meanwhile: nobody needs nudging
+            if what == "remind":
+                await self._notices.remind(approval)
+            else:
+                await self._notices.escalate(approval)
+            nudged += 1
+        return nudged
 
     async def expire(self, approval_id: str) -> bool:
         """The request's own expiry job: expire it unless it was decided, and tell people."""

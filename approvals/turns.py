@@ -23,6 +23,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
+from approvals.replication import NO_REPLICAS, NotReplicated, Replication, replicated
+
 __all__ = [
     "RUNNING_KEY",
     "Conversation",
@@ -179,9 +181,16 @@ def _text(value: bytes | str) -> str:
 
 
 class TurnStore:
-    def __init__(self, redis: aioredis.Redis, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        clock: Callable[[], float] = time.time,
+        replication: Replication = NO_REPLICAS,
+    ) -> None:
         self._redis = redis
         self._clock = clock
+        self._replication = replication
         # Registered once: EVALSHA sends a digest instead of the script on every call (ingress hot path).
         self._admit = redis.register_script(_ADMIT)
         self._begin = redis.register_script(_BEGIN)
@@ -269,11 +278,24 @@ class TurnStore:
     # --- leases of running attempts ---------------------------------------------------------------------
 
     async def start(self, turn_id: str, attempt: str, lease_seconds: float) -> bool:
-        """`claim` this attempt and, in the same step, mark it running under a lease. False: a duplicate."""
+        """`claim` this attempt and, in the same step, mark it running under a lease. False: a duplicate.
+        `NotReplicated` when the required replicas did not confirm the claim (approvals.replication): a
+        failover could lose it and run the turn again, so do not run it now; its lease lapses and the
+        sweep takes it over as a recovery attempt, like a turn whose worker died."""
         now = self._clock()
         keys = [f"chatops:turn-claim:{turn_id}:{attempt}", f"chatops:turn-status:{turn_id}", RUNNING_KEY]
         args = [lease_member(turn_id, attempt), repr(now + lease_seconds), repr(now), attempt]
-        return bool(await self._start(keys=keys, args=[*args, str(TURN_TTL_SECONDS)]))
+        try:
+            won = await replicated(
+                self._redis,
+                self._replication,
+                lambda client: self._start(keys=keys, args=[*args, str(TURN_TTL_SECONDS)], client=client),
+            )
+        except NotReplicated as exc:
+            if not exc.result:
+                return False  # a duplicate either way: nothing to protect
+            raise
+        return bool(won)
 
     async def renew(self, turn_id: str, attempt: str, lease_seconds: float) -> bool:
         """Extend a held lease; False when it is gone (released, or taken over by the sweep)."""

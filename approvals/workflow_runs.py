@@ -11,6 +11,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from approvals.replication import NO_REPLICAS, NotReplicated, Replication, replicated
+
 __all__ = ["WorkflowRun", "WorkflowRunStore"]
 
 RUN_TTL_SECONDS = 30 * 86400
@@ -38,9 +40,16 @@ class WorkflowRun:
 
 
 class WorkflowRunStore:
-    def __init__(self, redis: aioredis.Redis, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        clock: Callable[[], float] = time.time,
+        replication: Replication = NO_REPLICAS,
+    ) -> None:
         self._redis = redis
         self._clock = clock
+        self._replication = replication
 
     async def create(
         self,
@@ -83,16 +92,28 @@ class WorkflowRunStore:
         runs = [await self.get(i.decode() if isinstance(i, bytes) else str(i)) for i in ids]
         return [r for r in runs if r is not None]
 
-    async def claim(self, run_id: str, step: str) -> bool:
-        """True once per (run, step): a job enqueued twice does not run a step twice."""
-        return bool(
-            await self._redis.set(f"chatops:wfrun-claim:{run_id}:{step}", "1", nx=True, ex=RUN_TTL_SECONDS)
-        )
+    async def start(self, run_id: str, token: str, seconds: float) -> bool:
+        """Once per (run, token): a job enqueued twice does not run a step twice. Claims and holds the run's
+        lease at once, confirmed by the required replicas (approvals.replication). False: a
+        duplicate. `NotReplicated`: a failover could lose the claim and run the steps again (a resume could
+        ask for a second approval of the same step), so do not run them (the claim stays: it is never
+        run by this token again)."""
 
-    # --- leases of running executions (a worker that dies mid-run stops renewing; see bot.workflow_flow) ---
+        async def write(client: aioredis.Redis) -> bool:
+            claim = f"chatops:wfrun-claim:{run_id}:{token}"
+            if not await client.set(claim, "1", nx=True, ex=RUN_TTL_SECONDS):
+                return False
+            await client.zadd(RUNNING_KEY, {f"{run_id}|{token}": self._clock() + seconds})
+            return True
 
-    async def hold(self, run_id: str, token: str, seconds: float) -> None:
-        await self._redis.zadd(RUNNING_KEY, {f"{run_id}|{token}": self._clock() + seconds})
+        try:
+            return await replicated(self._redis, self._replication, write)
+        except NotReplicated as exc:
+            if not exc.result:
+                return False
+            raise
+
+    # --- leases of running executions (a worker that dies mid-run stops renewing; see flows.workflow) ---
 
     async def renew(self, run_id: str, token: str, seconds: float) -> bool:
         """Extend a held lease; False when it is gone (released, or ended by the sweep)."""

@@ -1,5 +1,5 @@
-"""`python -m bench [registry|tool_call|ingress|turn|approval|scale ...]`: run the chosen benchmarks (default
-all), print one table, write bench/results/<timestamp>.json.
+"""`python -m bench [registry|tool_call|ingress|turn|approval|scale|cost ...]`: run the chosen benchmarks
+(default all), print one table, write bench/results/<timestamp>.json.
 
 `--profile` runs the chosen benchmarks' hot path under pyinstrument instead and writes the reports to
 bench/results/profile-<name>-<timestamp>.txt (registry: cold refresh; tool_call: gateway calls; ingress:
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, Section, machine_stamp, print_table, quiet_logging, write_json
 
-NAMES = ("registry", "tool_call", "ingress", "turn", "approval", "scale")
+NAMES = ("registry", "tool_call", "ingress", "turn", "approval", "scale", "cost")
 
 
 def _runner(name: str, quick: bool, fastmcp: bool) -> Callable[[], Section]:
@@ -48,6 +48,10 @@ def _runner(name: str, quick: bool, fastmcp: bool) -> Callable[[], Section]:
         from bench import scale
 
         return lambda: scale.run(steps=scale.QUICK_STEPS if quick else scale.STEPS)
+    if name == "cost":
+        from bench import cost
+
+        return cost.run
     raise ValueError(name)
 
 
@@ -108,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.profile:
-        if "approval" in names or "scale" in names:
-            parser.error("approval and scale have no --profile target")
+        if {"approval", "scale", "cost"} & set(names):
+            parser.error("approval, scale and cost have no --profile target")
         for name in names:
             print(f"profiling {name} ...", file=sys.stderr, flush=True)
             print(f"{name}: {_profile(name, stamp)}")

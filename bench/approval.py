@@ -39,6 +39,7 @@ from typing import Any
 import httpx2
 import redis
 
+from bench.approval_dm import dm_result, dm_visible_ms
 from bench.common import Noise, Result, Section, percentile, stop_process, summary
 from bench.turn import _spawn, _Stack, _stack
 
@@ -194,6 +195,10 @@ def _one(st: _Stack, ingress: Any, index: str, poller: _Poller, noise: Noise | N
     if ingress.post(mention).status != 200:
         raise RuntimeError("the mention was not accepted")
     approval_id, card = _wait("the approval card", lambda: _card(rconn, turn_id), 30)
+    created = float(
+        _record(rconn, approval_id)["created_at"]
+    )  # issue 18: -> bob's DM card (bench.approval_dm)
+    dm_ms = _wait("bob's DM card", lambda: dm_visible_ms(st.world, BOB, approval_id, created), 30)
     _wait("the turn to pause", lambda: _turn_status(rconn, turn_id) == "paused", 30)
     _wait("an idle worker", lambda: _worker_idle(rconn), 30)
     time.sleep(IDLE_GAP)
@@ -235,6 +240,7 @@ def _one(st: _Stack, ingress: Any, index: str, poller: _Poller, noise: Noise | N
         "first_mcp_ms": (first - clicked) * 1000,
         "tool_ms": (called - clicked) * 1000,
         "noisy": bool(noise and noise.readings[-1].noisy),
+        "dm_ms": dm_ms,
     }
 
 
@@ -378,6 +384,7 @@ def _rows(section: Section, records: list[dict[str, Any]], waits: dict[str, floa
             r["tool_ms"] - r["first_mcp_ms"] for r in use
         ],
     }
+    section.add(dm_result(use))
     for name, values in legs.items():
         finite = [v for v in values if not math.isnan(v)]
         section.add(

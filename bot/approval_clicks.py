@@ -1,5 +1,5 @@
-"""Approve and Reject clicks in Slack words (SPEC §6 "Who may approve", §7): the approval service decides
-from server-side state (approvals.service), this says to the clicker what came of it.
+"""Approve, Reject and Withdraw clicks in Slack words (SPEC §6 "Who may approve", §7): the approval service
+decides from server-side state (approvals.service), this says to the clicker what came of it.
 
 The texts are ephemeral replies to one person: empty when the card itself shows what happened.
 """
@@ -48,6 +48,13 @@ class ApprovalClicks:
     async def reject(self, approval_id: str, *, user: str, reason: str) -> str:
         """A submitted reason modal; the reply for the clicker."""
         return _rejected(await self.service.reject(approval_id, user=user, reason=reason))
+
+    async def withdraw(self, approval_id: str, *, user: str) -> str:
+        """A Withdraw click; the reply for the clicker (empty when every card now shows it)."""
+        click = await self.service.withdraw(approval_id, user=user)
+        if click.approval is None or click.vote is None:
+            return NOT_FOUND
+        return "" if click.vote.kind == "withdrawn" else refusal_text(click.vote)
 
     async def may_reject(self, approval_id: str, *, user: str) -> str | None:
         """Why this person cannot reject, before asking them for a reason (None: they may try)."""

@@ -1,5 +1,6 @@
-"""Bolt listeners for the approval card's buttons and the reject modal (SPEC §7). Each acknowledges first and
-works in a Bolt lazy listener, so no click waits on Redis, the identity provider or Slack (SPEC §10).
+"""Bolt listeners for the approval card's buttons (Approve, Reject, Withdraw) and the reject modal (SPEC §7).
+Each acknowledges first and works in a Bolt lazy listener, so no click waits on Redis, the identity
+provider or Slack (SPEC §10).
 
 The approval service decides; bot.approval_clicks words it; the reply goes to the clicker alone.
 """
@@ -52,6 +53,14 @@ def register_approvals(app: AsyncApp, clicks: ApprovalClicks, poster: Poster) ->
             text = COULD_NOT_RECORD
         await tell(channel, user, text, container.get("thread_ts"))
 
+    async def withdraw(body: dict[str, Any]) -> None:
+        user, container = str(body["user"]["id"]), body.get("container") or {}
+        try:
+            text = await clicks.withdraw(_clicked(body), user=user)
+        except RedisError:
+            text = COULD_NOT_RECORD
+        await tell(container.get("channel_id"), user, text, container.get("thread_ts"))
+
     async def open_reject(body: dict[str, Any], client: AsyncWebClient) -> None:
         user = str(body["user"]["id"])
         container = body.get("container") or {}
@@ -88,7 +97,13 @@ def register_approvals(app: AsyncApp, clicks: ApprovalClicks, poster: Poster) ->
 
     app.action(cards.APPROVE_ACTION_ID)(ack=_ack, lazy=[approve])
     app.action(cards.REJECT_ACTION_ID)(ack=_ack, lazy=[open_reject])
+    app.action(cards.WITHDRAW_ACTION_ID)(ack=_ack, lazy=[withdraw])
     app.view(cards.REJECT_CALLBACK_ID)(ack=check_reason, lazy=[submit_reject])
+
+
+def _clicked(body: dict[str, Any]) -> str:
+    """The approval id a button carries (its value)."""
+    return str((body.get("actions") or [{}])[0].get("value") or "")
 
 
 def _reason(view: dict[str, Any]) -> str:

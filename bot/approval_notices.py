@@ -14,16 +14,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
 from approvals.approval import Approval, ApprovalStatus
 from approvals.store import ApprovalStore
 from bot import cards
 from bot.approval_text import mention
+from bot.approver_notices import ApproverNotices
 from bot.poster import Poster, PostError
 from bot.slack_text import Mrkdwn, code, link, ours, trusted
 from flows.linking import Linking
-from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
-from registry_cache.view import private_data
+from mcp_clients.tokens import Identity
+from registry_cache.snapshot import SharedSnapshot
 
 __all__ = ["ApprovalNotices"]
 
@@ -53,16 +55,20 @@ class ApprovalNotices:
         """`mirror_channel`: where every card is also posted (APPROVALS_CHANNEL), if anywhere."""
         self._poster = poster
         self._store = store
-        self._registry = registry
         self._links = links
         self._mirror = mirror_channel
+        self._approvers = ApproverNotices(poster, store, registry)
 
     async def show_request(self, approval: Approval) -> None:
-        layout = cards.approval_card(approval, now=time.time(), private=await self._private(approval))
+        private = await self._private(approval)
         targets: list[tuple[str, str | None]] = [(approval.channel, approval.thread_ts)]
         if self._mirror and self._mirror != approval.channel:
             targets.append((self._mirror, None))
         for channel, thread_ts in targets:
+            # The Withdraw button only where the requester asked: the thread's card.
+            layout = cards.approval_card(
+                approval, now=time.time(), private=private, withdraw=thread_ts is not None
+            )
             posted = await self._poster.post(
                 channel,
                 text=layout.message.text,
@@ -87,17 +93,37 @@ class ApprovalNotices:
         if approval is None:
             return
         now, private = time.time(), await self._private(approval)
-        message = (
-            cards.approval_card(approval, now=now, private=private).message
-            if approval.status == Status.PENDING
-            else cards.decided_card(approval, now=now, private=private)
-        )
+        pending = approval.status == Status.PENDING
+        elsewhere = any(c.channel != approval.channel for c in approval.cards)
+        away = (await self._approvers.where_asked(approval),) if pending and elsewhere else ()
         for card in approval.cards:
+            thread = card.channel == approval.channel
+            message = (
+                cards.approval_card(
+                    approval, now=now, private=private, withdraw=thread, notes=() if thread else away
+                ).message
+                if pending
+                else cards.decided_card(approval, now=now, private=private)
+            )
             try:
                 await self._poster.update(card.channel, card.ts, text=message.text, blocks=message.blocks)
             except PostError as exc:
                 log.warning("card %s update failed (%s); will retry", approval.id, exc.error)
                 await self._store.redraw_later(approval.id)
+
+    async def show_to_approvers(self, approval: Approval, approvers: Sequence[Identity]) -> None:
+        await self._approvers.show_to_approvers(
+            approval, approvers, skip=tuple(c for c in (approval.channel, self._mirror) if c)
+        )
+
+    async def say_nobody_eligible(self, approval: Approval) -> None:
+        await self._approvers.say_nobody_eligible(approval)
+
+    async def remind(self, approval: Approval) -> None:
+        await self._approvers.remind(approval)
+
+    async def escalate(self, approval: Approval) -> None:
+        await self._approvers.escalate(approval)
 
     async def redraw_stale(self) -> None:
         for approval_id in await self._store.take_stale_cards(STALE_REDRAWS):
@@ -165,12 +191,7 @@ class ApprovalNotices:
             )
 
     async def _private(self, approval: Approval) -> bool:
-        """Whether the approval's server keeps results to the requester (unknown counts as private)."""
-        try:
-            view = await self._registry.view()
-        except RegistryUnavailable:
-            view = None
-        return private_data(view, approval.server)
+        return await self._approvers.private(approval)
 
     async def _say(self, approval: Approval, text: Mrkdwn, *, marker: str) -> None:
         try:

@@ -47,6 +47,8 @@ class RefusalText(StrEnum):
     EXPIRED = "This request expired at {when}; ask again if it is still needed."
     DUPLICATE = "You've already approved this; {count} of {quorum} approvals so far."
     NOT_LINKED = "Connect your account first so I can check your groups."
+    NOT_REQUESTER = "Only the person who asked can withdraw this request."
+    ALREADY_WITHDRAWN = "Already withdrawn by {who} at {when}."
 
 
 def refusal_text(result: VoteResult | None, *, not_linked: bool = False) -> str:
@@ -61,16 +63,17 @@ def refusal_text(result: VoteResult | None, *, not_linked: bool = False) -> str:
         return RefusalText.OWN_REQUEST.value
     if result.kind == "not_eligible":
         return RefusalText.NOT_ELIGIBLE.format(groups=_groups(a.approver_groups), quorum=a.quorum)
+    if result.kind == "not_requester":
+        return RefusalText.NOT_REQUESTER.value
     if result.kind == "duplicate":
         return RefusalText.DUPLICATE.format(count=result.count, quorum=a.quorum)
     if result.kind == "expired" or (result.kind == "already_decided" and a.status is ApprovalStatus.EXPIRED):
         return RefusalText.EXPIRED.format(when=slack_time(a.expires_at))
     if result.kind == "already_decided":
-        template = (
-            RefusalText.ALREADY_REJECTED
-            if a.status is ApprovalStatus.REJECTED
-            else RefusalText.ALREADY_APPROVED
-        )
+        template = {
+            ApprovalStatus.REJECTED: RefusalText.ALREADY_REJECTED,
+            ApprovalStatus.WITHDRAWN: RefusalText.ALREADY_WITHDRAWN,
+        }.get(a.status, RefusalText.ALREADY_APPROVED)
         return template.format(who=mentions(a.decided_by), when=slack_time(a.decided_at or a.created_at))
     raise ValueError(f"{result.kind!r} is not a refusal")
 
@@ -91,6 +94,9 @@ def progress_text(approval: Approval) -> str:
         return f"{so_far}; waiting for {needed} more from {_groups(a.approver_groups)}."
     if a.status is ApprovalStatus.REJECTED:
         return f"Rejected by {mentions(a.decided_by)} at {slack_time(a.decided_at or a.created_at)}."
+    if a.status is ApprovalStatus.WITHDRAWN:
+        when = slack_time(a.decided_at or a.created_at)
+        return f"Withdrawn by the requester ({mentions(a.decided_by)}) at {when}; nothing ran."
     if a.status is ApprovalStatus.EXPIRED:
         return f"Expired at {slack_time(a.expires_at)} with {a.count} of {_approvals(a.quorum)}; nothing ran."
     approved = f"Approved by {mentions(a.decided_by)} at {slack_time(a.decided_at or a.created_at)}"

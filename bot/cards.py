@@ -48,6 +48,7 @@ __all__ = [
     "REJECT_ACTION_ID",
     "REJECT_CALLBACK_ID",
     "REJECT_MODAL_CALLBACK_ID",
+    "WITHDRAW_ACTION_ID",
     "CardLayout",
     "approval_card",
     "decided_card",
@@ -57,6 +58,7 @@ __all__ = [
 JSON = dict[str, Any]
 APPROVE_ACTION_ID = "approval_approve"
 REJECT_ACTION_ID = "approval_reject"
+WITHDRAW_ACTION_ID = "approval_withdraw"  # on the thread's card; only the requester's click counts
 REJECT_MODAL_CALLBACK_ID = "approval_reject_modal"
 REJECT_CALLBACK_ID = REJECT_MODAL_CALLBACK_ID  # the short name the listeners use
 REASON_BLOCK_ID = "reason"
@@ -81,6 +83,7 @@ _HEADS = {
     ApprovalStatus.OUTCOME_UNKNOWN: (":warning:", "Approved, outcome unknown"),
     ApprovalStatus.REJECTED: (":no_entry:", "Rejected"),
     ApprovalStatus.EXPIRED: (":hourglass:", "Expired"),
+    ApprovalStatus.WITHDRAWN: (":leftwards_arrow_with_hook:", "Withdrawn"),
 }
 
 
@@ -92,15 +95,25 @@ class CardLayout:
     arguments_file: str | None
 
 
-def approval_card(approval: Approval, *, now: float, private: bool = False) -> CardLayout:
+def approval_card(
+    approval: Approval,
+    *,
+    now: float,
+    private: bool = False,
+    withdraw: bool = False,
+    notes: tuple[str, ...] = (),
+) -> CardLayout:
     """The card with live Approve/Reject buttons, or, once the request is closed, the decided card.
-    `private`: the server is marked `private_data`, so its outcome goes to the requester alone."""
+    `private`: the server is marked `private_data`, so its outcome goes to the requester alone.
+    `withdraw`: also a Withdraw button (the thread's card, where the requester is). `notes`: our own mrkdwn
+    lines shown above the buttons (where the request was made, a reminder)."""
     shown = _as_of(approval, now)
     args_blocks, complete = _argument_blocks(approval)
     live = shown.status is ApprovalStatus.PENDING
     blocks = [*_facts(shown), *args_blocks, *_status(shown, private), _digests(approval)]
     if live:
-        blocks.append(_buttons(approval.id))
+        blocks += [ContextBlock(elements=[_md(n)]).to_dict() for n in notes]
+        blocks.append(_buttons(approval.id, withdraw=withdraw))
     return CardLayout(_message(shown, blocks), None if complete else _pretty(approval.arguments))
 
 
@@ -203,11 +216,14 @@ def _digests(a: Approval) -> JSON:
     return ContextBlock(elements=[_md(text)]).to_dict()
 
 
-def _buttons(approval_id: str) -> JSON:
+def _buttons(approval_id: str, *, withdraw: bool = False) -> JSON:
     value = _checked_id(approval_id)
     approve = ButtonElement(text="Approve", action_id=APPROVE_ACTION_ID, value=value, style="primary")
     reject = ButtonElement(text="Reject", action_id=REJECT_ACTION_ID, value=value, style="danger")
-    return ActionsBlock(block_id="approval_actions", elements=[approve, reject]).to_dict()
+    elements = [approve, reject]
+    if withdraw:
+        elements.append(ButtonElement(text="Withdraw", action_id=WITHDRAW_ACTION_ID, value=value))
+    return ActionsBlock(block_id="approval_actions", elements=elements).to_dict()
 
 
 def _message(a: Approval, blocks: list[JSON]) -> Message:

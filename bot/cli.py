@@ -1,4 +1,4 @@
-"""The `chatops` command: serve, worker, demo, registry, doctor, keygen, audit, stats, manifest.
+"""The `chatops` command: serve, worker, demo, registry, doctor, keygen, audit, approvals, stats, manifest.
 
 Each subcommand reads settings once, for its role, and stops with one line naming a missing or malformed
 variable (SPEC §3).
@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from bot import netguard
+from bot.approvals_cli import add_approvals_command
 from bot.settings import ConfigError, Role, Settings, load_settings
 
 __all__ = ["main"]
@@ -51,11 +52,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _require_safe_redis(settings: Settings) -> None:
-    from redis import Redis
-
     from bot.redis_check import require_safe_redis
+    from bot.redis_clients import sync_client
 
-    connection = Redis.from_url(str(settings.redis_url), socket_connect_timeout=5)
+    connection = sync_client(str(settings.redis_url), socket_connect_timeout=5)
     try:
         require_safe_redis(connection)
     except RedisError as exc:  # the message names host and port, never the URL's password
@@ -159,14 +159,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     One JSON object per line, flushed per line, for a SIEM to ingest."""
     import json
 
-    import redis.asyncio as aioredis
-
     from approvals.audit_query import AuditFilter, export, tail
+    from bot.redis_clients import async_client
 
     settings = _settings(Role.CLI)
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(str(settings.redis_url))
+        client = async_client(str(settings.redis_url))
         try:
             if args.action == "export":
                 records = export(
@@ -203,15 +202,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     import time
 
-    import redis.asyncio as aioredis
-
     from approvals.impact import default_months, monthly_stats, render_table
+    from bot.redis_clients import async_client
 
     settings = _settings(Role.CLI)
     months = args.month or default_months(time.time())
 
     async def run() -> str:
-        client = aioredis.Redis.from_url(str(settings.redis_url))
+        client = async_client(str(settings.redis_url))
         try:
             return render_table(await monthly_stats(client, months=months))
         finally:
@@ -362,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--outcome", help="e.g. failed,denied (comma-separated)")
     audit.add_argument("--kind", help="e.g. tool_call,approval_decision (comma-separated)")
     audit.set_defaults(func=cmd_audit)
+
+    add_approvals_command(sub, lambda: _settings(Role.CLI), _redis_failed)
 
     stats = sub.add_parser("stats", help="invocations, active users and hours saved per month")
     stats.add_argument(

@@ -9,9 +9,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from agent.usage import price_for
 from agent.workflow import load_workflows
+from approvals.model_bill import cache_report, last_hour
 from bot.queues import AGENT, QUEUE_NAMES
 from bot.redis_check import judge
+from bot.redis_clients import async_client
 from bot.settings import ConfigError, Role, Settings
 from bot.wiring import company_provider
 from llm.anthropic import make_client
@@ -126,7 +129,7 @@ async def run_doctor(settings: Settings) -> int:
         except ConfigError as exc:
             report(False, what=f"settings for {role.value}", detail=str(exc))
     if settings.redis_url:
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        redis = async_client(settings.redis_url)
         try:
             await redis.ping()
             problems, warnings = await redis_safety(redis)
@@ -136,6 +139,11 @@ async def run_doctor(settings: Settings) -> int:
                 detail="; ".join(problems + warnings) or "reachable, persistent, no eviction",
             )
             report(*await workers(redis), what="workers")
+            cache = cache_report(*await last_hour(redis))
+            if price_for(settings.chatops_model, settings.prices) is None:
+                cache += f"\n    (note) no price for {settings.chatops_model}: dollar estimates stay 0 until "
+                cache += "CHATOPS_MODEL_PRICES names it"
+            report(True, what="model cache", detail=cache)
         except (RedisError, OSError) as exc:
             report(False, what="Redis", detail=f"unreachable ({type(exc).__name__})")
         finally:

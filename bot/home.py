@@ -24,6 +24,7 @@ from slack_sdk.models.views import View
 
 from agent.redaction import redact_secrets
 from approvals.home_records import RECENT_LIMIT, HomeRecords, period_starts
+from approvals.model_bill import UsageBook
 from approvals.store import Approval, ApprovalStore
 from approvals.turns import TurnStore
 from approvals.workflow_runs import WorkflowRunStore
@@ -31,6 +32,7 @@ from bot.approval_text import mention, progress_text, slack_time
 from bot.blocks import CONNECT_ACTION_ID, RECONNECT_ACTION_ID
 from bot.cards import APPROVE_ACTION_ID, REJECT_ACTION_ID
 from bot.home_servers import connections, with_connection
+from bot.home_usage import usage_line
 from bot.mrkdwn import escape
 from bot.poster import Poster
 from bot.slack_text import untrusted
@@ -81,6 +83,7 @@ def home_view(
     viewer: str = "",
     notice: str | None = None,
     connected: Mapping[str, str | None] | None = None,
+    usage: str | None = None,
 ) -> JSON:
     """The Home tab. `viewer`: whom it is for (approvals they already voted on show no buttons); `notice`:
     safe mrkdwn about what just happened (a click's outcome), shown at the top; `connected`: for `auth: oauth`
@@ -91,6 +94,7 @@ def home_view(
     saved = [_md(f"*This week*\n{_duration(minutes_week)}"), _md(f"*This month*\n{_duration(minutes_month)}")]
     blocks += [_DIVIDER, _section("*Time saved*"), {"type": "section", "fields": saved}]
     blocks.append(_context("Owners' estimates for your successful tool calls and workflow runs (UTC weeks)."))
+    blocks += [_section(f"*Your model usage this month*\n{usage}")] if usage else []
     if identity is not None:
         blocks += [_DIVIDER, _section(f"*Waiting on your approval ({len(approvals)})*")]
         blocks += [b for a in approvals[:MAX_APPROVALS] for b in _approval(a, viewer, identity.sub)]
@@ -277,6 +281,7 @@ class Home:
     records: HomeRecords
     runs: WorkflowRunStore
     servers: ServerLinking  # `auth: oauth` servers: whether this person connected each
+    bill: UsageBook  # this person's model usage this month
 
     async def publish(self, team: str, user: str, *, notice: str | None = None) -> None:
         identity = await self.identities.identity(team, user)
@@ -308,6 +313,7 @@ class Home:
             viewer=user,
             notice=notice,
             connected=connected,
+            usage=usage_line(*await self.bill.own(user)),
         )
         await self.slack.call("views.publish", user_id=user, view=view)
 

@@ -33,10 +33,12 @@ from redis.exceptions import RedisError
 from redis.utils import str_if_bytes
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from agent.usage import Price, Usage, dollars
 from approvals.impact import metrics_from_audit
 from approvals.store import PENDING_KEY, RUNNING_KEY
 from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
 from bot.queues import AGENT, QUEUE_NAMES
+from bot.redis_clients import sync_client
 
 __all__ = ["FAMILIES", "Family", "Metrics", "RedisCollector", "SyncMetrics", "metrics_from_audit", "scrape"]
 
@@ -74,6 +76,8 @@ chatops_turn_seconds               histogram outcome             Wall time of an
 chatops_model_requests_total       counter   outcome             Messages API calls, by outcome.
 chatops_model_request_seconds      histogram -                   Messages API call latency.
 chatops_model_tokens_total         counter   direction           Model tokens, input or output.
+chatops_model_billed_tokens_total  counter   kind                Model tokens as billed (cache writes, reads).
+chatops_model_cost_dollars_total   counter   model               Estimated model cost in US dollars.
 chatops_tool_calls_total           counter   server,tool,outcome MCP tool calls, by outcome.
 chatops_tool_call_seconds          histogram server,tool         MCP tool call latency.
 chatops_workflow_runs_total        counter   workflow,outcome    Canned workflow runs, by outcome.
@@ -165,6 +169,13 @@ class _Writer:
         if output_tokens:
             self.inc("chatops_model_tokens_total", {"direction": "output"}, output_tokens)
 
+    def model_usage(self, model: str, usage: Usage, price: Price | None) -> None:
+        """One answered call's bill: tokens by how they are priced, and dollars when the price is known."""
+        for kind, count in ((k, n) for k, n in usage.as_dict().items() if n):
+            self.inc("chatops_model_billed_tokens_total", {"kind": kind}, count)
+        if price is not None:
+            self.inc("chatops_model_cost_dollars_total", {"model": model}, dollars(usage, price))
+
 
 class Metrics(_Writer):
     """For async code. Calls only buffer; a task on the running loop writes the buffer in one pipeline,
@@ -239,7 +250,7 @@ class SyncMetrics(_Writer):
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 0.5) -> SyncMetrics:
-        client = sync_redis.Redis.from_url(
+        client = sync_client(
             url, socket_connect_timeout=timeout, socket_timeout=timeout, retry_on_timeout=False, retry=None
         )
         return cls(client)

@@ -22,7 +22,7 @@ from redis.utils import str_if_bytes
 
 from bot.settings import ConfigError
 
-__all__ = ["UnsafeRedis", "judge", "require_safe_redis"]
+__all__ = ["UnsafeRedis", "judge", "require_safe_redis", "warn_few_replicas"]
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +81,22 @@ def require_safe_redis(connection: redis.Redis) -> list[str]:
         log.warning(UNREADABLE)
         return [UNREADABLE]
     return _decide(_strings(config))
+
+
+def warn_few_replicas(connection: redis.Redis, wanted: int) -> str | None:
+    """A warning (logged, and returned) when fewer replicas are connected than REDIS_MIN_REPLICAS asks to
+    confirm each action's start: until more connect, every approved action would be refused."""
+    if wanted <= 0:
+        return None
+    try:
+        connected = int(connection.info("replication").get("connected_slaves", 0))
+    except ResponseError:
+        return None  # INFO hidden (some managed services): nothing to say
+    if connected >= wanted:
+        return None
+    warning = (
+        f"Redis has {connected} connected replica(s) and REDIS_MIN_REPLICAS is {wanted}: approved actions "
+        "will not run until enough replicas connect (or set REDIS_MIN_REPLICAS)"
+    )
+    log.warning(warning)
+    return warning

@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
 from redis.utils import str_if_bytes
 
+from bot.redis_clients import async_client
 from bot.settings import Settings
 from mcp_clients.egress import outbound_client
 from mcp_clients.listing import ListingCache
@@ -25,7 +25,7 @@ async def _person(settings: Settings, as_who: str) -> Person:
     if "@" not in as_who:
         return Person("(groups)", "", frozenset(g.strip() for g in as_who.split(",") if g.strip()))
     if settings.redis_url:
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        redis = async_client(settings.redis_url)
         try:
             async for key in redis.scan_iter(match="chatops:link:*", count=500):
                 raw = await redis.hgetall(key)
@@ -50,7 +50,7 @@ async def _last_listings(settings: Settings, entries: Sequence[ServerEntry]) -> 
     """server -> tool -> why, for what each server's last live listing withheld (kept in Redis)."""
     if not settings.redis_url or not entries:
         return {}
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = async_client(settings.redis_url)
     try:
         return await ListingCache(redis).withheld([(e.name, e.url) for e in entries])
     finally:

@@ -9,6 +9,7 @@ embedded `--dev`/`demo` world. Secrets are `SecretStr`, so no repr, log line or 
 from __future__ import annotations
 
 import enum
+import json
 import re
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +19,9 @@ from cryptography.fernet import Fernet
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent.usage import DEFAULT_PRICES, Price, parse_prices
+from approvals.replication import Replication
+from bot.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
 from mcp_clients.claims import valid_claim_path
 from mcp_clients.oauth_client_auth import PrivateKey, load_private_key
 
@@ -57,7 +61,13 @@ class Settings(BaseSettings):
     chatops_model: str = Field(default=DEFAULT_MODEL, alias="CHATOPS_MODEL", min_length=1)
     # Plain text on purpose (every Redis client takes the URL as is), but it may carry a password: keep it out
     # of repr(). TLS options ride in the URL too, e.g. rediss://:pw@host:6380/0?ssl_ca_certs=/etc/ca.pem.
+    # redis+sentinel://h1:26379,h2:26379/mymaster/0 names Sentinels instead (bot.redis_clients).
     redis_url: str | None = Field(default=None, alias="REDIS_URL", repr=False)
+    # A start of an approved action waits for this many replicas to hold it (Redis WAIT) before the tool is
+    # called, so that a failover cannot bring it back to run twice. Unset: 1 under Sentinel, else 0 (a
+    # single Redis has no replica to wait for). REDIS_REPLICA_WAIT_MS: how long, before the start fails.
+    redis_min_replicas: int | None = Field(default=None, alias="REDIS_MIN_REPLICAS", ge=0, le=16)
+    redis_replica_wait_ms: int = Field(default=2000, alias="REDIS_REPLICA_WAIT_MS", ge=10, le=60000)
     registry_url: AnyHttpUrl | None = Field(default=None, alias="REGISTRY_URL")
     oauth_issuer: AnyHttpUrl | None = Field(default=None, alias="OAUTH_ISSUER")
     oauth_client_id: str | None = Field(default=None, alias="OAUTH_CLIENT_ID")
@@ -110,6 +120,19 @@ class Settings(BaseSettings):
     turn_concurrency: int = Field(default=16, alias="CHATOPS_TURN_CONCURRENCY", ge=1, le=512)
     audit_retention_days: int = Field(default=400, alias="AUDIT_RETENTION_DAYS", ge=1, le=3650)
     log_level: str = Field(default="INFO", alias="LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # The model's bill (issue 20; README "The model's bill"). Past the threshold, most tools are found by
+    # search: "api" (the Messages API's tool search, defer_loading), "local" (an in-process find_tools, for
+    # a gateway without tool search) or "off".
+    tool_search: Literal["api", "local", "off"] = Field(default="api", alias="CHATOPS_TOOL_SEARCH")
+    tool_search_threshold: int = Field(default=30, alias="CHATOPS_TOOL_SEARCH_THRESHOLD", ge=0, le=10_000)
+    # The cache lifetime of the tools and system prompt: "1h" pays where one toolset is busy all day.
+    cache_tools_ttl: Literal["5m", "1h"] = Field(default="5m", alias="CHATOPS_CACHE_TOOLS_TTL")
+    context_budget_tokens: int = Field(
+        default=150_000, alias="CHATOPS_CONTEXT_BUDGET_TOKENS", ge=4_000, le=2_000_000
+    )
+    # JSON {"model": <$ per million input tokens> | {"input": .., "output_ratio": .., "read_ratio": ..}},
+    # merged over agent.usage.DEFAULT_PRICES.
+    model_prices: str = Field(default="", alias="CHATOPS_MODEL_PRICES")
 
     @field_validator(
         "slack_bot_token",
@@ -118,6 +141,7 @@ class Settings(BaseSettings):
         "anthropic_api_key",
         "oauth_client_secret",
         "redis_url",
+        "redis_min_replicas",
         "oauth_client_id",
         "approvals_channel",
         "public_url",
@@ -159,8 +183,14 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if value is None:
+            return None
+        if value.startswith(SENTINEL_SCHEMES):
+            parse_sentinel_url(value)  # its ValueError names what is wrong, never the password
+        elif not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://"
+            )
         return value
 
     @field_validator("chatops_secret_key", mode="before")
@@ -216,12 +246,41 @@ class Settings(BaseSettings):
         load_private_key(pem)
         return pem
 
+    @field_validator("model_prices")
+    @classmethod
+    def _prices(cls, value: str) -> str:
+        if value.strip():
+            try:
+                raw = json.loads(value)
+            except ValueError:
+                raise ValueError("must be a JSON object of model prices") from None
+            if not isinstance(raw, dict):
+                raise ValueError("must be a JSON object of model prices")
+            parse_prices(raw)  # ValueError names every bad entry
+        return value
+
+    @cached_property
+    def prices(self) -> dict[str, Price]:
+        """The price table: the defaults for current Claude models, with CHATOPS_MODEL_PRICES over them."""
+        return {
+            **DEFAULT_PRICES,
+            **(parse_prices(json.loads(self.model_prices)) if self.model_prices else {}),
+        }
+
     @field_validator("workflows_dir")
     @classmethod
     def _dir_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must name a folder")
         return value
+
+    @property
+    def redis_replication(self) -> Replication:
+        """How many replicas must hold a start before its action runs (approvals.replication)."""
+        replicas = self.redis_min_replicas
+        if replicas is None:
+            replicas = 1 if self.redis_url and self.redis_url.startswith(SENTINEL_SCHEMES) else 0
+        return Replication(replicas, self.redis_replica_wait_ms)
 
     @cached_property
     def base_url(self) -> str:

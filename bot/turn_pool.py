@@ -29,7 +29,6 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, ClassVar
 
-from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue, SimpleWorker
 from rq.exceptions import DequeueTimeout
@@ -41,6 +40,7 @@ from rq.worker import BaseWorker, WorkerStatus
 
 from bot import jobs
 from bot.queues import AGENT, JOB_TIMEOUT_SECONDS
+from bot.redis_clients import sync_client
 
 __all__ = ["LoopJob", "SlotWorker", "TurnPool"]
 
@@ -246,7 +246,7 @@ class TurnPool:
         return status
 
     def _slot(self, index: int, job_class: type[Job]) -> SlotWorker:
-        connection = Redis.from_url(self.redis_url)
+        connection = sync_client(self.redis_url)
         return SlotWorker(
             [AGENT],
             name=f"{self.name}.{index}",

@@ -18,16 +18,18 @@ import aiohttp
 import httpx2
 import redis
 import redis.asyncio as aioredis
-from redis import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.driver_info import DriverInfo
 
 from agent.loop import Limits
+from agent.usage import price_for
 from approvals.action_lease import ActionLeases
 from approvals.audit import Audit, link_record
 from approvals.feedback import Feedback
 from approvals.home_records import HomeRecords
+from approvals.model_bill import UsageBook
+from approvals.reminders import ReminderSchedule
 from approvals.seal import seal_keys
 from approvals.service import ApprovalService
 from approvals.store import ApprovalStore
@@ -43,6 +45,7 @@ from bot.identity import BotIdentity
 from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client, slack_session
 from bot.queues import Queues
+from bot.redis_clients import async_client, sync_client
 from bot.settings import Settings
 from bot.slack_people import SlackPeople
 from bot.turn_output import SlackTurnOutput
@@ -131,6 +134,7 @@ class Wiring:
             leases=ActionLeases(self.redis),
             ttl_seconds=float(settings.approval_ttl_seconds),
             lease_seconds=float(settings.turn_lease_seconds),
+            reminders=ReminderSchedule(self.redis),
         )
 
     def approval_clicks(self) -> ApprovalClicks:
@@ -152,15 +156,27 @@ class Wiring:
                 tallies, per_minute=settings.user_turns_per_minute, max_chars=MAX_INPUT_CHARS
             ),
             audit=TurnAudit(self.audit, tallies),
+            bill=self.usage_book(),
             limits=Limits(
                 max_steps=settings.max_steps,
                 max_seconds=float(settings.max_turn_seconds),
                 max_output_tokens=settings.max_output_tokens,
                 tool_output_max_chars=settings.tool_output_max_chars,
+                budget_tokens=settings.context_budget_tokens,
+                tool_search=settings.tool_search,
+                tool_search_threshold=settings.tool_search_threshold,
             ),
         )
         lease = float(settings.turn_lease_seconds)
         return TurnFlow(self.store, answer, self.queues, self.metrics, lease_seconds=lease)
+
+    def usage_book(self) -> UsageBook:
+        """Where each turn's model usage is recorded (audit, per person and per hour), priced."""
+        model = self.settings.chatops_model
+        return UsageBook(self.redis, self.audit, model, price_for(model, self.settings.prices))
+
+    def workflow_runs(self) -> WorkflowRunStore:
+        return WorkflowRunStore(self.redis, replication=self.settings.redis_replication)
 
     def recovery(self) -> TurnRecovery:
         return TurnRecovery(self.store, self.turn_output(), self.queues)
@@ -172,7 +188,7 @@ class Wiring:
 
     def workflow_flow(self) -> WorkflowFlow:
         return WorkflowFlow(
-            runs=WorkflowRunStore(self.redis),
+            runs=self.workflow_runs(),
             catalog=self._workflows(),
             output=SlackWorkflowOutput(self.poster),
             tools=self.gateway,
@@ -186,7 +202,7 @@ class Wiring:
 
     def workflow_requests(self) -> WorkflowRequests:
         return WorkflowRequests(
-            runs=WorkflowRunStore(self.redis),
+            runs=self.workflow_runs(),
             catalog=self._workflows(),
             registry=self.snapshot,
             identities=self.broker,
@@ -205,6 +221,7 @@ class Wiring:
             records=HomeRecords(self.redis),
             runs=WorkflowRunStore(self.redis),
             servers=self.server_linking,
+            bill=self.usage_book(),
         )
 
     def accounts(self) -> Accounts:
@@ -246,7 +263,7 @@ async def open_wiring(settings: Settings, bot: BotIdentity) -> AsyncIterator[Wir
     # The registry and the identity provider: connections only to addresses the URL rules allow (SPEC §6).
     http = outbound_client(timeout=httpx2.Timeout(15, connect=5))
     slack = slack_session()
-    queues = Queues(Redis.from_url(str(settings.redis_url)))
+    queues = Queues(sync_client(str(settings.redis_url)))
     wiring = _wire(settings, bot, redis, http, slack, queues)
     try:
         yield wiring
@@ -265,14 +282,15 @@ def _redis(url: str) -> aioredis.Redis:
     # Retries: after a Redis restart every pooled connection is dead, and without them the first command on
     # each failed (an event answered 503, a click told "couldn't record"). redis-py gives its own pools
     # retries; a pool passed in, as here, gets none unless asked.
-    pool = aioredis.BlockingConnectionPool.from_url(
+    # Under Sentinel (REDIS_URL redis+sentinel://) the same pool asks the Sentinels where the primary is on
+    # every (re)connection: the retries then carry a command across a failover once it is promoted.
+    return async_client(
         url,
         max_connections=200,
         timeout=5,
         driver_info=REDIS_DRIVER,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
     )
-    return aioredis.Redis(connection_pool=pool)
 
 
 def _wire(
@@ -326,8 +344,10 @@ def _wire(
         snapshot=snapshot,
         gateway=gateway,
         poster=poster,
-        store=TurnStore(redis),
-        approvals=ApprovalStore(redis, seal_key=seal, older_seal_keys=older_seals),
+        store=TurnStore(redis, replication=settings.redis_replication),
+        approvals=ApprovalStore(
+            redis, seal_key=seal, older_seal_keys=older_seals, replication=settings.redis_replication
+        ),
         audit=audit,
         linking=linking,
         metrics=metrics,
@@ -377,4 +397,11 @@ def _model(settings: Settings, metrics: Metrics) -> AnthropicModel | None:
         str(settings.anthropic_base_url) if settings.anthropic_base_url else None,
         http_client=httpx2.AsyncClient(verify=shared_ssl_context(), timeout=httpx2.Timeout(120, connect=5)),
     )
-    return AnthropicModel(client, settings.chatops_model, on_result=metrics.model_result)
+    model, price = settings.chatops_model, price_for(settings.chatops_model, settings.prices)
+    return AnthropicModel(
+        client,
+        model,
+        on_result=metrics.model_result,
+        on_usage=lambda usage: metrics.model_usage(model, usage, price),
+        tools_ttl=settings.cache_tools_ttl,
+    )

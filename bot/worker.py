@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 
-from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.job import Job
@@ -37,7 +36,8 @@ from rq.worker_pool import WorkerPool
 from bot import jobs
 from bot.identity import BotIdentity
 from bot.queues import ACTIONS, QUEUE_NAMES, WORKFLOWS, Queues
-from bot.redis_check import require_safe_redis
+from bot.redis_check import require_safe_redis, warn_few_replicas
+from bot.redis_clients import sync_client
 from bot.settings import Settings
 from bot.turn_pool import TurnPool
 from bot.warmup import warm_up
@@ -86,8 +86,9 @@ def run_worker(
     turns: int | None = None,
 ) -> int:
     """Run until stopped; return the exit status (1 when a turn pool died under us)."""
-    connection = Redis.from_url(str(settings.redis_url))
+    connection = sync_client(str(settings.redis_url))
     require_safe_redis(connection)  # an evicting Redis could drop approvals: refuse to start (ConfigError)
+    warn_few_replicas(connection, settings.redis_replication.replicas)
     jobs.configure_turn_pool(settings, bot)  # the turn pools, forked below, inherit it
     job_class = jobs.wired_job_class(settings, bot)
     # Built once here, inherited by every forked job: ~30 ms per job otherwise (bench/approval.py).

@@ -39,13 +39,13 @@ class SlackWorkflowOutput:
             ),
         )
 
-    async def lost(self, run: WorkflowRun, message: str) -> None:
+    async def stopped(self, run: WorkflowRun, message: str, *, marker: str) -> None:
         try:
             await self._poster.post(
                 run.channel,
                 text=ours(":x: {message}", message=message),
                 thread_ts=run.message_ts,
-                marker=f"{run.id}:lost",
+                marker=marker,
             )
         except PostError as exc:
             log.warning("could not tell run %s's thread that it stopped: %s", run.id, exc.error)

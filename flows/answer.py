@@ -20,6 +20,7 @@ from typing import TypeVar
 from agent import loop, resume
 from agent.loop import Answer, Failed, Limits, Paused, Result
 from agent.ports import Model
+from approvals.model_bill import UsageBook
 from approvals.turns import Conversation, Turn, TurnStore
 from flows.access import ToolAccess
 from flows.admission import Admission
@@ -89,6 +90,7 @@ class TurnAnswer:
         admission: Admission,
         audit: TurnAudit,
         limits: Limits,
+        bill: UsageBook | None = None,
     ) -> None:
         self._store = store
         self._output = output
@@ -99,6 +101,7 @@ class TurnAnswer:
         self._admission = admission
         self._audit = audit
         self._limits = limits
+        self._bill = bill  # the turn's model usage: audit, running totals (approvals.model_bill)
 
     async def remember(self, turn: Turn) -> None:
         await self._output.remember(turn)
@@ -186,6 +189,7 @@ class TurnAnswer:
             await progress.settle()  # no late progress update may overwrite the answer
             ts = await working
         await self._output.deliver(turn, ts, result, time.monotonic() - started, attempt, private=private)
+        await self._billed(turn, identity, result)  # after the answer: the person does not wait for it
         # After the answer that says why. A paused turn goes on after its approvals instead of re-running.
         waiting = "" if isinstance(result, Paused) else turn.id
         for server, needed in tools.requested.items():
@@ -204,6 +208,14 @@ class TurnAnswer:
     async def _decisions(self, turn: Turn, session: GatewaySession) -> Decisions:
         """What people decided on this paused turn's calls, and what became of them."""
         return decisions(await self._decided.for_turn(turn.id), await registry_view(session))
+
+    async def _billed(self, turn: Turn, identity: Identity, result: Result) -> None:
+        if self._bill is None:
+            return
+        # A paused turn's cost belongs to the servers it asked to act on, too.
+        servers = [c.server for c in result.calls]
+        servers += [p.server for p in result.pending] if isinstance(result, Paused) else []
+        await self._bill.record(turn, identity.sub, result.usage, servers)
 
     async def _request_approvals(
         self, turn: Turn, caller: Caller, session: GatewaySession, paused: Paused

@@ -25,6 +25,7 @@ _DECIDED: dict[Status, DecidedStatus] = {
     Status.OUTCOME_UNKNOWN: "outcome_unknown",
     Status.REJECTED: "rejected",
     Status.EXPIRED: "expired",
+    Status.WITHDRAWN: "withdrawn",
 }
 _RAN = frozenset({"succeeded", "failed", "outcome_unknown"})
 

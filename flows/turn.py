@@ -4,6 +4,9 @@
     over a turn whose lease lapses) -> the thread's run (one request at a time per thread; a later one
     waits and is handed the thread) -> the answer (flows.answer) -> the thread to its next request
 
+Under Sentinel the claim runs the turn only once a replica confirms it (approvals.replication): a claim a
+failover loses would run the turn twice. Unconfirmed, the turn is left to the sweep, as if its worker died.
+
 `attempt` tells legitimate re-runs (after linking, after waiting for the thread, after approvals, after a
 lost worker) from duplicates of one delivery, which stop at the claim. `bot.jobs.run_turn` is the entry
 point.
@@ -12,14 +15,18 @@ point.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from approvals.leases import held_lease
+from approvals.replication import NotReplicated
 from approvals.turns import Turn, TurnStore
 from flows.answer import TurnAnswer
 from flows.ports import Counters, TurnSchedule
 
 __all__ = ["TurnFlow"]
+
+log = logging.getLogger(__name__)
 
 
 class TurnFlow:
@@ -42,9 +49,14 @@ class TurnFlow:
         turn = await self._store.load(turn_id)
         if turn is None:
             return "missing"
-        if not await self._store.start(
-            turn_id, attempt, self._lease
-        ):  # the claim, and a lease the sweep watches
+        try:
+            claimed = await self._store.start(turn_id, attempt, self._lease)  # and a lease the sweep watches
+        except NotReplicated as exc:
+            # A failover could lose this claim and run the turn twice: leave it to the sweep, which takes it
+            # over once the lease lapses (a recovery attempt, or the person told it could not finish).
+            log.warning("turn %s (%s): %s; left to the sweep", turn_id, attempt, exc)
+            return "claim not replicated"
+        if not claimed:
             self._metrics.inc("chatops_dedupe_hits_total", {"stage": "turn_claim"})
             return "duplicate"
         async with held_lease(self._store, turn_id, attempt, self._lease):

@@ -10,6 +10,7 @@ says so. Starting a run and who may see it: flows.workflow_requests; the Slack s
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from agent.workflow_runner import (
 from approvals.audit import Audit, Outcome, run_record
 from approvals.bindings import BoundTools, Unbound, bound_identity
 from approvals.leases import held_lease
+from approvals.replication import NotReplicated
 from approvals.store import Approval, Status
 from approvals.turns import Turn
 from approvals.workflow_runs import WorkflowRun, WorkflowRunStore
@@ -39,6 +41,8 @@ from mcp_clients.tokens import Identity, TokenBroker
 from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
 
 __all__ = ["RunProgress", "WorkflowApprovals", "WorkflowFlow", "WorkflowOutput"]
+
+log = logging.getLogger(__name__)
 
 
 class RunProgress(StepProgress, Protocol):
@@ -68,8 +72,8 @@ class WorkflowOutput(Protocol):
     async def ended(self, run: WorkflowRun, status: str, message: str) -> None:
         """Tell the person who started the run how it ended (a run with no progress message)."""
 
-    async def lost(self, run: WorkflowRun, message: str) -> None:
-        """Tell the progress message's thread that the run was cut off."""
+    async def stopped(self, run: WorkflowRun, message: str, *, marker: str) -> None:
+        """Tell the progress message's thread that the run was cut off (once per `marker`)."""
 
 
 class WorkflowApprovals(Protocol):
@@ -96,6 +100,10 @@ LOST = (
     "Stopped: it was cut off mid-way (its worker was lost or failed). The steps shown as done are done; "
     "nothing more will run. Run `/oncall run {workflow}` again if it is still needed."
 )
+UNCONFIRMED = (
+    "Stopped: Redis could not confirm that a replica recorded this step's start, so nothing more ran. "
+    "Run `/oncall run {workflow}` again if it is still needed."
+)
 _AUDIT_OUTCOME: dict[str, Outcome] = {"succeeded": "succeeded", "rejected": "rejected", "expired": "expired"}
 
 
@@ -118,12 +126,26 @@ class WorkflowFlow:
         if run is None:
             return "missing"
         token = approval_id or "start"
-        if not await runs.claim(run_id, token):
-            return "duplicate"
-        # Held while the steps run: if this worker dies, the sweep finds the lease lapsed (`lost`).
-        await runs.hold(run_id, token, self.lease_seconds)
+        # Claimed and held while the steps run: if this worker dies, the sweep finds the lease lapsed (`lost`)
+        # and ends the run.
+        try:
+            if not await runs.start(run_id, token, self.lease_seconds):
+                return "duplicate"
+        except NotReplicated as exc:
+            log.warning("workflow run %s (%s): %s; ended", run_id, token, exc)
+            return await self._unconfirmed(run, token)
         async with held_lease(runs, run_id, token, self.lease_seconds):
             return await self._execute(run, approval_id)
+
+    async def _unconfirmed(self, run: WorkflowRun, token: str) -> str:
+        """No replica confirmed the claim: a failover could lose it and run these steps again (a resume
+        could ask to approve the same step twice), so none runs; the run ends and its channel is told."""
+        message = UNCONFIRMED.format(workflow=run.workflow)
+        if run.message_ts is not None:
+            await self.output.stopped(run, message, marker=f"{run.id}:{token}:unconfirmed")
+        await self._end(run, self.catalog.current().get(run.workflow), "failed", message)
+        await self.runs.release(run.id, token)
+        return "claim not replicated"
 
     async def lost(self, now: float) -> int:
         """Runs whose worker died mid-run (their lease lapsed): each ends as failed and its channel is told
@@ -135,7 +157,7 @@ class WorkflowFlow:
             if run is not None and run.status == "running":
                 message = LOST.format(workflow=run.workflow)
                 if run.message_ts is not None:
-                    await self.output.lost(run, message)
+                    await self.output.stopped(run, message, marker=f"{run.id}:lost")
                 await self._end(run, self.catalog.current().get(run.workflow), "failed", message)
                 ended += 1
             await runs.release(run_id, token)  # only after acting on it: a sweep that dies leaves it
@@ -239,9 +261,11 @@ class WorkflowFlow:
             return (True, approval.outcome_detail, None), None
         if approval.status in (Status.FAILED, Status.OUTCOME_UNKNOWN):
             return (False, f"{approval.status.value.lower()}: {approval.outcome_detail}", None), None
+        by = ", ".join(f"<@{u}>" for u in approval.decided_by)
         if approval.status == Status.REJECTED:
-            by = ", ".join(f"<@{u}>" for u in approval.decided_by)
             return None, ("rejected", f"rejected by {by}: {approval.reject_reason}")
+        if approval.status == Status.WITHDRAWN:  # the run stops as a rejected step does, saying why
+            return None, ("rejected", f"withdrawn by the requester ({by}) before a decision")
         return None, ("expired", "")
 
     async def _end(

@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import anthropic
 import httpx2
 
+from agent.caching import TTL, cached_request
 from agent.errors import ModelUnavailable, UnavailableKind
+from agent.usage import Usage
 
 __all__ = ["AnthropicModel", "ModelReplyData", "make_client"]
 
@@ -36,6 +38,8 @@ class ModelReplyData:
     stop_reason: str | None
     input_tokens: int
     output_tokens: int
+    # The same call split the way it is billed (cache writes and reads apart).
+    usage: Usage = field(default_factory=Usage)
 
 
 def make_client(
@@ -95,10 +99,17 @@ class AnthropicModel:
         model: str,
         *,
         on_result: Callable[[str, int, int, float], None] | None = None,
+        on_usage: Callable[[Usage], None] | None = None,
+        caching: bool = True,
+        tools_ttl: TTL = "5m",
     ) -> None:
         self.client = client
         self.model = model
         self._on_result = on_result  # (outcome, input tokens, output tokens, seconds), for metrics
+        self._on_usage = on_usage  # each answered call's bill, for metrics
+        # caching=False sends the request as it was before prompt caching (bench's baseline).
+        self.caching = caching
+        self.tools_ttl: TTL = tools_ttl
 
     async def complete(
         self,
@@ -109,13 +120,15 @@ class AnthropicModel:
         max_tokens: int,
     ) -> ModelReplyData:
         started = time.monotonic()
+        cached = cached_request(system, tools, tools_ttl=self.tools_ttl) if self.caching else None
         try:
             reply = await self.client.messages.create(
                 model=self.model,
-                system=system,
+                system=cast(Any, cached.system) if cached and cached.system else system,
                 # The transcript is plain JSON-shaped dicts; the SDK's TypedDicts describe the same shape.
                 messages=cast(Any, list(messages)),
-                tools=cast(Any, list(tools)) if tools else anthropic.omit,
+                tools=cast(Any, cached.tools if cached else list(tools)) if tools else anthropic.omit,
+                cache_control=cast(Any, cached.cache_control) if cached else anthropic.omit,
                 max_tokens=max_tokens,
             )
         except anthropic.AnthropicError as exc:
@@ -145,7 +158,10 @@ class AnthropicModel:
             + _usage(usage.cache_creation_input_tokens)
             + _usage(usage.cache_read_input_tokens),
             output_tokens=_usage(usage.output_tokens),
+            usage=Usage.from_api(usage.model_dump(mode="json", warnings=False)),
         )
+        if self._on_usage is not None:
+            self._on_usage(data.usage)
         if self._on_result is not None:
             self._on_result("ok", data.input_tokens, data.output_tokens, time.monotonic() - started)
         return data

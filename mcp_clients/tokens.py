@@ -163,6 +163,16 @@ class TokenBroker:
             resources=tuple(json.loads(data.get("resources", "[]"))),
         )
 
+    async def linked(self, team: str) -> list[Identity]:
+        """Every linked identity of `team`, groups as last read (who a new approval is pushed to). A scan:
+        fine for the thousands of people a workspace links; an index would be the next step beyond."""
+        prefix, found = self._link_key(team, ""), []
+        async for key in self._redis.scan_iter(match=f"{prefix}*", count=1000):
+            user = str_if_bytes(key)[len(prefix) :]
+            if user and ":" not in user and (identity := await self.identity(team, user)) is not None:
+                found.append(identity)
+        return found
+
     async def require_identity(self, team: str, user: str) -> Identity:
         identity = await self.identity(team, user)
         if identity is None:

@@ -59,6 +59,8 @@ class ToolPolicy(_Strict):
     quorum: int | None = Field(default=None, ge=1, le=10)
     minutes_saved: Minutes | None = None
     enabled: bool = True
+    approvals_channel: str | None = None  # overrides the server's for this tool's cards
+    escalation_channel: str | None = None
 
 
 # The name of an environment variable, never a value: secrets stay out of the registry.
@@ -91,6 +93,10 @@ class Governance(_Strict):
     status: Literal["active", "deprecated", "suspended"]
     owner_team: str = ""
     support_channel: str = ""
+    # Where this server's approval cards also go, and where a request still pending late is escalated
+    # (SPEC §6, §7); a tool's own value overrides.
+    approvals_channel: str = ""
+    escalation_channel: str = ""
     auth: Literal["user", "service", "none", "oauth"] = "user"
     oauth_client: OAuthClient | None = None  # auth: oauth only: pre-registered credentials
     resource: str | None = None

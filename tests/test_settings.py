@@ -187,3 +187,13 @@ def test_a_private_key_replaces_the_client_secret_and_private_key_jwt_needs_one(
     with pytest.raises(ConfigError) as info:
         load_settings(Role.WORKER, env=both)
     assert info.value.variable == "OAUTH_CLIENT_PRIVATE_KEY_FILE"
+
+
+def test_model_prices_come_over_the_defaults_and_a_bad_one_is_named() -> None:
+    s = load_settings(Role.WORKER, env={**FULL, "CHATOPS_MODEL_PRICES": '{"claude-sonnet-5-5": 2.5}'})
+    assert s.prices["claude-sonnet-5-5"].input_per_mtok == 2.5
+    assert s.prices["claude-haiku-4-5"].input_per_mtok == 1.0  # a default still there
+    for bad in ('{"claude-x": -1}', "[1]", "not json"):
+        with pytest.raises(ConfigError) as info:
+            load_settings(Role.WORKER, env={**FULL, "CHATOPS_MODEL_PRICES": bad})
+        assert info.value.variable == "CHATOPS_MODEL_PRICES"

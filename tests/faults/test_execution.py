@@ -120,8 +120,10 @@ def test_an_approved_action_whose_job_ended_without_running_it_is_run_once_by_th
 def test_a_card_update_failing_after_approval_neither_blocks_nor_repeats_the_run(scenario: Scenario) -> None:
     s = scenario
     approval = proposed(s, quorum=1)  # one click decides: no other redraw is in flight
-    # Every chat.update fails for a while: the click's redraw and the outcome's redraw both give up.
-    s.world.slack.fail_next("chat.update", status=503, times=8)
+    # Every chat.update fails for a while: the click's redraw and the outcome's redraw both give up. Each
+    # redraw updates every copy of the card (the thread's, and bob's and carol's DMs), so 8 per copy.
+    assert len(approval.cards) == 3
+    s.world.slack.fail_next("chat.update", status=503, times=8 * len(approval.cards))
     s.click("U0CAROL", approval)
     wait_until("the click's redraw to give up", lambda: s.redis.sismember("chatops:cards-dirty", approval.id))
     s.work()  # the run does not wait for the card; its own redraw fails as well

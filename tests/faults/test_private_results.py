@@ -120,14 +120,15 @@ def test_an_approved_action_on_a_private_data_server_reports_to_the_requester_al
         for m in s.world.slack.ephemerals()
         if PRIVATE_OUTPUT in m.text + json.dumps(m.blocks)
     )
-    # Nobody else saw it: not in the thread, not on either card, not in the mirror channel.
+    # Nobody else saw it: not in the thread, not on any card, not in the mirror channel, not in the approvers'
+    # DMs (the card is pushed to bob and carol, who may approve it).
     public = {
         c: [m.text + json.dumps(m.blocks) for m in s.world.slack.messages(c)]
-        for c in ("C0INCIDENT", "C0APPROVALS")
+        for c in ("C0INCIDENT", "C0APPROVALS", "D0BOB", "D0CAROL")
     }
     assert [m for shown in public.values() for m in shown if PRIVATE_OUTPUT in m] == []
     cards = [s.world.slack.message(c.channel, c.ts) for c in s.approval(approval.id).cards]
-    assert {c.channel for c in cards if c is not None} == {"C0INCIDENT", "C0APPROVALS"}
+    assert {c.channel for c in cards if c is not None} == {"C0INCIDENT", "C0APPROVALS", "D0BOB", "D0CAROL"}
     for card in cards:
         assert card is not None
         assert "sent privately to <@U0ALICE>" in json.dumps(card.blocks)

@@ -69,8 +69,11 @@ async def test_a_reply_comes_back_as_plain_dicts_with_stop_reason_and_usage(
     assert reply.input_tokens > 0
     assert reply.output_tokens > 0
     body = fake.last_request().body
-    assert (body["model"], body["system"], body["max_tokens"]) == (MODEL, "be brief", 256)
-    assert body["tools"] == TOOLS
+    assert (body["model"], body["system"][0]["text"], body["max_tokens"]) == (MODEL, "be brief", 256)
+    # The tools as given, in name order, with the cache breakpoint after the last (agent.caching).
+    assert [{k: v for k, v in t.items() if k != "cache_control"} for t in body["tools"]] == sorted(
+        TOOLS, key=lambda t: t["name"]
+    )
 
 
 async def test_no_tools_means_no_tools_field(fake: FakeAnthropic, url: str) -> None:

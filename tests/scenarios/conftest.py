@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import httpx2
 import pytest
 import redis
-import redis.asyncio as aioredis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -29,6 +28,7 @@ from bot import jobs
 from bot.cards import APPROVE_ACTION_ID
 from bot.identity import BotIdentity, whoami
 from bot.queues import AGENT, QUEUE_NAMES, WORKFLOWS
+from bot.redis_clients import async_client, sync_client
 from bot.settings import Role, Settings, load_settings
 from bot.web import build_web
 from bot.wiring import open_wiring
@@ -69,11 +69,11 @@ class Scenario:
 
     @property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url)
+        return sync_client(self.redis_url)
 
     def work(self) -> int:
         """Run every queued job to completion in this process with a real RQ worker; return how many ran."""
-        connection = redis.Redis.from_url(self.redis_url)
+        connection = sync_client(self.redis_url)
         worker = _CountingWorker(
             list(QUEUE_NAMES),
             connection=connection,
@@ -124,7 +124,7 @@ class Scenario:
 
     def approvals(self, turn_channel: str, ts: str) -> list[Approval]:
         async def load() -> list[Approval]:
-            client = aioredis.Redis.from_url(self.redis_url)
+            client = async_client(self.redis_url)
             try:
                 store = ApprovalStore(client, seal_key=b"x" * 32)
                 return await store.for_turn(turn_id_for(TEAM_ID, turn_channel, ts))
@@ -135,7 +135,7 @@ class Scenario:
 
     def approval(self, approval_id: str) -> Approval:
         async def load() -> Approval | None:
-            client = aioredis.Redis.from_url(self.redis_url)
+            client = async_client(self.redis_url)
             try:
                 return await ApprovalStore(client, seal_key=b"x" * 32).get(approval_id)
             finally:
@@ -261,6 +261,19 @@ def scenario_web(
         yield served
 
 
+def fresh_world(world: World) -> None:
+    """The shared world as a test expects to find it: no messages, replies, grants or hostile knobs left."""
+    world.slack.reset()
+    world.anthropic.reset()
+    world.registry.reset()
+    world.idp.reset()
+    reseed(world.servers)
+    for server in world.servers.values():
+        server.record.clear()
+        server.knobs.reset()
+        server.ledger.reset()
+
+
 @pytest.fixture
 def scenario(
     scenario_world: World,
@@ -272,16 +285,8 @@ def scenario(
     client = redis.Redis.from_url(scenario_redis.url)
     client.flushall()
     client.close()
-    world.slack.reset()
-    world.anthropic.reset()
-    world.registry.reset()
-    world.idp.reset()
+    fresh_world(world)
     world.allow_redirect(web.url)
-    reseed(world.servers)
-    for server in world.servers.values():
-        server.record.clear()
-        server.knobs.reset()
-        server.ledger.reset()
     env = world.env(public_url=web.url, redis_url=scenario_redis.url)
     ingress = SlackIngress(web.url, SIGNING_SECRET, slack=world.slack)
     yield Scenario(world, settings, env, bot, web, ingress, scenario_redis.url)
