@@ -41,6 +41,7 @@ __all__ = [
 SEEN_TTL_SECONDS = 7 * 86400
 TURN_TTL_SECONDS = 30 * 86400
 CONVERSATION_TTL_SECONDS = 30 * 86400
+JOB_TTL_SECONDS = 86_400  # a queued job's state (approvals.turn_queue)
 ACTIVE_TTL_SECONDS = 3600  # a crashed run must not hold its thread forever
 RUNNING_KEY = "chatops:turns:running"  # zset "turn id|attempt" -> when its lease ends
 _RECOVER = "recover-"
@@ -105,39 +106,38 @@ class Conversation:
 
 @dataclass(frozen=True)
 class QueuedJob:
-    """A job to put on a queue in the same atomic step that admits a new turn: its hash, its id pushed on
-    the queue's list, the list registered in the set of queues (the layout of RQ; see bot.queues)."""
+    """A job to queue in the same atomic step that admits a new turn: its state hash and its entry on the
+    turn queue's stream (the layout of approvals.turn_queue)."""
 
     job_id: str
     job_key: str
-    queue_key: str
-    queues_key: str
-    fields: Mapping[str, EncodableT]
+    stream_key: str
+    state: Mapping[str, str]
+    entry: Mapping[str, str]
 
 
-# KEYS: seen, turn hash, seen-event[, set of queues, job hash, queue list]. ARGV: ttl, turn ttl, turn id,
-# the turn's fields as one JSON object of strings, then (with a job) the job id, the job's text fields as one
-# JSON object of strings and its binary fields as name/value pairs. Few arguments on purpose: encoding ~70 of
-# them was the largest part of what this (the ingress hot path) cost the web process.
+# KEYS: seen, turn hash, seen-event[, job state hash, turn queue stream]. ARGV: ttl, turn ttl, turn id, the
+# turn's fields as one JSON object of strings, then (with a job) the job's state as one JSON object, its
+# state's ttl and its stream entry as one JSON object. Few arguments on purpose: encoding many of them was
+# the largest part of what this (the ingress hot path) cost the web process.
 # Returns 1 when newly admitted. The event marker is written either way (it names the turn).
 _ADMIT = """
-local function hset_json(key, json)
+local function flat_json(json)
   local flat = {}
   for name, value in pairs(cjson.decode(json)) do
     flat[#flat + 1] = name
     flat[#flat + 1] = value
   end
-  if #flat > 0 then redis.call('HSET', key, unpack(flat)) end
+  return flat
 end
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[1])
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) == false then return 0 end
-hset_json(KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[2], unpack(flat_json(ARGV[4])))
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-if #KEYS == 6 then
-  hset_json(KEYS[5], ARGV[6])
-  for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]) end
-  redis.call('SADD', KEYS[4], KEYS[6])
-  redis.call('RPUSH', KEYS[6], ARGV[5])
+if #KEYS == 5 then
+  redis.call('HSET', KEYS[4], unpack(flat_json(ARGV[5])))
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+  redis.call('XADD', KEYS[5], '*', unpack(flat_json(ARGV[7])))
 end
 return 1
 """
@@ -234,12 +234,8 @@ class TurnStore:
         args: list[EncodableT] = [SEEN_TTL_SECONDS, TURN_TTL_SECONDS, turn.id, fields]
         if job is not None:
             queued = job(turn.id)
-            keys += [queued.queues_key, queued.job_key, queued.queue_key]
-            job_text = {k: str(v) for k, v in queued.fields.items() if not isinstance(v, bytes)}
-            args += [queued.job_id, json.dumps(job_text, ensure_ascii=False)]
-            for name, value in queued.fields.items():
-                if isinstance(value, bytes):
-                    args += [name, value]
+            keys += [queued.job_key, queued.stream_key]
+            args += [json.dumps(dict(queued.state)), str(JOB_TTL_SECONDS), json.dumps(dict(queued.entry))]
         admitted = await self._admit(keys=keys, args=args)
         return turn, bool(admitted)
 

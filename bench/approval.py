@@ -116,12 +116,18 @@ def _card(rconn: redis.Redis, turn_id: str) -> tuple[str, dict[str, str]] | None
 
 
 def _rq_stamp(rconn: redis.Redis, job_id: str, field: str) -> float:
-    """An RQ job timestamp (UTC, microseconds) as wall-clock seconds; NaN when absent."""
-    raw = rconn.hget(f"rq:job:{job_id}", field)
-    if not raw:
+    """An RQ job timestamp (`enqueued_at`, `started_at`: UTC) as wall-clock seconds; NaN when absent."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    try:
+        stamp = getattr(Job.fetch(job_id, connection=rconn, serializer=JSONSerializer), field)
+    except NoSuchJobError:
         return math.nan
-    stamp = dt.datetime.strptime(_text(raw), "%Y-%m-%dT%H:%M:%S.%fZ")
-    return stamp.replace(tzinfo=dt.UTC).timestamp()
+    if stamp is None:
+        return math.nan
+    return float((stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp())
 
 
 def _turn_status(rconn: redis.Redis, turn_id: str) -> str:
@@ -129,10 +135,13 @@ def _turn_status(rconn: redis.Redis, turn_id: str) -> str:
 
 
 def _worker_idle(rconn: redis.Redis) -> bool:
-    from bot.queues import QUEUE_NAMES
+    from rq import Queue
 
-    if any(rconn.llen(f"rq:queue:{name}") for name in QUEUE_NAMES):
-        return False
+    from approvals.turn_queue import STREAM
+    from bot.queues import RQ_QUEUES
+
+    if rconn.xlen(STREAM) or any(rconn.llen(Queue.redis_queue_namespace_prefix + n) for n in RQ_QUEUES):
+        return False  # a turn queued or running (acknowledged entries are deleted), or an RQ job waiting
     workers = [_text(w) for w in rconn.smembers("rq:workers")]
     return bool(workers) and all(_text(rconn.hget(w, "state") or b"") == "idle" for w in workers)
 

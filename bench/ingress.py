@@ -344,7 +344,9 @@ def _queue_length(url: str) -> int:
 
     client = redis.Redis.from_url(url)
     try:
-        return int(client.llen("rq:queue:chatops-agent"))
+        from approvals.turn_queue import STREAM
+
+        return int(client.xlen(STREAM))  # no worker runs here: every admitted turn's job is still there
     finally:
         client.close()
 

@@ -193,26 +193,35 @@ def _roles(sample: _Sample, web: int, pool: bool) -> dict[str, Any]:
 # --- one step --------------------------------------------------------------------------------------------
 
 
-def _wait_workers(rconn: redis.Redis, processes: int, proc: Any, timeout: float = 60.0) -> None:
-    """Until `processes` RQ workers are registered (bounded); they poll the queues from then on."""
+def _wait_workers(rconn: redis.Redis, slots: int, forking: int, proc: Any, timeout: float = 60.0) -> None:
+    """Until `forking` RQ workers are registered and `slots` turn slots listen (bounded)."""
     from rq import Worker
+
+    from approvals.turn_queue import live_slots
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the worker pool exited with {proc.returncode}")
-        if Worker.count(connection=rconn) >= processes:
+        if Worker.count(connection=rconn) >= forking and live_slots(rconn) >= slots:
             return
         time.sleep(0.05)  # bounded by the deadline above
-    raise TimeoutError(f"{processes} workers did not register within {timeout} s")
+    raise TimeoutError(f"{slots} turn slots and {forking} workers did not register within {timeout} s")
 
 
 def _wait_gone(rconn: redis.Redis, timeout: float = 20.0) -> None:
-    """Until no RQ worker is registered: the next pool's count must not include the last one's."""
+    """Until no RQ worker is registered and no turn slot listens: the next pool's count must not include
+    the last one's."""
     from rq import Worker
 
+    from approvals.turn_queue import SLOTS_KEY, live_slots
+
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and Worker.count(connection=rconn):
+    while time.monotonic() < deadline and (Worker.count(connection=rconn) or live_slots(rconn)):
+        if not any(
+            os.path.exists(f"/proc/{m.decode().rsplit('.', 3)[1]}") for m in rconn.zrange(SLOTS_KEY, 0, -1)
+        ):
+            rconn.delete(SLOTS_KEY)  # pools killed before they could say they left
         for worker in Worker.all(connection=rconn):
             if worker.pid and not os.path.exists(f"/proc/{worker.pid}"):
                 worker.register_death()  # type: ignore[no-untyped-call]  # killed before it could deregister
@@ -275,7 +284,7 @@ def _step(
     env = {**st.env, "CHATOPS_USER_TURNS_PER_MINUTE": str(RATE_LIMIT)}
     worker = _spawn(_worker_cmd(processes, pools), env, st.logs / f"worker-{processes}-{pools}.log")
     try:
-        _wait_workers(st.rconn, processes + pools, worker)  # the slots and the forking workers
+        _wait_workers(st.rconn, processes, pools, worker)  # the turn slots and the forking workers
         warm = _conversations(st, f"w{processes}-warm", 1, timeout=30)
         if warm["missing"]:
             raise RuntimeError(f"{processes} slots: the warm-up turn was not answered (see {st.logs})")

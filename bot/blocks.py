@@ -85,6 +85,7 @@ class ProgressLine:
     tool: str
     state: Literal["running", "ok", "failed"]
     latency_ms: float | None = None
+    detail: str | None = None  # what a running tool last reported of its progress (the server's words)
 
 
 # ----- answers ---------------------------------------------------------------------------------------------
@@ -255,6 +256,8 @@ def _progress_line(line: ProgressLine) -> str:
     if line.latency_ms is not None and line.state != "running":
         ms = line.latency_ms
         text += f" ({ms:.0f} ms)" if ms < 10_000 else f" ({ms / 1000:.1f} s)"
+    if line.detail and line.state == "running":
+        text += f" — {untrusted(_short(line.detail, 120), markdown=False)}"
     return text
 
 

@@ -11,8 +11,9 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from agent.usage import price_for
 from agent.workflow import load_workflows
+from approvals import turn_queue
 from approvals.model_bill import cache_report, last_hour
-from bot.queues import AGENT, QUEUE_NAMES
+from bot.queues import AGENT, QUEUE_NAMES, waiting_key
 from bot.redis_check import judge
 from bot.redis_clients import async_client
 from bot.settings import ConfigError, Role, Settings
@@ -61,12 +62,17 @@ async def provider_check(provider: Provider) -> tuple[bool, str]:
 
 
 async def workers(redis: aioredis.Redis) -> tuple[bool, str]:
-    """Who listens on each queue (RQ's own registry of live workers) and what waits there. Bad: jobs wait
-    on a queue no worker takes (questions would never be answered)."""
+    """Who listens on each queue (RQ's own registry of live workers; the turn pools' slots) and what waits
+    there. Bad: jobs wait on a queue no worker takes (questions would never be answered)."""
     parts, ok = [], True
     for name in QUEUE_NAMES:
-        listening = await redis.scard(WORKERS_BY_QUEUE_KEY % name)
-        waiting = await redis.llen(f"rq:queue:{name}")
+        async with redis.pipeline(transaction=False) as pipe:
+            if name == AGENT:  # the turn queue (approvals.turn_queue): its pools' live slots
+                turn_queue.queue_standing(pipe)
+            else:
+                pipe.scard(WORKERS_BY_QUEUE_KEY % name)
+                pipe.llen(waiting_key(name))
+            listening, waiting = await pipe.execute()
         kind = "turn slots" if name == AGENT else "workers"
         parts.append(f"{name}: {listening} {kind}, {waiting} waiting")
         ok = ok and (listening > 0 or waiting == 0)

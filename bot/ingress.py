@@ -80,7 +80,8 @@ class Ingress:
         if not new:
             # A retry of a delivery whose enqueue never happened (the web process died in between) must
             # still be answered; the job's claim makes a second enqueue harmless.
-            if retrying and not self._queues.job_exists(turn.id) and not await self._store.status(turn.id):
+            queues = self._queues
+            if retrying and not queues.turn_job_exists(turn.id) and not await self._store.status(turn.id):
                 self._queues.enqueue_turn(turn.id)
                 return "re-enqueued"
             return "duplicate"

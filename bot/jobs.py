@@ -4,10 +4,11 @@ A job finds the process's settings through RQ's public API: the workers run jobs
 (RQ's `job_class` parameter) that carries them, and `get_current_job()` returns that job. Each job then
 opens its own wiring on its own event loop (RQ gives each async job of a forking worker a fresh one).
 
-The one exception is the turn pool (bot.turn_pool): its jobs' coroutines run on one long-lived loop, where
-the clients stay open and warm from one turn to the next (`open_resident`). It is being replaced by a turn
-consumer of our own (issue 15), which should hold a `Wiring` from `open_wiring` itself; until then the
-pool reaches its settings and its resident wiring through `_pool`, the one piece of module state left.
+The one exception is the turn consumer (bot.turn_pool, approvals.turn_queue): turns are not RQ jobs, so
+there is no job to carry the settings. `configure()` (the worker entry, the tests' in-process worker) keeps
+them in `_pool`, with the pool's resident wiring (`open_resident`: the clients stay open and warm on its
+loop from one turn to the next): the one piece of module state left. The way out is for the consumer to
+be handed a handler bound to a `Wiring` it opened itself (`wiring.turn_flow().run`).
 
 This module imports the whole stack at the top on purpose: `chatops worker` imports it before forking, so
 each work-horse starts with anthropic, mcp and slack_sdk already loaded (api-facts §4.3: ~10 ms per job
@@ -32,7 +33,7 @@ from bot.wiring import Wiring, open_wiring  # also loads anthropic, agent and mc
 __all__ = [
     "WiredJob",
     "close_resident",
-    "configure_turn_pool",
+    "configure",
     "execute_approved",
     "expire_approval",
     "open_resident",
@@ -65,11 +66,12 @@ class _TurnPool:
     stack: AsyncExitStack | None = None
 
 
-_pool: _TurnPool | None = None  # see the module docstring: only bot.turn_pool's jobs read it
+_pool: _TurnPool | None = None  # see the module docstring: only the turn consumer's turns read it
 
 
-def configure_turn_pool(settings: Settings, bot: BotIdentity) -> None:
-    """Called by the worker entry before it forks its turn pools (they inherit it)."""
+def configure(settings: Settings, bot: BotIdentity) -> None:
+    """The settings the turn consumer's turns run with: called by the worker entry (before it forks its turn
+    pools, which inherit it) and by in-process test workers."""
     global _pool
     _pool = _TurnPool(settings, bot)
 
@@ -78,7 +80,7 @@ async def open_resident() -> None:
     """The turn pool's wiring, shared by every turn that runs on its loop: connection pools to Redis, the
     model, Slack and the registry stay open and warm from one turn to the next."""
     if _pool is None:
-        raise RuntimeError("bot.jobs.configure_turn_pool() was not called in this worker")
+        raise RuntimeError("bot.jobs.configure() was not called in this worker")
     stack = AsyncExitStack()
     wiring = await stack.enter_async_context(open_wiring(_pool.settings, _pool.bot))
     _ = wiring.model  # its client built now, not by the first turn

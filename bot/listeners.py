@@ -13,6 +13,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from approvals.audit import Audit
 from approvals.feedback import Feedback
+from approvals.questions import QuestionStore
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_listeners import register_approvals
 from bot.blocks import FEEDBACK_ACTION_ID, parse_feedback_value
@@ -21,6 +22,7 @@ from bot.home_listeners import Accounts, register_home
 from bot.identity import BotIdentity
 from bot.oncall_listeners import register_oncall
 from bot.poster import Poster
+from bot.question_listeners import register_questions
 from flows.linking import Linking
 from flows.workflow_requests import WorkflowRequests
 from mcp_clients.tokens import TokenBroker
@@ -46,6 +48,7 @@ class Listeners:
     linking: Linking
     audit: Audit
     feedback: Feedback
+    questions: QuestionStore
 
 
 def register(app: AsyncApp, parts: Listeners) -> None:
@@ -54,6 +57,7 @@ def register(app: AsyncApp, parts: Listeners) -> None:
     register_home(app, parts.home, parts.accounts, clicks, bot)
     register_approvals(app, clicks, parts.poster)
     register_oncall(app, parts.workflows, parts.broker, parts.linking, bot)
+    register_questions(app, parts.questions, parts.poster)
 
     @app.action("connect_account")
     @app.action("reconnect_account")

@@ -31,13 +31,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.exceptions import RedisError
 from redis.utils import str_if_bytes
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from agent.usage import Price, Usage, dollars
+from approvals import turn_queue
 from approvals.impact import metrics_from_audit
 from approvals.store import PENDING_KEY, RUNNING_KEY
 from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
-from bot.queues import AGENT, QUEUE_NAMES
+from bot.queues import QUEUE_NAMES, RQ_QUEUES, waiting_key
 from bot.redis_clients import sync_client
 
 __all__ = ["FAMILIES", "Family", "Metrics", "RedisCollector", "SyncMetrics", "metrics_from_audit", "scrape"]
@@ -85,7 +85,7 @@ chatops_approvals_total            counter   outcome             Approval reques
 chatops_approval_decision_seconds  histogram -                   From approval request to decision.
 chatops_registry_cache_total       counter   event               Registry snapshot reads, by event.
 chatops_minutes_saved_total        counter   server,tool         Engineer minutes saved (SPEC 9).
-chatops_queue_depth                gauge     queue               Jobs waiting in each RQ queue.
+chatops_queue_depth                gauge     queue               Jobs waiting in each queue.
 chatops_approvals_pending          gauge     -                   Approval cards waiting for a decision.
 chatops_approvals_running          gauge     -                   Approved actions running now.
 chatops_turns_running              gauge     -                   Agent turns in progress (their leases).
@@ -286,12 +286,12 @@ def _queue_commands(pipe: Any) -> None:
     for family in FAMILIES.values():
         if family.kind != "gauge":
             pipe.hgetall(KEY_PREFIX + family.name)
-    for queue in QUEUE_NAMES:
-        pipe.llen(f"rq:queue:{queue}")
+    for queue in RQ_QUEUES:
+        pipe.llen(waiting_key(queue))
     pipe.zcard(PENDING_KEY)
     pipe.zcard(RUNNING_KEY)
     pipe.zcard(TURNS_RUNNING_KEY)
-    pipe.scard(WORKERS_BY_QUEUE_KEY % AGENT)  # RQ's registry of live workers on a queue: the turn slots
+    turn_queue.queue_standing(pipe)  # the turn slots listening, the turns waiting
 
 
 def _snapshot(results: list[Any]) -> Snapshot:
@@ -301,8 +301,8 @@ def _snapshot(results: list[Any]) -> Snapshot:
         for f, raw in zip(stored, results, strict=False)
     }
     rest = results[len(stored) :]
-    depths = {q: int(n) for q, n in zip(QUEUE_NAMES, rest, strict=False)}
-    pending, running, turns, slots = (int(n) for n in rest[-4:])
+    pending, running, turns, slots, waiting = (int(n) for n in rest[-5:])
+    depths = {q: int(rest[RQ_QUEUES.index(q)]) if q in RQ_QUEUES else waiting for q in QUEUE_NAMES}
     return Snapshot(hashes, depths, pending, running, True, turns, slots)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from bot.blocks import ProgressLine, progress_message
 from bot.poster import Poster, PostError
 
-__all__ = ["SlackProgress"]
+__all__ = ["SlackProgress", "progress_detail"]
 
 MIN_INTERVAL_SECONDS = (
     1.0  # chat.update is Tier 3 (~50/min); one update a second per thread stays well inside
@@ -40,6 +40,7 @@ class SlackProgress:
         self._last = 0.0
         self._dirty = False
         self._sending: asyncio.Task[None] | None = None
+        self._trailing: asyncio.Future[None] | None = None
 
     async def thinking(self) -> None:
         """The model is about to be asked: nothing to show (the message already says the bot is on it)."""
@@ -56,15 +57,48 @@ class SlackProgress:
                 break
         await self._maybe_flush()
 
+    async def tool_progress(
+        self, server: str, tool: str, progress: float, total: float | None, message: str | None
+    ) -> None:
+        """A running tool's own progress report: shown on its line, throttled like the rest."""
+        short = server.split("/", 1)[-1]
+        for i, line in enumerate(self._lines):
+            if line.server_short == short and line.tool == tool and line.state == "running":
+                self._lines[i] = ProgressLine(
+                    short, tool, "running", None, progress_detail(progress, total, message)
+                )
+                break
+        else:
+            return
+        await self._maybe_flush()
+
     async def _maybe_flush(self) -> None:
         self._dirty = True
         busy = self._sending is not None and not self._sending.done()
         if not busy and self._clock() - self._last >= MIN_INTERVAL_SECONDS:
             self._last = self._clock()
             self._sending = asyncio.ensure_future(self.flush())
+        elif self._trailing is None or self._trailing.done():
+            # Held back by the throttle: shown once the interval is over, even if nothing else happens by
+            # then (a long tool's progress report may be the last news for a while).
+            self._trailing = asyncio.ensure_future(self._after_interval())
+
+    async def _after_interval(self) -> None:
+        while self._dirty:
+            await asyncio.sleep(max(0.05, self._last + MIN_INTERVAL_SECONDS - self._clock()))
+            if self._sending is not None and not self._sending.done():
+                await asyncio.shield(self._sending)  # cancelling this wait must not cancel the update
+            elif self._dirty and self._clock() - self._last >= MIN_INTERVAL_SECONDS:
+                self._last = self._clock()
+                self._sending = asyncio.ensure_future(self.flush())
 
     async def settle(self) -> None:
-        """Wait for the update in flight, if any (call before the answer replaces the message)."""
+        """Wait for the update in flight, if any (call before the answer replaces the message); one still
+        held back by the throttle is dropped: the answer replaces the message anyway."""
+        if self._trailing is not None:
+            self._trailing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trailing
         if self._sending is not None:
             await self._sending
 
@@ -79,3 +113,13 @@ class SlackProgress:
         # Progress is a courtesy; the answer itself is what must arrive.
         with contextlib.suppress(PostError):
             await self._poster.update(self._channel, self._ts, text=message.text, blocks=message.blocks)
+
+
+def progress_detail(progress: float, total: float | None, message: str | None) -> str:
+    """ "40% · rebuilding": the share done when the server says of how much, else its count, and its words."""
+    if total is not None and total > 0 and 0 <= progress <= total:
+        done = f"{progress / total:.0%}"
+    else:
+        done = f"{progress:g}"
+    words = " ".join((message or "").split())
+    return f"{done} · {words}" if words else done

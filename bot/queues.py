@@ -1,4 +1,5 @@
-"""RQ queues and enqueueing: JSON-serialized jobs that take ids only, with ids derived from what they do.
+"""Queues and enqueueing: jobs that take ids only, with ids derived from what they do. Turns go on our own
+turn queue (approvals.turn_queue); approved actions, expiries, sweeps and workflows are RQ jobs (JSON).
 
 Deriving the job id from the work (a turn id, an approval id) makes enqueueing idempotent: enqueueing the
 same work twice is at worst a second job that finds the work already claimed.
@@ -13,18 +14,18 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
-from rq.utils import now
 
+from approvals import turn_queue
 from approvals.turns import QueuedJob
 
-__all__ = ["ACTIONS", "AGENT", "QUEUE_NAMES", "WORKFLOWS", "Queues"]
+__all__ = ["ACTIONS", "AGENT", "QUEUE_NAMES", "RQ_QUEUES", "WORKFLOWS", "Queues", "waiting_key"]
 
-AGENT = "chatops-agent"
+AGENT = "chatops-agent"  # the turn queue's name where people see it (doctor, metrics): approvals.turn_queue
 ACTIONS = "chatops-actions"
 WORKFLOWS = "chatops-workflows"
-QUEUE_NAMES = (ACTIONS, AGENT, WORKFLOWS)  # actions first: an approved action should not wait behind chats
+QUEUE_NAMES = (ACTIONS, AGENT, WORKFLOWS)  # every queue, as people see them
+RQ_QUEUES = (ACTIONS, WORKFLOWS)  # RQ's, in its priority order: an approved action first
 
-TURN_JOB = "bot.jobs.run_turn"
 ACTION_JOB = "bot.jobs.execute_approved"
 EXPIRE_JOB = "bot.jobs.expire_approval"
 SWEEP_JOB = "bot.jobs.sweep"
@@ -42,7 +43,7 @@ class Queues:
     def __init__(self, connection: Redis) -> None:
         self.connection = connection
         self._queues = {
-            name: Queue(name, connection=connection, serializer=JSONSerializer) for name in QUEUE_NAMES
+            name: Queue(name, connection=connection, serializer=JSONSerializer) for name in RQ_QUEUES
         }
 
     def __getitem__(self, name: str) -> Queue:
@@ -50,36 +51,15 @@ class Queues:
 
     def turn_job(self, turn_id: str) -> QueuedJob:
         """The first job of a new turn, described for `TurnStore.admit` to queue atomically with the turn
-        (ingress: one async round trip, where `enqueue_turn` made two blocking ones). RQ builds the job's
-        hash; the fields and keys are what `Queue.enqueue_call` would write."""
-        queue = self._queues[AGENT]
-        job = Job.create(
-            TURN_JOB,
-            args=(turn_id, "first"),
-            connection=self.connection,
-            id=turn_id,
-            timeout=JOB_TIMEOUT_SECONDS,
-            result_ttl=RESULT_TTL_SECONDS,
-            failure_ttl=RESULT_TTL_SECONDS,
-            serializer=JSONSerializer,
-            origin=queue.name,
-        )
-        job.enqueued_at = now()
-        fields = job.to_dict()
-        fields["status"] = JobStatus.QUEUED.value
-        return QueuedJob(job.id, job.key, queue.key, queue.redis_queues_keys, fields)
+        (ingress: one async round trip, where `enqueue_turn` made a blocking one)."""
+        return turn_queue.first_job(turn_id)
 
     def enqueue_turn(self, turn_id: str, attempt: str = "first") -> str:
-        job_id = turn_id if attempt == "first" else f"{turn_id}-{attempt}"
-        self._queues[AGENT].enqueue_call(
-            TURN_JOB,
-            args=(turn_id, attempt),
-            job_id=job_id,
-            timeout=JOB_TIMEOUT_SECONDS,
-            result_ttl=RESULT_TTL_SECONDS,
-            failure_ttl=RESULT_TTL_SECONDS,
-        )
-        return job_id
+        """Queue a run of the turn on the turn queue (approvals.turn_queue), which the turn pools read."""
+        return turn_queue.enqueue(self.connection, turn_id, attempt)
+
+    def turn_job_exists(self, job_id: str) -> bool:
+        return bool(self.connection.exists(turn_queue.job_key(job_id)))
 
     def enqueue_action(self, approval_id: str) -> str:
         """Run an approved action. The job id is the approval's: enqueueing twice cannot run it twice, and the
@@ -151,7 +131,12 @@ class Queues:
         )
 
     def job_exists(self, job_id: str) -> bool:
-        return bool(self.connection.exists(f"rq:job:{job_id}"))
+        return Job.exists(job_id, connection=self.connection)
+
+
+def waiting_key(name: str) -> str:
+    """The list of an RQ queue's waiting job ids, named by RQ's public prefix (doctor, metrics)."""
+    return Queue.redis_queue_namespace_prefix + name
 
 
 def _action_job_id(approval_id: str) -> str:

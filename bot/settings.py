@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     # Turns one turn pool runs at once (`chatops worker --turns` overrides it). A turn is mostly waiting for
     # the model and tools, so this is bounded by the model's rate limits more than by this machine.
     turn_concurrency: int = Field(default=16, alias="CHATOPS_TURN_CONCURRENCY", ge=1, le=512)
+    # How long a server's question (MCP elicitation) waits for its person's answer before it is cancelled;
+    # the request's own time limit (CHATOPS_MAX_TURN_SECONDS) may end it sooner.
+    elicitation_timeout_seconds: int = Field(
+        default=600, alias="CHATOPS_ELICITATION_TIMEOUT_SECONDS", ge=1, le=3600
+    )
     audit_retention_days: int = Field(default=400, alias="AUDIT_RETENTION_DAYS", ge=1, le=3650)
     log_level: str = Field(default="INFO", alias="LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     # The model's bill (issue 20; README "The model's bill"). Past the threshold, most tools are found by

@@ -74,6 +74,7 @@ def build_bolt(settings: Settings, wiring: Wiring) -> AsyncApp:
         linking=wiring.linking,
         audit=wiring.audit,
         feedback=wiring.feedback(),
+        questions=wiring.questions(),
     )
     listeners.register(app, parts)
     return app

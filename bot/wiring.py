@@ -29,6 +29,7 @@ from approvals.audit import Audit, link_record
 from approvals.feedback import Feedback
 from approvals.home_records import HomeRecords
 from approvals.model_bill import UsageBook
+from approvals.questions import QuestionStore
 from approvals.reminders import ReminderSchedule
 from approvals.seal import seal_keys
 from approvals.service import ApprovalService
@@ -44,6 +45,7 @@ from bot.home_listeners import Accounts
 from bot.identity import BotIdentity
 from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client, slack_session
+from bot.question_card import SlackQuestionCards
 from bot.queues import Queues
 from bot.redis_clients import async_client, sync_client
 from bot.settings import Settings
@@ -56,6 +58,7 @@ from flows.answer import TurnAnswer
 from flows.linking import Linking, LinkResult
 from flows.recovery import TurnRecovery
 from flows.server_linking import ServerLinking
+from flows.server_questions import ServerQuestions
 from flows.tool_audit import TurnAudit
 from flows.turn import TurnFlow
 from flows.workflow import WorkflowFlow
@@ -157,6 +160,11 @@ class Wiring:
             ),
             audit=TurnAudit(self.audit, tallies),
             bill=self.usage_book(),
+            questions=ServerQuestions(
+                QuestionStore(self.redis),
+                SlackQuestionCards(self.poster),
+                timeout=float(settings.elicitation_timeout_seconds),
+            ),
             limits=Limits(
                 max_steps=settings.max_steps,
                 max_seconds=float(settings.max_turn_seconds),
@@ -229,6 +237,9 @@ class Wiring:
 
     def feedback(self) -> Feedback:
         return Feedback(self.redis)
+
+    def questions(self) -> QuestionStore:
+        return QuestionStore(self.redis)
 
     def next_sweep(self) -> None:
         """The sweep that just ran hands the chain on: its marker cleared, the next one scheduled."""

@@ -4,10 +4,10 @@ One `chatops worker` is a process tree:
 - the process itself: RQ's forking worker for approved actions and workflows (and RQ's scheduler, which
   runs the expiry sweeps). One work-horse per job: an approved action runs in a process of its own, and a
   crash mid-action is seen as that horse's death and reported, never retried;
-- one turn pool per `--processes` (bot.turn_pool), forked before anything else starts: the agent queue's
+- one turn pool per `--processes` (bot.turn_pool), forked before anything else starts: the turn queue's
   jobs, up to `--turns` (CHATOPS_TURN_CONCURRENCY) at a time per pool, on one warm event loop.
-`--burst` (drain every queue, then exit) and `--simple` (no fork at all) keep one plain RQ worker for all
-three queues: they are for tests, scripts and the embedded Redis that cannot fork.
+`--burst` (drain every queue, then exit) and `--simple` (no fork at all: a plain RQ worker and one turn slot
+in a thread) are for tests, scripts and the embedded Redis that cannot fork.
 
 The job module is imported and the client libraries warmed here, before any fork, so the pools and every
 work-horse start with them loaded (api-facts §4.3). Jobs are JSON-serialized: a pickled job planted in Redis
@@ -35,11 +35,11 @@ from rq.worker_pool import WorkerPool
 
 from bot import jobs
 from bot.identity import BotIdentity
-from bot.queues import ACTIONS, QUEUE_NAMES, WORKFLOWS, Queues
+from bot.queues import ACTIONS, RQ_QUEUES, WORKFLOWS, Queues
 from bot.redis_check import require_safe_redis, warn_few_replicas
 from bot.redis_clients import sync_client
 from bot.settings import Settings
-from bot.turn_pool import TurnPool
+from bot.turn_pool import FORWARDED_STOP, TurnPool, TurnThread, drain_turns
 from bot.warmup import warm_up
 from mcp_clients.connection import shared_ssl_context
 from registry_cache.snapshot import preload
@@ -60,20 +60,21 @@ class ForkingWorker(Worker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.on_stop is not None:
             self.on_stop()
+        if self.get_state() != WorkerStatus.BUSY:
+            # Idle, RQ stops its scheduler first (it joins the scheduler's process: up to a second), then
+            # raises out of its blocking BLPOP. All that while Redis counts the connection as waiting and
+            # would hand it the next job (an approved action), which nobody would read: gone. Raising at
+            # once makes redis-py drop the connection; RQ's teardown stops the scheduler afterwards. The
+            # rest is what RQ's request_stop does first: a second signal is a cold stop.
+            signal.signal(signal.SIGINT, self.request_force_stop)
+            signal.signal(signal.SIGTERM, self.request_force_stop)
+            self.handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+            raise StopRequested()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         preload(self.connection)  # one GET when the registry did not change since the last job
         super().execute_job(job, queue)
-
-    def _shutdown(self) -> None:
-        if self.get_state() != WorkerStatus.BUSY:
-            # Idle, RQ stops its scheduler first (it joins the scheduler's process: up to a second), then
-            # raises out of its blocking BLPOP. All that while Redis counts the connection as waiting and
-            # would hand it the next job (an approved action), which nobody would read: gone. Raising at
-            # once makes redis-py drop the connection; RQ's teardown stops the scheduler afterwards.
-            raise StopRequested()
-        super()._shutdown()  # type: ignore[no-untyped-call]
 
 
 def run_worker(
@@ -89,18 +90,28 @@ def run_worker(
     connection = sync_client(str(settings.redis_url))
     require_safe_redis(connection)  # an evicting Redis could drop approvals: refuse to start (ConfigError)
     warn_few_replicas(connection, settings.redis_replication.replicas)
-    jobs.configure_turn_pool(settings, bot)  # the turn pools, forked below, inherit it
+    jobs.configure(settings, bot)  # for the turn consumers below (the pools inherit it when forked)
     job_class = jobs.wired_job_class(settings, bot)
     # Built once here, inherited by every forked job: ~30 ms per job otherwise (bench/approval.py).
     shared_ssl_context()
     warm_up()  # the client libraries' lazy first-use work, done once here instead of in every job
     Queues(connection).schedule_sweep()  # expiry and crash detection keep running while any worker lives
-    if simple or burst:
-        worker_class: type[Worker] = SimpleWorker if simple else ForkingWorker  # type: ignore[assignment]
-        worker = worker_class(
-            list(QUEUE_NAMES), connection=connection, serializer=JSONSerializer, job_class=job_class
+    if burst:
+        while True:  # RQ's queues, then the turns; until a round of turns queues nothing more
+            worker = ForkingWorker(
+                list(RQ_QUEUES), connection=connection, serializer=JSONSerializer, job_class=job_class
+            )
+            worker.work(burst=True, with_scheduler=False, logging_level=settings.log_level)
+            if not drain_turns(str(settings.redis_url)):
+                return 0
+    if simple:
+        turn_thread = TurnThread(str(settings.redis_url))
+        turn_thread.start()
+        plain = SimpleWorker(
+            list(RQ_QUEUES), connection=connection, serializer=JSONSerializer, job_class=job_class
         )
-        worker.work(burst=burst, with_scheduler=not burst, logging_level=settings.log_level)
+        plain.work(with_scheduler=True, logging_level=settings.log_level)
+        turn_thread.stop(timeout=settings.max_turn_seconds + POOL_STOP_GRACE_SECONDS)
         return 0
     slots = turns or settings.turn_concurrency
     with _turn_pools(str(settings.redis_url), processes, slots, settings.max_turn_seconds) as pools:
@@ -142,14 +153,15 @@ class _TurnPools:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
-        """SIGTERM every pool (once): they take no new turn and finish the running ones. Called from the
-        signal handler, so a stop reaches the pools at once, not after the forking worker's running job."""
+        """Tell every pool (once) to take no new turn and finish the running ones. Called from the signal
+        handler, so a stop reaches the pools at once, not after the forking worker's running job. Not
+        SIGTERM: a pool that got one from the supervisor too would count this as a second (bot.turn_pool)."""
         if self.stopping.is_set():
             return
         self.stopping.set()
         for pid in self.pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, FORWARDED_STOP)
 
 
 @contextlib.contextmanager

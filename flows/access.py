@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from flows.ports import Identities, LinkOffers, ServerOffers, Sessions
 from mcp_clients.gateway import Caller, GatewaySession
+from mcp_clients.questions import Attention
 from mcp_clients.tokens import Identity
 
 __all__ = ["ToolAccess"]
@@ -30,5 +31,5 @@ class ToolAccess:
     async def link_offer(self, team: str, user: str, *, waiting: str) -> str:
         return await self.links.offer(team, user, waiting=waiting)
 
-    def session(self, caller: Caller) -> GatewaySession:
-        return self.gateway.session(caller)
+    def session(self, caller: Caller, attention: Attention | None = None) -> GatewaySession:
+        return self.gateway.session(caller, attention)

@@ -27,9 +27,11 @@ from flows.admission import Admission
 from flows.connecting import CONNECTED_ATTEMPT, ConnectingTools, connected_note
 from flows.decisions import Decisions, decisions
 from flows.ports import ApprovalRequests, Refusal, SettlingProgress, TurnApprovals, TurnOutput
+from flows.server_questions import ServerQuestions
 from flows.thread_memory import handed_to, registry_view, remembered
 from flows.tool_audit import TurnAudit
 from mcp_clients.gateway import Caller, GatewaySession
+from mcp_clients.questions import Attention
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import RegistryUnavailable
 
@@ -69,6 +71,11 @@ class _Asking:
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None:
         await self._progress.tool_finished(server, tool, ok, latency_ms)
 
+    async def tool_progress(
+        self, server: str, tool: str, progress: float, total: float | None, message: str | None
+    ) -> None:
+        await self._progress.tool_progress(server, tool, progress, total, message)
+
     async def settle(self) -> None:
         await self._progress.settle()
 
@@ -91,6 +98,7 @@ class TurnAnswer:
         audit: TurnAudit,
         limits: Limits,
         bill: UsageBook | None = None,
+        questions: ServerQuestions | None = None,
     ) -> None:
         self._store = store
         self._output = output
@@ -102,6 +110,7 @@ class TurnAnswer:
         self._audit = audit
         self._limits = limits
         self._bill = bill  # the turn's model usage: audit, running totals (approvals.model_bill)
+        self._questions = questions  # None: servers' questions are not offered (nobody to ask)
 
     async def remember(self, turn: Turn) -> None:
         await self._output.remember(turn)
@@ -161,8 +170,14 @@ class TurnAnswer:
         working = asyncio.ensure_future(after_asking(asked, self._output.working(turn, attempt)))
         progress = _Asking(self._output.progress(turn, working), asked)
         caller = Caller(turn.team, turn.user, turn.channel, identity)
+        asking = (
+            self._questions.for_turn(turn, until=started + self._limits.max_seconds)
+            if self._questions
+            else None
+        )
+        attention = Attention(questions=asking, progress=progress.tool_progress)
         try:
-            async with self._access.session(caller) as session:
+            async with self._access.session(caller, attention) as session:
                 try:  # the conversation is read while the tools are listed
                     _, conversation = await asyncio.gather(
                         session.tools(), self._store.conversation(turn.thread)

@@ -18,6 +18,7 @@ from agent.ports import Progress
 from approvals.store import Approval
 from approvals.turns import Turn
 from mcp_clients.gateway import Caller, GatewaySession, ToolSpec
+from mcp_clients.questions import Attention
 from mcp_clients.tokens import Identity
 
 __all__ = [
@@ -48,6 +49,11 @@ class Refusal:
 class SettlingProgress(Progress, Protocol):
     async def settle(self) -> None:
         """Wait for the update in flight, so none lands after the answer."""
+
+    async def tool_progress(
+        self, server: str, tool: str, progress: float, total: float | None, message: str | None
+    ) -> None:
+        """A running tool's own progress report (MCP `notifications/progress`)."""
 
 
 class TurnOutput(Protocol):
@@ -124,7 +130,7 @@ class ServerOffers(Protocol):
 class Sessions(Protocol):
     """Gateway sessions, one per caller and turn (mcp_clients.gateway.Gateway)."""
 
-    def session(self, caller: Caller) -> GatewaySession: ...
+    def session(self, caller: Caller, attention: Attention | None = None) -> GatewaySession: ...
 
 
 class ApprovalRequests(Protocol):

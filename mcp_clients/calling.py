@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp import MCPError
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.types import CallToolResult, RequestParamsMeta
 from mcp_types.jsonrpc import PARSE_ERROR, REQUEST_TIMEOUT
 from pydantic import ValidationError
 
 from mcp_clients.connection import ConnectError, Connection
+from mcp_clients.questions import calling
 from mcp_clients.specs import render_result
 from mcp_clients.tokens import TokenUnavailable
 
@@ -63,15 +65,20 @@ async def call_tool(
     max_chars: int,
     idempotency_key: str | None,
     auth_failure: AuthFailure,
+    progress: ProgressFnT | None = None,
 ) -> Ended:
-    """Call `tool` (named as its server knows it) on `conn`; `server` is how people name the server."""
+    """Call `tool` (named as its server knows it) on `conn`; `server` is how people name the server.
+    `progress` hears the server's progress notifications for this call."""
+    calling.set(tool)  # a question the server asks during this call names it (mcp_clients/questions.py)
     try:
         client = await conn.open()
         meta: RequestParamsMeta | None = None
         if idempotency_key:
             meta = RequestParamsMeta()
             meta[IDEMPOTENCY_META_KEY] = idempotency_key  # type: ignore[literal-required]
-        result = await client.call_tool(tool, dict(arguments), read_timeout_seconds=timeout, meta=meta)
+        result = await client.call_tool(
+            tool, dict(arguments), read_timeout_seconds=timeout, meta=meta, progress_callback=progress
+        )
     except TokenUnavailable as exc:
         return Ended(False, *(await auth_failure(exc) or (str(exc), "auth")))
     except ConnectError as exc:

@@ -24,11 +24,12 @@ from typing import Any
 import httpx2
 import jwt
 from mcp import Client
-from mcp.client.session import ElicitationFnT
+from mcp.client.session import ElicitationFnT, LoggingFnT
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_clients.body_cap import DEFAULT_MAX_BODY_BYTES, Breach
 from mcp_clients.egress import Resolver, outbound_client, shared_ssl_context
+from mcp_clients.questions import log_level
 from mcp_clients.screen import ListingScreen
 from mcp_clients.tokens import TokenUnavailable
 
@@ -116,6 +117,7 @@ class Connection:
         timeout: float,
         connect_timeout: float = 10.0,
         elicitation: ElicitationFnT | None = None,
+        logging: LoggingFnT | None = None,
         resolver: Resolver | None = None,
         headers: Mapping[str, str] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -132,6 +134,7 @@ class Connection:
         # Declaring the `elicitation` capability is what makes servers offer (and send) their questions,
         # so it is declared only when someone will answer them.
         self._elicitation = elicitation
+        self._logging = logging  # a server's log messages (mcp_clients/questions.py: the bot's log at debug)
         self._client: Client | None = None
         self._ready = asyncio.Event()
         self._closing = asyncio.Event()
@@ -164,7 +167,13 @@ class Connection:
         )
         try:
             transport = self.screen.wrap(streamable_http_client(self.url, http_client=http))
-            async with http, Client(transport, elicitation_callback=self._elicitation) as client:
+            client_of = Client(
+                transport,
+                elicitation_callback=self._elicitation,
+                logging_callback=self._logging,
+                log_level=log_level() if self._logging is not None else None,
+            )
+            async with http, client_of as client:
                 self.screen.version = lambda: client.protocol_version
                 self._client = client
                 self._ready.set()

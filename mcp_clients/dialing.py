@@ -18,6 +18,7 @@ from mcp.types import Tool
 
 from mcp_clients.connection import BearerFlow, ConnectError, Connection
 from mcp_clients.egress import Resolver
+from mcp_clients.questions import Attention, elicitation_callback, server_log
 from registry_cache.model import ServerEntry
 from registry_cache.remotes import header_values
 
@@ -39,8 +40,9 @@ class Dialer:
     environ: Mapping[str, str]
     max_body_bytes: int
 
-    def dial(self, entry: ServerEntry, flow: BearerFlow) -> Connection:
-        """A connection to `entry` whose requests carry `flow`'s credentials and the entry's headers."""
+    def dial(self, entry: ServerEntry, flow: BearerFlow, attention: Attention | None = None) -> Connection:
+        """A connection to `entry` whose requests carry `flow`'s credentials and the entry's headers, and
+        whose server's questions go to `attention` (none declared without it)."""
         headers = header_values(entry.headers, self.environ)
         if isinstance(headers, str):
             raise NotCallable(headers)
@@ -51,6 +53,12 @@ class Dialer:
             resolver=self.resolver,
             headers=headers,
             max_body_bytes=self.max_body_bytes,
+            elicitation=(
+                elicitation_callback(entry.short_name, attention.questions)
+                if attention is not None and attention.questions is not None
+                else None
+            ),
+            logging=server_log(entry.short_name),
         )
 
 

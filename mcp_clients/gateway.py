@@ -43,6 +43,7 @@ from mcp_clients.egress import Resolver
 from mcp_clients.gateway_auth import CallerAuth
 from mcp_clients.listing import Listing, ListingCache
 from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments
+from mcp_clients.questions import Attention, progress_callback
 from mcp_clients.server_oauth import PerServerAuth
 from mcp_clients.specs import Built, ToolOutcome, ToolSpec, build_specs, stale_specs
 from mcp_clients.tokens import TokenBroker, TokenUnavailable
@@ -106,14 +107,15 @@ class Gateway:
         # (server, url, listing) -> (view, tools, built): see GatewaySession._remembered_specs
         self.spec_memo: dict[tuple[str, str, int], tuple[RegistryView, tuple[Tool, ...], Built]] = {}
 
-    def session(self, caller: Caller) -> GatewaySession:
-        return GatewaySession(self, caller)
+    def session(self, caller: Caller, attention: Attention | None = None) -> GatewaySession:
+        return GatewaySession(self, caller, attention)
 
 
 class GatewaySession:
-    def __init__(self, gateway: Gateway, caller: Caller) -> None:
+    def __init__(self, gateway: Gateway, caller: Caller, attention: Attention | None = None) -> None:
         self._gw = gateway
         self.caller = caller
+        self.attention = attention  # who hears its servers' questions and progress (mcp_clients/questions.py)
         self._connections: dict[str, Connection] = {}
         self._specs: dict[str, ToolSpec] = {}
         self.unavailable: dict[str, str] = {}  # server -> why its tools are missing this turn
@@ -150,7 +152,7 @@ class GatewaySession:
         conn = self._connections.get(entry.name)
         if conn is None or conn.url != entry.url:
             # its tokens go to this server at this URL, and only there
-            conn = self._gw.dialer.dial(entry, self.auth.flow(entry))
+            conn = self._gw.dialer.dial(entry, self.auth.flow(entry), self.attention)
             self._connections[entry.name] = conn
         return conn
 
@@ -347,6 +349,7 @@ class GatewaySession:
             max_chars=self._gw.output_max_chars,
             idempotency_key=idempotency_key,
             auth_failure=lambda exc: self._auth_failure(entry, exc),
+            progress=progress_callback(self.attention, entry.short_name, spec.tool),
         )
         return self._outcome(entry, ended, started)
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import redis
 import redis.asyncio as aioredis
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from approvals.home_records import HomeRecords
+from approvals.turn_queue import job_state, queued_job_ids
 from approvals.turns import (
     RUNNING_KEY,
     Turn,
@@ -58,7 +57,10 @@ async def admitted(store: TurnStore, ts: str, thread_ts: str = "100.000") -> Tur
 
 
 def job_args(queues: Queues, job_id: str) -> list[object]:
-    return list(Job.fetch(job_id, connection=queues.connection, serializer=JSONSerializer).args)
+    """What the queued job will run: (turn, attempt), as a turn pool reads it off the queue."""
+    assert job_id in queued_job_ids(queues.connection)
+    state = job_state(queues.connection, job_id)
+    return [state["turn"], state["attempt"]]
 
 
 def test_recovery_attempts_keep_the_kind_of_the_attempt_they_continue() -> None:

@@ -8,10 +8,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from approvals.turn_queue import STREAM, TurnConsumer, job_key, job_state, queued_job_ids
 from approvals.turns import TurnStore
 from bot.identity import BotIdentity
 from bot.ingress import Ingress
-from bot.queues import AGENT, Queues
+from bot.queues import Queues
 
 BOT = BotIdentity("T0CHATOPS", "U0CHATOPS", "B0CHATOPS")
 
@@ -30,7 +31,7 @@ def ingress(aredis: aioredis.Redis, redis_url: str) -> Ingress:
 
 
 def queued(redis_url: str) -> int:
-    return int(redis.Redis.from_url(redis_url).llen(f"rq:queue:{AGENT}"))
+    return len(queued_job_ids(redis.Redis.from_url(redis_url)))
 
 
 async def test_a_mention_is_queued_once_across_retries_and_the_message_twin(
@@ -74,34 +75,31 @@ async def test_dms_and_replies_in_bot_threads_are_requests(ingress: Ingress, are
 async def test_a_retry_whose_enqueue_was_lost_is_queued_again(ingress: Ingress, redis_url: str) -> None:
     assert await ingress.admit(event()) == "queued"
     sync = redis.Redis.from_url(redis_url)
-    sync.delete(f"rq:queue:{AGENT}", *sync.keys("rq:job:*"))  # the web process died before the job landed
+    sync.delete(STREAM, *sync.keys(job_key("*")))  # the web process died before the job landed
     assert await ingress.admit(event(), retrying=True) == "re-enqueued"
     assert queued(redis_url) == 1
 
 
-async def test_the_turn_and_its_job_are_written_together_as_rq_reads_them(
+async def test_the_turn_and_its_job_are_written_together_as_the_turn_pools_read_them(
     ingress: Ingress, redis_url: str
 ) -> None:
-    from rq import Queue
-    from rq.job import JobStatus
-    from rq.serializers import JSONSerializer
-
     from approvals.turns import turn_id_for
 
     assert await ingress.admit(event()) == "queued"
-    queue = Queue(AGENT, connection=redis.Redis.from_url(redis_url), serializer=JSONSerializer)
+    sync = redis.Redis.from_url(redis_url)
     turn_id = turn_id_for("T0CHATOPS", "C0DATAENG", "1.000100")
-    assert queue.job_ids == [turn_id]
-    job = queue.fetch_job(turn_id)
-    assert job is not None
-    assert (job.func_name, job.args, job.get_status()) == (
-        "bot.jobs.run_turn",
-        [turn_id, "first"],
-        JobStatus.QUEUED,
-    )
-    assert job.origin == AGENT
-    assert job.enqueued_at is not None
-    assert queue.key.encode() in redis.Redis.from_url(redis_url).smembers("rq:queues")  # workers find it
+    assert queued_job_ids(sync) == [turn_id]
+    assert job_state(sync, turn_id)["status"] == "queued"
+    ran: list[tuple[str, str]] = []
+
+    async def handler(turn: str, attempt: str) -> str:
+        ran.append((turn, attempt))
+        return "answered"
+
+    consumer = TurnConsumer(aioredis.Redis.from_url(redis_url), "test", handler, slots=1)
+    assert await consumer.drain() == 1  # a consumer of the group finds it
+    assert ran == [(turn_id, "first")]
+    assert job_state(sync, turn_id)["status"] == "finished"
 
 
 async def test_any_text_is_stored_exactly(ingress: Ingress, aredis: aioredis.Redis) -> None:

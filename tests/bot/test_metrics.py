@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from approvals.audit import Audit, AuditRecord
 from approvals.store import PENDING_KEY
+from approvals.turn_queue import GROUP, SLOTS_KEY, STREAM
 from approvals.turns import RUNNING_KEY as TURNS_RUNNING_KEY
 from bot.metrics import FAMILIES, Metrics, RedisCollector, SyncMetrics, metrics_from_audit, scrape
 from bot.queues import ACTIONS, AGENT, QUEUE_NAMES
@@ -74,7 +75,10 @@ async def test_web_and_worker_writes_show_up_in_one_scrape(aredis: aioredis.Redi
 
 
 async def test_live_gauges_read_queues_and_pending_approvals(aredis: aioredis.Redis) -> None:
-    await aredis.rpush(f"rq:queue:{AGENT}", "job-1", "job-2")
+    for job in ("job-1", "job-2", "job-3"):
+        await aredis.xadd(STREAM, {"turn": job, "attempt": "first", "job": job})
+    await aredis.xgroup_create(STREAM, GROUP, id="0")
+    await aredis.xreadgroup(GROUP, "a-pool", {STREAM: ">"}, count=1)  # taken: running, no longer waiting
     await aredis.zadd(PENDING_KEY, {"a1": time.time(), "a2": time.time()})
     families = parse(await scrape(aredis))
     depth = families["chatops_queue_depth"]
@@ -87,9 +91,10 @@ async def test_live_gauges_read_queues_and_pending_approvals(aredis: aioredis.Re
 
 
 async def test_live_gauges_show_turns_running_against_the_slots_of_live_pools(aredis: aioredis.Redis) -> None:
-    """Saturation at a glance: turns in progress (their leases) and the turn slots RQ knows to be alive."""
+    """Saturation at a glance: turns in progress (their leases) and the turn slots known to be alive."""
     await aredis.zadd(TURNS_RUNNING_KEY, {"t1|first": time.time() + 60, "t2|recover-1": time.time() + 60})
-    await aredis.sadd(f"rq:workers:{AGENT}", "rq:worker:a.1", "rq:worker:a.2", "rq:worker:a.3")
+    await aredis.zadd(SLOTS_KEY, {"a.1": time.time() + 30, "a.2": time.time() + 30, "a.3": time.time() + 30})
+    await aredis.zadd(SLOTS_KEY, {"dead.1": time.time() - 1})  # its heartbeat lapsed: not alive
     await aredis.sadd(f"rq:workers:{ACTIONS}", "rq:worker:forking")  # not a turn slot
     families = parse(await scrape(aredis))
     assert value(families["chatops_turns_running"], "chatops_turns_running") == 2

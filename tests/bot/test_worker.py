@@ -29,7 +29,7 @@ class _Probe(ForkingWorker):
     def __init__(self, observer: redis.Redis, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.observer = observer
-        self.scheduler = object()  # type: ignore[assignment]  # so RQ's _shutdown stops "it"
+        self.scheduler = object()  # type: ignore[assignment]  # so RQ's stop stops "it"
 
     def stop_scheduler(self) -> None:
         wait_until(
@@ -58,7 +58,7 @@ def test_an_idle_worker_told_to_stop_drops_its_blocking_dequeue_so_the_next_job_
     worker = _Probe(
         observer, [ACTIONS], connection=redis.Redis.from_url(redis_url), serializer=JSONSerializer
     )
-    worker._install_signal_handlers()  # type: ignore[no-untyped-call]  # RQ's own: SIGTERM -> request_stop -> _shutdown
+    worker._install_signal_handlers()  # type: ignore[no-untyped-call]  # RQ's own: SIGTERM -> request_stop
 
     def terminate_once_blocked() -> None:
         wait_until("the worker to block on its queue", lambda: blocked_clients(observer) == 1)

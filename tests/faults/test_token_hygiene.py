@@ -14,12 +14,10 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from rq.registry import FailedJobRegistry
-from rq.serializers import JSONSerializer
 
+from approvals.turn_queue import STREAM, job_key
 from bot.cards import APPROVE_ACTION_ID
 from bot.logs import JsonLines, setup_logging
-from bot.queues import AGENT
 from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use
 from fixtures.idp import DEFAULT_CLIENT_SECRET
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
@@ -112,7 +110,8 @@ def test_no_credential_leaks_anywhere_after_a_full_run_with_failures(
     s.world.slack.fail_next("chat.postMessage", status=503, times=50)
     s.ingress.post(s.ingress.app_mention("U0BOB", CHANNEL, "which presto queries are running?"))
     s.work()
-    failed = FailedJobRegistry(AGENT, connection=s.redis, serializer=JSONSerializer).get_job_ids()
+    turn_jobs = [k.decode() for k in s.redis.scan_iter(match=job_key("*"))]
+    failed = [k for k in turn_jobs if s.redis.hget(k, "status") == b"failed"]
     assert failed, "the failure path did not run"
 
     # Every credential that existed during the run.
@@ -140,6 +139,7 @@ def test_no_credential_leaks_anywhere_after_a_full_run_with_failures(
     jobs = [k.decode() for k in redis.scan_iter(match="rq:job:*")]
     assert jobs
     stores["rq jobs"] = repr([redis.hgetall(k) for k in jobs if redis.type(k) == b"hash"])
+    stores["turn jobs"] = repr([redis.hgetall(k) for k in turn_jobs] + [redis.xrange(STREAM)])
     stores["all of redis"] = redis_dump(redis)
     assert "debug" in stores["logs (worker process)"] or "info" in stores["logs (worker process)"]
 

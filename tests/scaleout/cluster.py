@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,9 @@ import httpx2
 import redis
 from rq import Worker
 from rq.serializers import JSONSerializer
-from rq.worker.base import BaseWorker
 
-from bot.queues import ACTIONS, AGENT
+from approvals.turn_queue import SLOTS_KEY, job_state
+from bot.queues import ACTIONS
 from fixtures.redis_proc import free_port
 from fixtures.slack import TEAM_ID
 from fixtures.slack_ingress import Delivery, SlackIngress, SlackRequest
@@ -93,13 +94,16 @@ class Cluster:
         connection = self.redis
 
         def registered() -> bool:
-            """Every `chatops worker` has its forking worker and its turn pool's slot registered."""
+            """Every `chatops worker` has its forking worker registered with RQ and its turn pool's slots
+            listening on the turn queue (a slot is named "<host>.<pool pid>.turns.<n>")."""
             queues = [
                 (w.pid, tuple(w.queue_names()))
                 for w in Worker.all(connection=connection, serializer=JSONSerializer)
             ]
+            slots = connection.zrangebyscore(SLOTS_KEY, time.time(), "+inf")
+            pools = {int(slot.decode().rsplit(".", 3)[1]) for slot in slots}
             return all(
-                any(in_tree(pid, proc.pid) and AGENT in names for pid, names in queues)
+                any(in_tree(pid, proc.pid) for pid in pools)
                 and any(in_tree(pid, proc.pid) and ACTIONS in names for pid, names in queues)
                 for proc in self.workers
             )
@@ -176,16 +180,19 @@ class Cluster:
         after its running action (bot.worker), and is not restarted here."""
         connection = self.redis
 
-        def running() -> BaseWorker | None:
+        def running() -> int | None:
+            state = job_state(connection, job_id)  # a turn: the turn queue records who runs it
+            if state.get("status") == "running":
+                return int(state["pid"])
             workers = Worker.all(connection=connection, serializer=JSONSerializer)
-            return next((w for w in workers if w.get_current_job_id() == job_id), None)
+            return next((w.pid for w in workers if w.get_current_job_id() == job_id and w.pid), None)
 
-        worker = wait_until(f"a worker to run {job_id}", running, timeout=30)
-        assert any(in_tree(worker.pid, p.pid) for p in self.workers), "not one of this cluster's workers"
-        for pid in [*children_of(worker.pid), worker.pid]:
+        victim = wait_until(f"a worker to run {job_id}", running, timeout=30)
+        assert any(in_tree(victim, p.pid) for p in self.workers), "not one of this cluster's workers"
+        for pid in [*children_of(victim), victim]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        return worker.pid
+        return victim
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

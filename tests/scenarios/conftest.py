@@ -2,7 +2,7 @@
 and the fixture world (identity provider, registry, MCP servers, Slack, model) behind them.
 
 Scenario tests are synchronous on purpose: RQ runs async jobs on a fresh event loop of their own, which
-cannot start inside a running test loop. `Scenario.work()` drains the queues with a real worker (burst).
+cannot start inside a running test loop. `Scenario.work()` drains the queues with real workers (burst).
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from approvals.store import Approval, ApprovalStore
+from approvals.turn_queue import queued_job_ids
 from approvals.turns import turn_id_for
 from bot import jobs
 from bot.cards import APPROVE_ACTION_ID
 from bot.identity import BotIdentity, whoami
-from bot.queues import AGENT, QUEUE_NAMES, WORKFLOWS
+from bot.queues import RQ_QUEUES, WORKFLOWS
 from bot.redis_clients import async_client, sync_client
 from bot.settings import Role, Settings, load_settings
+from bot.turn_pool import drain_turns
 from bot.web import build_web
 from bot.wiring import open_wiring
 from fixtures.mcp_servers import reseed
@@ -72,17 +74,25 @@ class Scenario:
         return sync_client(self.redis_url)
 
     def work(self) -> int:
-        """Run every queued job to completion in this process with a real RQ worker; return how many ran."""
+        """Run every queued job to completion in this process: RQ's with a real RQ worker, the turn queue's
+        with a real consumer (bot.turn_pool.drain_turns), until neither finds work; return how many ran."""
+        jobs.configure(self.settings, self.bot)
         connection = sync_client(self.redis_url)
-        worker = _CountingWorker(
-            list(QUEUE_NAMES),
-            connection=connection,
-            serializer=JSONSerializer,
-            job_class=jobs.wired_job_class(self.settings, self.bot),
-        )
-        worker.work(burst=True, with_scheduler=False)
+        executed = 0
+        while True:
+            worker = _CountingWorker(
+                list(RQ_QUEUES),
+                connection=connection,
+                serializer=JSONSerializer,
+                job_class=jobs.wired_job_class(self.settings, self.bot),
+            )
+            worker.work(burst=True, with_scheduler=False)
+            turns = drain_turns(self.redis_url)
+            executed += worker.executed + turns
+            if not turns:
+                break
         connection.close()
-        return worker.executed
+        return executed
 
     def work_in_subprocess(self) -> None:
         """The same, in a separate `chatops worker --burst` process (a restart, another machine)."""
@@ -171,7 +181,7 @@ class Scenario:
             "the approved action to be queued",
             lambda: (
                 self.approval(approval.id).status.value != "APPROVED"
-                or bool(self.redis.exists(f"rq:job:exec-{approval.id}"))
+                or Job.exists(f"exec-{approval.id}", connection=self.redis)
             ),
         )
 
@@ -190,9 +200,8 @@ class Scenario:
         recorded first, and its follow-ups (cards, audit, then the resume) come just after."""
         turn = turn_id_for(TEAM_ID, channel, ts)
 
-        def queued() -> bool:  # on the queue itself: a job's hash is written before it is pushed there
-            waiting = [j.decode() for j in self.redis.lrange(f"rq:queue:{AGENT}", 0, -1)]
-            return any(j.startswith(f"{turn}-resume-") for j in waiting)
+        def queued() -> bool:  # on the queue itself, not just the job's state
+            return any(j.startswith(f"{turn}-resume-") for j in queued_job_ids(self.redis))
 
         wait_until("the turn's resume to be queued", queued)
 
@@ -202,7 +211,7 @@ class Scenario:
 
         def queued() -> bool:  # on the queue itself: a job's hash is written before it is pushed there
             ids = [i.decode() for i in self.redis.lrange(f"chatops:wfruns:{TEAM_ID}:{user}", 0, -1)]
-            waiting = {j.decode() for j in self.redis.lrange(f"rq:queue:{WORKFLOWS}", 0, -1)}
+            waiting = set(Queue(WORKFLOWS, connection=self.redis, serializer=JSONSerializer).job_ids)
             return len(ids) >= count and all(f"wf-{i}" in waiting for i in ids[:count])  # the newest
 
         wait_until(f"{count} workflow run(s) of {user} to be queued", queued)

@@ -11,13 +11,10 @@ import time
 from dataclasses import replace
 
 import redis as sync_redis
-from rq import Worker
-from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
-from rq.serializers import JSONSerializer
 
+from approvals.turn_queue import job_state
 from approvals.turns import RUNNING_KEY, turn_id_for
-from bot.queues import AGENT, Queues
+from bot.queues import Queues
 from fixtures.anthropic_fake import Body, Reply, first_user_text, text, tool_results, tool_use
 from fixtures.slack import TEAM_ID
 from fixtures.waiting import wait_until
@@ -62,12 +59,9 @@ def test_a_worker_killed_mid_turn_is_taken_over_by_the_sweep_and_answers_once(sc
         s.world.anthropic.wait_for_requests(1, timeout=30)
         (working,) = wait_until("the working message", lambda: s.bot_messages(CHANNEL, ts) or None)
         connection = sync_redis.Redis.from_url(s.redis_url)
-        running = [
-            w
-            for w in Worker.all(connection=connection, serializer=JSONSerializer)
-            if w.get_current_job_id() == turn_id
-        ]
-        assert [in_tree(w.pid, worker.pid) for w in running] == [True]  # our worker is the one mid-turn
+        state = wait_until("the job recorded running", lambda: job_state(connection, turn_id) or None)
+        assert state["status"] == "running"
+        assert in_tree(int(state["pid"]), worker.pid)  # our worker is the one mid-turn
         kill_worker(worker)
     finally:
         if worker.poll() is None:
@@ -76,10 +70,8 @@ def test_a_worker_killed_mid_turn_is_taken_over_by_the_sweep_and_answers_once(sc
     assert lease_of(s, turn_id, "first") is not None
     assert s.turn_status(CHANNEL, ts) == "running"
 
-    # RQ does not run it again by itself: its cleanup of abandoned jobs only marks the job failed.
-    StartedJobRegistry(AGENT, connection=connection, serializer=JSONSerializer).cleanup(time.time() + 86_400)
-    job = Job.fetch(turn_id, connection=connection, serializer=JSONSerializer)
-    assert job.get_status() == JobStatus.FAILED
+    # The queue does not run it again by itself: the job is left taken by the dead pool's consumer.
+    assert job_state(connection, turn_id)["status"] == "running"
     assert s.work() == 0
 
     wait_until("the dead worker's lease to lapse", lambda: lapsed(s), timeout=15)

@@ -1,5 +1,6 @@
-"""The turn pool (bot/turn_pool.py) as `chatops worker` runs it: many turns at once in one process, each an
-RQ job seen by RQ as usual; a pool that dies loses none of its turns; a stop lets running turns finish."""
+"""The turn pool (bot/turn_pool.py) as `chatops worker` runs it: many turns at once in one process, each a job
+of the turn queue (approvals/turn_queue.py) with its state recorded; a pool that dies loses none of its
+turns; a stop lets running turns finish, however many processes of the worker the stop reaches."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from rq import Queue, Worker
-from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from approvals.turn_queue import GROUP, STREAM, job_key, job_state, queued_job_ids
 from approvals.turns import RUNNING_KEY, turn_id_for
-from bot.queues import ACTIONS, AGENT
+from bot.queues import ACTIONS
 from fixtures.anthropic_fake import tool_results
 from fixtures.slack import TEAM_ID
 from fixtures.waiting import wait_until
@@ -69,9 +70,13 @@ def ask_all(s: Scenario) -> list[str]:
 
 
 def running_jobs(s: Scenario) -> dict[str, int]:
-    """Job id -> pid of the RQ worker running it."""
-    workers = Worker.all(connection=s.redis, serializer=JSONSerializer)
-    return {job: w.pid for w in workers if (job := w.get_current_job_id()) and w.pid is not None}
+    """Job id -> pid of the process running it (as the turn queue records it)."""
+    found = {}
+    for key in s.redis.scan_iter(match=job_key("*")):
+        job = key.decode().removeprefix(job_key(""))
+        if (state := job_state(s.redis, job)).get("status") == "running":
+            found[job] = int(state["pid"])
+    return found
 
 
 def answers(s: Scenario, ts: str) -> list[str]:
@@ -82,11 +87,11 @@ def answered(s: Scenario, ts: str) -> list[str] | None:
     return answers(s, ts) or None
 
 
-def finished(job: Job) -> bool:
-    return job.get_status() == JobStatus.FINISHED
+def finished(s: Scenario, job: str) -> dict[str, str] | None:
+    return state if (state := job_state(s.redis, job)).get("status") == "finished" else None
 
 
-def test_one_pool_runs_several_turns_at_once_each_an_rq_job(scenario: Scenario) -> None:
+def test_one_pool_runs_several_turns_at_once_each_a_queued_job(scenario: Scenario) -> None:
     s = scenario
     threads = ask_all(s)
     turn_ids = [turn_id_for(TEAM_ID, CHANNEL, ts) for ts in threads]
@@ -103,9 +108,9 @@ def test_one_pool_runs_several_turns_at_once_each_an_rq_job(scenario: Scenario) 
         for ts in threads:
             wait_until("the answer", functools.partial(answered, s, ts), timeout=30)
         for turn_id in turn_ids:
-            job = Job.fetch(turn_id, connection=s.redis, serializer=JSONSerializer)
-            wait_until("RQ to record the job finished", functools.partial(finished, job))
-            assert job.return_value(refresh=True) == "answered"
+            state = wait_until("the job recorded finished", functools.partial(finished, s, turn_id))
+            assert state["result"] == "answered"
+            assert int(state["pid"]) == pool
     for ts, question in zip(threads, QUESTIONS, strict=True):
         (answer,) = answers(s, ts)
         assert f"Answer to: {question}" in answer
@@ -154,33 +159,31 @@ def test_a_stopped_pool_finishes_its_running_turns_and_takes_no_new_one(scenario
         (answer,) = answers(s, ts)
         assert f"Answer to: {question}" in answer
     late_id = turn_id_for(TEAM_ID, CHANNEL, late.event["ts"])
-    assert late_id in Queue(AGENT, connection=s.redis, serializer=JSONSerializer).job_ids  # still queued
+    assert late_id in queued_job_ids(s.redis)  # still queued
     assert s.work() >= 1  # and any worker answers it later
     (answer,) = answers(s, late.event["ts"])
     assert "Answer to: one more, while it stops" in answer
 
 
 def test_a_turn_taken_by_a_pool_that_died_before_starting_it_is_answered(scenario: Scenario) -> None:
-    """A slot moves a job to RQ's intermediate queue (BLMOVE) before it starts it. A pool killed in between
-    leaves it there; RQ's maintenance would mark it failed a minute later and nobody would be answered.
-    The pool's maintenance puts it back on the queue instead."""
+    """A pool reads a job (XREADGROUP) before it starts it. A pool killed in between leaves it pending on
+    its consumer, where nobody would run it. A live pool claims it once it has been idle too long."""
     s = scenario
     s.link("alice")
     s.world.anthropic.set_default(answerer)
     mention = s.ingress.app_mention("U0ALICE", CHANNEL, "what is stuck in the queue?")
     assert s.ingress.post(mention).status == 200
     turn_id = turn_id_for(TEAM_ID, CHANNEL, mention.event["ts"])
-    queue = Queue(AGENT, connection=s.redis, serializer=JSONSerializer)
-    # What the dead slot did: took the job, and RQ's maintenance first saw it stuck two minutes ago.
-    assert s.redis.lmove(queue.key, queue.intermediate_queue_key) == turn_id.encode()
-    first_seen = queue.intermediate_queue.get_first_seen_key(turn_id)
-    s.redis.set(first_seen, time.time() - 120)
-    with worker_process(s):  # a pool's first slot runs RQ's maintenance as it starts
+    # What the dead pool did: took the job, two minutes ago, and never touched it again.
+    s.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    ((_, ((entry_id, _),)),) = s.redis.xreadgroup(GROUP, "dead-pool", {STREAM: ">"}, count=1)
+    s.redis.xclaim(STREAM, GROUP, "dead-pool", 0, [entry_id], idle=120_000, justid=True)
+    assert turn_id not in queued_job_ids(s.redis)
+    with worker_process(s):  # a pool claims idle jobs as it starts
         (answer,) = wait_until("the answer", functools.partial(answered, s, mention.event["ts"]), timeout=60)
-        job = Job.fetch(turn_id, connection=s.redis, serializer=JSONSerializer)
-        wait_until("RQ to record the job finished", functools.partial(finished, job))
+        wait_until("the job recorded finished", functools.partial(finished, s, turn_id))
+        wait_until("nothing pending", lambda: s.redis.xpending(STREAM, GROUP)["pending"] == 0)
     assert "Answer to: what is stuck in the queue?" in answer
-    assert s.redis.llen(queue.intermediate_queue_key) == 0
 
 
 def test_a_stop_reaches_the_turn_pool_at_once_while_an_action_still_runs(scenario: Scenario) -> None:
@@ -202,3 +205,45 @@ def test_a_stop_reaches_the_turn_pool_at_once_while_an_action_still_runs(scenari
         worker.send_signal(signal.SIGTERM)
         wait_until("the turn pool to stop", lambda: "stopping after the running turns" in logged(worker))
         assert worker.poll() is None  # the forking worker is still finishing its job
+
+
+@pytest.mark.parametrize("delivery", ["group", "pool first", "worker first"])
+def test_a_stop_sent_to_the_whole_process_group_is_one_stop(scenario: Scenario, delivery: str) -> None:
+    """ACCEPTANCE 46: systemd (KillMode=control-group) and Heroku signal every process of `chatops worker`,
+    so the pool hears the stop twice: from the supervisor and from its parent. That is one stop: the turns
+    in flight finish and are answered by this worker; nothing is left to the sweep. `group` is the literal
+    `kill -TERM -<pgid>` (the two may land as one signal); the other two deliver them apart, in each order."""
+    s = scenario
+    threads = ask_all(s)
+    with worker_process(s) as worker:
+        s.world.anthropic.wait_for_requests(3, timeout=60)
+        running = wait_until(
+            "three running turns", lambda: running_jobs(s) if len(running_jobs(s)) == 3 else None
+        )
+        (pool,) = set(running.values())
+        first, then = {"group": (-worker.pid, None), "pool first": (pool, worker.pid)}.get(
+            delivery, (worker.pid, pool)
+        )
+        if first < 0:
+            os.killpg(worker.pid, signal.SIGTERM)  # `kill -TERM -<pgid>`
+        else:
+            os.kill(first, signal.SIGTERM)
+        wait_until(
+            "the pool to stop taking turns", lambda: "stopping after the running turns" in logged(worker)
+        )
+        if then is not None:
+            os.kill(then, signal.SIGTERM)
+            wait_until(  # main took this as a second signal and left the turns to the sweep
+                "the pool to hear the stop again",
+                lambda: "already stopping" in logged(worker) or "left to the sweep" in logged(worker),
+            )
+        s.world.anthropic.release()
+        assert worker.wait(timeout=60) == 0
+        assert "left to the sweep" not in logged(worker)
+    for ts, question in zip(threads, QUESTIONS, strict=True):
+        (answer,) = answers(s, ts)
+        assert f"Answer to: {question}" in answer
+    assert {int(job_state(s.redis, j)["pid"]) for j in running} == {pool}  # answered by this worker
+    assert s.redis.zcard(RUNNING_KEY) == 0  # no lease left for the sweep to take over
+    firsts = [r for r in s.world.anthropic.requests() if not tool_results(r.body)]
+    assert len(firsts) == 3  # each question asked once: nothing ran again
