@@ -220,10 +220,6 @@ class Metrics(_Writer):
                 self._pending.clear()  # dropped, not retried: memory must stay bounded through an outage
                 return
 
-    async def scrape(self) -> bytes:
-        """The deployment's metrics (every process's, from Redis) in Prometheus text format."""
-        return await scrape(self._redis)
-
     async def flush(self, timeout: float = 2.0) -> None:
         """Write what is buffered; waits at most `timeout` seconds and never raises."""
         try:

@@ -29,6 +29,7 @@ from bot import listeners
 from bot.identity import BotIdentity
 from bot.ingress import Ingress
 from bot.link_routes import LinkRoutes
+from bot.metrics import scrape
 from bot.poster import make_slack_client
 from bot.queues import Queues
 from bot.redis_check import require_safe_redis
@@ -119,7 +120,7 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
         # process's own runtime metrics (process_*, python_*) from the default registry are appended.
         wiring: Wiring = state["wiring"]
         await wiring.metrics.flush()  # what this process counted a moment ago is in the answer too
-        return Response(await wiring.metrics.scrape() + generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await scrape(wiring.redis) + generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
         *LinkRoutes(lambda: (state["wiring"].linking, state["wiring"].audit), settings.base_url).routes(),

@@ -16,11 +16,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import httpx2
-import redis
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.driver_info import DriverInfo
 
 from agent.loop import Limits
 from agent.usage import price_for
@@ -39,6 +35,7 @@ from approvals.turns import TurnStore
 from approvals.workflow_runs import WorkflowRunStore
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_notices import ApprovalNotices
+from bot.clients import company_provider, model_client, redis_pool
 from bot.events import MAX_INPUT_CHARS
 from bot.home import Home
 from bot.home_listeners import Accounts
@@ -47,7 +44,7 @@ from bot.metrics import Metrics, metrics_from_audit
 from bot.poster import Poster, make_slack_client, slack_session
 from bot.question_card import SlackQuestionCards
 from bot.queues import Queues
-from bot.redis_clients import async_client, sync_client
+from bot.redis_clients import sync_client
 from bot.settings import Settings
 from bot.slack_people import SlackPeople
 from bot.turn_output import SlackTurnOutput
@@ -64,9 +61,7 @@ from flows.turn import TurnFlow
 from flows.workflow import WorkflowFlow
 from flows.workflow_catalog import WorkflowCatalog
 from flows.workflow_requests import WorkflowRequests
-from llm.anthropic import AnthropicModel, make_client
-from mcp_clients.claims import ClaimPaths
-from mcp_clients.connection import shared_ssl_context
+from llm.anthropic import AnthropicModel
 from mcp_clients.egress import outbound_client
 from mcp_clients.gateway import Gateway
 from mcp_clients.listing import ListingCache
@@ -77,11 +72,7 @@ from mcp_clients.tokens import TokenBroker
 from registry_cache.client import fetch_all
 from registry_cache.snapshot import SharedSnapshot
 
-__all__ = ["Wiring", "company_provider", "open_wiring"]
-
-# Given once: left to itself, redis-py looks its own version up in the package metadata for every new
-# connection (CLIENT SETINFO), which a freshly forked job paid on each of its connections.
-REDIS_DRIVER = DriverInfo(name="redis-py", lib_version=redis.__version__)
+__all__ = ["Wiring", "open_wiring"]
 
 
 @dataclass
@@ -251,26 +242,10 @@ class Wiring:
         await self.redis.ping()
 
 
-def company_provider(settings: Settings, http: httpx2.AsyncClient) -> Provider:
-    """The company's identity provider as the settings describe it (SPEC §3, §5)."""
-    secret = settings.oauth_client_secret.get_secret_value() if settings.oauth_client_secret else ""
-    return Provider(
-        http,
-        str(settings.oauth_issuer or ""),
-        settings.oauth_client_id or "",
-        secret,
-        private_key=settings.oauth_private_key,
-        key_id=settings.oauth_client_key_id,
-        auth_method=settings.oauth_token_auth_method,
-        scopes=settings.oauth_scopes,
-        claims=ClaimPaths(groups=settings.oauth_groups_claim, email=settings.oauth_email_claim),
-    )
-
-
 @asynccontextmanager
 async def open_wiring(settings: Settings, bot: BotIdentity) -> AsyncIterator[Wiring]:
     assert settings.redis_url is not None, "settings.require() guarantees REDIS_URL outside demo/dev"
-    redis = _redis(settings.redis_url)
+    redis = redis_pool(settings.redis_url)
     # The registry and the identity provider: connections only to addresses the URL rules allow (SPEC §6).
     http = outbound_client(timeout=httpx2.Timeout(15, connect=5))
     slack = slack_session()
@@ -287,23 +262,6 @@ async def open_wiring(settings: Settings, bot: BotIdentity) -> AsyncIterator[Wir
         await redis.aclose()
 
 
-def _redis(url: str) -> aioredis.Redis:
-    # A blocking pool: under a burst, requests wait briefly for a connection instead of failing with
-    # MaxConnectionsError (which turned into 503s at 200 events/s under CPU contention).
-    # Retries: after a Redis restart every pooled connection is dead, and without them the first command on
-    # each failed (an event answered 503, a click told "couldn't record"). redis-py gives its own pools
-    # retries; a pool passed in, as here, gets none unless asked.
-    # Under Sentinel (REDIS_URL redis+sentinel://) the same pool asks the Sentinels where the primary is on
-    # every (re)connection: the retries then carry a command across a failover once it is promoted.
-    return async_client(
-        url,
-        max_connections=200,
-        timeout=5,
-        driver_info=REDIS_DRIVER,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-    )
-
-
 def _wire(
     settings: Settings,
     bot: BotIdentity,
@@ -314,10 +272,8 @@ def _wire(
 ) -> Wiring:
     provider = company_provider(settings, http)
     masters = [k.get_secret_value() for k in settings.chatops_secret_key]
-    sealer = Sealer(masters)
+    sealer, metrics, registry_url = Sealer(masters), Metrics(redis), str(settings.registry_url or "")
     broker = TokenBroker(redis, provider, sealer)
-    registry_url = str(settings.registry_url or "")
-    metrics = Metrics(redis)
     snapshot = SharedSnapshot(
         redis,
         lambda: fetch_all(http, registry_url),
@@ -363,7 +319,7 @@ def _wire(
         linking=linking,
         metrics=metrics,
         server_linking=ServerLinking(redis, server_auth, public_url=settings.base_url),
-        build_model=lambda: _model(settings, metrics),
+        build_model=lambda: model_client(settings, metrics),
     )
 
 
@@ -397,22 +353,4 @@ def _linking(
         public_url=settings.base_url,
         match_email=settings.oauth_match_email,
         on_linked=on_linked,
-    )
-
-
-def _model(settings: Settings, metrics: Metrics) -> AnthropicModel | None:
-    if settings.anthropic_api_key is None:
-        return None
-    client = make_client(
-        settings.anthropic_api_key.get_secret_value(),
-        str(settings.anthropic_base_url) if settings.anthropic_base_url else None,
-        http_client=httpx2.AsyncClient(verify=shared_ssl_context(), timeout=httpx2.Timeout(120, connect=5)),
-    )
-    model, price = settings.chatops_model, price_for(settings.chatops_model, settings.prices)
-    return AnthropicModel(
-        client,
-        model,
-        on_result=metrics.model_result,
-        on_usage=lambda usage: metrics.model_usage(model, usage, price),
-        tools_ttl=settings.cache_tools_ttl,
     )

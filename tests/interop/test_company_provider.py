@@ -226,8 +226,8 @@ def introspect_active(op: OidcPeer, token: str) -> bool:
 
 
 def test_the_bot_finds_the_provider_by_its_metadata_and_reports_it(company: Company, s: Scenario) -> None:
+    from bot.clients import company_provider
     from bot.doctor import provider_check
-    from bot.wiring import company_provider
 
     async def check() -> tuple[bool, str, str]:
         async with httpx2.AsyncClient() as http:
