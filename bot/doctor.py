@@ -20,11 +20,11 @@ from agent.usage import price_for
 from agent.workflow import load_workflows
 from approvals import turn_queue
 from approvals.model_bill import cache_report, last_hour
+from bot.clients import company_provider
 from bot.preflight import redis_unreachable, whoami
 from bot.queues import AGENT, QUEUE_NAMES, waiting_key
 from bot.redis_check import judge
 from bot.redis_clients import async_client
-from bot.services import company_provider
 from bot.settings import ConfigError, Role, Settings
 from llm.anthropic import make_client
 from mcp_clients.egress import outbound_client

@@ -1,7 +1,14 @@
-"""Who the bot is in Slack, asked once at start (auth.test), not on every request."""
+"""Who the bot is in its workspace (auth.test's answer), as every process and flow names it."""
 
 from __future__ import annotations
 
-from bot.preflight import whoami
+from dataclasses import dataclass
 
-__all__ = ["whoami"]
+__all__ = ["BotIdentity"]
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    team: str
+    user_id: str
+    bot_id: str

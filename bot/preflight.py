@@ -16,9 +16,9 @@ from redis.exceptions import RedisError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.identity import BotIdentity
 from bot.redis_check import require_safe_redis
 from bot.redis_clients import is_sentinel, parse_sentinel_url, sync_client
-from bot.services import BotIdentity
 from bot.settings import ConfigError, Settings
 
 __all__ = ["DEFAULT_SLACK_API_URL", "check_redis", "preflight", "redis_unreachable", "whoami"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import re
 from functools import cached_property
 from pathlib import Path
@@ -427,8 +426,3 @@ def _malformed(exc: ValidationError) -> list[ConfigError]:
         message = error["msg"].removeprefix("Value error, ")
         found.setdefault(variable, ConfigError(variable, message))
     return list(found.values())
-
-
-def environ_snapshot() -> dict[str, str]:
-    """The process environment as a plain dict (for passing to child processes explicitly)."""
-    return dict(os.environ)

@@ -310,13 +310,14 @@ def link_quietly(world: World, env: dict[str, str], person: str, user: str) -> N
     """Connect a person's account the way their browser would (for people who linked before the incident)."""
     import asyncio
 
-    from bot.services import open_services
+    from bot.identity import BotIdentity
     from bot.settings import Role, load_settings
+    from bot.wiring import open_wiring
 
     settings = load_settings(Role.WEB_HTTP, env=env)
 
     async def offer() -> str:
-        async with open_services(settings, TEAM_ID) as svc:
+        async with open_wiring(settings, BotIdentity(TEAM_ID, "", "")) as svc:
             return await svc.linking.offer(TEAM_ID, user)
 
     url = asyncio.run(offer())
