@@ -4,11 +4,9 @@ A job finds the process's settings through RQ's public API: the workers run jobs
 (RQ's `job_class` parameter) that carries them, and `get_current_job()` returns that job. Each job then
 opens its own wiring on its own event loop (RQ gives each async job of a forking worker a fresh one).
 
-The one exception is the turn consumer (bot.turn_pool, approvals.turn_queue): turns are not RQ jobs, so
-there is no job to carry the settings. `configure()` (the worker entry, the tests' in-process worker) keeps
-them in `_pool`, with the pool's resident wiring (`open_resident`: the clients stay open and warm on its
-loop from one turn to the next): the one piece of module state left. The way out is for the consumer to
-be handed a handler bound to a `Wiring` it opened itself (`wiring.turn_flow().run`).
+Turns are not RQ jobs (bot.turn_pool, approvals.turn_queue): their consumer is handed a handler bound to
+the settings it was built with (`turn_runner`, or `resident_turns` for the pool, whose one wiring stays open
+and warm from one turn to the next). No module state.
 
 This module imports the whole stack at the top on purpose: `chatops worker` imports it before forking, so
 each work-horse starts with anthropic, mcp and slack_sdk already loaded (api-facts §4.3: ~10 ms per job
@@ -17,11 +15,9 @@ instead of ~1.5 s).
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import ClassVar
 
 from rq.job import Job, get_current_job
@@ -31,16 +27,15 @@ from bot.settings import Settings
 from bot.wiring import Wiring, open_wiring  # also loads anthropic, agent and mcp before forking
 
 __all__ = [
+    "TurnHandler",
     "WiredJob",
-    "close_resident",
-    "configure",
     "execute_approved",
     "expire_approval",
-    "open_resident",
+    "resident_turns",
     "resume_workflow",
-    "run_turn",
     "run_workflow",
     "sweep",
+    "turn_runner",
     "wired_job_class",
 ]
 
@@ -57,68 +52,44 @@ def wired_job_class(settings: Settings, bot: BotIdentity) -> type[WiredJob]:
     return type("WiredJob", (WiredJob,), {"settings": settings, "bot": bot})
 
 
-@dataclass
-class _TurnPool:
-    settings: Settings
-    bot: BotIdentity
-    loop: asyncio.AbstractEventLoop | None = None
-    wiring: Wiring | None = None
-    stack: AsyncExitStack | None = None
+TurnHandler = Callable[[str, str], Awaitable[str]]
 
 
-_pool: _TurnPool | None = None  # see the module docstring: only the turn consumer's turns read it
+def turn_runner(settings: Settings, bot: BotIdentity) -> TurnHandler:
+    """The turn consumer's handler where turns are few (a drain, `--burst`, `--simple`'s thread, the tests):
+    each turn opens its own wiring on the loop it runs on."""
+
+    async def run_turn(turn_id: str, attempt: str = "first") -> str:
+        async with open_wiring(settings, bot) as wiring:
+            return await wiring.turn_flow().run(turn_id, attempt)
+
+    return run_turn
 
 
-def configure(settings: Settings, bot: BotIdentity) -> None:
-    """The settings the turn consumer's turns run with: called by the worker entry (before it forks its turn
-    pools, which inherit it) and by in-process test workers."""
-    global _pool
-    _pool = _TurnPool(settings, bot)
+@asynccontextmanager
+async def resident_turns(settings: Settings, bot: BotIdentity) -> AsyncIterator[TurnHandler]:
+    """The turn pool's handler: one wiring shared by every turn on the pool's loop, so connection pools to
+    Redis, the model, Slack and the registry stay open and warm from one turn to the next."""
+    async with open_wiring(settings, bot) as wiring:
+        _ = wiring.model  # its client built now, not by the first turn
 
+        async def run_turn(turn_id: str, attempt: str = "first") -> str:
+            try:
+                return await wiring.turn_flow().run(turn_id, attempt)
+            finally:
+                await wiring.metrics.flush()  # a finished turn's counters are in Redis, as a job's are
 
-async def open_resident() -> None:
-    """The turn pool's wiring, shared by every turn that runs on its loop: connection pools to Redis, the
-    model, Slack and the registry stay open and warm from one turn to the next."""
-    if _pool is None:
-        raise RuntimeError("bot.jobs.configure() was not called in this worker")
-    stack = AsyncExitStack()
-    wiring = await stack.enter_async_context(open_wiring(_pool.settings, _pool.bot))
-    _ = wiring.model  # its client built now, not by the first turn
-    _pool.loop, _pool.wiring, _pool.stack = asyncio.get_running_loop(), wiring, stack
-
-
-async def close_resident() -> None:
-    if _pool is not None and _pool.stack is not None:
-        stack, _pool.stack, _pool.wiring, _pool.loop = _pool.stack, None, None, None
-        await stack.aclose()
+        yield run_turn
 
 
 @asynccontextmanager
 async def _wiring() -> AsyncIterator[Wiring]:
-    """The wiring of this job: the turn pool's when the job runs on its loop, else opened for the job."""
-    pool = _pool
-    if pool is not None and pool.wiring is not None and pool.loop is asyncio.get_running_loop():
-        try:
-            yield pool.wiring
-        finally:
-            await pool.wiring.metrics.flush()  # a finished job's counters are in Redis, as below
-        return
+    """The wiring of this RQ job, opened on the job's own loop from the settings its job class carries."""
     job = get_current_job()
-    if isinstance(job, WiredJob) and job.settings is not None and job.bot is not None:
-        settings, bot = job.settings, job.bot
-    elif pool is not None:
-        settings, bot = pool.settings, pool.bot
-    else:
+    if not (isinstance(job, WiredJob) and job.settings is not None and job.bot is not None):
         raise RuntimeError("run by a worker without wired_job_class(): this job does not know its settings")
-    async with open_wiring(settings, bot) as wiring:
+    async with open_wiring(job.settings, job.bot) as wiring:
         yield wiring
-
-
-async def run_turn(turn_id: str, attempt: str = "first") -> str:
-    """Answer one request. `attempt` separates re-runs that are legitimate (after linking, after waiting
-    for the thread) from duplicates of the same delivery, which stop at the claim."""
-    async with _wiring() as wiring:
-        return await wiring.turn_flow().run(turn_id, attempt)
 
 
 async def execute_approved(approval_id: str) -> str:

@@ -90,7 +90,6 @@ def run_worker(
     connection = sync_client(str(settings.redis_url))
     require_safe_redis(connection)  # an evicting Redis could drop approvals: refuse to start (ConfigError)
     warn_few_replicas(connection, settings.redis_replication.replicas)
-    jobs.configure(settings, bot)  # for the turn consumers below (the pools inherit it when forked)
     job_class = jobs.wired_job_class(settings, bot)
     # Built once here, inherited by every forked job: ~30 ms per job otherwise (bench/approval.py).
     shared_ssl_context()
@@ -102,10 +101,10 @@ def run_worker(
                 list(RQ_QUEUES), connection=connection, serializer=JSONSerializer, job_class=job_class
             )
             worker.work(burst=True, with_scheduler=False, logging_level=settings.log_level)
-            if not drain_turns(str(settings.redis_url)):
+            if not drain_turns(settings, bot):
                 return 0
     if simple:
-        turn_thread = TurnThread(str(settings.redis_url))
+        turn_thread = TurnThread(settings, bot)
         turn_thread.start()
         plain = SimpleWorker(
             list(RQ_QUEUES), connection=connection, serializer=JSONSerializer, job_class=job_class
@@ -114,7 +113,7 @@ def run_worker(
         turn_thread.stop(timeout=settings.max_turn_seconds + POOL_STOP_GRACE_SECONDS)
         return 0
     slots = turns or settings.turn_concurrency
-    with _turn_pools(str(settings.redis_url), processes, slots, settings.max_turn_seconds) as pools:
+    with _turn_pools(settings, bot, processes, slots) as pools:
         if processes > 1:
             pool = _Pool(
                 list(FORKED_QUEUES),
@@ -165,7 +164,7 @@ class _TurnPools:
 
 
 @contextlib.contextmanager
-def _turn_pools(redis_url: str, count: int, slots: int, max_turn_seconds: int) -> Iterator[_TurnPools]:
+def _turn_pools(settings: Settings, bot: BotIdentity, count: int, slots: int) -> Iterator[_TurnPools]:
     """Fork `count` turn pools; when the body ends, stop them (their running turns finish first). If one
     dies on its own, this process is asked to stop too (SIGTERM to itself: RQ's warm shutdown), so the
     process manager restarts the whole worker instead of running it without turns."""
@@ -176,7 +175,7 @@ def _turn_pools(redis_url: str, count: int, slots: int, max_turn_seconds: int) -
         if pid == 0:  # the pool: it never returns into the caller's code
             status = 1
             try:
-                status = TurnPool(redis_url, slots).run(parent=parent)
+                status = TurnPool(settings, bot, slots).run(parent=parent)
             finally:
                 os._exit(status)
         pids.append(pid)
@@ -197,7 +196,7 @@ def _turn_pools(redis_url: str, count: int, slots: int, max_turn_seconds: int) -
         yield pools
     finally:
         pools.stop()
-        deadline = time.monotonic() + max_turn_seconds + POOL_STOP_GRACE_SECONDS
+        deadline = time.monotonic() + settings.max_turn_seconds + POOL_STOP_GRACE_SECONDS
         for pid, thread in zip(pids, watchers, strict=True):
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
             if thread.is_alive():

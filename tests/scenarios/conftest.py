@@ -77,7 +77,6 @@ class Scenario:
     def work(self) -> int:
         """Run every queued job to completion in this process: RQ's with a real RQ worker, the turn queue's
         with a real consumer (bot.turn_pool.drain_turns), until neither finds work; return how many ran."""
-        jobs.configure(self.settings, self.bot)
         connection = sync_client(self.redis_url)
         executed = 0
         while True:
@@ -88,7 +87,7 @@ class Scenario:
                 job_class=jobs.wired_job_class(self.settings, self.bot),
             )
             worker.work(burst=True, with_scheduler=False)
-            turns = drain_turns(self.redis_url)
+            turns = drain_turns(self.settings, self.bot)
             executed += worker.executed + turns
             if not turns:
                 break
