@@ -12,23 +12,21 @@ import html
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 import httpx2
 import redis
 
 from approvals.turns import turn_id_for
+from devtools.demo_stage import NAMES, Clock, DemoFailed, button_url, message_text, say, show_new, wait_until
 from devtools.embedded import embedded_redis
 from devtools.keep import keep_running
 from devtools.process_tree import stop_tree
 from fixtures.anthropic_fake import FakeAnthropic
-from fixtures.idp import PEOPLE
 from fixtures.incident_script import incident_responder
 from fixtures.redis_proc import free_port
 from fixtures.slack import BOT_USER_ID, TEAM_ID, FakeSlack, Message
@@ -37,69 +35,7 @@ from fixtures.world import ANTHROPIC_KEY, SIGNING_SECRET, World, start_world
 
 __all__ = ["run_demo"]
 
-T = TypeVar("T")
 CHANNEL = "C0INCIDENT"
-# Each step waits this long at most; a loaded machine (CI, tests running beside it) may need more.
-WAIT_SECONDS = float(os.environ.get("CHATOPS_DEMO_WAIT_SECONDS", "30"))
-NAMES = {p.slack_user: p.key.capitalize() for p in PEOPLE.values()} | {BOT_USER_ID: "chatops"}
-
-
-class DemoFailed(Exception):
-    pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def stamp(self) -> str:
-        return f"[{time.monotonic() - self.start:6.2f}s]"
-
-
-def humanize(text: str) -> str:
-    """Show Slack's markup the way the Slack client renders it: names for mentions, local times for dates."""
-    text = re.sub(r"<@(U[A-Z0-9]+)>", lambda m: "@" + NAMES.get(m.group(1), m.group(1)), text)
-    text = re.sub(r"<!date\^\d+\^[^|>]*\|([^>]*)>", r"\1", text)
-    text = re.sub(r"<(https?://[^|>]+)\|([^>]+)>", r"\2", text)
-    return html.unescape(text)
-
-
-def say(clock: Clock, who: str, text: str) -> None:
-    lines = humanize(text).strip().splitlines() or [""]
-    print(f"{clock.stamp()} {who}: {lines[0]}")
-    for line in lines[1:]:
-        print(f"{' ' * 10}{' ' * len(who)}  {line}")
-
-
-def wait_until(what: str, check: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value is not None and value is not False:
-            return value
-        time.sleep(0.05)
-    raise DemoFailed(f"timed out waiting for {what}")
-
-
-def message_text(message: Message) -> str:
-    parts: list[str] = []
-    for block in message.blocks or []:
-        if block.get("type") in ("section", "header"):
-            parts.append(str((block.get("text") or {}).get("text", "")))
-        elif block.get("type") == "context":
-            parts.append("  " + " ".join(str(e.get("text", "")) for e in block.get("elements", [])))
-        elif block.get("type") == "actions":
-            labels = [str((e.get("text") or {}).get("text", "")) for e in block.get("elements", [])]
-            parts.append("  " + "  ".join(f"[{label}]" for label in labels if label))
-    return "\n".join(p for p in parts if p.strip()) or message.text
-
-
-def button_url(message: Message) -> str | None:
-    for block in message.blocks or []:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("url"):
-                return str(element["url"])
-    return None
 
 
 @contextmanager
@@ -192,7 +128,7 @@ def play(
         if not real_model:
             raise
         # A real model decides for itself; it may not propose the kill the script does.
-        show_new(slack, clock, ts, shown)
+        show_new(slack, CHANNEL, clock, ts, shown)
         print(f"{' ' * 10}(the real model did not go the scripted way: {exc}; moving on)")
     act_three(world, slack, ingress, r, clock)
     epilogue(r, clock, redis_url)
@@ -326,21 +262,6 @@ def link_quietly(world: World, env: dict[str, str], person: str, user: str) -> N
         browser.get(url)
 
 
-def show_new(
-    slack: FakeSlack, clock: Clock, ts: str, shown: set[str], *, ephemeral_to: str | None = None
-) -> None:
-    for message in slack.messages(CHANNEL, thread_ts=ts):
-        if message.ts not in shown:
-            shown.add(message.ts)
-            say(clock, NAMES.get(message.user, message.user), message_text(message))
-    if ephemeral_to:
-        for message in slack.ephemerals(CHANNEL, user=ephemeral_to):
-            key = f"e:{message.ts}"
-            if key not in shown:
-                shown.add(key)
-                say(clock, f"chatops (only visible to {NAMES.get(ephemeral_to, ephemeral_to)})", message.text)
-
-
 def act_two(
     world: World,
     slack: FakeSlack,
@@ -363,7 +284,7 @@ def act_two(
             None,
         ),
     )
-    show_new(slack, clock, ts, shown)
+    show_new(slack, CHANNEL, clock, ts, shown)
     approval_id = next(
         str(e["value"])
         for b in card.blocks or []
@@ -389,7 +310,7 @@ def act_two(
     shown.update(f"e:{m.ts}" for m in slack.ephemerals(CHANNEL, user="U0ALICE"))
     click("U0ALICE")
     wait_until("the refusal", lambda: slack.ephemerals(CHANNEL, user="U0ALICE")[1:] or None)
-    show_new(slack, clock, ts, shown, ephemeral_to="U0ALICE")
+    show_new(slack, CHANNEL, clock, ts, shown, ephemeral_to="U0ALICE")
     click("U0BOB")
     click("U0CAROL")
 
@@ -400,7 +321,7 @@ def act_two(
         )
 
     wait_until("the action and the resumed answer", resumed)
-    show_new(slack, clock, ts, shown)
+    show_new(slack, CHANNEL, clock, ts, shown)
     card_now = slack.message(CHANNEL, card.ts)
     if card_now is not None:
         say(clock, "chatops (the card, updated)", message_text(card_now))
