@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent.usage import DEFAULT_PRICES, Price, parse_prices
 from approvals.replication import Replication
+from bot.config_errors import ConfigError, ConfigErrors, raise_all
+from bot.config_errors import malformed as malformed_settings
 from bot.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
 from mcp_clients.claims import valid_claim_path
 from mcp_clients.oauth_client_auth import PrivateKey, load_private_key
@@ -29,31 +31,6 @@ __all__ = ["DEFAULT_MODEL", "ConfigError", "ConfigErrors", "Role", "Settings", "
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-
-
-class ConfigError(Exception):
-    """A setting is missing or malformed. `str()` is the one line shown to the operator."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
-
-
-class ConfigErrors(ConfigError):
-    """Several settings are wrong at once. `str()` is one line per setting, so one run names them all."""
-
-    def __init__(self, errors: list[ConfigError]) -> None:
-        Exception.__init__(self, "\n".join(str(e) for e in errors))
-        self.variable = errors[0].variable
-        self.errors = errors
-
-
-def raise_all(errors: list[ConfigError]) -> None:
-    """Raise nothing, the one error, or all of them together."""
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise ConfigErrors(errors)
 
 
 class Role(enum.Enum):
@@ -395,7 +372,7 @@ def load_settings(role: Role | None = None, env: dict[str, str] | None = None) -
     try:
         settings = _read(env, {})
     except ValidationError as exc:
-        malformed = _malformed(exc)
+        malformed = malformed_settings(exc)
         # Read again with the malformed ones at their defaults, to also name what is missing.
         defaults = {}
         for info in Settings.model_fields.values():
@@ -416,13 +393,3 @@ def _read(env: dict[str, str] | None, overrides: dict[str, Any]) -> Settings:
         return Settings(**overrides)
     # Explicit environments (tests, the demo) must not pick up a stray .env from the working dir.
     return Settings.model_validate({**env, **overrides}, by_alias=True)
-
-
-def _malformed(exc: ValidationError) -> list[ConfigError]:
-    """pydantic's report as one error per variable (the first problem of each)."""
-    found: dict[str, ConfigError] = {}
-    for error in exc.errors():
-        variable = (str(error["loc"][0]) if error["loc"] else "configuration").upper()
-        message = error["msg"].removeprefix("Value error, ")
-        found.setdefault(variable, ConfigError(variable, message))
-    return list(found.values())
