@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,17 @@ from agent.transcript import (
 )
 from agent.usage import Usage
 
-__all__ = ["Answer", "CallRecord", "Failed", "Limits", "Paused", "PendingCall", "Result", "run"]
+__all__ = [
+    "Answer",
+    "CallRecord",
+    "Failed",
+    "Limits",
+    "Paused",
+    "PendingCall",
+    "Result",
+    "run",
+    "tool_params",
+]
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +209,14 @@ class _Run:
         return Failed(kind=kind, message=message, partial_text=partial, **self._common())
 
 
+def tool_params(tools: Iterable[ToolInfo]) -> list[dict[str, Any]]:
+    """The tools as the model is shown them (the Messages API's `tools`)."""
+    return [
+        {"name": t.model_name, "description": t.description, "input_schema": dict(t.input_schema)}
+        for t in tools
+    ]
+
+
 async def run(
     messages: list[dict[str, Any]],
     *,
@@ -219,10 +237,7 @@ async def run(
     except TimeoutError:
         return st.failed("time_cap")
     infos = {t.model_name: t for t in listed}
-    specs = [
-        {"name": t.model_name, "description": t.description, "input_schema": dict(t.input_schema)}
-        for t in listed
-    ]
+    specs = tool_params(listed)
     context = ToolContext.build(
         specs,
         {t.model_name: t.server for t in listed},

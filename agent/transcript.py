@@ -34,15 +34,19 @@ CHARS_PER_TOKEN = 4  # a rough, conservative ratio; budgets only need the right 
 TOOL_OUTPUT_MAX_CHARS = 20_000
 
 
-def canonical_json(value: Any) -> str:
-    """The one serialisation digests use: sorted keys, no spaces, UTF-8 kept (same as mcp_clients.naming)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+def canonical_json(value: Any, *, lenient: bool = False) -> str:
+    """The one serialisation digests and records use: sorted keys, no spaces, UTF-8 kept. Strict by default
+    (a value that is not plain JSON raises TypeError: an approval's arguments must be); `lenient` writes
+    anything else as its str() (previews, and digests of what a model or server sent)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str if lenient else None
+    )
 
 
 def call_digest(tool_name: str, arguments: Mapping[str, Any]) -> str:
     """Identifies one exact call (tool + arguments) so a rejected call is recognised if proposed again."""
     body = {"tool": tool_name, "arguments": dict(arguments)}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(body, lenient=True).encode()).hexdigest()
 
 
 def _chars(value: Any) -> int:

@@ -178,6 +178,8 @@ def _summary(text: str) -> str:
     return flat if len(flat) <= SUMMARY_CHARS else flat[: SUMMARY_CHARS - 1] + "…"
 
 
+# Over 60 lines on purpose: the run is one state machine (resume, each step, pause, finish) kept on one screen
+# as agent.loop keeps the agent loop; its pieces (_resolve, _check, _decided, _call) are already apart.
 async def run_workflow(
     workflow: Workflow,
     params: Mapping[str, Any],

@@ -7,11 +7,12 @@ approvals.seal); the rest is state that only approvals.store's transitions chang
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, NotRequired, TypedDict
+
+from agent.transcript import canonical_json
 
 __all__ = [
     "Approval",
@@ -132,11 +133,6 @@ class VoteResult:
     kind: VoteKind
     approval: Approval
     count: int
-
-
-def canonical_json(value: Any) -> str:
-    """The one serialisation digests are taken over; no `default=`: arguments must already be plain JSON."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def args_sha256(arguments: Mapping[str, Any]) -> str:

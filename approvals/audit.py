@@ -21,8 +21,19 @@ from agent.redaction import redact_secrets
 from agent.transcript import canonical_json
 from approvals.store import Approval, args_sha256
 from approvals.turns import Turn
+from approvals.workflow_runs import WorkflowRun
 
-__all__ = ["AUDIT_STREAM", "Audit", "AuditRecord", "approval_record", "args_digest", "preview", "turn_record"]
+__all__ = [
+    "AUDIT_STREAM",
+    "Audit",
+    "AuditRecord",
+    "approval_record",
+    "args_digest",
+    "link_record",
+    "preview",
+    "run_record",
+    "turn_record",
+]
 
 AUDIT_STREAM = "chatops:audit"
 PREVIEW_CHARS = 300
@@ -49,7 +60,7 @@ def args_digest(arguments: Mapping[str, Any]) -> str:
 
 
 def preview(arguments: Mapping[str, Any]) -> str:
-    text, _ = redact_secrets(canonical_json(dict(arguments)))
+    text, _ = redact_secrets(canonical_json(dict(arguments), lenient=True))
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
@@ -150,6 +161,57 @@ def turn_record(
         tool=tool,
         args_sha256=args_digest(arguments) if arguments is not None else "",
         args_preview=preview(arguments) if arguments is not None else "",
+        latency_ms=latency_ms,
+        minutes_saved=minutes,
+        detail=detail,
+    )
+
+
+def link_record(
+    kind: Literal["account_link", "account_unlink", "server_connect", "server_disconnect"],
+    outcome: Outcome,
+    *,
+    team: str,
+    user: str,
+    sub: str = "",
+    server: str = "",
+    detail: str = "",
+) -> AuditRecord:
+    """A record about a person's account link, or their connection to one `server` of its own
+    authorization server: made, refused (`denied`, `detail` the reason) or undone."""
+    return AuditRecord(
+        kind=kind, outcome=outcome, team=team, user=user, sub=sub, server=server, detail=detail
+    )
+
+
+def run_record(
+    run: WorkflowRun,
+    kind: Literal["workflow_run", "tool_call"],
+    outcome: Outcome,
+    *,
+    tool: str,
+    arguments: Mapping[str, Any],
+    sub: str = "",
+    server: str = "",
+    latency_ms: float = 0.0,
+    minutes: float = 0.0,
+    detail: str = "",
+) -> AuditRecord:
+    """A record about a workflow run (`workflow_run`, `tool` the workflow) or one of its steps (`tool_call`),
+    in the name of the person who started it."""
+    return AuditRecord(
+        kind=kind,
+        outcome=outcome,
+        workflow_run_id=run.id,
+        team=run.team,
+        channel=run.channel,
+        thread_ts=(run.message_ts or "") if kind == "workflow_run" else "",  # a step is not in the thread
+        user=run.user,
+        sub=sub,
+        server=server,
+        tool=tool,
+        args_sha256=args_digest(arguments),
+        args_preview=preview(arguments),
         latency_ms=latency_ms,
         minutes_saved=minutes,
         detail=detail,

@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.utils import str_if_bytes
 
 from approvals.audit import AUDIT_STREAM
 
@@ -102,10 +103,6 @@ class AuditFilter:
         return f"{max(0, int(self.since * 1000) - SKEW_MS)}-0"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _decode(entry_id: bytes | str, fields: Mapping[Any, Any]) -> dict[str, Any] | None:
     raw = fields.get(b"record", fields.get("record"))
     try:
@@ -114,9 +111,9 @@ def _decode(entry_id: bytes | str, fields: Mapping[Any, Any]) -> dict[str, Any] 
         record = None
     if not isinstance(record, dict):
         # Not ours (or damaged): say so, but keep going; one bad entry must not stop a SIEM feed.
-        log.warning("audit entry %s is not a JSON record; skipped", _text(entry_id))
+        log.warning("audit entry %s is not a JSON record; skipped", str_if_bytes(entry_id))
         return None
-    record["stream_id"] = _text(entry_id)
+    record["stream_id"] = str_if_bytes(entry_id)
     return record
 
 
@@ -126,10 +123,10 @@ async def _entries(redis: aioredis.Redis, start: str) -> AsyncIterator[tuple[str
         # The client's stubs type stream replies loosely; entries are (id, {field: value}).
         rows: Any = await redis.xrange(AUDIT_STREAM, min=start, max="+", count=PAGE)
         for entry_id, fields in rows or []:
-            yield _text(entry_id), _decode(entry_id, fields)
+            yield str_if_bytes(entry_id), _decode(entry_id, fields)
         if len(rows or []) < PAGE:
             return
-        start = "(" + _text(rows[-1][0])  # exclusive: continue after the last id seen
+        start = "(" + str_if_bytes(rows[-1][0])  # exclusive: continue after the last id seen
 
 
 async def export(
@@ -151,7 +148,7 @@ async def export(
 async def stream_position(redis: aioredis.Redis) -> str:
     """The id of the newest record ("0-0" when the stream is empty): follow from here to see only new ones."""
     rows: Any = await redis.xrevrange(AUDIT_STREAM, max="+", min="-", count=1)
-    return _text(rows[0][0]) if rows else "0-0"
+    return str_if_bytes(rows[0][0]) if rows else "0-0"
 
 
 async def tail(
@@ -169,6 +166,11 @@ async def tail(
             if record is not None and filters.matches(record):
                 yield record
     position = after if after is not None else await stream_position(redis)
+    # An idle XREAD must come back before the client's socket timeout (redis-py's default is 5 s), or every
+    # quiet spell would read as a lost Redis: block for at most half of it.
+    timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+    if timeout:
+        block_ms = max(50, min(block_ms, int(float(timeout) * 500)))
     while True:
         try:
             answer: Any = await redis.xread({AUDIT_STREAM: position}, count=PAGE, block=block_ms)
@@ -179,7 +181,7 @@ async def tail(
             continue
         for _stream, rows in answer or []:
             for entry_id, fields in rows:
-                position = _text(entry_id)
+                position = str_if_bytes(entry_id)
                 record = _decode(entry_id, fields)
                 if record is not None and filters.matches(record):
                     yield record

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from approvals.audit import AUDIT_STREAM, AuditRecord
 from approvals.calibration import Calibration, Verdict, verdict
@@ -106,10 +107,6 @@ def _month_start_ms(month: str, *, next_month: bool = False) -> int:
     return int(datetime(year, number, 1, tzinfo=UTC).timestamp() * 1000)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _count(row: Row, user: str, invocation: bool, minutes: float) -> None:
     if user:
         row.users.add(user)
@@ -165,7 +162,7 @@ async def monthly_stats(redis: aioredis.Redis, *, months: Iterable[str]) -> Stat
                 turn_times[request_id] = ts
         if len(rows or []) < PAGE:
             break
-        start = "(" + _text(rows[-1][0])
+        start = "(" + str_if_bytes(rows[-1][0])
     stats = Stats([by_month[m] for m in wanted], calibration=calibration)
     calibration.settle(await _add_feedback(redis, stats, by_month, turn_times))
     return stats
@@ -176,7 +173,7 @@ async def _add_feedback(
 ) -> dict[str, Verdict]:
     """Count the votes into their months; each rated turn's verdict (approvals.calibration)."""
     verdicts: dict[str, Verdict] = {}
-    keys = [_text(k) async for k in redis.scan_iter(match="chatops:feedback:*", count=PAGE)]
+    keys = [str_if_bytes(k) async for k in redis.scan_iter(match="chatops:feedback:*", count=PAGE)]
     for offset in range(0, len(keys), PAGE):
         chunk = keys[offset : offset + PAGE]
         async with redis.pipeline(transaction=False) as pipe:
@@ -186,11 +183,11 @@ async def _add_feedback(
             answers = await pipe.execute()
         for key, votes, created in zip(chunk, answers[::2], answers[1::2], strict=True):
             turn_id = key.removeprefix("chatops:feedback:")
-            up = sum(1 for v in votes if _text(v) == "up")
-            down = sum(1 for v in votes if _text(v) == "down")
+            up = sum(1 for v in votes if str_if_bytes(v) == "up")
+            down = sum(1 for v in votes if str_if_bytes(v) == "down")
             verdicts[turn_id] = verdict(up, down)
             stats.feedback_up, stats.feedback_down = stats.feedback_up + up, stats.feedback_down + down
-            when = float(_text(created)) if created else turn_times.get(turn_id)
+            when = float(str_if_bytes(created)) if created else turn_times.get(turn_id)
             month = by_month.get(month_of(when)) if when else None
             if month is not None:
                 month.feedback_up += up

@@ -27,7 +27,7 @@ __all__ = ["Answered", "OpenQuestion", "QuestionStore"]
 KEY = "chatops:question:{id}"
 REPLY = "chatops:question:{id}:reply"
 KEEP_AFTER_SECONDS = 600  # the record outlives the question: a late click is told it is closed
-# One blocking pop at most this long: well inside the connections' socket timeout (5 s, bot/services.py),
+# One blocking pop at most this long: well inside the connections' socket timeout (5 s, bot/wiring.py),
 # which would otherwise end the pop as an error.
 WAIT_SLICE_SECONDS = 2.0
 Action = Literal["accept", "decline", "cancel"]

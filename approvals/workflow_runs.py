@@ -113,7 +113,7 @@ class WorkflowRunStore:
                 return False
             raise
 
-    # --- leases of running executions (a worker that dies mid-run stops renewing; see bot.workflow_flow) ---
+    # --- leases of running executions (a worker that dies mid-run stops renewing; see flows.workflow) ---
 
     async def renew(self, run_id: str, token: str, seconds: float) -> bool:
         """Extend a held lease; False when it is gone (released, or ended by the sweep)."""

@@ -3,7 +3,7 @@
 
 `--profile` runs the chosen benchmarks' hot path under pyinstrument instead and writes the reports to
 bench/results/profile-<name>-<timestamp>.txt (registry: cold refresh; tool_call: gateway calls; ingress:
-the `serve` process during the load; turn: the job `run_turn`, called in-process).
+the `serve` process during the load; turn: the turn flow (`bot.jobs.turn_runner`), called in-process).
 """
 
 from __future__ import annotations

@@ -70,12 +70,13 @@ def _responder(body: dict[str, Any]) -> Any:
 
 async def _link(st: _Stack, person: str, user: str) -> None:
     """The real browser flow against the web process, as `bench.turn` links alice."""
-    from bot.services import open_services
+    from bot.identity import BotIdentity
     from bot.settings import Role, load_settings
+    from bot.wiring import open_wiring
     from fixtures.slack import TEAM_ID
 
     settings = load_settings(Role.WEB_HTTP, env=st.world_env)
-    async with open_services(settings, TEAM_ID) as svc:
+    async with open_wiring(settings, BotIdentity(TEAM_ID, "", "")) as svc:
         url = await svc.linking.offer(TEAM_ID, user)
     async with httpx2.AsyncClient(follow_redirects=True, timeout=10) as browser:
         await browser.get(st.world.idp.login_url(person))
@@ -382,7 +383,7 @@ def _rows(section: Section, records: list[dict[str, Any]], waits: dict[str, floa
         "enqueued -> RQ job started (dequeue, fork, work-horse prep)": [
             r["job_started_ms"] - r["enqueued_ms"] for r in use
         ],
-        "RQ job started -> RUNNING (event loop, open_services, start)": [
+        "RQ job started -> RUNNING (event loop, open_wiring, start)": [
             r["running_ms"] - r["job_started_ms"] for r in use
         ],
         "RUNNING -> first MCP request (seal, identity, registry view, token)": [

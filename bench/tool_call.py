@@ -34,11 +34,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from bench.common import Noise, Result, Section, WorldProcess, median_ratio, summary
-from bot.linking import Linking
 from bot.poster import Poster, make_slack_client
 from bot.slack_people import SlackPeople
 from fixtures.idp import CLIENT_ID, DEFAULT_CLIENT_SECRET
 from fixtures.redis_proc import RedisProc
+from flows.linking import Linking
 from mcp_clients.connection import shared_ssl_context
 from mcp_clients.gateway import Caller, Gateway, GatewaySession
 from mcp_clients.provider import Provider

@@ -76,12 +76,13 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 async def _link_and_tokens(env: dict[str, str], world: Any, team: str) -> dict[str, str]:
     """Link alice through the web process (offer -> IdP login -> authorize -> callback) and return her
     tokens for the servers she uses here, which are then cached in Redis as the worker will find them."""
-    from bot.services import open_services
+    from bot.identity import BotIdentity
     from bot.settings import Role, load_settings
+    from bot.wiring import open_wiring
     from mcp_clients.tokens import Audience
 
     settings = load_settings(Role.WEB_HTTP, env=env)
-    async with open_services(settings, team) as svc:
+    async with open_wiring(settings, BotIdentity(team, "", "")) as svc:
         url = await svc.linking.offer(team, USER)
         async with httpx2.AsyncClient(follow_redirects=True, timeout=10) as browser:
             await browser.get(world.idp.login_url(PERSON))
@@ -339,30 +340,28 @@ def run(
 
 
 def profile_target(profile: Any, turns: int = 10) -> None:
-    """The turn job itself (`bot.jobs.run_turn`, with resident services as in the turn pool), run in this
+    """The turn itself (the turn flow over one long-lived wiring, as the turn pool runs it), run in this
     process under an async-aware profiler, so the report shows where each turn waits. The web process
     admits the mentions as usual; no worker runs, the job is called directly with the turn id the web
     process derived."""
     from approvals.turns import turn_id_for
-    from bot import jobs
-    from bot.identity import whoami
+    from bot.preflight import whoami
     from bot.settings import Role, load_settings
+    from bot.wiring import Wiring, open_wiring
     from fixtures.slack import TEAM_ID
     from fixtures.slack_ingress import SlackIngress
     from fixtures.world import SIGNING_SECRET
 
     with _stack() as st:
         settings = load_settings(Role.WORKER, env=st.world_env)
-        jobs.configure(settings, whoami(settings))
 
         async def turns_in_process() -> None:
-            await jobs.open_resident()  # as the turn pool runs them: services shared across turns
-            try:
-                await _profiled_turns()
-            finally:
-                await jobs.close_resident()
+            # One wiring for every turn, as the turn pool keeps: connections shared across turns.
+            async with open_wiring(settings, whoami(settings)) as wiring:
+                _ = wiring.model
+                await _profiled_turns(wiring)
 
-        async def _profiled_turns() -> None:
+        async def _profiled_turns(wiring: Wiring) -> None:
             with contextlib.closing(
                 SlackIngress(st.web_url, SIGNING_SECRET, slack=st.world.slack)
             ) as ingress:
@@ -373,10 +372,10 @@ def profile_target(profile: Any, turns: int = 10) -> None:
                     await asyncio.to_thread(ingress.post, mention)
                     turn_id = turn_id_for(TEAM_ID, CHANNEL, mention.event["ts"])
                     if i == 0:  # warm-up: first imports and connections
-                        await jobs.run_turn(turn_id)
+                        await wiring.turn_flow().run(turn_id, "first")
                         continue
                     with profile:
-                        outcome = await jobs.run_turn(turn_id)
+                        outcome = await wiring.turn_flow().run(turn_id, "first")
                     if outcome != "answered":
                         raise RuntimeError(f"turn {i}: {outcome}")
 

@@ -16,7 +16,7 @@ from bot.approval_text import (
     counted_text,
     refusal_text,
 )
-from bot.linking import Linking
+from flows.linking import Linking
 
 __all__ = ["ApprovalClicks"]
 

@@ -21,9 +21,9 @@ from approvals.store import ApprovalStore
 from bot import cards
 from bot.approval_text import mention
 from bot.approver_notices import ApproverNotices
-from bot.linking import Linking
 from bot.poster import Poster, PostError
 from bot.slack_text import Mrkdwn, code, link, ours, trusted
+from flows.linking import Linking
 from mcp_clients.tokens import Identity
 from registry_cache.snapshot import SharedSnapshot
 

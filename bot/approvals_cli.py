@@ -35,7 +35,13 @@ def add_approvals_command(
         except RedisError as exc:
             return redis_failed(exc)
 
-    command = sub.add_parser("approvals", help="pending approval requests: age, quorum, where the cards are")
+    command = sub.add_parser(
+        "approvals",
+        help="pending approval requests: age, quorum, where the cards are",
+        description="The approval requests waiting for a decision, oldest first: age, quorum progress, "
+        "when each expires and where its cards are, to see what is stuck and whom to nudge.",
+        epilog="settings (environment or ./.env): required: REDIS_URL",
+    )
     command.add_argument("--json", action="store_true", help="one JSON object per line")
     command.set_defaults(func=run)
 

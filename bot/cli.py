@@ -8,60 +8,72 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from bot import netguard
 from bot.approvals_cli import add_approvals_command
 from bot.settings import ConfigError, Role, Settings, load_settings
+from bot.stopping import Stopped, die_by, raise_if_requested, stop_on_signals
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
+
+DEV_SECRET_KEY = "chatops:dev:secret-key"
+
+log = logging.getLogger("bot.cli")
 
 
 def _settings(role: Role, *, dev: bool = False) -> Settings:
-    settings = load_settings()
-    if dev:
-        return settings.require(Role.DEV)
-    return settings.require(role)
+    return load_settings(Role.DEV if dev else role)  # every problem at once (ConfigErrors)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bot.identity import whoami
     from bot.logs import setup_logging
+    from bot.preflight import preflight
     from bot.web import build_web
 
     role = Role.WEB_SOCKET if args.socket_mode else Role.WEB_HTTP
     settings = _settings(role, dev=args.dev)
     setup_logging(settings.log_level)
     with _dev_redis(settings, args.dev) as settings:
-        # Checked here too (the app's lifespan checks again): refused before uvicorn starts, the operator
-        # gets one line naming REDIS_URL instead of a startup traceback (SPEC §3).
-        _require_safe_redis(settings)
-        bot = whoami(settings)
+        # Redis then Slack, as doctor checks them: refused before uvicorn starts, the operator gets one line
+        # naming the variable instead of a startup traceback (SPEC §3). The app's lifespan checks Redis
+        # again and logs its warnings, once.
+        bot = preflight(settings)
         app = build_web(settings, bot, slack_http=not args.socket_mode)
         if args.socket_mode:
             return asyncio.run(_serve_socket_mode(settings, bot, app))
-        uvicorn.run(app, host=args.host, port=settings.port, log_level="warning", access_log=False)
+        sock = _listen(args.host, settings.port)
+        raise_if_requested()  # from here uvicorn owns the signals
+        log.info("listening on http://%s:%d (PUBLIC_URL %s)", args.host, settings.port, settings.base_url)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        server.run(sockets=[sock])
     return 0
 
 
-def _require_safe_redis(settings: Settings) -> None:
-    from bot.redis_check import require_safe_redis
-    from bot.redis_clients import sync_client
-
-    connection = sync_client(str(settings.redis_url), socket_connect_timeout=5)
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind here rather than in uvicorn: a busy port is one line naming PORT, not uvicorn's errno 98."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        require_safe_redis(connection)
-    except RedisError as exc:  # the message names host and port, never the URL's password
-        raise ConfigError("REDIS_URL", f"Redis did not answer: {type(exc).__name__}: {exc}") from None
-    finally:
-        connection.close()
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("PORT", f"{host}:{port} cannot be used ({exc.strerror or exc})") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 async def _serve_socket_mode(settings: Settings, bot: object, app: Any) -> int:
@@ -84,16 +96,18 @@ async def _serve_socket_mode(settings: Settings, bot: object, app: Any) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from bot.identity import whoami
     from bot.logs import setup_logging
+    from bot.preflight import preflight
     from bot.worker import run_worker
 
     settings = _settings(Role.WORKER, dev=args.dev)
     setup_logging(settings.log_level)
     with _dev_redis(settings, args.dev) as settings:
+        bot = preflight(settings)  # Redis then Slack, as serve and doctor: one line, exit 2
+        raise_if_requested()  # from here RQ owns the signals (warm shutdown)
         return run_worker(
             settings,
-            whoami(settings),
+            bot,
             processes=args.processes,
             burst=args.burst,
             simple=args.simple,
@@ -148,10 +162,10 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return asyncio.run(show_registry(settings, as_who=args.as_who, channel=args.channel))
 
 
-def cmd_doctor(_: argparse.Namespace) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
     from bot.doctor import run_doctor
 
-    return asyncio.run(run_doctor(load_settings()))
+    return asyncio.run(run_doctor(load_settings(), as_json=args.json))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -273,109 +287,63 @@ def _month(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-class _dev_redis:  # used as a context manager, hence the lower-case name
-    """In --dev mode without REDIS_URL, run an embedded Redis for the life of the command."""
+@contextlib.contextmanager
+def _dev_redis(settings: Settings, dev: bool) -> Iterator[Settings]:
+    """In --dev mode without REDIS_URL, the embedded Redis this folder's --dev processes share (started by
+    the first, for as long as it runs); without CHATOPS_SECRET_KEY, one ephemeral key they share too."""
+    if not dev:
+        yield settings
+        return
+    with contextlib.ExitStack() as stack:
+        if settings.redis_url is None:
+            from devtools.embedded import shared_embedded_redis
 
-    def __init__(self, settings: Settings, dev: bool) -> None:
-        self._settings = settings
-        self._dev = dev
-        self._cm: object = None
-
-    def __enter__(self) -> Settings:
-        settings = self._settings
-        if self._dev and settings.redis_url is None:
-            from devtools.embedded import embedded_redis
-
-            cm = embedded_redis()
-            url = cm.__enter__()
-            self._cm = cm
-            settings = settings.model_copy(update={"redis_url": url})
-        if self._dev and not settings.chatops_secret_key:
-            from cryptography.fernet import Fernet
-            from pydantic import SecretStr
-
-            # Dev only: an ephemeral key, so links do not survive a restart.
-            settings = settings.model_copy(
-                update={"chatops_secret_key": (SecretStr(Fernet.generate_key().decode()),)}
-            )
-        return settings
-
-    def __exit__(self, *exc: object) -> None:
-        if self._cm is not None:
-            self._cm.__exit__(*exc)  # type: ignore[attr-defined]
+            shared = stack.enter_context(shared_embedded_redis(Path.cwd()))
+            print(f"chatops: {shared.describe()}", file=sys.stderr, flush=True)
+            settings = settings.model_copy(update={"redis_url": shared.url})
+        if not settings.chatops_secret_key:
+            settings = settings.model_copy(update={"chatops_secret_key": (_dev_secret_key(settings),)})
+        yield settings
 
 
+def _dev_secret_key(settings: Settings) -> SecretStr:
+    """Dev only: an ephemeral key kept in the dev Redis (the first process makes it), so every --dev
+    process reads what another sealed; links do not survive the Redis."""
+    from cryptography.fernet import Fernet
+
+    from bot.preflight import check_redis
+    from bot.redis_clients import sync_client
+
+    check_redis(settings)  # one line naming REDIS_URL if it does not answer
+    with sync_client(str(settings.redis_url)) as client:
+        client.set(DEV_SECRET_KEY, Fernet.generate_key(), nx=True)
+        key = client.get(DEV_SECRET_KEY)
+    return SecretStr(key.decode() if isinstance(key, bytes) else str(key))
+
+
+# Over 60 lines on purpose: one declarative table of every subcommand and flag, read top to bottom like the
+# `--help` it produces; split up, the CLI would be spread over helpers that each declare three lines.
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatops", description="A Slack chat-ops agent over MCP.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from bot.cli_parser import build_parser as parser
 
-    serve = sub.add_parser("serve", help="run the web process (Slack endpoint, OAuth, health, metrics)")
-    serve.add_argument("--socket-mode", action="store_true", help="receive Slack traffic over Socket Mode")
-    serve.add_argument("--dev", action="store_true", help="allow embedded Redis and an ephemeral secret key")
-    serve.add_argument("--host", default="0.0.0.0", help="interface to bind (default all)")  # noqa: S104
-    serve.set_defaults(func=cmd_serve)
-
-    worker = sub.add_parser("worker", help="run RQ workers for agent turns, approved actions and workflows")
-    worker.add_argument(
-        "--processes", type=int, default=1, help="forking workers and turn pools on this machine (one each)"
+    handlers = {
+        "serve": cmd_serve,
+        "worker": cmd_worker,
+        "demo": cmd_demo,
+        "registry": cmd_registry,
+        "doctor": cmd_doctor,
+        "workflows": cmd_workflows,
+        "keygen": cmd_keygen,
+        "audit": cmd_audit,
+        "stats": cmd_stats,
+        "manifest": cmd_manifest,
+    }
+    return parser(
+        handlers,
+        since=_since,
+        month=_month,
+        more=lambda sub: add_approvals_command(sub, lambda: _settings(Role.CLI), _redis_failed),
     )
-    worker.add_argument(
-        "--turns", type=int, default=None, help="turns each pool runs at once (CHATOPS_TURN_CONCURRENCY)"
-    )
-    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    worker.add_argument(
-        "--simple", action="store_true", help="one in-process worker for every queue (no fork)"
-    )
-    worker.add_argument("--dev", action="store_true", help="allow embedded Redis and an ephemeral secret key")
-    worker.set_defaults(func=cmd_worker)
-
-    demo = sub.add_parser("demo", help="play an incident end to end in a local world (no credentials needed)")
-    demo.add_argument("--keep", action="store_true", help="leave everything running afterwards")
-    demo.set_defaults(func=cmd_demo)
-
-    registry = sub.add_parser("registry", help="list registry servers, or what one person would get")
-    registry.add_argument("--as", dest="as_who", help="an email, or comma-separated groups")
-    registry.add_argument(
-        "--channel", default=None, help="a Slack channel id, for channel-restricted servers"
-    )
-    registry.set_defaults(func=cmd_registry)
-
-    doctor = sub.add_parser("doctor", help="check every setting against the live services")
-    doctor.set_defaults(func=cmd_doctor)
-
-    workflows = sub.add_parser("workflows", help="list and validate the canned workflow files")
-    workflows.add_argument("--dir", default=None, help="folder to check (default WORKFLOWS_DIR)")
-    workflows.set_defaults(func=cmd_workflows)
-
-    keygen = sub.add_parser("keygen", help="print a new key for CHATOPS_SECRET_KEY")
-    keygen.set_defaults(func=cmd_keygen)
-
-    audit = sub.add_parser("audit", help="export or follow the audit trail as JSON lines (for a SIEM)")
-    audit.add_argument("action", choices=["export", "tail"], help="export: print and exit; tail: follow")
-    audit.add_argument("--since", type=_since, help="an ISO date/time (UTC unless given) or an age: 7d, 12h")
-    audit.add_argument("--user", help="Slack user id or identity sub (comma-separated for several)")
-    audit.add_argument("--server", help="registry name or short name, e.g. presto (comma-separated)")
-    audit.add_argument("--outcome", help="e.g. failed,denied (comma-separated)")
-    audit.add_argument("--kind", help="e.g. tool_call,approval_decision (comma-separated)")
-    audit.set_defaults(func=cmd_audit)
-
-    add_approvals_command(sub, lambda: _settings(Role.CLI), _redis_failed)
-
-    stats = sub.add_parser("stats", help="invocations, active users and hours saved per month")
-    stats.add_argument(
-        "--month", type=_month, action="append", help="YYYY-MM, repeatable (default: this month and last)"
-    )
-    stats.set_defaults(func=cmd_stats)
-
-    manifest = sub.add_parser(
-        "manifest", help="print the Slack app manifest for this deployment (PUBLIC_URL)"
-    )
-    manifest.add_argument("--socket-mode", action="store_true", help="for Socket Mode: no request URLs")
-    manifest.add_argument("--format", choices=["json", "yaml"], default="json", help="output format")
-    manifest.add_argument("--command", dest="slash_command", default="/oncall", help="slash command name")
-    manifest.add_argument("--name", default="chatops", help="app name shown in Slack (at most 35 characters)")
-    manifest.set_defaults(func=cmd_manifest)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -384,12 +352,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"chatops: configuration error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # one line per variable (ConfigErrors)
+            print(f"chatops: configuration error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return code
 
 
+def run() -> None:
+    """The console script: stop signals unwind everything the command started, then end the process by
+    that signal (bot.stopping)."""
+    stop_on_signals()
+    try:
+        code = main()
+    except Stopped as stop:
+        sys.stdout.flush()
+        die_by(stop.signum)
+        code = 128 + stop.signum  # not reached: the signal ends the process
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,6 +1,6 @@
 """App Home (SPEC §7): the person's link, what they may use, what waits on them, what they asked, time saved.
 
-`home_view` is a pure Block Kit builder (validated by slack_sdk); `publish_home` gathers one person's data
+`home_view` is a pure Block Kit builder (validated by slack_sdk); `Home.publish` gathers one person's data
 and publishes it to that person. It runs whenever they open the tab and after they act on it.
 
 Recent requests merge three sources by id: the per-person list `remember_request` keeps (every request,
@@ -16,15 +16,17 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from slack_sdk.models.views import View
 
 from agent.redaction import redact_secrets
-from approvals.audit_query import export
-from approvals.store import Approval
+from approvals.home_records import RECENT_LIMIT, HomeRecords, period_starts
+from approvals.model_bill import UsageBook
+from approvals.store import Approval, ApprovalStore
+from approvals.turns import TurnStore
 from approvals.workflow_runs import WorkflowRunStore
 from bot.approval_text import mention, progress_text, slack_time
 from bot.blocks import CONNECT_ACTION_ID, RECONNECT_ACTION_ID
@@ -32,19 +34,21 @@ from bot.cards import APPROVE_ACTION_ID, REJECT_ACTION_ID
 from bot.home_servers import connections, with_connection
 from bot.home_usage import usage_line
 from bot.mrkdwn import escape
-from bot.services import Services
+from bot.poster import Poster
 from bot.slack_text import untrusted
+from flows.server_linking import ServerLinking
+from mcp_clients.listing import ListingCache
 from mcp_clients.tokens import Identity
 from registry_cache.model import ServerEntry
-from registry_cache.snapshot import RegistryUnavailable
+from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
 from registry_cache.view import Person, RegistryView
 
 __all__ = [
     "HOME_APPROVAL_BLOCK_PREFIX",
     "HOME_DISCONNECT_ACTION_ID",
+    "Home",
     "home_view",
     "period_starts",
-    "publish_home",
     "remember_request",
     "tool_summary",
     "withheld_note",
@@ -54,8 +58,7 @@ JSON = dict[str, Any]
 Recent = tuple[str, str | None, str]  # (what was asked, link to its thread, where it stands)
 HOME_DISCONNECT_ACTION_ID = "home_disconnect"
 HOME_APPROVAL_BLOCK_PREFIX = "home_approval_"  # + approval id: block ids must be unique within a view
-MAX_BLOCKS, MAX_SERVERS, MAX_APPROVALS, RECENT_LIMIT = 100, 25, 15, 10  # 100: Slack's limit for Home
-RECENT_TTL_SECONDS, SAVED_CACHE_SECONDS = 30 * 86400, 60
+MAX_BLOCKS, MAX_SERVERS, MAX_APPROVALS = 100, 25, 15  # 100: Slack's limit for Home
 _TURN_STATUS = {  # approvals.turns statuses, as the person would say them
     "answered": "answered",
     "paused": "waiting for approval",
@@ -256,61 +259,111 @@ def _duration(minutes: float) -> str:
 # ----- gathering and publishing ----------------------------------------------------------------------------
 
 
-async def publish_home(services: Services, team: str, user: str, *, notice: str | None = None) -> None:
-    """Build this person's Home from current state and publish it (views.publish is safe to repeat)."""
-    identity = await services.broker.identity(team, user)
-    # A fresh link each time: offers last 10 minutes, and every opening of the tab publishes again.
-    connect_url = await services.linking.offer(team, user)
-    servers: list[tuple[ServerEntry, str]] = []
-    approvals: list[Approval] = []
-    connected: dict[str, str | None] = {}
-    if identity is not None:
-        try:
-            servers = _visible(await services.snapshot.view(), identity)
-        except RegistryUnavailable as exc:
-            notice = (notice + "\n" if notice else "") + f":warning: {escape(str(exc))}"
-        servers = await _with_withheld(services, servers)
-        linking, shown = services.server_linking, [entry for entry, _ in servers[:MAX_SERVERS]]
-        connected = await connections(linking, team, user, shown)
-        pending = await services.approvals.pending_for_groups(identity.groups)
-        # Not their own requests, asked from this Slack account or another linked to the same person.
-        approvals = [a for a in pending if a.requester != user and a.requester_sub != identity.sub]
-    week, month, asked = await _audit_summary(services.redis, user, time.time())
-    recent = await _recent(services, team, user, asked)
-    view = home_view(
-        identity=identity,
-        servers=servers,
-        approvals=approvals,
-        recent=recent,
-        minutes_week=week,
-        minutes_month=month,
-        connect_url=connect_url,
-        viewer=user,
-        notice=notice,
-        connected=connected,
-        usage=usage_line(*await services.usage_book.own(user)),
-    )
-    await services.poster.call("views.publish", user_id=user, view=view)
+class Identities(Protocol):
+    async def identity(self, team: str, user: str) -> Identity | None: ...
+
+
+class Offers(Protocol):
+    async def offer(self, team: str, user: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Home:
+    """Gathers one person's Home from current state and publishes it (views.publish is safe to repeat)."""
+
+    identities: Identities
+    linking: Offers
+    registry: SharedSnapshot
+    approvals: ApprovalStore
+    listings: ListingCache | None
+    slack: Poster
+    turns: TurnStore
+    records: HomeRecords
+    runs: WorkflowRunStore
+    servers: ServerLinking  # `auth: oauth` servers: whether this person connected each
+    bill: UsageBook  # this person's model usage this month
+
+    async def publish(self, team: str, user: str, *, notice: str | None = None) -> None:
+        identity = await self.identities.identity(team, user)
+        # A fresh link each time: offers last 10 minutes, and every opening of the tab publishes again.
+        connect_url = await self.linking.offer(team, user)
+        servers: list[tuple[ServerEntry, str]] = []
+        approvals: list[Approval] = []
+        connected: dict[str, str | None] = {}
+        if identity is not None:
+            try:
+                servers = _visible(await self.registry.view(), identity)
+            except RegistryUnavailable as exc:
+                notice = (notice + "\n" if notice else "") + f":warning: {escape(str(exc))}"
+            servers = await self._with_withheld(servers)
+            shown = [entry for entry, _ in servers[:MAX_SERVERS]]
+            connected = await connections(self.servers, team, user, shown)
+            pending = await self.approvals.pending_for_groups(identity.groups)
+            # Not their own requests, asked from this Slack account or another linked to the same person.
+            approvals = [a for a in pending if a.requester != user and a.requester_sub != identity.sub]
+        week, month, asked = await self.records.saved(user, time.time())
+        view = home_view(
+            identity=identity,
+            servers=servers,
+            approvals=approvals,
+            recent=await self._recent(team, user, asked),
+            minutes_week=week,
+            minutes_month=month,
+            connect_url=connect_url,
+            viewer=user,
+            notice=notice,
+            connected=connected,
+            usage=usage_line(*await self.bill.own(user)),
+        )
+        await self.slack.call("views.publish", user_id=user, view=view)
+
+    async def _with_withheld(self, servers: list[tuple[ServerEntry, str]]) -> list[tuple[ServerEntry, str]]:
+        """Each server's summary with what its last live listing withheld (malformed, poisoned, unfit)."""
+        if self.listings is None or not servers:
+            return servers
+        withheld = await self.listings.withheld([(entry.name, entry.url) for entry, _ in servers])
+        return [(entry, summary + withheld_note(withheld.get(entry.name, {}))) for entry, summary in servers]
+
+    async def _recent(self, team: str, user: str, asked: dict[str, Any]) -> list[Recent]:
+        items: dict[str, tuple[float, str, str, str, str]] = {}  # id -> (time, text, channel, ts, status)
+        for data, at in await self.records.recent(team, user):
+            items[data["id"]] = (at, data["text"], data["channel"], data["thread_ts"], "")
+        for turn_id in sorted(asked, key=asked.__getitem__, reverse=True)[:RECENT_LIMIT]:
+            turn = None if turn_id in items else await self.turns.load(turn_id)
+            if turn is not None:
+                items[turn_id] = (turn.created_at, turn.text, turn.channel, turn.thread_ts, "")
+        for run in await self.runs.recent(team, user, limit=RECENT_LIMIT):
+            what, status = f"workflow {run.workflow}", run.status.replace("_", " ")
+            items[run.id] = (run.created_at, what, run.channel, run.message_ts or "", status)
+        newest = sorted(items.items(), key=lambda kv: kv[1][0], reverse=True)[:RECENT_LIMIT]
+        out: list[Recent] = []
+        for item_id, (_, text, channel, ts, status) in newest:
+            if not status:
+                status = _TURN_STATUS.get((await self.turns.status(item_id)).get("status", ""), "in progress")
+            flat, _ = redact_secrets(
+                " ".join(re.sub(r"<@[A-Z0-9]+>", "", text).split())
+            )  # "@bot do x" → "do x"
+            out.append((flat, await self._permalink(channel, ts), status))
+        return out
+
+    async def _permalink(self, channel: str, ts: str) -> str | None:
+        # A permalink never changes, so each is asked of Slack once and kept as long as the request is shown.
+        if not channel or not ts:
+            return None
+        cached = await self.records.permalink(channel, ts)
+        if cached is not None:
+            return cached
+        link = await self.slack.permalink(channel, ts)
+        if link:
+            await self.records.keep_permalink(channel, ts, link)
+        return link
 
 
 async def remember_request(
     redis: aioredis.Redis, team: str, user: str, turn_id: str, channel: str, thread_ts: str, text: str
 ) -> None:
-    """Note a request for this person's Home (the newest 10 are kept; repeating a turn changes nothing)."""
-    key = f"chatops:recent:{team}:{user}"
-    flat, _ = redact_secrets(" ".join(text.split())[:200])
-    member = json.dumps({"id": turn_id, "channel": channel, "thread_ts": thread_ts, "text": flat})
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.zadd(key, {member: time.time()}, nx=True)
-        pipe.zremrangebyrank(key, 0, -(RECENT_LIMIT + 1))
-        pipe.expire(key, RECENT_TTL_SECONDS)
-        await pipe.execute()
-
-
-def period_starts(now: float) -> tuple[float, float]:
-    """Monday 00:00 UTC of this week and the 1st 00:00 UTC of this month, as epoch seconds."""
-    today = datetime.fromtimestamp(now, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (today - timedelta(days=today.weekday())).timestamp(), today.replace(day=1).timestamp()
+    """Note a request for this person's Home (tests seed the list with it; turns use HomeRecords)."""
+    await HomeRecords(redis).remember(team, user, turn_id, channel, thread_ts, text)
 
 
 def _visible(view: RegistryView, identity: Identity) -> list[tuple[ServerEntry, str]]:
@@ -323,75 +376,3 @@ def _visible(view: RegistryView, identity: Identity) -> list[tuple[ServerEntry, 
         elif channels and view.access(person, entry, channels[0]).allowed:
             found.append((entry, tool_summary(entry, only_in=channels)))
     return found
-
-
-async def _with_withheld(
-    services: Services, servers: list[tuple[ServerEntry, str]]
-) -> list[tuple[ServerEntry, str]]:
-    """Each server's summary with what its last live listing withheld (malformed, poisoned, unfit)."""
-    listings = services.gateway.listings
-    if listings is None or not servers:
-        return servers
-    withheld = await listings.withheld([(entry.name, entry.url) for entry, _ in servers])
-    return [(entry, summary + withheld_note(withheld.get(entry.name, {}))) for entry, summary in servers]
-
-
-async def _audit_summary(redis: aioredis.Redis, user: str, now: float) -> tuple[float, float, dict[str, Any]]:
-    """Minutes saved this week and this month, and when each request this person's records name was seen."""
-    week_start, month_start = period_starts(now)
-    cache_key = f"chatops:home-saved:{user}:{int(week_start)}:{int(month_start)}"
-    cached = await redis.get(cache_key)
-    if cached is not None:
-        week, month, asked = json.loads(cached)
-        return float(week), float(month), dict(asked)
-    week, month, asked = 0.0, 0.0, {}
-    kinds = "tool_call,workflow_run,approval_requested"
-    async for record in export(redis, since=min(week_start, month_start), user=user, kind=kinds):
-        at, request = float(record.get("time") or 0), str(record.get("request_id") or "")
-        if request:
-            asked[request] = max(at, asked.get(request, 0.0))
-        if record.get("kind") != "approval_requested" and record.get("outcome") == "succeeded":
-            minutes = float(record.get("minutes_saved") or 0.0)
-            week += minutes if at >= week_start else 0.0
-            month += minutes if at >= month_start else 0.0
-    await redis.set(cache_key, json.dumps([week, month, asked]), ex=SAVED_CACHE_SECONDS)
-    return week, month, asked
-
-
-async def _recent(services: Services, team: str, user: str, asked: dict[str, Any]) -> list[Recent]:
-    items: dict[str, tuple[float, str, str, str, str]] = {}  # id -> (time, text, channel, ts, status)
-    # redis-py types zrevrange loosely: with scores it is (member, score) pairs.
-    key = f"chatops:recent:{team}:{user}"
-    rows = cast(list[tuple[bytes, float]], await services.redis.zrevrange(key, 0, -1, withscores=True))
-    for raw, at in rows:
-        data = json.loads(raw)
-        items[data["id"]] = (at, data["text"], data["channel"], data["thread_ts"], "")
-    for turn_id in sorted(asked, key=asked.__getitem__, reverse=True)[:RECENT_LIMIT]:
-        turn = None if turn_id in items else await services.store.load(turn_id)
-        if turn is not None:
-            items[turn_id] = (turn.created_at, turn.text, turn.channel, turn.thread_ts, "")
-    for run in await WorkflowRunStore(services.redis).recent(team, user, limit=RECENT_LIMIT):
-        what, status = f"workflow {run.workflow}", run.status.replace("_", " ")
-        items[run.id] = (run.created_at, what, run.channel, run.message_ts or "", status)
-    newest = sorted(items.items(), key=lambda kv: kv[1][0], reverse=True)[:RECENT_LIMIT]
-    out: list[Recent] = []
-    for item_id, (_, text, channel, ts, status) in newest:
-        if not status:
-            status = _TURN_STATUS.get((await services.store.status(item_id)).get("status", ""), "in progress")
-        flat, _ = redact_secrets(" ".join(re.sub(r"<@[A-Z0-9]+>", "", text).split()))  # "@bot do x" → "do x"
-        out.append((flat, await _permalink(services, channel, ts), status))
-    return out
-
-
-async def _permalink(services: Services, channel: str, ts: str) -> str | None:
-    # A permalink never changes, so each is asked of Slack once and kept as long as the request is shown.
-    if not channel or not ts:
-        return None
-    key = f"chatops:permalink:{channel}:{ts}"
-    cached = await services.redis.get(key)
-    if cached is not None:
-        return cached.decode() if isinstance(cached, bytes) else str(cached)
-    link = await services.poster.permalink(channel, ts)
-    if link:
-        await services.redis.set(key, link, ex=RECENT_TTL_SECONDS)
-    return link

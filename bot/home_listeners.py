@@ -15,25 +15,27 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvals.audit import AuditRecord
+from approvals.audit import Audit, link_record
 from bot import cards
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_text import progress_text
-from bot.home import HOME_DISCONNECT_ACTION_ID, publish_home
+from bot.home import HOME_DISCONNECT_ACTION_ID, Home
 from bot.home_servers import HOME_SERVER_DISCONNECT_PREFIX
+from bot.identity import BotIdentity
 from bot.mrkdwn import escape
 from bot.poster import PostError
-from bot.services import BotIdentity, Services
-from mcp_clients.tokens import Revocation
-from registry_cache.snapshot import RegistryUnavailable
+from flows.server_linking import ServerLinking
+from mcp_clients.tokens import Revocation, TokenBroker
+from registry_cache.snapshot import RegistryUnavailable, SharedSnapshot
 
-__all__ = ["register_home"]
+__all__ = ["Accounts", "register_home"]
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +84,22 @@ async def _on_home(body: dict[str, Any]) -> bool:
     return (body.get("view") or {}).get("type") == "home"
 
 
-def register_home(app: AsyncApp, services: Services, clicks: ApprovalClicks, bot: BotIdentity) -> None:
+@dataclass(frozen=True)
+class Accounts:
+    """What Disconnect acts on: the person's link, the servers they connected themselves, the audit."""
+
+    broker: TokenBroker
+    servers: ServerLinking
+    registry: SharedSnapshot
+    audit: Audit
+
+
+def register_home(
+    app: AsyncApp, home: Home, accounts: Accounts, clicks: ApprovalClicks, bot: BotIdentity
+) -> None:
     async def refresh(team: str, user: str, notice: str | None = None) -> None:
         try:
-            await publish_home(services, team, user, notice=notice)
+            await home.publish(team, user, notice=notice)
         except (PostError, RedisError) as exc:
             # Nothing to tell the person through: the tab keeps its last version until the next opening.
             log.warning(
@@ -98,29 +112,11 @@ def register_home(app: AsyncApp, services: Services, clicks: ApprovalClicks, bot
 
     async def disconnect(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)
-        identity = await services.broker.identity(team, user)
-        revocation = await services.broker.disconnect(team, user)
-        try:  # and every server they connected themselves: "I will forget your tokens" means all of them
-            entries = (await services.snapshot.view()).entries
-        except RegistryUnavailable:
-            entries = ()  # forgotten all the same, just not revoked at their servers
-        await services.server_linking.disconnect_all(team, user, entries)
-        if identity is not None:
-            await services.audit.record(
-                AuditRecord(
-                    kind="account_unlink",
-                    outcome="succeeded",
-                    team=team,
-                    user=user,
-                    sub=identity.sub,
-                    detail=f"disconnected from App Home; {DISCONNECT_DETAIL[revocation]}",
-                )
-            )
-        await refresh(team, user, DISCONNECT_NOTICE[revocation])
+        await refresh(team, user, await _disconnect(accounts, team, user))
 
     async def disconnect_server(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)
-        await refresh(team, user, await _disconnect_server(services, team, user, _clicked(body)))
+        await refresh(team, user, await _disconnect_server(accounts, team, user, _clicked(body)))
 
     async def approve(body: dict[str, Any]) -> None:
         team, user = _who(body, bot)
@@ -151,20 +147,37 @@ def register_home(app: AsyncApp, services: Services, clicks: ApprovalClicks, bot
     app.action(cards.REJECT_ACTION_ID, matchers=[_on_home])(ack=_ack, lazy=[open_reject])
 
 
-async def _disconnect_server(services: Services, team: str, user: str, server: str) -> str:
+async def _disconnect(accounts: Accounts, team: str, user: str) -> str:
+    """Forget this person's tokens (and revoke them at the provider); the tab's notice."""
+    identity = await accounts.broker.identity(team, user)
+    revocation = await accounts.broker.disconnect(team, user)
+    try:  # and every server they connected themselves: "I will forget your tokens" means all of them
+        entries = (await accounts.registry.view()).entries
+    except RegistryUnavailable:
+        entries = ()  # forgotten all the same, just not revoked at their servers
+    await accounts.servers.disconnect_all(team, user, entries)
+    if identity is not None:
+        detail = f"disconnected from App Home; {DISCONNECT_DETAIL[revocation]}"
+        await accounts.audit.record(
+            link_record("account_unlink", "succeeded", team=team, user=user, sub=identity.sub, detail=detail)
+        )
+    return DISCONNECT_NOTICE[revocation]
+
+
+async def _disconnect_server(accounts: Accounts, team: str, user: str, server: str) -> str:
     """Forget this person's tokens for one `auth: oauth` server and revoke them there; the tab's notice."""
     try:
-        entry = (await services.snapshot.view()).server(server)
+        entry = (await accounts.registry.view()).server(server)
     except RegistryUnavailable as exc:
         return f":warning: {escape(str(exc))}. Nothing was disconnected; try again shortly."
     if entry is None or entry.governance.auth != "oauth":
         return NOT_OFFERED
-    revocation = await services.server_linking.disconnect(team, user, entry)
-    identity = await services.broker.identity(team, user)
-    await services.audit.record(
-        AuditRecord(
-            kind="server_disconnect",
-            outcome="succeeded",
+    revocation = await accounts.servers.disconnect(team, user, entry)
+    identity = await accounts.broker.identity(team, user)
+    await accounts.audit.record(
+        link_record(
+            "server_disconnect",
+            "succeeded",
             team=team,
             user=user,
             sub=identity.sub if identity is not None else "",

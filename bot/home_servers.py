@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bot.server_linking import ServerLinking
+from flows.server_linking import ServerLinking
 from registry_cache.model import ServerEntry
 
 __all__ = [

@@ -18,9 +18,9 @@ from slack_bolt.response import BoltResponse
 
 from approvals.turns import TurnStore
 from bot.events import Ignored, Incoming, parse_event
+from bot.identity import BotIdentity
 from bot.metrics import Metrics
 from bot.queues import Queues
-from bot.services import BotIdentity
 
 __all__ = ["Ingress"]
 

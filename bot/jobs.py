@@ -1,4 +1,12 @@
-"""RQ job entry points (ids in, nothing else); the turn itself runs in flows.turn.
+"""RQ job entry points (ids in, nothing else); the work itself is in the flows that bot.wiring builds.
+
+A job finds the process's settings through RQ's public API: the workers run jobs of a `WiredJob` class
+(RQ's `job_class` parameter) that carries them, and `get_current_job()` returns that job. Each job then
+opens its own wiring on its own event loop (RQ gives each async job of a forking worker a fresh one).
+
+Turns are not RQ jobs (bot.turn_pool, approvals.turn_queue): their consumer is handed a handler bound to
+the settings it was built with (`turn_runner`, or `resident_turns` for the pool, whose one wiring stays open
+and warm from one turn to the next). No module state.
 
 This module imports the whole stack at the top on purpose: `chatops worker` imports it before forking, so
 each work-horse starts with anthropic, mcp and slack_sdk already loaded (api-facts §4.3: ~10 ms per job
@@ -7,191 +15,115 @@ instead of ~1.5 s).
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import ClassVar
 
-from agent.loop import Limits
-from approvals.questions import QuestionStore
-from approvals.stops import TurnStops
-from approvals.tallies import Tallies
-from bot.approval_wiring import approval_service
-from bot.events import MAX_INPUT_CHARS
-from bot.question_card import SlackQuestionCards
-from bot.queues import Queues
-from bot.redis_clients import sync_client
-from bot.services import BotIdentity, Services, open_services  # also loads anthropic before forking
+from rq.job import Job, get_current_job
+
+from bot.identity import BotIdentity
 from bot.settings import Settings
-from bot.turn_output import SlackTurnOutput
-from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
-from flows.access import ToolAccess
-from flows.admission import Admission
-from flows.answer import TurnAnswer
-from flows.recovery import TurnRecovery
-from flows.server_questions import ServerQuestions
-from flows.tool_audit import TurnAudit
-from flows.turn import TurnFlow  # also the import that loads agent and mcp before forking
+from bot.wiring import Wiring, open_wiring  # also loads anthropic, agent and mcp before forking
 
 __all__ = [
-    "close_resident",
-    "configure",
+    "TurnHandler",
+    "WiredJob",
     "execute_approved",
     "expire_approval",
-    "open_resident",
+    "resident_turns",
     "resume_workflow",
-    "run_turn",
     "run_workflow",
     "sweep",
+    "turn_runner",
+    "wired_job_class",
 ]
 
-_config: tuple[Settings, BotIdentity] | None = None
+
+class WiredJob(Job):
+    """RQ's job as it is, plus the settings of the worker that runs it (nothing of RQ's is overridden)."""
+
+    settings: ClassVar[Settings | None] = None
+    bot: ClassVar[BotIdentity | None] = None
 
 
-def configure(settings: Settings, bot: BotIdentity) -> None:
-    """Called once by the worker entry (before forking) and by in-process test workers."""
-    global _config
-    _config = (settings, bot)
+def wired_job_class(settings: Settings, bot: BotIdentity) -> type[WiredJob]:
+    """The job class to hand a worker (`Worker(..., job_class=...)`) so its jobs know this process."""
+    return type("WiredJob", (WiredJob,), {"settings": settings, "bot": bot})
 
 
-def _configured() -> tuple[Settings, BotIdentity]:
-    if _config is None:
-        raise RuntimeError("bot.jobs.configure() was not called in this worker")
-    return _config
+TurnHandler = Callable[[str, str], Awaitable[str]]
 
 
-@dataclass
-class _Resident:
-    loop: asyncio.AbstractEventLoop
-    services: Services
-    queues: Queues
-    stack: AsyncExitStack
+def turn_runner(settings: Settings, bot: BotIdentity) -> TurnHandler:
+    """The turn consumer's handler where turns are few (a drain, `--burst`, `--simple`'s thread, the tests):
+    each turn opens its own wiring on the loop it runs on."""
 
+    async def run_turn(turn_id: str, attempt: str = "first") -> str:
+        async with open_wiring(settings, bot) as wiring:
+            return await wiring.turn_flow().run(turn_id, attempt)
 
-_resident: _Resident | None = None
-
-
-async def open_resident() -> None:
-    """Services shared by every job that runs on this loop (the turn pool's): connection pools to Redis,
-    the model, Slack and the registry stay open and warm from one turn to the next."""
-    global _resident
-    settings, bot = _configured()
-    stack = AsyncExitStack()
-    svc = await stack.enter_async_context(open_services(settings, bot.team))
-    queues = Queues(sync_client(str(settings.redis_url)))
-    stack.callback(queues.connection.close)
-    _ = svc.model  # its client built now, not by the first turn
-    _resident = _Resident(asyncio.get_running_loop(), svc, queues, stack)
-
-
-async def close_resident() -> None:
-    global _resident
-    resident, _resident = _resident, None
-    if resident is not None:
-        await resident.stack.aclose()
+    return run_turn
 
 
 @asynccontextmanager
-async def _job() -> AsyncIterator[tuple[Services, Queues, BotIdentity]]:
-    """What every job needs: the resident services when the job runs on their loop (the turn pool), else
-    built inside the job's own event loop (RQ gives each async job of a forking worker a fresh one)."""
-    settings, bot = _configured()
-    resident = _resident
-    if resident is not None and resident.loop is asyncio.get_running_loop():
-        try:
-            yield resident.services, resident.queues, bot
-        finally:
-            await resident.services.metrics.flush()  # a finished job's counters are in Redis, as below
-        return
-    async with open_services(settings, bot.team) as svc:
-        queues = Queues(sync_client(str(settings.redis_url)))
-        try:
-            yield svc, queues, bot
-        finally:
-            queues.connection.close()
+async def resident_turns(settings: Settings, bot: BotIdentity) -> AsyncIterator[TurnHandler]:
+    """The turn pool's handler: one wiring shared by every turn on the pool's loop, so connection pools to
+    Redis, the model, Slack and the registry stay open and warm from one turn to the next."""
+    async with open_wiring(settings, bot) as wiring:
+        _ = wiring.model  # its client built now, not by the first turn
+
+        async def run_turn(turn_id: str, attempt: str = "first") -> str:
+            try:
+                return await wiring.turn_flow().run(turn_id, attempt)
+            finally:
+                await wiring.metrics.flush()  # a finished turn's counters are in Redis, as a job's are
+
+        yield run_turn
 
 
-def turn_flow(svc: Services, queues: Queues, bot: BotIdentity) -> TurnFlow:
-    settings, approvals, tallies = svc.settings, approval_service(svc, queues), Tallies(svc.redis)
-    answer = TurnAnswer(
-        svc.store,
-        SlackTurnOutput(svc.poster, svc.redis, streaming=settings.streaming),
-        ToolAccess(svc.broker, svc.linking, svc.gateway, svc.server_linking),
-        approvals,
-        approvals,
-        model=svc.model,
-        admission=Admission(tallies, per_minute=settings.user_turns_per_minute, max_chars=MAX_INPUT_CHARS),
-        audit=TurnAudit(svc.audit, tallies),
-        stops=TurnStops(svc.redis),
-        bill=svc.usage_book,
-        questions=ServerQuestions(
-            QuestionStore(svc.redis),
-            SlackQuestionCards(svc.poster),
-            timeout=float(settings.elicitation_timeout_seconds),
-        ),
-        limits=Limits(
-            max_steps=settings.max_steps,
-            max_seconds=float(settings.max_turn_seconds),
-            max_output_tokens=settings.max_output_tokens,
-            tool_output_max_chars=settings.tool_output_max_chars,
-            budget_tokens=settings.context_budget_tokens,
-            tool_search=settings.tool_search,
-            tool_search_threshold=settings.tool_search_threshold,
-        ),
-    )
-    return TurnFlow(svc.store, answer, queues, svc.metrics, lease_seconds=float(settings.turn_lease_seconds))
-
-
-async def run_turn(turn_id: str, attempt: str = "first") -> str:
-    """Answer one request. `attempt` separates re-runs that are legitimate (after linking, after waiting
-    for the thread) from duplicates of the same delivery, which stop at the claim."""
-    async with _job() as (svc, queues, bot):
-        return await turn_flow(svc, queues, bot).run(turn_id, attempt)
+@asynccontextmanager
+async def _wiring() -> AsyncIterator[Wiring]:
+    """The wiring of this RQ job, opened on the job's own loop from the settings its job class carries."""
+    job = get_current_job()
+    if not (isinstance(job, WiredJob) and job.settings is not None and job.bot is not None):
+        raise RuntimeError("run by a worker without wired_job_class(): this job does not know its settings")
+    async with open_wiring(job.settings, job.bot) as wiring:
+        yield wiring
 
 
 async def execute_approved(approval_id: str) -> str:
     """Run one approved action (actions queue). Safe to enqueue twice: only APPROVED → RUNNING proceeds."""
-    async with _job() as (svc, queues, _):
-        return await approval_service(svc, queues).execute(approval_id)
+    async with _wiring() as wiring:
+        return await wiring.approval_service().execute(approval_id)
 
 
 async def expire_approval(approval_id: str) -> bool:
-    async with _job() as (svc, queues, _):
-        return await approval_service(svc, queues).expire(approval_id)
+    async with _wiring() as wiring:
+        return await wiring.approval_service().expire(approval_id)
 
 
 async def sweep() -> dict[str, int]:
     """Expire overdue approvals, report actions and workflow runs whose worker died, re-render failed card
     updates, take over turns whose worker died; then schedule the next sweep (one chain for the whole
     deployment)."""
-    async with _job() as (svc, queues, bot):
+    async with _wiring() as wiring:
         try:
             now = time.time()
-            counts = await approval_service(svc, queues).sweep()
-            counts |= await TurnRecovery(svc.store, SlackTurnOutput(svc.poster, svc.redis), queues).sweep(now)
-            return counts | {"workflows_lost": await workflow_flow(svc, queues, bot).lost(now)}
+            counts = await wiring.approval_service().sweep()
+            counts |= await wiring.recovery().sweep(now)
+            return counts | {"workflows_lost": await wiring.workflow_flow().lost(now)}
         finally:
-            queues.connection.delete("chatops:sweep-scheduled")
-            queues.schedule_sweep()
-
-
-_catalogs: dict[str, WorkflowCatalog] = {}
-
-
-def workflow_flow(svc: Services, queues: Queues, bot: BotIdentity) -> WorkflowFlow:
-    folder = svc.settings.workflows_dir
-    catalog = _catalogs.setdefault(folder, WorkflowCatalog(folder))
-    return WorkflowFlow(svc, queues, bot, catalog)
+            wiring.next_sweep()
 
 
 async def run_workflow(run_id: str) -> str:
     """Start (or continue) a workflow run (workflows queue)."""
-    async with _job() as (svc, queues, bot):
-        return await workflow_flow(svc, queues, bot).execute(run_id)
+    async with _wiring() as wiring:
+        return await wiring.workflow_flow().execute(run_id)
 
 
 async def resume_workflow(run_id: str, approval_id: str) -> str:
     """Continue a run after people decided on (and the worker ran) its waiting step."""
-    async with _job() as (svc, queues, bot):
-        return await workflow_flow(svc, queues, bot).execute(run_id, approval_id=approval_id)
+    async with _wiring() as wiring:
+        return await wiring.workflow_flow().execute(run_id, approval_id=approval_id)

@@ -3,7 +3,7 @@ with OAUTH_MATCH_EMAIL=false, POST /oauth/confirm.
 
 `/oauth/start` puts a fresh random secret in a cookie (HttpOnly, SameSite=Lax so that the provider's
 top-level redirect back still carries it, Secure when PUBLIC_URL is https, Path=/oauth, gone in minutes);
-bot.linking keeps only its fingerprint in the `state`. Every refusal that may be someone else's sign-in
+flows.linking keeps only its fingerprint in the `state`. Every refusal that may be someone else's sign-in
 (`LinkDenied`) is audited as account_link / denied. Linking pages are never cached, framed (the confirm
 button would be a clickjacking target) or referred onwards (the callback's query holds the code).
 """
@@ -18,11 +18,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from approvals.audit import AuditRecord
-from bot.link_confirm import CONFIRM_TTL_SECONDS, new_browser_secret
-from bot.linking import STATE_TTL_SECONDS, Confirmation, LinkDenied, LinkFailed, LinkResult
+from approvals.audit import Audit, link_record
 from bot.pages import confirm_page, page
-from bot.services import Services
+from flows.link_confirm import CONFIRM_TTL_SECONDS, new_browser_secret
+from flows.linking import STATE_TTL_SECONDS, Confirmation, LinkDenied, LinkFailed, Linking, LinkResult
 
 __all__ = ["BROWSER_COOKIE", "PAGE_HEADERS", "LinkRoutes", "html_response", "set_browser_cookie"]
 
@@ -42,8 +41,9 @@ PAGE_HEADERS = {
 
 
 class LinkRoutes:
-    def __init__(self, services: Callable[[], Services], public_url: str) -> None:
-        self._services = services
+    def __init__(self, ports: Callable[[], tuple[Linking, Audit]], public_url: str) -> None:
+        # Called per request: the web app's linking and audit exist once its lifespan has started.
+        self._ports = ports
         self._public_url = public_url.rstrip("/")
         self._secure = self._public_url.startswith("https://")
         # Behind a path prefix (PUBLIC_URL=https://host/chatops) the browser sees /chatops/oauth/...
@@ -59,7 +59,7 @@ class LinkRoutes:
     async def start(self, request: Request) -> Response:
         secret = new_browser_secret()
         try:
-            url = await self._services().linking.start(request.path_params["offer"], browser=secret)
+            url = await self._ports()[0].start(request.path_params["offer"], browser=secret)
         except LinkFailed as exc:
             return html_response(page("This link cannot be used", str(exc), ok=False), 400)
         response = RedirectResponse(url, status_code=302)
@@ -70,7 +70,7 @@ class LinkRoutes:
         q = request.query_params
         browser = request.cookies.get(BROWSER_COOKIE)
         try:
-            outcome = await self._services().linking.finish(
+            outcome = await self._ports()[0].finish(
                 state=q.get("state"),
                 code=q.get("code"),
                 iss=q.get("iss"),
@@ -95,7 +95,7 @@ class LinkRoutes:
     async def confirm(self, request: Request) -> Response:
         form = await _form(request)
         try:
-            result = await self._services().linking.confirm(
+            result = await self._ports()[0].confirm(
                 pending=form.get("pending", ""),
                 csrf=form.get("csrf"),
                 browser=request.cookies.get(BROWSER_COOKIE),
@@ -116,15 +116,10 @@ class LinkRoutes:
     async def _refused(self, exc: LinkFailed) -> Response:
         if isinstance(exc, LinkDenied):
             log.warning("account link refused for %s: %s", exc.user or "unknown user", exc.reason)
-            record = AuditRecord(
-                kind="account_link",
-                outcome="denied",
-                team=exc.team,
-                user=exc.user,
-                sub=exc.sub,
-                detail=exc.reason,
+            record = link_record(
+                "account_link", "denied", team=exc.team, user=exc.user, sub=exc.sub, detail=exc.reason
             )
-            await self._services().audit.record(record)
+            await self._ports()[1].record(record)
         return html_response(page("Your account was not connected", str(exc), ok=False), 400)
 
     def _set_cookie(self, response: Response, secret: str, max_age: int) -> None:

@@ -6,38 +6,64 @@ waits on Redis, the identity provider or Slack (SPEC §10: acked within 3 second
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
+from approvals.audit import Audit
+from approvals.feedback import Feedback
 from approvals.questions import QuestionStore
+from approvals.stops import TurnStops
+from approvals.turns import TurnStore
+from bot.approval_clicks import ApprovalClicks
 from bot.approval_listeners import register_approvals
-from bot.approval_wiring import approval_clicks
 from bot.blocks import FEEDBACK_ACTION_ID, parse_feedback_value
-from bot.home_listeners import register_home
+from bot.home import Home
+from bot.home_listeners import Accounts, register_home
+from bot.identity import BotIdentity
 from bot.oncall_listeners import register_oncall
+from bot.poster import Poster
 from bot.question_listeners import register_questions
-from bot.queues import Queues
-from bot.services import BotIdentity, Services
 from bot.stop_listeners import register_stop
-from bot.workflow_flow import WorkflowCatalog, WorkflowFlow
+from flows.linking import Linking
+from flows.workflow_requests import WorkflowRequests
+from mcp_clients.tokens import TokenBroker
 
-__all__ = ["register"]
+__all__ = ["Listeners", "register"]
 
 
 async def _ack(ack: AsyncAck) -> None:
     await ack()
 
 
-def register(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity) -> None:
-    clicks = approval_clicks(services, queues)
+@dataclass(frozen=True)
+class Listeners:
+    """What the listeners act through, built once by the web app's wiring (bot.wiring)."""
+
+    bot: BotIdentity
+    poster: Poster
+    clicks: ApprovalClicks
+    home: Home
+    accounts: Accounts
+    workflows: WorkflowRequests
+    broker: TokenBroker
+    linking: Linking
+    audit: Audit
+    feedback: Feedback
+    questions: QuestionStore
+    stops: TurnStops  # Stop clicks on running turns (bot.stop_listeners)
+    turns: TurnStore
+
+
+def register(app: AsyncApp, parts: Listeners) -> None:
+    clicks, bot = parts.clicks, parts.bot
     # First: its Home-only Approve/Reject listeners must match before the cards' (Bolt runs the first match).
-    register_home(app, services, clicks, bot)
-    register_approvals(app, clicks, services.poster)
-    catalog = WorkflowCatalog(services.settings.workflows_dir)
-    register_oncall(app, WorkflowFlow(services, queues, bot, catalog))
-    register_stop(app, services)
-    register_questions(app, QuestionStore(services.redis), services.poster)
+    register_home(app, parts.home, parts.accounts, clicks, bot)
+    register_approvals(app, clicks, parts.poster)
+    register_oncall(app, parts.workflows, parts.broker, parts.linking, bot)
+    register_questions(app, parts.questions, parts.poster)
+    register_stop(app, parts.stops, parts.turns, parts.poster)
 
     @app.action("connect_account")
     @app.action("reconnect_account")
@@ -49,7 +75,7 @@ def register(app: AsyncApp, services: Services, queues: Queues, bot: BotIdentity
         parsed = parse_feedback_value(str(action.get("value") or ""))
         if parsed is not None:
             vote, turn_id = parsed
-            await services.redis.hset(f"chatops:feedback:{turn_id}", str(body["user"]["id"]), vote)
+            await parts.feedback.vote(turn_id, str(body["user"]["id"]), vote)
 
     app.action(FEEDBACK_ACTION_ID)(ack=_ack, lazy=[feedback])
 

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.exceptions import RedisError
+from redis.utils import str_if_bytes
 
 from agent.usage import Price, Usage, dollars
 from approvals import turn_queue
@@ -292,7 +293,7 @@ def _queue_commands(pipe: Any) -> None:
 def _snapshot(results: list[Any]) -> Snapshot:
     stored = [f for f in FAMILIES.values() if f.kind != "gauge"]
     hashes = {
-        f.name: {_text(k): float(v) for k, v in (raw or {}).items()}
+        f.name: {str_if_bytes(k): float(v) for k, v in (raw or {}).items()}
         for f, raw in zip(stored, results, strict=False)
     }
     rest = results[len(stored) :]
@@ -367,10 +368,6 @@ def _label_values(f: Family, field: str) -> list[str] | None:
     except ValueError:
         return None  # not written by us; one stray field must not break the scrape
     return [str(data.get(name, "")) for name in f.labels] if isinstance(data, dict) else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisCollector:

@@ -181,7 +181,7 @@ def params_modal(
 
 
 def _input(param: Param, given: str | None) -> InputBlock:
-    start = given if given is not None else ("" if param.default is None else _text(param.default))
+    start = given if given is not None else ("" if param.default is None else _param_text(param.default))
     element: InputInteractiveElement
     if param.type == "boolean":
         yes = Option(value="true", text="Yes")
@@ -190,7 +190,7 @@ def _input(param: Param, given: str | None) -> InputBlock:
             action_id=VALUE_ACTION_ID, options=[yes], initial_options=[yes] if checked else None
         )
     elif param.choices:
-        options = [Option(value=_text(c)[:150], text=_text(c)[:75]) for c in param.choices]
+        options = [Option(value=_param_text(c)[:150], text=_param_text(c)[:75]) for c in param.choices]
         chosen = next((o for o in options if o.value == start.strip()), None)
         element = StaticSelectElement(action_id=VALUE_ACTION_ID, options=options, initial_option=chosen)
     elif param.type in ("integer", "number"):
@@ -245,7 +245,7 @@ def _is_number(text: str, decimal: bool) -> bool:
     return bool(re.fullmatch(pattern, text))
 
 
-def _text(value: Any) -> str:
+def _param_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+from redis.utils import str_if_bytes
 
 from bot.settings import ConfigError
 
-__all__ = ["UnsafeRedis", "arequire_safe_redis", "judge", "require_safe_redis", "warn_few_replicas"]
+__all__ = ["UnsafeRedis", "judge", "require_safe_redis", "warn_few_replicas"]
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +56,22 @@ def judge(config: Mapping[str, str]) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
-def _text(raw: Mapping[Any, Any]) -> dict[str, str]:
-    def s(v: object) -> str:
-        return v.decode() if isinstance(v, bytes) else str(v)
-
-    return {s(k): s(v) for k, v in raw.items()}
+def _strings(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {str_if_bytes(k): str_if_bytes(v) for k, v in raw.items()}
 
 
-def _decide(config: Mapping[str, str]) -> list[str]:
+def _decide(config: Mapping[str, str], *, log_warnings: bool = True) -> list[str]:
     problems, warnings = judge(config)
     if problems:
         raise UnsafeRedis("; ".join(problems))
-    for warning in warnings:
+    for warning in warnings if log_warnings else ():
         log.warning(warning)
     return warnings
 
 
-def require_safe_redis(connection: redis.Redis) -> list[str]:
-    """Raise `UnsafeRedis` for an evicting Redis; log and return the warnings otherwise."""
+def require_safe_redis(connection: redis.Redis, *, log_warnings: bool = True) -> list[str]:
+    """Raise `UnsafeRedis` for an evicting Redis; return the warnings otherwise (logged unless the caller
+    checks again later and logs them then: each warning once per start)."""
     try:
         config = {
             **connection.config_get("maxmemory-policy"),
@@ -81,23 +79,10 @@ def require_safe_redis(connection: redis.Redis) -> list[str]:
             **connection.config_get("save"),
         }
     except ResponseError:
-        log.warning(UNREADABLE)
+        if log_warnings:
+            log.warning(UNREADABLE)
         return [UNREADABLE]
-    return _decide(_text(config))
-
-
-async def arequire_safe_redis(connection: aioredis.Redis) -> list[str]:
-    """The same, for the web process's async client (call it in the lifespan, before serving)."""
-    try:
-        config = {
-            **(await connection.config_get("maxmemory-policy")),
-            **(await connection.config_get("appendonly")),
-            **(await connection.config_get("save")),
-        }
-    except ResponseError:
-        log.warning(UNREADABLE)
-        return [UNREADABLE]
-    return _decide(_text(config))
+    return _decide(_strings(config), log_warnings=log_warnings)
 
 
 def warn_few_replicas(connection: redis.Redis, wanted: int) -> str | None:

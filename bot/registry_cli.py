@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from redis.utils import str_if_bytes
+
 from bot.redis_clients import async_client
 from bot.settings import Settings
 from mcp_clients.egress import outbound_client
@@ -19,10 +21,6 @@ from registry_cache.view import NOBODY_MAY_APPROVE, Person, RegistryView
 __all__ = ["show_registry"]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def _person(settings: Settings, as_who: str) -> Person:
     if "@" not in as_who:
         return Person("(groups)", "", frozenset(g.strip() for g in as_who.split(",") if g.strip()))
@@ -31,7 +29,7 @@ async def _person(settings: Settings, as_who: str) -> Person:
         try:
             async for key in redis.scan_iter(match="chatops:link:*", count=500):
                 raw = await redis.hgetall(key)
-                data = {_text(k): _text(v) for k, v in raw.items()}
+                data = {str_if_bytes(k): str_if_bytes(v) for k, v in raw.items()}
                 if data.get("email", "").lower() == as_who.lower():
                     return Person(data["sub"], as_who, frozenset(json.loads(data["groups"])))
         finally:

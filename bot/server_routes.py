@@ -19,12 +19,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from approvals.audit import AuditRecord
-from bot.link_confirm import new_browser_secret
+from approvals.audit import Audit, link_record
 from bot.link_routes import PAGE_HEADERS, html_response, set_browser_cookie
 from bot.pages import page
-from bot.server_linking import ServerConnected, StartFailed
-from bot.services import Services
+from flows.link_confirm import new_browser_secret
+from flows.server_linking import ServerConnected, ServerLinking, StartFailed
 from mcp_clients.server_oauth import STATE_TTL_SECONDS
 from mcp_clients.server_oauth_clients import CALLBACK_PATH, CLIENT_METADATA_PATH, client_metadata_document
 from mcp_clients.server_oauth_errors import ConnectFailed
@@ -38,8 +37,11 @@ OnConnected = Callable[[ServerConnected], Awaitable[None]]
 
 
 class ServerRoutes:
-    def __init__(self, services: Callable[[], Services], public_url: str, on_connected: OnConnected) -> None:
-        self._services = services
+    def __init__(
+        self, ports: Callable[[], tuple[ServerLinking, Audit]], public_url: str, on_connected: OnConnected
+    ) -> None:
+        # Called per request: the web app's server linking and audit exist once its lifespan has started.
+        self._ports = ports
         self._public_url = public_url.rstrip("/")
         self._secure = self._public_url.startswith("https://")
         self._cookie_path = urlsplit(self._public_url).path.rstrip("/") + "/oauth"
@@ -60,7 +62,7 @@ class ServerRoutes:
     async def start(self, request: Request) -> Response:
         secret = new_browser_secret()
         try:
-            url = await self._services().server_linking.start(request.path_params["offer"], browser=secret)
+            url = await self._ports()[0].start(request.path_params["offer"], browser=secret)
         except StartFailed as exc:
             return html_response(page("This link cannot be used", str(exc), ok=False), 400)
         response = RedirectResponse(url, status_code=302, headers=PAGE_HEADERS)
@@ -76,9 +78,9 @@ class ServerRoutes:
 
     async def callback(self, request: Request) -> Response:
         q = request.query_params
-        services = self._services()
+        linking, audit = self._ports()
         try:
-            done = await services.server_linking.finish(
+            done = await linking.finish(
                 state=q.get("state"),
                 code=q.get("code"),
                 iss=q.get("iss"),
@@ -87,21 +89,16 @@ class ServerRoutes:
             )
         except ConnectFailed as exc:
             log.warning("server connection refused for %s: %s", exc.user or "unknown user", exc.reason)
-            record = AuditRecord(
-                kind="server_connect",
-                outcome="denied",
-                team=exc.team,
-                user=exc.user,
-                server=exc.server,
-                detail=exc.reason,
+            record = link_record(
+                "server_connect", "denied", team=exc.team, user=exc.user, server=exc.server, detail=exc.reason
             )
-            await services.audit.record(record)
+            await audit.record(record)
             return html_response(page("Nothing was connected", str(exc), ok=False), 400)
         connected = done.connected
-        await services.audit.record(
-            AuditRecord(
-                kind="server_connect",
-                outcome="succeeded",
+        await audit.record(
+            link_record(
+                "server_connect",
+                "succeeded",
                 team=connected.team,
                 user=connected.user,
                 server=connected.server,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import re
 from functools import cached_property
 from pathlib import Path
@@ -22,22 +21,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent.usage import DEFAULT_PRICES, Price, parse_prices
 from approvals.replication import Replication
+from bot.config_errors import ConfigError, ConfigErrors, raise_all
+from bot.config_errors import malformed as malformed_settings
 from bot.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
 from mcp_clients.claims import valid_claim_path
 from mcp_clients.oauth_client_auth import PrivateKey, load_private_key
 
-__all__ = ["DEFAULT_MODEL", "ConfigError", "Role", "Settings", "load_settings"]
+__all__ = ["DEFAULT_MODEL", "ConfigError", "ConfigErrors", "Role", "Settings", "load_settings"]
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-
-
-class ConfigError(Exception):
-    """A setting is missing or malformed. `str()` is the one line shown to the operator."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
 
 
 class Role(enum.Enum):
@@ -306,28 +299,38 @@ class Settings(BaseSettings):
         given = self.oauth_client_private_key or self.oauth_client_private_key_file
         return load_private_key(given.get_secret_value()) if given is not None else None
 
-    def _check_client_auth(self) -> None:
+    def _client_auth_problems(self) -> list[ConfigError]:
         """The client authentication settings agree with each other (any role: all of them talk to it)."""
+        problems = []
         if self.oauth_client_private_key is not None and self.oauth_client_private_key_file is not None:
-            raise ConfigError(
-                "OAUTH_CLIENT_PRIVATE_KEY_FILE", "set either it or OAUTH_CLIENT_PRIVATE_KEY, not both"
+            problems.append(
+                ConfigError(
+                    "OAUTH_CLIENT_PRIVATE_KEY_FILE", "set either it or OAUTH_CLIENT_PRIVATE_KEY, not both"
+                )
             )
         method = self.oauth_token_auth_method
         if self.oauth_client_key_id is not None and self.oauth_private_key is None:
-            raise ConfigError(
-                "OAUTH_CLIENT_KEY_ID", "names the key of OAUTH_CLIENT_PRIVATE_KEY, which is not set"
+            problems.append(
+                ConfigError(
+                    "OAUTH_CLIENT_KEY_ID", "names the key of OAUTH_CLIENT_PRIVATE_KEY, which is not set"
+                )
             )
         if method == "private_key_jwt" and self.oauth_private_key is None:
-            raise ConfigError(
-                "OAUTH_CLIENT_PRIVATE_KEY",
-                "is required for OAUTH_TOKEN_AUTH_METHOD=private_key_jwt (or its _FILE)",
+            problems.append(
+                ConfigError(
+                    "OAUTH_CLIENT_PRIVATE_KEY",
+                    "is required for OAUTH_TOKEN_AUTH_METHOD=private_key_jwt (or its _FILE)",
+                )
             )
         if method in ("client_secret_basic", "client_secret_post") and self.oauth_client_secret is None:
-            raise ConfigError("OAUTH_CLIENT_SECRET", f"is required for OAUTH_TOKEN_AUTH_METHOD={method}")
+            problems.append(
+                ConfigError("OAUTH_CLIENT_SECRET", f"is required for OAUTH_TOKEN_AUTH_METHOD={method}")
+            )
+        return problems
 
-    def require(self, role: Role) -> Settings:
-        """Check that everything `role` needs is present; raise `ConfigError` naming the first gap."""
-        self._check_client_auth()
+    def problems(self, role: Role) -> list[ConfigError]:
+        """Every setting `role` needs that is missing or contradicts another, one error per variable."""
+        problems = self._client_auth_problems()
         needed: list[tuple[str, object]] = []
         if role in (Role.WEB_HTTP, Role.WEB_SOCKET, Role.WORKER):
             needed += [
@@ -348,32 +351,48 @@ class Settings(BaseSettings):
             needed.append(("ANTHROPIC_API_KEY", self.anthropic_api_key))
         if role is Role.CLI:
             needed.append(("REDIS_URL", self.redis_url))
+        named = {p.variable for p in problems}
         for variable, value in needed:
-            if value is None:
-                if variable == "REDIS_URL":
-                    raise ConfigError(
-                        variable, "is required (embedded Redis is only for `chatops demo` and --dev)"
-                    )
-                raise ConfigError(variable, "is required")
+            if value is not None or variable in named:
+                continue
+            if variable == "REDIS_URL":
+                problems.append(
+                    ConfigError(variable, "is required (embedded Redis is only for `chatops demo` and --dev)")
+                )
+            else:
+                problems.append(ConfigError(variable, "is required"))
+        return problems
+
+    def require(self, role: Role) -> Settings:
+        """Check that everything `role` needs is present; raise `ConfigError` naming every gap."""
+        raise_all(self.problems(role))
         return self
 
 
 def load_settings(role: Role | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Read settings once; translate pydantic's report into one line naming the variable."""
+    """Read settings once. Every malformed setting and (for `role`) every missing one is reported together,
+    one line per variable (`ConfigErrors`), so one run names everything there is to fix (SPEC §3)."""
     try:
-        if env is None:
-            settings = Settings()
-        else:
-            # Explicit environments (tests, the demo) must not pick up a stray .env from the working dir.
-            settings = Settings.model_validate(env, by_alias=True)
+        settings = _read(env, {})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        variable = str(first["loc"][0]) if first["loc"] else "configuration"
-        message = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(variable.upper(), message) from None
+        malformed = malformed_settings(exc)
+        # Read again with the malformed ones at their defaults, to also name what is missing.
+        defaults = {}
+        for info in Settings.model_fields.values():
+            if info.alias in {e.variable for e in malformed}:
+                defaults[info.alias] = info.get_default(call_default_factory=True)
+        try:
+            rest = _read(env, defaults).problems(role) if role is not None else []
+        except ValidationError:
+            rest = []
+        named = {e.variable for e in malformed}
+        raise_all(malformed + [e for e in rest if e.variable not in named])
+        raise  # unreachable: `malformed` is never empty
     return settings.require(role) if role is not None else settings
 
 
-def environ_snapshot() -> dict[str, str]:
-    """The process environment as a plain dict (for passing to child processes explicitly)."""
-    return dict(os.environ)
+def _read(env: dict[str, str] | None, overrides: dict[str, Any]) -> Settings:
+    if env is None:
+        return Settings(**overrides)
+    # Explicit environments (tests, the demo) must not pick up a stray .env from the working dir.
+    return Settings.model_validate({**env, **overrides}, by_alias=True)

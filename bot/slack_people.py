@@ -7,27 +7,12 @@ profile without one (the scope missing, a guest, a bot) reads as an empty email,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from bot.poster import Poster, PostError
+from flows.people import People, PeopleUnavailable, SlackPerson
 
 __all__ = ["People", "PeopleUnavailable", "SlackPeople", "SlackPerson"]
-
-
-class PeopleUnavailable(Exception):
-    """Slack could not be asked right now (or does not know the user); safe to show."""
-
-
-@dataclass(frozen=True)
-class SlackPerson:
-    user: str
-    name: str  # what people call them in Slack, for pages a human reads
-    email: str  # "" when the profile shows none
-
-
-class People(Protocol):
-    async def person(self, user: str) -> SlackPerson: ...
 
 
 class SlackPeople:

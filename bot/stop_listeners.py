@@ -9,8 +9,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from approvals.stops import TurnStops
+from approvals.turns import TurnStore
 from bot.blocks import STOP_ACTION_ID
-from bot.services import Services
+from bot.poster import Poster
 from bot.slack_text import ours, trusted
 
 __all__ = ["register_stop"]
@@ -26,22 +27,20 @@ async def _ack(ack: AsyncAck) -> None:
     await ack()
 
 
-def register_stop(app: AsyncApp, services: Services) -> None:
-    stops = TurnStops(services.redis)
-
+def register_stop(app: AsyncApp, stops: TurnStops, store: TurnStore, poster: Poster) -> None:
     async def stop_clicked(body: dict[str, Any]) -> None:
         action = (body.get("actions") or [{}])[0]
         user = str((body.get("user") or {}).get("id") or "")
-        turn = await services.store.load(str(action.get("value") or ""))
+        turn = await store.load(str(action.get("value") or ""))
         if turn is None or not user:
             return
-        status = (await services.store.status(turn.id)).get("status", "")
+        status = (await store.status(turn.id)).get("status", "")
         if turn.user != user:
             said = ours(NOT_YOURS, asker=turn.user)
         elif status not in _RUNNING:
             said = trusted(FINISHED)
         else:
             said = trusted(STOPPING if await stops.request(turn.id, user) else ALREADY)
-        await services.poster.ephemeral(turn.channel, user, text=said, thread_ts=turn.thread_ts)
+        await poster.ephemeral(turn.channel, user, text=said, thread_ts=turn.thread_ts)
 
     app.action(STOP_ACTION_ID)(ack=_ack, lazy=[stop_clicked])

@@ -51,10 +51,10 @@ _STOPPED = frozenset({"message_not_in_streaming_state", "message_not_found"})
 
 
 class SlackStreams:
-    def __init__(self, poster: Poster, redis: aioredis.Redis, *, enabled: bool = True) -> None:
+    def __init__(self, poster: Poster, redis: aioredis.Redis | None, *, enabled: bool = True) -> None:
         self._poster = poster
         self._redis = redis
-        self._enabled = enabled
+        self._enabled = enabled and redis is not None  # without Redis a recovery could not find a stream
 
     async def start(self, turn: Turn, marker: str) -> str | None:
         """A stream in the turn's thread for its asker, or None (streaming unavailable: fall back)."""
@@ -82,6 +82,8 @@ class SlackStreams:
 
     async def recorded(self, marker: str) -> str | None:
         """The stream an earlier attempt of this turn started, if it got as far as recording it."""
+        if self._redis is None:
+            return None
         try:
             raw = await self._redis.get(STREAM_KEY.format(marker=marker))
         except RedisError:
@@ -137,18 +139,24 @@ class SlackStreams:
                 log.warning("chat.stopStream failed: %s", exc.error)
 
     async def _record(self, marker: str, ts: str) -> None:
+        if self._redis is None:
+            return
         try:
             await self._redis.set(STREAM_KEY.format(marker=marker), ts, ex=STREAM_TTL_SECONDS)
         except RedisError:
             log.warning("could not record stream %s; a recovery will look for it in the thread", ts)
 
     async def _off(self, team: str) -> bool:
+        if self._redis is None:
+            return True
         try:
             return bool(await self._redis.exists(OFF_KEY.format(team=team)))
         except RedisError:
             return False
 
     async def _remember_off(self, team: str, error: str) -> None:
+        if self._redis is None:
+            return
         try:
             await self._redis.set(OFF_KEY.format(team=team), error, ex=OFF_SECONDS)
         except RedisError:

@@ -17,10 +17,10 @@ from collections.abc import Awaitable
 import redis.asyncio as aioredis
 
 from agent.loop import Result
+from approvals.home_records import HomeRecords
 from approvals.turns import Turn, base_attempt
 from bot import blocks
 from bot.delivery import Delivery
-from bot.home import remember_request
 from bot.poster import Posted, Poster, PostError
 from bot.progress import SlackProgress
 from bot.slack_text import untrusted
@@ -55,16 +55,22 @@ def refusal_text(refusal: Refusal) -> str:
 
 
 class SlackTurnOutput:
-    def __init__(self, poster: Poster, redis: aioredis.Redis, *, streaming: bool = True) -> None:
+    def __init__(
+        self,
+        poster: Poster,
+        records: HomeRecords,
+        *,
+        redis: aioredis.Redis | None = None,
+        streaming: bool = True,
+    ) -> None:
         self._poster = poster
-        self._redis = redis  # App Home's list of recent requests
+        self._records = records  # App Home's list of recent requests
+        # Streams need Redis (their records survive the worker); without it, message updates as before.
         self._streams = SlackStreams(poster, redis, enabled=streaming)
         self._live: dict[str, str] = {}  # ts of this process's open streams -> their working marker
 
     async def remember(self, turn: Turn) -> None:
-        await remember_request(
-            self._redis, turn.team, turn.user, turn.id, turn.channel, turn.thread_ts, turn.text
-        )
+        await self._records.remember(turn.team, turn.user, turn.id, turn.channel, turn.thread_ts, turn.text)
 
     async def eyes(self, turn: Turn, *, on: bool) -> None:
         await self._poster.react(turn.channel, turn.ts, "eyes", remove=not on)

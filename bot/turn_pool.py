@@ -28,8 +28,10 @@ from types import FrameType
 
 from approvals.turn_queue import TurnConsumer
 from bot import jobs
+from bot.identity import BotIdentity
 from bot.queues import AGENT
 from bot.redis_clients import async_client
+from bot.settings import Settings
 
 __all__ = ["TurnPool", "TurnThread", "drain_turns"]
 
@@ -42,8 +44,9 @@ FORWARDED_STOP = signal.SIGUSR1  # what `chatops worker` sends its pools (bot.wo
 class TurnPool:
     """One consumer of the turn queue with `slots` slots, its turns on this process's event loop."""
 
-    def __init__(self, redis_url: str, slots: int, *, name: str | None = None) -> None:
-        self.redis_url = redis_url
+    def __init__(self, settings: Settings, bot: BotIdentity, slots: int, *, name: str | None = None) -> None:
+        self.settings, self.bot = settings, bot
+        self.redis_url = str(settings.redis_url)
         self.slots = slots
         self.name = name or f"{os.uname().nodename}.{os.getpid()}.turns"
         self._signals = 0
@@ -67,20 +70,16 @@ class TurnPool:
         redis = async_client(self.redis_url)
         watch = asyncio.create_task(self._watch(parent))
         try:
-            await jobs.open_resident()
-            consumer = TurnConsumer(redis, self.name, jobs.run_turn, slots=self.slots, pid=os.getpid())
-            log.info("turn pool %s: %d slots on %s", self.name, self.slots, AGENT)
-            await consumer.serve(self._stop)
+            async with jobs.resident_turns(self.settings, self.bot) as run_turn:
+                consumer = TurnConsumer(redis, self.name, run_turn, slots=self.slots, pid=os.getpid())
+                log.info("turn pool %s: %d slots on %s", self.name, self.slots, AGENT)
+                await consumer.serve(self._stop)
             return 0
         except Exception:
             log.exception("turn pool %s failed", self.name)
             return 1
         finally:
             watch.cancel()
-            try:
-                await jobs.close_resident()
-            except Exception:  # closing is best effort: the process is about to end
-                log.warning("turn pool %s: closing its connections failed", self.name, exc_info=True)
             await redis.aclose()
 
     async def _watch(self, parent: int | None) -> None:
@@ -119,8 +118,9 @@ class TurnThread:
     """`chatops worker --simple`: one slot in a thread of the RQ worker's process, each turn building its own
     clients (no resident services), for scripts and an embedded Redis that cannot fork."""
 
-    def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
+    def __init__(self, settings: Settings, bot: BotIdentity) -> None:
+        self.redis_url = str(settings.redis_url)
+        self._run_turn = jobs.turn_runner(settings, bot)
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._thread = threading.Thread(target=self._main, name="turns", daemon=True)
@@ -137,22 +137,23 @@ class TurnThread:
             redis = async_client(self.redis_url)
             try:
                 name = f"{os.uname().nodename}.{os.getpid()}.simple"
-                await TurnConsumer(redis, name, jobs.run_turn, slots=1, pid=os.getpid()).serve(self._stop)
+                await TurnConsumer(redis, name, self._run_turn, slots=1, pid=os.getpid()).serve(self._stop)
             finally:
                 await redis.aclose()
 
         self._loop.run_until_complete(serve())
 
 
-def drain_turns(redis_url: str, slots: int = 1) -> int:
+def drain_turns(settings: Settings, bot: BotIdentity, slots: int = 1) -> int:
     """Run every queued turn (and those they queue) in this process, then return how many ran (`--burst`,
     and the tests' in-process worker). Each turn builds its own clients, on a loop made for this drain."""
 
     async def drain() -> int:
-        redis = async_client(redis_url)
+        redis = async_client(str(settings.redis_url))
         try:
             name = f"{os.uname().nodename}.{os.getpid()}.burst"
-            return await TurnConsumer(redis, name, jobs.run_turn, slots=slots, pid=os.getpid()).drain()
+            run_turn = jobs.turn_runner(settings, bot)
+            return await TurnConsumer(redis, name, run_turn, slots=slots, pid=os.getpid()).drain()
         finally:
             with contextlib.suppress(Exception):
                 await redis.aclose()

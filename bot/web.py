@@ -20,32 +20,49 @@ from redis.exceptions import RedisError
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped, warning_token_skipped
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from approvals.audit import AuditRecord
+from approvals.stops import TurnStops
 from bot import listeners
+from bot.identity import BotIdentity
 from bot.ingress import Ingress
 from bot.link_routes import LinkRoutes
-from bot.linking import LinkResult
+from bot.metrics import scrape
 from bot.poster import make_slack_client
 from bot.queues import Queues
-from bot.redis_check import arequire_safe_redis
-from bot.redis_clients import sync_client
-from bot.server_linking import ServerConnected
+from bot.redis_check import require_safe_redis
 from bot.server_routes import ServerRoutes
-from bot.services import BotIdentity, Services, open_services
 from bot.settings import Settings
+from bot.wiring import Wiring, open_wiring
+from flows.server_linking import ServerConnected
 
 __all__ = ["build_bolt", "build_web"]
 
 log = logging.getLogger(__name__)
 
 
-def build_bolt(settings: Settings, bot: BotIdentity, services: Services, queues: Queues) -> AsyncApp:
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+class _QuietTokenNotes(logging.Filter):
+    """Bolt warns at every start that `token` goes unused: we hand it a client (for SLACK_API_URL) and an
+    authorize function (no auth.test per request) on purpose, and SLACK_BOT_TOKEN in the environment is
+    ours. To an operator the two lines only suggest something is misconfigured; they are dropped."""
+
+    NOTES = frozenset({warning_client_prioritized_and_token_skipped(), warning_token_skipped()})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.NOTES
+
+
+_BOLT_LOGGER = logging.getLogger("slack_bolt.AsyncApp")
+
+
+def build_bolt(settings: Settings, wiring: Wiring) -> AsyncApp:
+    if not any(isinstance(f, _QuietTokenNotes) for f in _BOLT_LOGGER.filters):
+        _BOLT_LOGGER.addFilter(_QuietTokenNotes())
+    bot, token = wiring.bot, settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
 
     async def authorize(**_: Any) -> AuthorizeResult:
         # One workspace, one bot token: no auth.test per request.
@@ -55,6 +72,7 @@ def build_bolt(settings: Settings, bot: BotIdentity, services: Services, queues:
 
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     app = AsyncApp(
+        logger=_BOLT_LOGGER,
         client=make_slack_client(token, str(settings.slack_api_url)),
         signing_secret=secret,
         authorize=authorize,
@@ -62,46 +80,46 @@ def build_bolt(settings: Settings, bot: BotIdentity, services: Services, queues:
         request_verification_enabled=secret is not None,
         raise_error_for_unhandled_request=False,
     )
-    ingress = Ingress(services.store, queues, bot, services.metrics)
+    ingress = Ingress(wiring.store, wiring.queues, bot, wiring.metrics)
     app.middleware(ingress.middleware)
-    listeners.register(app, services, queues, bot)
+    clicks = wiring.approval_clicks()
+    parts = listeners.Listeners(
+        bot=bot,
+        poster=wiring.poster,
+        clicks=clicks,
+        home=wiring.home(),
+        accounts=wiring.accounts(),
+        workflows=wiring.workflow_requests(),
+        broker=wiring.broker,
+        linking=wiring.linking,
+        audit=wiring.audit,
+        feedback=wiring.feedback(),
+        questions=wiring.questions(),
+        stops=TurnStops(wiring.redis),
+        turns=wiring.store,
+    )
+    listeners.register(app, parts)
     return app
 
 
 def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) -> Starlette:
+    """The web process, wired once when its lifespan starts (the clients need the server's event loop)."""
     state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings, bot.team) as services:
-            await arequire_safe_redis(services.redis)  # an evicting Redis can silently drop approvals
-            queues = Queues(sync_client(str(settings.redis_url)))
-
-            async def on_linked(result: LinkResult) -> None:
-                await services.audit.record(
-                    AuditRecord(
-                        kind="account_link",
-                        outcome="succeeded",
-                        team=result.identity.team,
-                        user=result.identity.user,
-                        sub=result.identity.sub,
-                    )
-                )
-                for turn_id in result.waiting:
-                    queues.enqueue_turn(turn_id, "linked")
-
-            services.linking._on_linked = on_linked
-            state["on_connected"] = lambda done: _answer_waiting(queues, done)
-            state["services"] = services
-            state["queues"] = queues
-            state["bolt"] = AsyncSlackRequestHandler(build_bolt(settings, bot, services, queues))
+        async with open_wiring(settings, bot) as wiring:
+            # An evicting Redis can silently drop approvals. One blocking round trip, before serving anything.
+            require_safe_redis(wiring.queues.connection)
+            state["wiring"] = wiring
+            state["bolt"] = AsyncSlackRequestHandler(build_bolt(settings, wiring))
             yield
 
     async def slack_events(request: Request) -> Response:
         handler: AsyncSlackRequestHandler = state["bolt"]
         started = time.perf_counter()
         response = await handler.handle(request)
-        metrics = state["services"].metrics
+        metrics = state["wiring"].metrics
         metrics.inc("chatops_slack_acks_total", {"status": str(response.status_code)})
         metrics.observe("chatops_slack_ack_seconds", {}, time.perf_counter() - started)
         return response
@@ -110,20 +128,7 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
         return PlainTextResponse("ok")
 
     async def readyz(_: Request) -> Response:
-        services: Services = state["services"]
-        checks: dict[str, str] = {}
-        try:
-            await services.redis.ping()
-            checks["redis"] = "ok"
-        except (RedisError, OSError) as exc:
-            checks["redis"] = f"error: {type(exc).__name__}"
-        try:
-            answer = await services.http.get(
-                str(settings.registry_url).rstrip("/") + "/v0.1/servers", params={"limit": 1}, timeout=3
-            )
-            checks["registry"] = "ok" if answer.status_code == 200 else f"error: HTTP {answer.status_code}"
-        except httpx2.HTTPError as exc:
-            checks["registry"] = f"error: {type(exc).__name__}"
+        checks = await _checks(state["wiring"], str(settings.registry_url))
         ready = all(v == "ok" for v in checks.values())
         return Response(
             json.dumps({"ready": ready, **checks}),
@@ -134,16 +139,16 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
     async def metrics(_: Request) -> Response:
         # The deployment's metrics live in Redis (every web and worker process writes there); this
         # process's own runtime metrics (process_*, python_*) from the default registry are appended.
-        from bot.metrics import scrape
-
-        services: Services = state["services"]
-        await services.metrics.flush()  # what this process counted a moment ago is in the answer too
-        return Response(await scrape(services.redis) + generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        wiring: Wiring = state["wiring"]
+        await wiring.metrics.flush()  # what this process counted a moment ago is in the answer too
+        return Response(await scrape(wiring.redis) + generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
-        *LinkRoutes(lambda: state["services"], settings.base_url).routes(),
+        *LinkRoutes(lambda: (state["wiring"].linking, state["wiring"].audit), settings.base_url).routes(),
         *ServerRoutes(
-            lambda: state["services"], settings.base_url, lambda done: state["on_connected"](done)
+            lambda: (state["wiring"].server_linking, state["wiring"].audit),
+            settings.base_url,
+            lambda done: _answer_waiting(state["wiring"].queues, done),
         ).routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -156,12 +161,26 @@ def build_web(settings: Settings, bot: BotIdentity, *, slack_http: bool = True) 
     return app
 
 
+async def _checks(wiring: Wiring, registry_url: str) -> dict[str, str]:
+    """/readyz: does Redis answer, does the registry."""
+    checks: dict[str, str] = {}
+    try:
+        await wiring.ping()
+        checks["redis"] = "ok"
+    except (RedisError, OSError) as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    try:
+        answer = await wiring.http.get(
+            registry_url.rstrip("/") + "/v0.1/servers", params={"limit": 1}, timeout=3
+        )
+        checks["registry"] = "ok" if answer.status_code == 200 else f"error: HTTP {answer.status_code}"
+    except httpx2.HTTPError as exc:
+        checks["registry"] = f"error: {type(exc).__name__}"
+    return checks
+
+
 async def _answer_waiting(queues: Queues, done: ServerConnected) -> None:
     """The requests that waited for this server's connection run again, now with its tools (a new attempt
     each: a request may wait for two servers in turn)."""
     for turn_id in done.waiting:
         queues.enqueue_turn(turn_id, f"connected-{secrets.token_hex(4)}")
-
-
-def json_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)

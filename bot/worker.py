@@ -34,10 +34,10 @@ from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 
 from bot import jobs
+from bot.identity import BotIdentity
 from bot.queues import ACTIONS, RQ_QUEUES, WORKFLOWS, Queues
 from bot.redis_check import require_safe_redis, warn_few_replicas
 from bot.redis_clients import sync_client
-from bot.services import BotIdentity
 from bot.settings import Settings
 from bot.turn_pool import FORWARDED_STOP, TurnPool, TurnThread, drain_turns
 from bot.warmup import warm_up
@@ -90,26 +90,30 @@ def run_worker(
     connection = sync_client(str(settings.redis_url))
     require_safe_redis(connection)  # an evicting Redis could drop approvals: refuse to start (ConfigError)
     warn_few_replicas(connection, settings.redis_replication.replicas)
-    jobs.configure(settings, bot)
+    job_class = jobs.wired_job_class(settings, bot)
     # Built once here, inherited by every forked job: ~30 ms per job otherwise (bench/approval.py).
     shared_ssl_context()
     warm_up()  # the client libraries' lazy first-use work, done once here instead of in every job
     Queues(connection).schedule_sweep()  # expiry and crash detection keep running while any worker lives
     if burst:
         while True:  # RQ's queues, then the turns; until a round of turns queues nothing more
-            worker = ForkingWorker(list(RQ_QUEUES), connection=connection, serializer=JSONSerializer)
+            worker = ForkingWorker(
+                list(RQ_QUEUES), connection=connection, serializer=JSONSerializer, job_class=job_class
+            )
             worker.work(burst=True, with_scheduler=False, logging_level=settings.log_level)
-            if not drain_turns(str(settings.redis_url)):
+            if not drain_turns(settings, bot):
                 return 0
     if simple:
-        turn_thread = TurnThread(str(settings.redis_url))
+        turn_thread = TurnThread(settings, bot)
         turn_thread.start()
-        plain = SimpleWorker(list(RQ_QUEUES), connection=connection, serializer=JSONSerializer)
+        plain = SimpleWorker(
+            list(RQ_QUEUES), connection=connection, serializer=JSONSerializer, job_class=job_class
+        )
         plain.work(with_scheduler=True, logging_level=settings.log_level)
         turn_thread.stop(timeout=settings.max_turn_seconds + POOL_STOP_GRACE_SECONDS)
         return 0
     slots = turns or settings.turn_concurrency
-    with _turn_pools(str(settings.redis_url), processes, slots, settings.max_turn_seconds) as pools:
+    with _turn_pools(settings, bot, processes, slots) as pools:
         if processes > 1:
             pool = _Pool(
                 list(FORKED_QUEUES),
@@ -117,11 +121,14 @@ def run_worker(
                 num_workers=processes,
                 worker_class=ForkingWorker,
                 serializer=JSONSerializer,
+                job_class=job_class,
             )
             pool.on_stop = pools.stop
             pool.start(logging_level=settings.log_level)
         else:
-            worker = ForkingWorker(list(FORKED_QUEUES), connection=connection, serializer=JSONSerializer)
+            worker = ForkingWorker(
+                list(FORKED_QUEUES), connection=connection, serializer=JSONSerializer, job_class=job_class
+            )
             worker.on_stop = pools.stop
             worker.work(with_scheduler=True, logging_level=settings.log_level)
     return 1 if pools.failed.is_set() else 0
@@ -157,7 +164,7 @@ class _TurnPools:
 
 
 @contextlib.contextmanager
-def _turn_pools(redis_url: str, count: int, slots: int, max_turn_seconds: int) -> Iterator[_TurnPools]:
+def _turn_pools(settings: Settings, bot: BotIdentity, count: int, slots: int) -> Iterator[_TurnPools]:
     """Fork `count` turn pools; when the body ends, stop them (their running turns finish first). If one
     dies on its own, this process is asked to stop too (SIGTERM to itself: RQ's warm shutdown), so the
     process manager restarts the whole worker instead of running it without turns."""
@@ -168,7 +175,7 @@ def _turn_pools(redis_url: str, count: int, slots: int, max_turn_seconds: int) -
         if pid == 0:  # the pool: it never returns into the caller's code
             status = 1
             try:
-                status = TurnPool(redis_url, slots).run(parent=parent)
+                status = TurnPool(settings, bot, slots).run(parent=parent)
             finally:
                 os._exit(status)
         pids.append(pid)
@@ -189,7 +196,7 @@ def _turn_pools(redis_url: str, count: int, slots: int, max_turn_seconds: int) -
         yield pools
     finally:
         pools.stop()
-        deadline = time.monotonic() + max_turn_seconds + POOL_STOP_GRACE_SECONDS
+        deadline = time.monotonic() + settings.max_turn_seconds + POOL_STOP_GRACE_SECONDS
         for pid, thread in zip(pids, watchers, strict=True):
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
             if thread.is_alive():

@@ -17,7 +17,7 @@ from approvals.workflow_runs import WorkflowRun
 from bot.poster import Poster, PostError
 from bot.slack_text import Mrkdwn, code, join, ours, trusted
 
-__all__ = ["WorkflowProgress", "step_line"]
+__all__ = ["WorkflowProgress", "end_icon", "step_line"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ _ICONS = {
     "rejected": ":no_entry:",
     "expired": ":alarm_clock:",
 }
+
+
+def end_icon(status: str) -> str:
+    return ":white_check_mark:" if status == "succeeded" else ":x:"
 
 
 def step_line(call: str, summary: str) -> Mrkdwn:
@@ -62,6 +66,25 @@ class WorkflowProgress:
         state = "skipped" if summary == "skipped" else "ok" if ok else "failed"
         self.lines[step_id] = (state, step_line(call, summary))
         await self.flush()
+
+    async def post(self) -> str:
+        """Put the message up (in the channel, or the thread the run was started from); its ts."""
+        text, blocks = self.render()
+        run = self.run
+        posted = await self.poster.post(
+            run.channel, text=text, blocks=blocks, thread_ts=run.thread_ts, marker=f"{run.id}:progress"
+        )
+        return posted.ts
+
+    async def waiting(self, step_id: str, call: str) -> None:
+        self.lines[step_id] = (
+            "waiting",
+            ours("{call} waiting for approval (card in thread)", call=code(call)),
+        )
+        await self.flush()
+
+    async def ended(self, status: str, message: str) -> None:
+        await self.flush(ours("{icon} {message}", icon=end_icon(status), message=message))
 
     def render(self, footer: Mrkdwn | None = None) -> tuple[Mrkdwn, list[dict[str, Any]]]:
         head = ours(

@@ -8,27 +8,25 @@ investigation answered in the thread. It prints what people in Slack would see, 
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import logging
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
 
 import httpx2
 import redis
 
 from approvals.turns import turn_id_for
+from devtools.demo_stage import NAMES, Clock, DemoFailed, button_url, message_text, say, show_new, wait_until
 from devtools.embedded import embedded_redis
+from devtools.keep import keep_running
+from devtools.process_tree import stop_tree
 from fixtures.anthropic_fake import FakeAnthropic
-from fixtures.idp import PEOPLE
 from fixtures.incident_script import incident_responder
 from fixtures.redis_proc import free_port
 from fixtures.slack import BOT_USER_ID, TEAM_ID, FakeSlack, Message
@@ -37,68 +35,7 @@ from fixtures.world import ANTHROPIC_KEY, SIGNING_SECRET, World, start_world
 
 __all__ = ["run_demo"]
 
-T = TypeVar("T")
 CHANNEL = "C0INCIDENT"
-WAIT_SECONDS = 30.0
-NAMES = {p.slack_user: p.key.capitalize() for p in PEOPLE.values()} | {BOT_USER_ID: "chatops"}
-
-
-class DemoFailed(Exception):
-    pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def stamp(self) -> str:
-        return f"[{time.monotonic() - self.start:6.2f}s]"
-
-
-def humanize(text: str) -> str:
-    """Show Slack's markup the way the Slack client renders it: names for mentions, local times for dates."""
-    text = re.sub(r"<@(U[A-Z0-9]+)>", lambda m: "@" + NAMES.get(m.group(1), m.group(1)), text)
-    text = re.sub(r"<!date\^\d+\^[^|>]*\|([^>]*)>", r"\1", text)
-    text = re.sub(r"<(https?://[^|>]+)\|([^>]+)>", r"\2", text)
-    return html.unescape(text)
-
-
-def say(clock: Clock, who: str, text: str) -> None:
-    lines = humanize(text).strip().splitlines() or [""]
-    print(f"{clock.stamp()} {who}: {lines[0]}")
-    for line in lines[1:]:
-        print(f"{' ' * 10}{' ' * len(who)}  {line}")
-
-
-def wait_until(what: str, check: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value is not None and value is not False:
-            return value
-        time.sleep(0.05)
-    raise DemoFailed(f"timed out waiting for {what}")
-
-
-def message_text(message: Message) -> str:
-    parts: list[str] = []
-    for block in message.blocks or []:
-        if block.get("type") in ("section", "header"):
-            parts.append(str((block.get("text") or {}).get("text", "")))
-        elif block.get("type") == "context":
-            parts.append("  " + " ".join(str(e.get("text", "")) for e in block.get("elements", [])))
-        elif block.get("type") == "actions":
-            labels = [str((e.get("text") or {}).get("text", "")) for e in block.get("elements", [])]
-            parts.append("  " + "  ".join(f"[{label}]" for label in labels if label))
-    return "\n".join(p for p in parts if p.strip()) or message.text
-
-
-def button_url(message: Message) -> str | None:
-    for block in message.blocks or []:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("url"):
-                return str(element["url"])
-    return None
 
 
 @contextmanager
@@ -109,8 +46,12 @@ def bot_processes(env: dict[str, str], port: int) -> Iterator[list[subprocess.Po
         "serve": [python, "-m", "bot.cli", "serve", "--host", "127.0.0.1"],
         "worker": [python, "-m", "bot.cli", "worker"],
     }
-    # Fixed argument lists of our own command: nothing untrusted reaches the subprocess.
-    procs = {name: subprocess.Popen(cmd, env=env, stderr=log, stdout=log) for name, cmd in commands.items()}  # noqa: S603
+    # Fixed argument lists of our own command: nothing untrusted reaches the subprocess. Each in a session of
+    # its own: a Ctrl-C reaches the demo alone, which stops them in order (devtools.process_tree).
+    procs = {
+        name: subprocess.Popen(cmd, env=env, stderr=log, stdout=log, start_new_session=True)  # noqa: S603
+        for name, cmd in commands.items()
+    }
     try:
 
         def healthy() -> bool:
@@ -125,13 +66,8 @@ def bot_processes(env: dict[str, str], port: int) -> Iterator[list[subprocess.Po
         wait_until("the web process to start", healthy)
         yield list(procs.values())
     finally:
-        for proc in procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for proc in procs.values():  # web first: nothing new is enqueued while the worker finishes
+            stop_tree(proc)
         log.close()
 
 
@@ -192,11 +128,19 @@ def play(
         if not real_model:
             raise
         # A real model decides for itself; it may not propose the kill the script does.
-        show_new(slack, clock, ts, shown)
+        show_new(slack, CHANNEL, clock, ts, shown)
         print(f"{' ' * 10}(the real model did not go the scripted way: {exc}; moving on)")
     act_three(world, slack, ingress, r, clock)
     epilogue(r, clock, redis_url)
     r.close()
+
+
+def wait_for_card(r: redis.Redis, approval_id: str, ts: str) -> None:
+    """A click counts only from a card the approval knows as its own (approvals.service), and the card's
+    ts is recorded just after Slack shows it: a person is never that quick, the demo could be."""
+    wait_until(
+        "the card to be recorded", lambda: ts in str(r.hget(f"chatops:approval:{approval_id}", "cards"))
+    )
 
 
 def act_three(world: World, slack: FakeSlack, ingress: SlackIngress, r: redis.Redis, clock: Clock) -> None:
@@ -235,6 +179,7 @@ def act_three(world: World, slack: FakeSlack, ingress: SlackIngress, r: redis.Re
         for e in b["elements"]
         if e.get("action_id") == "approval_approve"
     )
+    wait_for_card(r, approval_id, card.ts)
     print(f"{clock.stamp()} (Bob, an airflow admin, taps Approve)")
     ingress.post(
         ingress.block_actions(
@@ -301,34 +246,20 @@ def link_quietly(world: World, env: dict[str, str], person: str, user: str) -> N
     """Connect a person's account the way their browser would (for people who linked before the incident)."""
     import asyncio
 
-    from bot.services import open_services
+    from bot.identity import BotIdentity
     from bot.settings import Role, load_settings
+    from bot.wiring import open_wiring
 
     settings = load_settings(Role.WEB_HTTP, env=env)
 
     async def offer() -> str:
-        async with open_services(settings, TEAM_ID) as svc:
+        async with open_wiring(settings, BotIdentity(TEAM_ID, "", "")) as svc:
             return await svc.linking.offer(TEAM_ID, user)
 
     url = asyncio.run(offer())
     with httpx2.Client(follow_redirects=True) as browser:
         browser.get(world.idp.login_url(person))
         browser.get(url)
-
-
-def show_new(
-    slack: FakeSlack, clock: Clock, ts: str, shown: set[str], *, ephemeral_to: str | None = None
-) -> None:
-    for message in slack.messages(CHANNEL, thread_ts=ts):
-        if message.ts not in shown:
-            shown.add(message.ts)
-            say(clock, NAMES.get(message.user, message.user), message_text(message))
-    if ephemeral_to:
-        for message in slack.ephemerals(CHANNEL, user=ephemeral_to):
-            key = f"e:{message.ts}"
-            if key not in shown:
-                shown.add(key)
-                say(clock, f"chatops (only visible to {NAMES.get(ephemeral_to, ephemeral_to)})", message.text)
 
 
 def act_two(
@@ -353,7 +284,7 @@ def act_two(
             None,
         ),
     )
-    show_new(slack, clock, ts, shown)
+    show_new(slack, CHANNEL, clock, ts, shown)
     approval_id = next(
         str(e["value"])
         for b in card.blocks or []
@@ -361,6 +292,8 @@ def act_two(
         for e in b["elements"]
         if e.get("action_id") == "approval_approve"
     )
+
+    wait_for_card(r, approval_id, card.ts)
 
     def click(user: str) -> None:
         attempts = f"chatops:approval:{approval_id}:attempts"
@@ -377,7 +310,7 @@ def act_two(
     shown.update(f"e:{m.ts}" for m in slack.ephemerals(CHANNEL, user="U0ALICE"))
     click("U0ALICE")
     wait_until("the refusal", lambda: slack.ephemerals(CHANNEL, user="U0ALICE")[1:] or None)
-    show_new(slack, clock, ts, shown, ephemeral_to="U0ALICE")
+    show_new(slack, CHANNEL, clock, ts, shown, ephemeral_to="U0ALICE")
     click("U0BOB")
     click("U0CAROL")
 
@@ -388,7 +321,7 @@ def act_two(
         )
 
     wait_until("the action and the resumed answer", resumed)
-    show_new(slack, clock, ts, shown)
+    show_new(slack, CHANNEL, clock, ts, shown)
     card_now = slack.message(CHANNEL, card.ts)
     if card_now is not None:
         say(clock, "chatops (the card, updated)", message_text(card_now))
@@ -428,7 +361,7 @@ def run_demo(*, keep: bool = False) -> int:
                 ingress = SlackIngress(f"{public_url}", SIGNING_SECRET, slack=world.slack)
                 play(world, world.slack, ingress, redis_url, port, real_model=real_model)
                 if keep:
-                    _keep_running(world, env)
+                    keep_running(env)
     except DemoFailed as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         return 1
@@ -436,11 +369,3 @@ def run_demo(*, keep: bool = False) -> int:
         world.stop()
     print("\ndemo finished.")
     return 0
-
-
-def _keep_running(world: World, env: dict[str, Any]) -> None:
-    print("\nEverything keeps running (Ctrl-C stops it). Point your own tools at:")
-    for key in ("PUBLIC_URL", "SLACK_API_URL", "REGISTRY_URL", "OAUTH_ISSUER", "REDIS_URL"):
-        print(f"  {key}={env[key]}")
-    with contextlib.suppress(KeyboardInterrupt):
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})

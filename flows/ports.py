@@ -121,7 +121,7 @@ class LinkOffers(Protocol):
 
 
 class ServerOffers(Protocol):
-    """ "Connect <server>" links for `auth: oauth` servers (bot.server_linking): `waiting` is a request
+    """ "Connect <server>" links for `auth: oauth` servers (flows.server_linking): `waiting` is a request
     answered again once the person has connected."""
 
     async def offer(self, team: str, user: str, server: str, *, waiting: str | None = None) -> str: ...

@@ -8,7 +8,7 @@ Under Sentinel the claim runs the turn only once a replica confirms it (approval
 failover loses would run the turn twice. Unconfirmed, the turn is left to the sweep, as if its worker died.
 
 `attempt` tells legitimate re-runs (after linking, after waiting for the thread, after approvals, after a
-lost worker) from duplicates of one delivery, which stop at the claim. `bot.jobs.run_turn` is the entry
+lost worker) from duplicates of one delivery, which stop at the claim. `bot.jobs.turn_runner` is the entry
 point.
 """
 

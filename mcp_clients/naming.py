@@ -102,4 +102,4 @@ def fingerprint(
         "input_schema": input_schema,
         "annotations": annotations,
     }
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(body, lenient=True).encode()).hexdigest()

@@ -76,7 +76,7 @@ class StepUps:
                 f"{name} keeps asking for more access than it grants ({challenge.scope or 'no scope'}); "
                 "ask its owners"
             )
-        wanted = union(_text(await self._redis.hget(key, "scope")), challenge.scope) or ""
+        wanted = union(_optional_text(await self._redis.hget(key, "scope")), challenge.scope) or ""
         fields: dict[FieldT, EncodableT] = {
             "scope": wanted,
             "resource_metadata": challenge.resource_metadata or "",
@@ -86,7 +86,7 @@ class StepUps:
 
     async def wanted(self, team: str, user: str, audience: Audience) -> Want:
         raw = await self._redis.hgetall(self.key(team, user, audience))
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        data = {_optional_text(k): _optional_text(v) for k, v in raw.items()}
         scope = data.get("scope")
         if scope is None:
             return Want(None, None)
@@ -98,5 +98,5 @@ class StepUps:
         await self._redis.hdel(self.key(team, user, audience), "scope", "resource_metadata")
 
 
-def _text(value: bytes | str | None) -> str | None:
+def _optional_text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value

@@ -56,13 +56,6 @@ class ToolSpec:
     def needs_approval(self) -> bool:
         return self.approval.required
 
-    def for_model(self) -> dict[str, Any]:
-        return {
-            "name": self.model_name,
-            "description": self.description,
-            "input_schema": dict(self.input_schema),
-        }
-
 
 @dataclass(frozen=True)
 class ToolOutcome:

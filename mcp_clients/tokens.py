@@ -33,6 +33,7 @@ from typing import Literal
 
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
+from redis.utils import str_if_bytes
 
 from mcp_clients.audience import Audience
 from mcp_clients.person import identify
@@ -88,10 +89,6 @@ class Identity:
     groups: frozenset[str]
     groups_at: float
     resources: tuple[str, ...]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class TokenBroker:
@@ -153,7 +150,7 @@ class TokenBroker:
         raw = await self._redis.hgetall(self._link_key(team, user))
         if not raw:
             return None
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        data = {str_if_bytes(k): str_if_bytes(v) for k, v in raw.items()}
         if data.get("issuer") != self._provider.issuer:
             return None  # linked at another identity provider: not an identity we can vouch for
         return Identity(
@@ -171,7 +168,7 @@ class TokenBroker:
         fine for the thousands of people a workspace links; an index would be the next step beyond."""
         prefix, found = self._link_key(team, ""), []
         async for key in self._redis.scan_iter(match=f"{prefix}*", count=1000):
-            user = _text(key)[len(prefix) :]
+            user = str_if_bytes(key)[len(prefix) :]
             if user and ":" not in user and (identity := await self.identity(team, user)) is not None:
                 found.append(identity)
         return found
@@ -265,11 +262,11 @@ class TokenBroker:
         if sealed is None:
             raise ReconnectNeeded("your link has no refresh grant; connect again")
         try:
-            refresh_token = self._sealer.open(_text(sealed), self._binding(team, user))
+            refresh_token = self._sealer.open(str_if_bytes(sealed), self._binding(team, user))
         except SealError:
             await self.unlink(team, user)
             raise ReconnectNeeded("your stored link could not be opened; connect again") from None
-        return _Grant(identity, _text(sealed), refresh_token)
+        return _Grant(identity, str_if_bytes(sealed), refresh_token)
 
     async def _ask(self, team: str, user: str, request: Awaitable[TokenResponse]) -> TokenResponse:
         """One token request; a link the provider ended is forgotten, other failures are transient."""
@@ -322,7 +319,7 @@ class TokenBroker:
         if sealed is None:
             return "nothing"
         try:
-            refresh_token = self._sealer.open(_text(sealed), self._binding(team, user))
+            refresh_token = self._sealer.open(str_if_bytes(sealed), self._binding(team, user))
         except SealError:
             return "nothing"
         try:

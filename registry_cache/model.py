@@ -229,9 +229,9 @@ def _governed(
     return ServerEntry(
         name=name,
         short_name=short,
-        title=_text(server.get("title")) or short,
-        description=_text(server.get("description")),
-        version=_text(server.get("version")),
+        title=_str_or_empty(server.get("title")) or short,
+        description=_str_or_empty(server.get("description")),
+        version=_str_or_empty(server.get("version")),
         url=remote.url,
         official_status=status,
         governance=governance,
@@ -240,7 +240,7 @@ def _governed(
     )
 
 
-def _text(value: Any) -> str:
+def _str_or_empty(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 

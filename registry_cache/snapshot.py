@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from registry_cache.model import parse_entries
 from registry_cache.view import RegistryView
@@ -69,10 +70,6 @@ def _where(kwargs: dict[str, Any]) -> str:
     return f"{kwargs.get('host')}:{kwargs.get('port')}:{kwargs.get('path')}/{kwargs.get('db', 0)}"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _parse(blob: bytes | str) -> SnapshotInfo:
     data = json.loads(blob)
     entries, skipped = parse_entries(data["entries"])
@@ -91,14 +88,14 @@ def preload(connection: redis.Redis) -> None:
     where = _where(connection.connection_pool.connection_kwargs)
     try:
         version = connection.get(VERSION_KEY)
-        if version is None or (where, _text(version)) in _PARSED:
+        if version is None or (where, str_if_bytes(version)) in _PARSED:
             return
         blob = connection.get(SNAPSHOT_KEY)
     except redis.RedisError as exc:
         log.info("registry view not preloaded: %s", exc)
         return
     if blob is not None:
-        _remember(where, _text(version), _parse(blob))
+        _remember(where, str_if_bytes(version), _parse(blob))
 
 
 class SharedSnapshot:
@@ -187,7 +184,7 @@ class SharedSnapshot:
         version = await self._redis.get(VERSION_KEY)
         if version is None:
             return None
-        version = _text(version)
+        version = str_if_bytes(version)
         known = _PARSED.get((self._where, version))
         if known is not None:
             return known

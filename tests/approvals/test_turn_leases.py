@@ -7,6 +7,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from approvals.home_records import HomeRecords
 from approvals.turn_queue import job_state, queued_job_ids
 from approvals.turns import (
     RUNNING_KEY,
@@ -37,7 +38,7 @@ def queues(redis_url: str) -> Queues:
 def recovery(store: TurnStore, aredis: aioredis.Redis, queues: Queues) -> TurnRecovery:
     # The hand-on paths never reach Slack; the poster points at a closed loopback port to prove it.
     poster = Poster(make_slack_client("xoxb-unused", "http://127.0.0.1:9/api/"), aredis, "T0CHATOPS")
-    return TurnRecovery(store, SlackTurnOutput(poster, aredis), queues)
+    return TurnRecovery(store, SlackTurnOutput(poster, HomeRecords(aredis)), queues)
 
 
 async def admitted(store: TurnStore, ts: str, thread_ts: str = "100.000") -> Turn:

@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 
 from approvals.turn_queue import STREAM, TurnConsumer, job_key, job_state, queued_job_ids
 from approvals.turns import TurnStore
+from bot.identity import BotIdentity
 from bot.ingress import Ingress
 from bot.queues import Queues
-from bot.services import BotIdentity
 
 BOT = BotIdentity("T0CHATOPS", "U0CHATOPS", "B0CHATOPS")
 

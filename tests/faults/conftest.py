@@ -26,9 +26,9 @@ import pytest
 import redis as sync_redis
 
 from approvals.store import Approval
-from bot.services import Services, open_services
 from bot.settings import Role, load_settings
 from bot.web import build_web
+from bot.wiring import Wiring, open_wiring
 from fixtures.anthropic_fake import Body, Reply
 from fixtures.idp import DEFAULT_CLIENT_SECRET
 from fixtures.redis_proc import RedisProc
@@ -68,9 +68,9 @@ def approved_kill(s: Scenario, script: Callable[[Body], Reply]) -> Approval:
     return approval
 
 
-def with_services(s: Scenario, work: Callable[[Services], Awaitable[T]]) -> T:
+def with_services(s: Scenario, work: Callable[[Wiring], Awaitable[T]]) -> T:
     async def run() -> T:
-        async with open_services(s.settings, s.bot.team) as svc:
+        async with open_wiring(s.settings, s.bot) as svc:
             return await work(svc)
 
     return asyncio.run(run())

@@ -4,6 +4,7 @@ lease however long the call takes; a registry that cannot be read before the cal
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,9 +19,8 @@ from rq.serializers import JSONSerializer
 from approvals.execution import REGISTRY_DOWN
 from approvals.store import APPROVED_KEY, RUNNING_KEY, Approval, Status
 from bot.approval_text import RECORDED_LATER
-from bot.approval_wiring import approval_clicks
 from bot.queues import Queues
-from bot.services import Services
+from bot.wiring import Wiring
 from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.redis_proc import free_port
@@ -96,8 +96,8 @@ def test_an_enqueue_that_fails_after_the_decision_keeps_it_approved_and_the_swee
     s.click("U0BOB", approval)  # 1 of 2
     unreachable = Queues(sync_redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0"))
 
-    async def carol_approves_while_the_queue_is_down(svc: Services) -> str:
-        clicks = approval_clicks(svc, unreachable)
+    async def carol_approves_while_the_queue_is_down(svc: Wiring) -> str:
+        clicks = dataclasses.replace(svc, queues=unreachable).approval_clicks()
         return await clicks.vote(approval.id, user="U0CAROL", channel=CHANNEL, message_ts=s.card_ts(approval))
 
     assert with_services(s, carol_approves_while_the_queue_is_down) == RECORDED_LATER

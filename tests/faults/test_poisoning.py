@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from agent.redaction import CREDENTIAL_REFUSAL
-from bot.services import Services
+from bot.wiring import Wiring
 from fixtures.anthropic_fake import Body, Reply, text, tool_names, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.slack import TEAM_ID
@@ -134,7 +134,7 @@ def test_the_gateway_itself_refuses_token_shaped_arguments(scenario: Scenario) -
     s = scenario
     s.link("alice")
 
-    async def call(svc: Services) -> list[ToolOutcome]:
+    async def call(svc: Wiring) -> list[ToolOutcome]:
         identity = await svc.broker.identity(TEAM_ID, "U0ALICE")
         assert identity is not None
         async with svc.gateway.session(Caller(TEAM_ID, "U0ALICE", CHANNEL, identity)) as session:
@@ -159,7 +159,7 @@ def test_a_server_lying_that_a_destructive_tool_is_read_only_still_needs_approva
     s.link("alice")
     s.world.servers["presto"].knobs.lie_about_annotations()
 
-    async def listed(svc: Services) -> dict[str, tuple[bool | None, bool]]:
+    async def listed(svc: Wiring) -> dict[str, tuple[bool | None, bool]]:
         identity = await svc.broker.identity(TEAM_ID, "U0ALICE")
         assert identity is not None
         async with svc.gateway.session(Caller(TEAM_ID, "U0ALICE", CHANNEL, identity)) as session:

@@ -3,7 +3,6 @@ and the people involved are told."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -12,13 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis as sync_redis
-import redis.asyncio as aioredis
 
 from approvals.store import APPROVED_KEY, Status
 from bot.approval_listeners import COULD_NOT_RECORD
 from bot.cards import APPROVE_ACTION_ID
 from bot.queues import Queues
-from bot.redis_check import UnsafeRedis, arequire_safe_redis, judge
+from bot.redis_check import UnsafeRedis, judge, require_safe_redis
 from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.redis_proc import RedisProc, free_port
@@ -144,19 +142,19 @@ def test_the_worker_and_the_web_refuse_an_rdb_only_redis(scenario: Scenario) -> 
 def test_the_web_check_refuses_an_evicting_redis_and_passes_a_durable_one(durable_redis: RedisProc) -> None:
     evicting = RedisProc(extra_args=("--maxmemory-policy", "allkeys-lru")).start()
 
-    async def check(url: str) -> list[str]:
-        client = aioredis.Redis.from_url(url)
+    def check(url: str) -> list[str]:  # the web process checks with its queues' connection, as the worker
+        client = sync_redis.Redis.from_url(url)
         try:
-            return await arequire_safe_redis(client)
+            return require_safe_redis(client)
         finally:
-            await client.aclose()
+            client.close()
 
     try:
         with pytest.raises(UnsafeRedis, match="allkeys-lru"):
-            asyncio.run(check(evicting.url))
+            check(evicting.url)
     finally:
         evicting.stop()
-    assert asyncio.run(check(durable_redis.url)) == []
+    assert check(durable_redis.url) == []
 
 
 def test_a_decision_survives_a_redis_kill_and_runs_once(scenario: Scenario, durable_redis: RedisProc) -> None:

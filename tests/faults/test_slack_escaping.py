@@ -19,7 +19,7 @@ import redis as sync_redis
 
 from approvals.store import Status
 from bot.queues import Queues
-from bot.services import Services
+from bot.wiring import Wiring
 from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.slack import Call
@@ -167,7 +167,7 @@ def an_action_whose_worker_died(s: Scenario) -> None:
     (approval,) = s.approvals(CHANNEL, propose_kill(s))
     s.click("U0BOB", approval)  # approved; its job is queued but no worker takes it yet
 
-    async def started_then_lost(svc: Services) -> None:  # as if a worker took it and died mid-call
+    async def started_then_lost(svc: Wiring) -> None:  # as if a worker took it and died mid-call
         assert await svc.approvals.start(approval.id, lease_seconds=60) is not None
 
     with_services(s, started_then_lost)

@@ -29,7 +29,7 @@ import redis
 
 from approvals.store import Status
 from bot.home import HOME_DISCONNECT_ACTION_ID
-from bot.identity import whoami
+from bot.preflight import whoami
 from bot.settings import Role, load_settings
 from bot.web import build_web
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
@@ -226,8 +226,8 @@ def introspect_active(op: OidcPeer, token: str) -> bool:
 
 
 def test_the_bot_finds_the_provider_by_its_metadata_and_reports_it(company: Company, s: Scenario) -> None:
+    from bot.clients import company_provider
     from bot.doctor import provider_check
-    from bot.services import company_provider
 
     async def check() -> tuple[bool, str, str]:
         async with httpx2.AsyncClient() as http:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from agent.loop import tool_params
 from fixtures.anthropic_tools import tools_problem
 from mcp_clients.gateway import Gateway, ToolSpec
 from tests.interop.conftest import RUNBOOK, Peers, caller
@@ -107,5 +108,5 @@ async def test_every_tool_of_the_reference_servers_is_one_the_messages_api_accep
         tools = await session.tools()
         unfit = {name: why for name, (_, _, why) in session.withheld.items() if "model API" in why}
     assert len(tools) >= 20
-    assert tools_problem([t.for_model() for t in tools]) is None
+    assert tools_problem(tool_params(tools)) is None
     assert unfit == {}

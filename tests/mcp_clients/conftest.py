@@ -10,7 +10,6 @@ import pytest
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
-from bot.linking import Linking
 from bot.poster import Poster
 from bot.slack_people import SlackPeople
 from fixtures.idp import CLIENT_ID, DEFAULT_CLIENT_SECRET, FakeIdP
@@ -18,6 +17,7 @@ from fixtures.registry import FakeRegistry
 from fixtures.server import serve
 from fixtures.slack import FakeSlack
 from fixtures.world import World, running_world
+from flows.linking import Linking
 from mcp_clients.gateway import Breaker, Caller, Gateway
 from mcp_clients.listing import ListingCache
 from mcp_clients.provider import Provider

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agent.loop import tool_params
 from fixtures.anthropic_tools import tools_problem
 from fixtures.mcp_raw import GOOD_TOOL, RawMcp, running_raw_mcp
 from fixtures.registry import GOVERNANCE, OFFICIAL
@@ -202,7 +203,7 @@ async def test_a_top_level_any_of_is_offered_folded_and_the_server_receives_what
         tools = {t.model_name: t for t in await session.tools()}
         outcome = await session.call("hostile__kill", {"user": "etl-backfill"})
         withheld = dict(session.withheld)
-    assert tools_problem([t.for_model() for t in tools.values()]) is None  # every tool the model is shown
+    assert tools_problem(tool_params(tools.values())) is None  # every tool the model is shown
     assert "at least one of: (query_id) | (user)" in tools["hostile__kill"].description
     assert outcome.ok, outcome.text
     assert hostile.calls("tools/call")[-1]["arguments"] == {"user": "etl-backfill"}

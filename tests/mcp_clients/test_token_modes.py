@@ -10,8 +10,8 @@ from dataclasses import replace
 import jwt
 import pytest
 
-from bot.linking import Linking
 from fixtures.idp import CLIENT_ID, DEFAULT_CLIENT_SECRET
+from flows.linking import Linking
 from mcp_clients.claims import ClaimPaths
 from mcp_clients.person import identify
 from mcp_clients.provider import Provider, ProviderError, TokenResponse

@@ -7,8 +7,8 @@ import asyncio
 import jwt
 import pytest
 
-from bot.linking import LinkFailed
 from fixtures.waiting import wait_until
+from flows.linking import LinkFailed
 from mcp_clients.tokens import Audience, NotLinked, ReconnectNeeded, TokenBroker
 from tests.mcp_clients.conftest import BROWSER, TEAM, IdentityWorld
 

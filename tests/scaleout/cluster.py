@@ -127,16 +127,16 @@ class Cluster:
 
     def link(self, person: str, web: Web) -> None:
         """Connect a person's account through the real browser flow, served by `web`."""
-        from bot.identity import whoami
-        from bot.services import open_services
+        from bot.preflight import whoami
         from bot.settings import Role, load_settings
+        from bot.wiring import open_wiring
 
         settings = load_settings(
             Role.WEB_HTTP, env=self.world.env(public_url=web.url, redis_url=self.redis_url)
         )
 
         async def offer() -> str:
-            async with open_services(settings, whoami(settings).team) as svc:
+            async with open_wiring(settings, whoami(settings)) as svc:
                 url: str = await svc.linking.offer(TEAM_ID, SLACK_IDS[person])
                 return url
 

@@ -27,14 +27,14 @@ from approvals.turn_queue import queued_job_ids
 from approvals.turns import turn_id_for
 from bot import jobs
 from bot.cards import APPROVE_ACTION_ID
-from bot.identity import whoami
-from bot.linking import Linking
+from bot.identity import BotIdentity
+from bot.preflight import whoami
 from bot.queues import RQ_QUEUES, WORKFLOWS
 from bot.redis_clients import async_client, sync_client
-from bot.services import BotIdentity, open_services
 from bot.settings import Role, Settings, load_settings
 from bot.turn_pool import drain_turns
 from bot.web import build_web
+from bot.wiring import open_wiring
 from fixtures.mcp_servers import reseed
 from fixtures.redis_proc import RedisProc
 from fixtures.server import RunningServer, bind_loopback, start
@@ -42,6 +42,7 @@ from fixtures.slack import TEAM_ID, Message
 from fixtures.slack_ingress import SlackIngress
 from fixtures.waiting import wait_until
 from fixtures.world import SIGNING_SECRET, World, start_world
+from flows.linking import Linking
 
 SLACK_IDS = {"alice": "U0ALICE", "bob": "U0BOB", "carol": "U0CAROL", "dave": "U0DAVE", "erin": "U0ERIN"}
 
@@ -76,13 +77,17 @@ class Scenario:
     def work(self) -> int:
         """Run every queued job to completion in this process: RQ's with a real RQ worker, the turn queue's
         with a real consumer (bot.turn_pool.drain_turns), until neither finds work; return how many ran."""
-        jobs.configure(self.settings, self.bot)
         connection = sync_client(self.redis_url)
         executed = 0
         while True:
-            worker = _CountingWorker(list(RQ_QUEUES), connection=connection, serializer=JSONSerializer)
+            worker = _CountingWorker(
+                list(RQ_QUEUES),
+                connection=connection,
+                serializer=JSONSerializer,
+                job_class=jobs.wired_job_class(self.settings, self.bot),
+            )
             worker.work(burst=True, with_scheduler=False)
-            turns = drain_turns(self.redis_url)
+            turns = drain_turns(self.settings, self.bot)
             executed += worker.executed + turns
             if not turns:
                 break
@@ -106,7 +111,7 @@ class Scenario:
         """The Connect link the bot would hand this person (or their other Slack account) in Slack."""
 
         async def offer() -> str:
-            async with open_services(self.settings, self.bot.team) as svc:
+            async with open_wiring(self.settings, self.bot) as svc:
                 linking: Linking = svc.linking
                 return await linking.offer(TEAM_ID, slack_user or SLACK_IDS[person])
 

@@ -1,36 +1,101 @@
 """`chatops doctor` (SPEC §3): checks every setting against the live services and says plainly what is
-wrong, one line per check, exiting non-zero when anything is."""
+wrong, one line per check (ok, warn, BAD, or skip naming the setting it needs), exiting non-zero when
+anything is BAD; `--json` for monitoring."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+from approvals import turn_queue
+from bot.queues import AGENT, QUEUE_NAMES
+from fixtures.waiting import wait_until
 from tests.scenarios.conftest import Scenario
+from tests.scenarios.test_turn_pool import worker_process
 
 CHECKS = ("settings for web", "settings for worker", "Redis", "workers", "workflows", "registry")
 MORE_CHECKS = ("identity provider", "model", "Slack")
 
 
-def doctor(s: Scenario, **overrides: str) -> subprocess.CompletedProcess[str]:
+def doctor(s: Scenario, *args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **s.env, "CHATOPS_NETGUARD": "1", **overrides}
+    env = {k: v for k, v in env.items() if v != "<unset>"}
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "doctor"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "bot.cli", "doctor", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def line(done: subprocess.CompletedProcess[str], check: str) -> str:
-    (found,) = [x for x in done.stdout.splitlines() if x[4:].startswith(f"{check}:")]
+    (found,) = [x for x in done.stdout.splitlines() if x[5:].startswith(f"{check}:")]
     return found
 
 
+def workers_listening(s: Scenario) -> bool:
+    rq = all(s.redis.scard(f"rq:workers:{name}") > 0 for name in QUEUE_NAMES if name != AGENT)
+    return rq and turn_queue.live_slots(s.redis) > 0
+
+
 def test_a_healthy_deployment_passes_every_check(scenario: Scenario) -> None:
-    done = doctor(scenario)
+    with worker_process(scenario):
+        wait_until("the worker to listen on every queue", lambda: workers_listening(scenario), timeout=90)
+        done = doctor(scenario)
     assert done.returncode == 0, done.stdout
     for check in CHECKS + MORE_CHECKS:
-        assert line(done, check).startswith("ok "), done.stdout
-    assert done.stdout.strip().endswith("all good")
+        if check != "Redis":
+            assert line(done, check).startswith("ok   "), done.stdout
+    # The test Redis keeps nothing on disk: it works, and doctor says what a crash would cost.
+    assert line(done, "Redis").startswith("warn Redis: Redis appendonly is off")
+    assert done.stdout.strip().endswith("all good, 1 warning(s)")
+
+
+def test_no_worker_listening_is_a_problem_even_with_nothing_waiting(scenario: Scenario) -> None:
+    done = doctor(scenario)
+    assert done.returncode == 1
+    assert line(done, "workers").startswith("BAD  workers: ")
+    assert "chatops-agent: 0 turn slots, 0 waiting" in line(done, "workers")
+    assert "start `chatops worker`" in line(done, "workers")
+
+
+def test_every_check_has_a_line_and_a_missing_setting_skips_what_needs_it(scenario: Scenario) -> None:
+    done = doctor(scenario, OAUTH_ISSUER="<unset>", ANTHROPIC_API_KEY="<unset>", SLACK_BOT_TOKEN="<unset>")
+    for check in CHECKS + MORE_CHECKS:
+        line(done, check)  # exactly one line each
+    assert line(done, "identity provider") == "skip identity provider: skipped: needs OAUTH_ISSUER"
+    assert line(done, "model") == "skip model: skipped: needs ANTHROPIC_API_KEY"
+    assert line(done, "Slack") == "skip Slack: skipped: needs SLACK_BOT_TOKEN"
+    settings = line(done, "settings for worker")
+    assert settings.startswith("BAD  settings for worker: SLACK_BOT_TOKEN: is required; OAUTH_ISSUER")
+    assert "ANTHROPIC_API_KEY: is required" in settings  # every missing setting at once
+    assert done.returncode == 1
+
+
+def test_json_output_has_every_check_for_monitoring(scenario: Scenario) -> None:
+    done = doctor(scenario, "--json")
+    report = json.loads(done.stdout)
+    assert report["ok"] is False  # no worker runs
+    statuses = {c["check"]: c["status"] for c in report["checks"]}
+    assert list(statuses) == [
+        "settings for web",
+        "settings for worker",
+        "Redis",
+        "workers",
+        "model cache",
+        "Slack",
+        "registry",
+        "identity provider",
+        "model",
+        "workflows",
+    ]
+    assert statuses["workers"] == "BAD"
+    assert statuses["Redis"] == "warn"
+    assert statuses["Slack"] == "ok"
+    assert done.returncode == 1
 
 
 def test_each_broken_service_is_named_and_the_rest_still_checked(scenario: Scenario) -> None:
@@ -43,11 +108,11 @@ def test_each_broken_service_is_named_and_the_rest_still_checked(scenario: Scena
     )
     assert done.returncode == 1
     assert line(done, "registry").startswith("BAD")
-    assert line(done, "model") == "BAD model: ANTHROPIC_API_KEY was not accepted"
-    assert line(done, "Slack") == "BAD Slack: SLACK_BOT_TOKEN: Slack refused it (token_revoked)"
-    assert line(done, "Redis").startswith("ok ")  # the others are still checked, and pass
+    assert line(done, "model") == "BAD  model: ANTHROPIC_API_KEY was not accepted"
+    assert line(done, "Slack") == "BAD  Slack: SLACK_BOT_TOKEN: Slack refused it (token_revoked)"
+    assert line(done, "Redis").startswith("warn ")  # the others are still checked, and work
     assert line(done, "identity provider").startswith("ok ")
-    assert done.stdout.strip().endswith("3 problem(s) found")
+    assert "4 problem(s) found" in done.stdout  # and no worker listens
     assert "sk-ant-not-the-key" not in done.stdout + done.stderr  # secrets never printed
     assert "xoxb-not-the-token" not in done.stdout + done.stderr
 
@@ -104,7 +169,7 @@ def test_malformed_entries_are_listed_and_a_server_whose_header_variable_is_unse
         "io.example/statuspage", {"headers": {"X-Api-Key": "CHATOPS_HEADER_STATUSPAGE"}}
     )
     done = doctor(scenario, CHATOPS_HEADER_STATUSPAGE="")
-    assert line(done, "registry").startswith("ok "), done.stdout  # set, even if empty: callable
+    assert line(done, "registry").startswith("ok  "), done.stdout  # set, even if empty: callable
     env = {k: v for k, v in os.environ.items() if k != "CHATOPS_HEADER_STATUSPAGE"}
     unset = subprocess.run(
         [sys.executable, "-m", "bot.cli", "doctor"],

@@ -21,7 +21,7 @@ import pytest
 from bot.blocks import CONNECT_SERVER_ACTION_ID
 from bot.home import HOME_DISCONNECT_ACTION_ID
 from bot.home_servers import HOME_SERVER_CONNECT_PREFIX, HOME_SERVER_DISCONNECT_PREFIX
-from bot.services import open_services
+from bot.wiring import open_wiring
 from fixtures.anthropic_fake import Body, Reply, text, tool_names, tool_results, tool_use
 from fixtures.own_as_mcp import ThirdPartyServer
 from fixtures.slack import TEAM_ID
@@ -194,7 +194,7 @@ def offer_url(s: Scenario, user: str) -> str:
     """A Connect link minted for `user` directly (as if the bot had offered it)."""
 
     async def offer() -> str:
-        async with open_services(s.settings, s.bot.team) as svc:
+        async with open_wiring(s.settings, s.bot) as svc:
             return await svc.server_linking.offer(TEAM_ID, user, NAME)
 
     return asyncio.run(offer())

@@ -22,7 +22,7 @@ from typing import Literal, TypeGuard
 
 import redis.asyncio as aioredis
 
-from bot.slack_people import SlackPerson
+from flows.people import SlackPerson
 from mcp_clients.provider import Claims
 from mcp_clients.sealing import Binding, Sealer, SealError
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from agent.workflow import load_workflows
 from approvals.workflow_runs import WorkflowRun
-from bot.workflow_access import may_see_run
 from fixtures.registry import FakeRegistry, dead_urls
+from flows.workflow_access import may_see_run
 from mcp_clients.tokens import Identity
 from registry_cache.model import parse_entries
 from registry_cache.view import RegistryView

@@ -12,7 +12,7 @@
    signed in (`mcp_clients.person`: the verified ID token, userinfo for what it lacks, OAUTH_EMAIL_CLAIM and
    OAUTH_GROUPS_CLAIM wherever they are), then makes sure the person who signed in is the Slack user:
    - OAUTH_MATCH_EMAIL=true (default): the signed-in email must equal the Slack profile's, ignoring case;
-   - false: nothing is linked yet; the sign-in is held (bot.link_confirm) until `confirm()`, a POST from the
+   - false: nothing is linked yet; the sign-in is held (flows.link_confirm) until `confirm()`, a POST from the
      same browser with the confirmation page's own CSRF token.
    The code exchange's access token is never used to call a server.
 
@@ -31,8 +31,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bot.link_confirm import Confirmation, Held, NotConfirmable, PendingLinks, fingerprint, matches
-from bot.slack_people import People, PeopleUnavailable, SlackPerson
+from flows.link_confirm import Confirmation, Held, NotConfirmable, PendingLinks, fingerprint, matches
+from flows.people import People, PeopleUnavailable, SlackPerson
 from mcp_clients.person import identify
 from mcp_clients.provider import Claims, Pkce, Provider, ProviderError
 from mcp_clients.sealing import Sealer
