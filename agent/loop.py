@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import ModelUnavailable
-from agent.ports import Model, Progress, ToolInfo, Tools
+from agent.ports import Model, Progress, Stop, ToolInfo, Tools
 from agent.prompt import SYSTEM_PROMPT
 from agent.redaction import CREDENTIAL_REFUSAL, contains_credential, redact_value
+from agent.stopping import Stopped, unless_stopped
 from agent.tool_search import SearchMode, ToolContext
 from agent.transcript import (
     TOOL_OUTPUT_MAX_CHARS,
@@ -128,7 +129,7 @@ class Paused:
 
 @dataclass(frozen=True)
 class Failed:
-    kind: str  # step_cap | time_cap | token_cap | model_unavailable | refusal
+    kind: str  # step_cap | time_cap | token_cap | model_unavailable | refusal | stopped
     message: str  # says plainly what happened, for the user
     messages: list[dict[str, Any]]
     calls: list[CallRecord]
@@ -190,6 +191,11 @@ class _Run:
     def answer(self, text: str) -> Answer:
         return Answer(text=text, notes=list(self.notes), **self._common())
 
+    def stopped(self, who: str) -> Failed:
+        partial = self.partial()
+        said = f"Stopped by {who}."
+        return self.failed("stopped", f"{said} What I had found so far:\n{partial}" if partial else said)
+
     def failed(self, kind: str, message: str | None = None) -> Failed:
         partial = self.partial()
         if message is None:
@@ -221,6 +227,7 @@ async def run(
     rejected: frozenset[str] = frozenset(),
     clock: Callable[[], float] = time.monotonic,
     system: str = SYSTEM_PROMPT,
+    stop: Stop | None = None,
 ) -> Result:
     """Run the loop from `messages` (ending with a user message) until an answer, a pause or a cap."""
     st = _Run([dict(m) for m in messages], limits, clock, clock() + limits.max_seconds, len(messages))
@@ -243,6 +250,8 @@ async def run(
     while True:
         if (cap := st.cap()) is not None:
             return st.failed(cap)
+        if stop is not None and (who := await stop.check()) is not None:
+            return st.stopped(who)
         if estimate_tokens(st.messages) > budget:
             # Down to a low-water mark, not just under the cap: the prefix then stays the same (and cached)
             # for the next steps and turns, instead of changing on every request once the thread is full.
@@ -252,18 +261,22 @@ async def run(
             if dropped or elided:
                 st.note(NOTE_COMPACTED)
         await progress.thinking()
+        asking = model.complete(
+            system=system,
+            messages=st.messages,
+            tools=context.request_tools(),
+            max_tokens=limits.max_output_tokens,
+            on_text=progress.text,
+        )
         try:
             async with asyncio.timeout(st.left()):
-                reply = await model.complete(
-                    system=system,
-                    messages=st.messages,
-                    tools=context.request_tools(),
-                    max_tokens=limits.max_output_tokens,
-                )
+                reply = await (asking if stop is None else unless_stopped(asking, stop))
         except TimeoutError:
             return st.failed("time_cap")
         except ModelUnavailable as exc:
             return st.failed("model_unavailable", exc.message)
+        if isinstance(reply, Stopped):
+            return st.stopped(reply.who)
         st.steps += 1
         st.input_tokens += reply.input_tokens
         st.output_tokens += reply.output_tokens
@@ -272,6 +285,8 @@ async def run(
         )
         content = [dict(b) for b in reply.content]
         uses = [b for b in content if b.get("type") == "tool_use"]
+        if reply.stop_reason == "tool_use" and uses and stop is not None and (who := await stop.check()):
+            return st.stopped(who)  # the last safe point before tools run: none is cut half-way
         if reply.stop_reason == "tool_use" and uses:
             st.messages.append({"role": "assistant", "content": content})
             paused = await _tool_step(st, uses, text_of(content), infos, tools, progress, rejected, context)

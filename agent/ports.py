@@ -6,10 +6,10 @@ structurally; the Slack side satisfies `Progress`; `llm.anthropic` adapts the Me
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-__all__ = ["Model", "ModelReply", "Progress", "ToolInfo", "ToolResult", "Tools"]
+__all__ = ["Model", "ModelReply", "Progress", "Stop", "ToolInfo", "ToolResult", "Tools"]
 
 
 class ToolInfo(Protocol):
@@ -70,12 +70,27 @@ class Model(Protocol):
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]],
         max_tokens: int,
-    ) -> ModelReply: ...
+        on_text: Callable[[str], Awaitable[None]] | None = None,
+    ) -> ModelReply:
+        """`on_text`, when given, is handed the reply's text as it is written (it must not raise)."""
+        ...
 
 
 class Progress(Protocol):
     """What people see while the loop works. Implementations throttle; the loop just reports."""
 
     async def thinking(self) -> None: ...
+    async def text(self, delta: str) -> None: ...  # the model's words as they come (a streamed reply)
     async def tool_started(self, server: str, tool: str) -> None: ...
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None: ...
+
+
+class Stop(Protocol):
+    """A person's request to stop the run, from wherever it was made. `who` says who, in the words the
+    result shows them by."""
+
+    async def check(self) -> str | None:
+        """Who asked to stop, if anyone has yet (the loop asks at each safe point)."""
+
+    async def wait(self) -> str:
+        """Return once someone asks to stop (the loop races a pending model call against it)."""

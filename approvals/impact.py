@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.utils import str_if_bytes
 
 from approvals.audit import AUDIT_STREAM, AuditRecord
+from approvals.calibration import Calibration, Verdict, verdict
 from approvals.model_bill import BILL_HEADER, Bill, add_bill, bill_lines
 
 __all__ = [
@@ -76,6 +77,7 @@ class Stats:
     months: list[MonthStats]
     feedback_up: int = 0  # all feedback stored, including turns outside these months
     feedback_down: int = 0
+    calibration: Calibration = field(default_factory=Calibration)
 
     def month(self, month: str) -> MonthStats:
         return next(m for m in self.months if m.month == month)
@@ -112,7 +114,9 @@ def _count(row: Row, user: str, invocation: bool, minutes: float) -> None:
     row.minutes_saved += minutes
 
 
-def add_record(stats: Mapping[str, MonthStats], record: Mapping[str, Any]) -> None:
+def add_record(
+    stats: Mapping[str, MonthStats], record: Mapping[str, Any], calibration: Calibration | None = None
+) -> None:
     """Count one audit record into its month, if that month is being counted."""
     kind, outcome = record.get("kind"), record.get("outcome")
     month = stats.get(month_of(float(record.get("time") or 0)))
@@ -130,11 +134,14 @@ def add_record(stats: Mapping[str, MonthStats], record: Mapping[str, Any]) -> No
         return  # the request is activity; the tool call itself is counted when (if) it runs
     _count(month.servers.setdefault(server, Row()), user, invocation, minutes)
     _count(month.tools.setdefault((server, tool), Row()), user, invocation, minutes)
+    if calibration is not None and invocation:
+        calibration.add(month.month, server, tool, str(record.get("request_id") or ""), minutes)
 
 
 async def monthly_stats(redis: aioredis.Redis, *, months: Iterable[str]) -> Stats:
     wanted = sorted({check_month(m) for m in months})
     by_month = {m: MonthStats(m) for m in wanted}
+    calibration = Calibration()
     turn_times: dict[str, float] = {}  # request id -> earliest record time, to place feedback in a month
     # Stream ids (Redis' append time) narrow the read to the months asked for, with a margin for skew.
     start = f"{max(0, _month_start_ms(wanted[0]) - SKEW_MS)}-0" if wanted else "+"
@@ -149,21 +156,23 @@ async def monthly_stats(redis: aioredis.Redis, *, months: Iterable[str]) -> Stat
                 continue  # not a record; audit_query reports these, stats just skip them
             if not isinstance(record, dict):
                 continue
-            add_record(by_month, record)
+            add_record(by_month, record, calibration)
             request_id, ts = str(record.get("request_id") or ""), float(record.get("time") or 0)
             if request_id and ts and ts < turn_times.get(request_id, float("inf")):
                 turn_times[request_id] = ts
         if len(rows or []) < PAGE:
             break
         start = "(" + str_if_bytes(rows[-1][0])
-    stats = Stats([by_month[m] for m in wanted])
-    await _add_feedback(redis, stats, by_month, turn_times)
+    stats = Stats([by_month[m] for m in wanted], calibration=calibration)
+    calibration.settle(await _add_feedback(redis, stats, by_month, turn_times))
     return stats
 
 
 async def _add_feedback(
     redis: aioredis.Redis, stats: Stats, by_month: Mapping[str, MonthStats], turn_times: Mapping[str, float]
-) -> None:
+) -> dict[str, Verdict]:
+    """Count the votes into their months; each rated turn's verdict (approvals.calibration)."""
+    verdicts: dict[str, Verdict] = {}
     keys = [str_if_bytes(k) async for k in redis.scan_iter(match="chatops:feedback:*", count=PAGE)]
     for offset in range(0, len(keys), PAGE):
         chunk = keys[offset : offset + PAGE]
@@ -176,12 +185,14 @@ async def _add_feedback(
             turn_id = key.removeprefix("chatops:feedback:")
             up = sum(1 for v in votes if str_if_bytes(v) == "up")
             down = sum(1 for v in votes if str_if_bytes(v) == "down")
+            verdicts[turn_id] = verdict(up, down)
             stats.feedback_up, stats.feedback_down = stats.feedback_up + up, stats.feedback_down + down
             when = float(str_if_bytes(created)) if created else turn_times.get(turn_id)
             month = by_month.get(month_of(when)) if when else None
             if month is not None:
                 month.feedback_up += up
                 month.feedback_down += down
+    return verdicts
 
 
 def metrics_from_audit(record: AuditRecord | Mapping[str, Any]) -> list[tuple[str, dict[str, str], float]]:
@@ -262,4 +273,24 @@ def render_table(stats: Stats) -> str:
     rows = [([m.month, s], b) for m in stats.months for s, b in sorted(m.bill_servers.items())]
     out += _table(["Month", "Server", *BILL_HEADER], bill_lines(rows))
     out += ["", f"Feedback stored (all turns): {stats.feedback_up} up, {stats.feedback_down} down"]
-    return "\n".join(out) + "\n"
+    return "\n".join([*out, "", *_calibrated(stats)]) + "\n"
+
+
+def _calibrated(stats: Stats) -> list[str]:
+    cal = stats.calibration
+    out = ["Calibrated by feedback (minutes count only for calls in turns not marked unhelpful)"]
+    out += _table(
+        ["Month", "Hours saved (owners' estimate)", "Calibrated hours"],
+        [
+            [m.month, f"{m.total.hours_saved:,.2f}", f"{cal.hours.get(m.month, 0.0):,.2f}"]
+            for m in stats.months
+        ],
+    )
+    out += ["", "Owners' estimate beside observed helpfulness, per tool"]
+    rows = []
+    for (month, server, tool), rating in sorted(cal.tools.items()):
+        rate = rating.helpful_rate
+        shown = f"{rate:.0%} of {rating.rated}" if rate is not None else "no ratings"
+        rows.append([month, server, tool, f"{rating.estimate_minutes:g}", shown])
+    out += _table(["Month", "Server", "Tool", "Estimate (min per call)", "Helpful"], rows)
+    return out

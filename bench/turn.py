@@ -60,7 +60,8 @@ def _responder(body: dict[str, Any]) -> Any:
     from fixtures.anthropic_fake import first_user_text, text, tool_results, tool_use
 
     if not tool_results(body):
-        return tool_use("presto__query_history", {"limit": 1})
+        # Words before the tool call: with streaming on they reach Slack before the tool runs.
+        return tool_use("presto__query_history", {"limit": 1}, text_before="Checking Presto.")
     match = TAG.search(first_user_text(body))
     return text(f"Answer for {match.group(1) if match else 'unknown'}: one query is running.")
 
@@ -186,18 +187,26 @@ def _one_turn(world: Any, ingress: Any, rconn: redis.Redis, label: str, timeout:
         for r in world.servers["presto"].record.tool_calls("query_history")
         if r.at - offset >= started
     ]
+    # The working message is a stream (chat.startStream) where Slack streams, else a posted message.
     placeholder = next(
         (
             c
-            for c in slack.calls("chat.postMessage")
-            if c.args.get("thread_ts") == ts and c.monotonic >= started
+            for c in slack.calls("chat.startStream") + slack.calls("chat.postMessage")
+            if c.args.get("thread_ts") == ts and c.monotonic >= started and c.response.get("ok")
         ),
         None,
     )
+    working_ts = placeholder.response.get("ts") if placeholder is not None else None
     updates = [
         c.monotonic - started
-        for c in slack.calls("chat.update")
-        if placeholder is not None and c.args.get("ts") == placeholder.response.get("ts") and c is not answer
+        for c in slack.calls("chat.update") + slack.calls("chat.appendStream")
+        if working_ts is not None and c.args.get("ts") == working_ts and c is not answer
+    ]
+    texts = [
+        c.monotonic - started
+        for c in slack.calls("chat.appendStream")
+        if c.args.get("ts") == working_ts
+        and any(k.get("type") == "markdown_text" for k in c.args.get("chunks") or [])
     ]
     lists = [
         r.at - offset - started
@@ -211,8 +220,10 @@ def _one_turn(world: Any, ingress: Any, rconn: redis.Redis, label: str, timeout:
         "status": delivery.status,
         "eyes": eyes.monotonic - started,
         "placeholder": placeholder.monotonic - started if placeholder is not None else None,
+        "streamed": placeholder is not None and placeholder.method == "chat.startStream",
+        "first_text": min(texts) if texts else None,
         "lists": sorted(lists),
-        "progress_updates": sorted(updates),
+        "progress_updates": sorted(set(updates)),
         "model": [t - started for t in model],
         "tool": [t - started for t in tool],
         "answer": answer.monotonic - started,
@@ -412,6 +423,40 @@ def _legs(use: list[dict[str, Any]]) -> dict[str, list[float]]:
     }
 
 
+def _streaming_rows(section: Section, use: list[dict[str, Any]], model_rt: float, fake_floor: float) -> None:
+    """Streaming's own figures: how soon the first words show, and the wall time with streaming on."""
+    streamed = [r for r in use if r["streamed"] and r["first_text"] is not None]
+    if not streamed:
+        return
+    first = statistics.median(r["first_text"] for r in streamed)
+    target = 1.2 * model_rt + 0.1
+    wall = statistics.median(r["answer"] for r in streamed)
+    section.add(
+        Result(
+            "turn.first_streamed_text",
+            "p50 s",
+            first,
+            model_rt,
+            first / model_rt,
+            f"< 1.2× TTFT + 100 ms ({target:.3f} s)",
+            first < target,
+            f"mention -> the first chat.appendStream carrying the model's words; floor = the model fake's "
+            f"own time to first token (it sends the whole reply at once, so its bare round trip); "
+            f"{len(streamed)} streamed turns",
+        ),
+        Result(
+            "turn.wall with streaming",
+            "p50 s",
+            wall,
+            fake_floor,
+            wall / fake_floor,
+            "≤ 1.05×",
+            wall / fake_floor <= 1.05,
+            "the same turns' wall time, the answer streamed (words, a task per tool call) then placed",
+        ),
+    )
+
+
 def _rows(
     section: Section,
     forked: list[dict[str, Any]],
@@ -519,5 +564,6 @@ def _rows(
                 notes.lstrip("; "),
             )
         )
+    _streaming_rows(section, use, model_rt, fake_floor)
     section.details["legs_ms"] = {k: [v * 1000 for v in vs] for k, vs in fork_legs.items()}
     section.details["legs_ms_simple"] = {k: [v * 1000 for v in vs] for k, vs in simple_legs.items()}

@@ -33,6 +33,7 @@ __all__ = [
     "CONNECT_SERVER_ACTION_ID",
     "FEEDBACK_ACTION_ID",
     "RECONNECT_ACTION_ID",
+    "STOP_ACTION_ID",
     "AnswerLayout",
     "Message",
     "ProgressLine",
@@ -43,12 +44,14 @@ __all__ = [
     "progress_message",
     "reconnect_prompt",
     "server_connect_prompt",
+    "stop_actions",
     "text_length",
     "working_message",
 ]
 
 JSON = dict[str, Any]
 FEEDBACK_ACTION_ID = "feedback"
+STOP_ACTION_ID = "turn_stop"
 CONNECT_ACTION_ID = "connect_account"
 RECONNECT_ACTION_ID = "reconnect_account"
 CONNECT_SERVER_ACTION_ID = "connect_server"
@@ -229,19 +232,35 @@ def _checked_id(value: str) -> str:
 _STATE_EMOJI = {"running": ":hourglass_flowing_sand:", "ok": ":white_check_mark:", "failed": ":x:"}
 
 
-def working_message(text: str = "On it…") -> Message:
+def working_message(text: str = "On it…", *, stop_id: str | None = None) -> Message:
     safe = untrusted(text)
     section = _section(f":hourglass_flowing_sand: {safe}"[:TEXT_OBJECT_LIMIT])
-    return Message(trusted(_preview(safe) or "On it…"), [section])
+    return Message(trusted(_preview(safe) or "On it…"), [section, *_stop(stop_id)])
 
 
-def progress_message(lines: Sequence[ProgressLine]) -> Message:
+def stop_actions(turn_id: str) -> JSON:
+    """The running turn's Stop button; its value is the turn's id, every decision is made server-side."""
+    button = {
+        "type": "button",
+        "action_id": STOP_ACTION_ID,
+        "text": {"type": "plain_text", "text": "Stop"},
+        "style": "danger",
+        "value": turn_id,
+    }
+    return {"type": "actions", "block_id": "turn_stop", "elements": [button]}
+
+
+def _stop(stop_id: str | None) -> list[JSON]:
+    return [stop_actions(stop_id)] if stop_id and _ID.fullmatch(stop_id) else []
+
+
+def progress_message(lines: Sequence[ProgressLine], *, stop_id: str | None = None) -> Message:
     """One compact line per tool call, newest last, at most 40 lines plus a count of the rest."""
     shown = [_progress_line(line) for line in lines[:MAX_PROGRESS_LINES]]
     if len(lines) > MAX_PROGRESS_LINES:
         shown.append(f"…and {len(lines) - MAX_PROGRESS_LINES} more")
     body = "\n".join(shown) or ":hourglass_flowing_sand: Working…"
-    blocks = [_section(c) for c in _chunks(body, TEXT_OBJECT_LIMIT)]
+    blocks = [*(_section(c) for c in _chunks(body, TEXT_OBJECT_LIMIT)), *_stop(stop_id)]
     done = sum(1 for line in lines if line.state != "running")
     return Message(trusted(f"Working: {done} of {len(lines)} tool calls finished"), blocks)
 

@@ -9,6 +9,7 @@ server, or resumed with one's outcome, answers its requester alone; the thread l
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from agent.loop import Answer, Failed, Paused
@@ -16,7 +17,7 @@ from agent.redaction import redact_secrets
 from approvals.turns import Turn
 from bot import blocks
 from bot.poster import Poster, PostError
-from bot.slack_text import ours, trusted
+from bot.slack_text import join, ours, trusted, untrusted
 
 __all__ = ["Delivery", "summary"]
 
@@ -39,7 +40,13 @@ class Delivery:
         else:
             text = summary(result)
         text, _ = redact_secrets(text)
-        layout = blocks.answer_messages(text, footer=footer, feedback_id=turn.id)
+        stopped = _stopped(result)
+        if stopped is not None:  # our words name who stopped it; what it found is the model's
+            text = join([ours("Stopped by <@{user}>.", user=trusted(stopped[0])), untrusted(stopped[1])], "")
+            footer = untrusted(footer)
+        layout = blocks.answer_messages(
+            text, footer=footer, feedback_id=turn.id, already_safe=stopped is not None
+        )
         poster = self.poster
         try:
             for index, message in enumerate(layout.messages):
@@ -88,6 +95,20 @@ class Delivery:
             user=turn.user,
         )
         await self.poster.update(turn.channel, placeholder, text=note)
+
+
+_STOPPED_BY = re.compile(r"Stopped by <@([UW][A-Z0-9]{2,30})>\.")
+
+
+def _stopped(result: Answer | Paused | Failed) -> tuple[str, str] | None:
+    """(who, the rest) of a turn someone stopped: the loop says it "Stopped by <@U…>." (flows.stopping)."""
+    if not isinstance(result, Failed) or result.kind != "stopped":
+        return None
+    said = _STOPPED_BY.match(result.message)
+    if said is None:
+        return None
+    rest, _ = redact_secrets(result.message[said.end() :])
+    return said.group(1), rest
 
 
 def summary(result: Paused | Failed) -> str:

@@ -14,6 +14,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from approvals.audit import Audit
 from approvals.feedback import Feedback
 from approvals.questions import QuestionStore
+from approvals.stops import TurnStops
+from approvals.turns import TurnStore
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_listeners import register_approvals
 from bot.blocks import FEEDBACK_ACTION_ID, parse_feedback_value
@@ -23,6 +25,7 @@ from bot.identity import BotIdentity
 from bot.oncall_listeners import register_oncall
 from bot.poster import Poster
 from bot.question_listeners import register_questions
+from bot.stop_listeners import register_stop
 from flows.linking import Linking
 from flows.workflow_requests import WorkflowRequests
 from mcp_clients.tokens import TokenBroker
@@ -49,6 +52,8 @@ class Listeners:
     audit: Audit
     feedback: Feedback
     questions: QuestionStore
+    stops: TurnStops  # Stop clicks on running turns (bot.stop_listeners)
+    turns: TurnStore
 
 
 def register(app: AsyncApp, parts: Listeners) -> None:
@@ -58,6 +63,7 @@ def register(app: AsyncApp, parts: Listeners) -> None:
     register_approvals(app, clicks, parts.poster)
     register_oncall(app, parts.workflows, parts.broker, parts.linking, bot)
     register_questions(app, parts.questions, parts.poster)
+    register_stop(app, parts.stops, parts.turns, parts.poster)
 
     @app.action("connect_account")
     @app.action("reconnect_account")

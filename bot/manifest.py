@@ -58,6 +58,10 @@ WEB_API_METHODS: dict[str, tuple[str, ...]] = {
     "chat.update": ("chat:write",),
     "chat.postEphemeral": ("chat:write",),
     "chat.getPermalink": (),
+    # Streamed answers (bot.streams): the same scope as posting.
+    "chat.startStream": ("chat:write",),
+    "chat.appendStream": ("chat:write",),
+    "chat.stopStream": ("chat:write",),
     "reactions.add": ("reactions:write",),
     "reactions.remove": ("reactions:write",),
     "conversations.replies": _HISTORY,
@@ -124,6 +128,10 @@ def build_manifest(
                 "messages_tab_read_only_enabled": False,
             },
             "bot_user": {"display_name": _display_name(name), "always_online": True},
+            # The split-view AI app entry point: its threads are DMs with the bot, answered like any DM.
+            "assistant_view": {
+                "assistant_description": "Ask about your systems; sensitive actions wait for approval.",
+            },
             "slash_commands": [slash],
             "shortcuts": [
                 {

@@ -41,7 +41,17 @@ _FORM_METHODS = frozenset(
     {"conversations.replies", "conversations.history", "chat.getPermalink", "users.info"}
 )
 # Methods whose arguments people read: their text is guarded whoever built it (bot.slack_text.defuse).
-_SHOWN_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral", "views.publish"})
+_SHOWN_METHODS = frozenset(
+    {
+        "chat.postMessage",
+        "chat.update",
+        "chat.postEphemeral",
+        "views.publish",
+        "chat.startStream",
+        "chat.appendStream",
+        "chat.stopStream",
+    }
+)
 
 
 class PostError(Exception):
@@ -200,6 +210,14 @@ class Poster:
                 if found is not None:
                     return found
         raise PostError("chat.postMessage", "unreachable")
+
+    async def call_once(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
+        """A call that must not be repeated blindly (it adds something): None when its outcome is unknown
+        (the connection failed after the request was sent); the caller decides how to find out."""
+        try:
+            return await self.call(method, idempotent=False, **kwargs)
+        except _Uncertain:
+            return None
 
     async def find(self, channel: str, thread_ts: str | None, marker: str) -> Posted | None:
         """The bot's message carrying `marker` in this thread (or channel), if it exists."""

@@ -30,12 +30,14 @@ class SlackProgress:
         ts: str | Awaitable[str],
         *,
         clock: Callable[[], float] = time.monotonic,
+        stop_id: str | None = None,
     ) -> None:
         """`ts` is the progress message's, or an awaitable of it (the message may still be being posted)."""
         self._poster = poster
         self._channel = channel
         self._ts = ts
         self._clock = clock
+        self._stop_id = stop_id  # the turn a Stop button under the lines stops
         self._lines: list[ProgressLine] = []
         self._last = 0.0
         self._dirty = False
@@ -44,6 +46,9 @@ class SlackProgress:
 
     async def thinking(self) -> None:
         """The model is about to be asked: nothing to show (the message already says the bot is on it)."""
+
+    async def text(self, delta: str) -> None:
+        """Message updates show the steps, not the words: the answer replaces the message when done."""
 
     async def tool_started(self, server: str, tool: str) -> None:
         self._lines.append(ProgressLine(server.split("/", 1)[-1], tool, "running", None))
@@ -107,7 +112,7 @@ class SlackProgress:
             return
         self._dirty = False
         self._last = self._clock()
-        message = progress_message(self._lines)
+        message = progress_message(self._lines, stop_id=self._stop_id)
         if not isinstance(self._ts, str):
             self._ts = await self._ts
         # Progress is a courtesy; the answer itself is what must arrive.

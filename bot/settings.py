@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     # Turns one turn pool runs at once (`chatops worker --turns` overrides it). A turn is mostly waiting for
     # the model and tools, so this is bounded by the model's rate limits more than by this machine.
     turn_concurrency: int = Field(default=16, alias="CHATOPS_TURN_CONCURRENCY", ge=1, le=512)
+    # Answers streamed with Slack's streaming methods (falling back to message updates by itself where Slack
+    # refuses); false always uses message updates.
+    streaming: bool = Field(default=True, alias="CHATOPS_STREAMING")
     # How long a server's question (MCP elicitation) waits for its person's answer before it is cancelled;
     # the request's own time limit (CHATOPS_MAX_TURN_SECONDS) may end it sooner.
     elicitation_timeout_seconds: int = Field(

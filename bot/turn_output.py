@@ -2,13 +2,19 @@
 answer, the Connect prompt, and what a refused or lost request is told, in Slack's words.
 
 The working message carries a marker derived from the turn and its first attempt, so a recovery (its
-worker died) finds the dead attempt's message and continues in it: one answer in the thread.
+worker died) finds the dead attempt's message and continues in it: one answer in the thread. Where Slack
+streams, the working message is a stream (bot.streams): the model's words and its tool calls appear in it
+as they happen; it is stopped (and marked) before the answer replaces its text, and a recovery stops the
+dead attempt's stream and finishes in it. Where streaming is unavailable, it is today's posted message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
+
+import redis.asyncio as aioredis
 
 from agent.loop import Result
 from approvals.home_records import HomeRecords
@@ -18,6 +24,8 @@ from bot.delivery import Delivery
 from bot.poster import Posted, Poster, PostError
 from bot.progress import SlackProgress
 from bot.slack_text import untrusted
+from bot.stream_progress import StreamProgress
+from bot.streams import SlackStreams
 from flows.ports import Refusal
 
 __all__ = ["GAVE_UP", "SlackTurnOutput", "refusal_text", "working_marker"]
@@ -47,9 +55,19 @@ def refusal_text(refusal: Refusal) -> str:
 
 
 class SlackTurnOutput:
-    def __init__(self, poster: Poster, records: HomeRecords) -> None:
+    def __init__(
+        self,
+        poster: Poster,
+        records: HomeRecords,
+        *,
+        redis: aioredis.Redis | None = None,
+        streaming: bool = True,
+    ) -> None:
         self._poster = poster
         self._records = records  # App Home's list of recent requests
+        # Streams need Redis (their records survive the worker); without it, message updates as before.
+        self._streams = SlackStreams(poster, redis, enabled=streaming)
+        self._live: dict[str, str] = {}  # ts of this process's open streams -> their working marker
 
     async def remember(self, turn: Turn) -> None:
         await self._records.remember(turn.team, turn.user, turn.id, turn.channel, turn.thread_ts, turn.text)
@@ -62,25 +80,34 @@ class SlackTurnOutput:
             found = await self._find_working(turn, attempt)
             if found is not None:
                 return found.ts
-        working = blocks.working_message()
+        marker = working_marker(turn.id, attempt)
+        streamed = await self._streams.start(turn, marker)
+        if streamed is not None:
+            self._live[streamed] = marker
+            return streamed
+        working = blocks.working_message(stop_id=turn.id)
         posted = await self._poster.post(
             turn.channel,
             text=working.text,
             blocks=working.blocks,
             thread_ts=turn.thread_ts,
-            marker=working_marker(turn.id, attempt),
+            marker=marker,
         )
         return posted.ts
 
-    def progress(self, turn: Turn, working: Awaitable[str]) -> SlackProgress:
-        return SlackProgress(self._poster, turn.channel, working)
+    def progress(self, turn: Turn, working: Awaitable[str]) -> StreamProgress:
+        working = asyncio.ensure_future(working)  # awaited by both ways of showing progress
+        updates = SlackProgress(self._poster, turn.channel, working, stop_id=turn.id)
+        return StreamProgress(self._streams, turn.channel, working, self._live.__contains__, updates)
 
     async def unavailable(self, turn: Turn, working: str, reason: str) -> None:
+        await self._end_stream(turn, working)
         await self._poster.update(turn.channel, working, text=untrusted(reason))
 
     async def deliver(
         self, turn: Turn, working: str, result: Result, seconds: float, attempt: str, *, private: bool
     ) -> None:
+        await self._end_stream(turn, working)
         if private:
             await Delivery(self._poster).private(turn, working, result, seconds)
         else:
@@ -118,5 +145,21 @@ class SlackTurnOutput:
             turn.channel, text=message.text, blocks=message.blocks, thread_ts=turn.thread_ts, marker=marker
         )
 
+    async def _end_stream(self, turn: Turn, ts: str) -> None:
+        """A stream is stopped (and marked as the working message) before anything edits it."""
+        marker = self._live.pop(ts, None)
+        if marker is not None:
+            await self._streams.stop(turn.channel, ts, marker)
+
     async def _find_working(self, turn: Turn, attempt: str) -> Posted | None:
-        return await self._poster.find(turn.channel, turn.thread_ts, working_marker(turn.id, attempt))
+        """The dead attempt's working message: posted or a finished stream (by its marker), else a stream it
+        left open (recorded, or found in the thread), which is stopped so the answer can replace it."""
+        marker = working_marker(turn.id, attempt)
+        found = await self._poster.find(turn.channel, turn.thread_ts, marker)
+        if found is not None:
+            return found
+        ts = await self._streams.recorded(marker) or await self._streams.orphan(turn)
+        if ts is None:
+            return None
+        await self._streams.stop(turn.channel, ts, marker)
+        return Posted(turn.channel, ts)

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from approvals.stops import TurnStops
 from bot import listeners
 from bot.identity import BotIdentity
 from bot.ingress import Ingress
@@ -94,6 +95,8 @@ def build_bolt(settings: Settings, wiring: Wiring) -> AsyncApp:
         audit=wiring.audit,
         feedback=wiring.feedback(),
         questions=wiring.questions(),
+        stops=TurnStops(wiring.redis),
+        turns=wiring.store,
     )
     listeners.register(app, parts)
     return app

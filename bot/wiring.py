@@ -29,6 +29,7 @@ from approvals.questions import QuestionStore
 from approvals.reminders import ReminderSchedule
 from approvals.seal import seal_keys
 from approvals.service import ApprovalService
+from approvals.stops import TurnStops
 from approvals.store import ApprovalStore
 from approvals.tallies import Tallies
 from approvals.turns import TurnStore
@@ -135,7 +136,9 @@ class Wiring:
         return ApprovalClicks(self.approval_service(), self.linking)
 
     def turn_output(self) -> SlackTurnOutput:
-        return SlackTurnOutput(self.poster, HomeRecords(self.redis))
+        return SlackTurnOutput(
+            self.poster, HomeRecords(self.redis), redis=self.redis, streaming=self.settings.streaming
+        )
 
     def turn_flow(self) -> TurnFlow:
         settings, approvals, tallies = self.settings, self.approval_service(), Tallies(self.redis)
@@ -151,6 +154,7 @@ class Wiring:
             ),
             audit=TurnAudit(self.audit, tallies),
             bill=self.usage_book(),
+            stops=TurnStops(self.redis),
             questions=ServerQuestions(
                 QuestionStore(self.redis),
                 SlackQuestionCards(self.poster),

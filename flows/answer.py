@@ -21,6 +21,7 @@ from agent import loop, resume
 from agent.loop import Answer, Failed, Limits, Paused, Result
 from agent.ports import Model
 from approvals.model_bill import UsageBook
+from approvals.stops import TurnStops
 from approvals.turns import Conversation, Turn, TurnStore
 from flows.access import ToolAccess
 from flows.admission import Admission
@@ -28,6 +29,7 @@ from flows.connecting import CONNECTED_ATTEMPT, ConnectingTools, connected_note
 from flows.decisions import Decisions, decisions
 from flows.ports import ApprovalRequests, Refusal, SettlingProgress, TurnApprovals, TurnOutput
 from flows.server_questions import ServerQuestions
+from flows.stopping import StopWatch
 from flows.thread_memory import handed_to, registry_view, remembered
 from flows.tool_audit import TurnAudit
 from mcp_clients.gateway import Caller, GatewaySession
@@ -55,17 +57,26 @@ async def after_asking(asked: asyncio.Event, call: Awaitable[T]) -> T:
 
 
 class _Asking:
-    """The edge's progress, which also marks the moment the model is first asked."""
+    """The edge's progress, which also marks the moment the model is first asked, and which stops passing
+    on the model's words once it has read a `private_data` server: those go to the requester alone, with
+    the answer (words written before such a call cannot have come from it)."""
 
     def __init__(self, progress: SettlingProgress, asked: asyncio.Event) -> None:
         self._progress = progress
         self._asked = asked
+        self.private: frozenset[tuple[str, str]] = frozenset()  # (server, tool) of private_data tools
+        self.muted = False
 
     async def thinking(self) -> None:
         self._asked.set()
         await self._progress.thinking()
 
+    async def text(self, delta: str) -> None:
+        if not self.muted:
+            await self._progress.text(delta)
+
     async def tool_started(self, server: str, tool: str) -> None:
+        self.muted = self.muted or (server, tool) in self.private
         await self._progress.tool_started(server, tool)
 
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None:
@@ -97,9 +108,11 @@ class TurnAnswer:
         admission: Admission,
         audit: TurnAudit,
         limits: Limits,
+        stops: TurnStops | None = None,
         bill: UsageBook | None = None,
         questions: ServerQuestions | None = None,
     ) -> None:
+        self._stops = stops  # Stop requests, from any process; None: no Stop
         self._store = store
         self._output = output
         self._access = access
@@ -179,7 +192,7 @@ class TurnAnswer:
         try:
             async with self._access.session(caller, attention) as session:
                 try:  # the conversation is read while the tools are listed
-                    _, conversation = await asyncio.gather(
+                    listed, conversation = await asyncio.gather(
                         session.tools(), self._store.conversation(turn.thread)
                     )
                 except RegistryUnavailable as exc:
@@ -188,6 +201,8 @@ class TurnAnswer:
                     await self._store.set_status(turn.id, "failed", reason="registry")
                     return "registry unavailable"
                 decided = await self._decisions(turn, session) if resuming else None
+                progress.private = frozenset((t.server, t.tool) for t in listed if t.private_data)
+                progress.muted = decided is not None and bool(decided.private)
                 asker = f"<@{turn.user}> ({identity.email or identity.sub})"
                 tools = ConnectingTools(self._audit.tools(session, turn, identity), session, asker)
                 again = attempt.startswith(CONNECTED_ATTEMPT)
@@ -215,7 +230,13 @@ class TurnAnswer:
             await self._output.eyes(turn, on=False)
         await self._store.mark_bot_thread(turn.team, turn.channel, turn.thread_ts)
         kind = (
-            "answered" if isinstance(result, Answer) else "paused" if isinstance(result, Paused) else "failed"
+            "answered"
+            if isinstance(result, Answer)
+            else "paused"
+            if isinstance(result, Paused)
+            else "stopped"
+            if result.kind == "stopped"
+            else "failed"
         )
         await self._store.set_status(turn.id, kind)
         return kind
@@ -281,6 +302,7 @@ class TurnAnswer:
             limits=self._limits,
             progress=progress,
             rejected=frozenset(conversation.rejected),
+            stop=StopWatch(self._stops, turn.id) if self._stops is not None else None,
         )
         private = decided.private if decided is not None else frozenset()
         conversation.messages = remembered(turn, session, result, history, asked_at, private)

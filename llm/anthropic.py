@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -21,6 +21,7 @@ import httpx2
 from agent.caching import TTL, cached_request
 from agent.errors import ModelUnavailable, UnavailableKind
 from agent.usage import Usage
+from llm.streaming import StreamedReply, read_stream
 
 __all__ = ["AnthropicModel", "ModelReplyData", "make_client"]
 
@@ -91,7 +92,8 @@ def _usage(value: Any) -> int:
 
 
 class AnthropicModel:
-    """`Model` over `client.messages.create` (non-streaming: the loop needs whole messages)."""
+    """`Model` over the Messages API: `messages.create`, or `messages.stream` when the caller wants the
+    text as it is written (`on_text`); either way the loop gets the whole message at the end."""
 
     def __init__(
         self,
@@ -118,19 +120,24 @@ class AnthropicModel:
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]],
         max_tokens: int,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
     ) -> ModelReplyData:
         started = time.monotonic()
         cached = cached_request(system, tools, tools_ttl=self.tools_ttl) if self.caching else None
+        request: dict[str, Any] = {
+            "model": self.model,
+            "system": cached.system if cached and cached.system else system,
+            # The transcript is plain JSON-shaped dicts; the SDK's TypedDicts describe the same shape.
+            "messages": list(messages),
+            "tools": (cached.tools if cached else list(tools)) if tools else anthropic.omit,
+            "cache_control": cached.cache_control if cached else anthropic.omit,
+            "max_tokens": max_tokens,
+        }
         try:
-            reply = await self.client.messages.create(
-                model=self.model,
-                system=cast(Any, cached.system) if cached and cached.system else system,
-                # The transcript is plain JSON-shaped dicts; the SDK's TypedDicts describe the same shape.
-                messages=cast(Any, list(messages)),
-                tools=cast(Any, cached.tools if cached else list(tools)) if tools else anthropic.omit,
-                cache_control=cast(Any, cached.cache_control) if cached else anthropic.omit,
-                max_tokens=max_tokens,
-            )
+            if on_text is None:
+                data = _data(await cast(Any, self.client.messages).create(**request))
+            else:
+                data = _streamed_data(await read_stream(self.client, request, on_text))
         except anthropic.AnthropicError as exc:
             kind = _classify(exc)
             status = getattr(exc, "status_code", None)
@@ -145,23 +152,38 @@ class AnthropicModel:
             if self._on_result is not None:
                 self._on_result(kind, 0, 0, time.monotonic() - started)
             raise ModelUnavailable(kind) from exc
-        usage = reply.usage
-        data = ModelReplyData(
-            # exclude_none: the SDK adds optional fields as null, which the API need not see echoed back.
-            # warnings=False: a malformed tool input is the loop's to report to the model, not a log warning.
-            content=tuple(
-                b.model_dump(mode="json", exclude_none=True, warnings=False) for b in reply.content
-            ),
-            stop_reason=reply.stop_reason,
-            # Cached input still counts against the conversation's budget.
-            input_tokens=_usage(usage.input_tokens)
-            + _usage(usage.cache_creation_input_tokens)
-            + _usage(usage.cache_read_input_tokens),
-            output_tokens=_usage(usage.output_tokens),
-            usage=Usage.from_api(usage.model_dump(mode="json", warnings=False)),
-        )
         if self._on_usage is not None:
             self._on_usage(data.usage)
         if self._on_result is not None:
             self._on_result("ok", data.input_tokens, data.output_tokens, time.monotonic() - started)
         return data
+
+
+def _data(reply: Any) -> ModelReplyData:
+    usage = reply.usage
+    return ModelReplyData(
+        # exclude_none: the SDK adds optional fields as null, which the API need not see echoed back.
+        # warnings=False: a malformed tool input is the loop's to report to the model, not a log warning.
+        content=tuple(b.model_dump(mode="json", exclude_none=True, warnings=False) for b in reply.content),
+        stop_reason=reply.stop_reason,
+        # Cached input still counts against the conversation's budget.
+        input_tokens=_usage(usage.input_tokens)
+        + _usage(usage.cache_creation_input_tokens)
+        + _usage(usage.cache_read_input_tokens),
+        output_tokens=_usage(usage.output_tokens),
+        usage=Usage.from_api(usage.model_dump(mode="json", warnings=False)),
+    )
+
+
+def _streamed_data(reply: StreamedReply) -> ModelReplyData:
+    usage = reply.usage
+    return ModelReplyData(
+        content=tuple(reply.content),
+        stop_reason=reply.stop_reason,
+        input_tokens=sum(
+            _usage(usage.get(k))
+            for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        ),
+        output_tokens=_usage(usage.get("output_tokens")),
+        usage=Usage.from_api(usage),
+    )

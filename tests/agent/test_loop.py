@@ -97,11 +97,17 @@ class FakeTools:
 class RecordingProgress:
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
+        self.said: list[str] = []  # streamed text, apart from the events so their order reads plainly
+        self.said_before_tool: list[str] = []
 
     async def thinking(self) -> None:
         self.events.append(("thinking",))
 
+    async def text(self, delta: str) -> None:
+        self.said.append(delta)
+
     async def tool_started(self, server: str, tool: str) -> None:
+        self.said_before_tool.append("".join(self.said))
         self.events.append(("started", server, tool))
 
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None:
@@ -189,6 +195,9 @@ async def test_a_two_step_investigation_ends_in_the_models_answer_with_the_tools
     assert result.messages[-1] == {"role": "assistant", "content": [{"type": "text", "text": result.text}]}
     assert progress.events[:2] == [("thinking",), ("started", "io.example/presto", "query_history")]
     assert progress.events.count(("thinking",)) == 3
+    # The words reach the person as the model writes them: the first step's before its tool runs.
+    assert progress.said_before_tool[0] == "Let me look at recent queries."
+    assert "".join(progress.said).endswith(result.text)
 
 
 async def test_read_only_calls_of_one_step_run_concurrently(

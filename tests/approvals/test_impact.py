@@ -212,3 +212,44 @@ def test_chatops_stats_prints_the_table(
     with pytest.raises(SystemExit):
         main(["stats", "--month", "last"])
     assert "YYYY-MM" in capsys.readouterr().err
+
+
+async def test_feedback_calibrates_hours_saved_and_rates_each_tool_beside_its_estimate(
+    aredis: aioredis.Redis,
+) -> None:
+    _, current = months_now()
+    audit = Audit(redis=aredis)
+    for turn, tool, minutes in [
+        ("t-good", "query_history", 6),
+        ("t-good", "slow_queries", 12),
+        ("t-bad", "query_history", 6),
+        ("t-quiet", "query_history", 6),
+    ]:
+        await audit.record(
+            rec(
+                "tool_call",
+                "succeeded",
+                "U0ALICE",
+                at(current, 1),
+                server=PRESTO,
+                tool=tool,
+                minutes_saved=minutes,
+                request_id=turn,
+            )
+        )
+    await aredis.hset("chatops:feedback:t-good", mapping={"U0ALICE": "up"})
+    await aredis.hset("chatops:feedback:t-bad", mapping={"U0ALICE": "down", "U0BOB": "down", "U0CAROL": "up"})
+
+    stats = await monthly_stats(aredis, months=[current])
+    assert stats.month(current).total.minutes_saved == 30  # the owners' estimate, as before
+    assert stats.calibration.hours[current] == 24 / 60  # the unhelpful turn's 6 minutes do not count
+    history = stats.calibration.tools[(current, PRESTO, "query_history")]
+    assert (history.estimate_minutes, history.rated, history.helpful) == (6, 2, 1)
+    assert history.helpful_rate == 0.5
+    assert stats.calibration.tools[(current, PRESTO, "slow_queries")].helpful_rate == 1.0
+
+    table = render_table(stats)
+    [row] = cells(table, "Calibrated by feedback", current)
+    assert [c.strip() for c in row] == [current, "0.50", "0.40"]
+    rated = {r[2].strip(): [c.strip() for c in r[3:]] for r in cells(table, "per tool", current)}
+    assert rated == {"query_history": ["6", "50% of 2"], "slow_queries": ["12", "100% of 1"]}

@@ -140,6 +140,15 @@ def test_the_manifest_validates_against_slacks_schema_in_both_modes(socket_mode:
     assert manifest["settings"]["token_rotation_enabled"] is False
 
 
+def test_the_manifest_sets_up_the_ai_app_surface_and_streaming() -> None:
+    manifest = build_manifest(public_url=PUBLIC, socket_mode=False)
+    assert manifest["features"]["assistant_view"]["assistant_description"]
+    assert "chat:write" in manifest["oauth_config"]["scopes"]["bot"]  # chat.startStream and friends
+    bad = {**manifest, "features": {**manifest["features"], "assistant_view": {"prompts": []}}}
+    with pytest.raises(jsonschema.ValidationError):  # the schema knows the feature's shape
+        jsonschema.validate(bad, SCHEMA)
+
+
 def test_the_vendored_schema_rejects_what_slack_rejects() -> None:
     good = build_manifest(public_url=PUBLIC, socket_mode=False)
     for broken in (

@@ -75,6 +75,10 @@ def test_a_private_data_servers_results_reach_only_the_requester(scenario: Scena
     s.work()
     in_channel = json.dumps([m.text + json.dumps(m.blocks) for m in s.world.slack.messages(CHANNEL)])
     assert RUNAWAY_QUERY_ID not in in_channel
+    # Nor while it was written: words after a private_data call are not streamed into the thread.
+    streamed = [c.args for c in s.world.slack.calls() if c.method.endswith("Stream")]
+    assert streamed
+    assert RUNAWAY_QUERY_ID not in json.dumps(streamed)
     assert "answered <@U0ALICE> privately" in in_channel
     private = s.world.slack.ephemerals(CHANNEL, user="U0ALICE")
     assert any(RUNAWAY_QUERY_ID in m.text + json.dumps(m.blocks) for m in private)

@@ -151,3 +151,47 @@ async def test_an_unreachable_service_is_unavailable_connection() -> None:
         port = s.getsockname()[1]
     err = await failure(f"http://127.0.0.1:{port}")
     assert err.kind == "connection"
+
+
+async def test_streamed_text_arrives_in_pieces_and_the_whole_message_comes_back(
+    fake: FakeAnthropic, url: str
+) -> None:
+    fake.enqueue(
+        tool_use("presto__health", {"cluster": "prod"}, id="toolu_s1", text_before="Checking health now.")
+    )
+    pieces: list[str] = []
+
+    async def on_text(delta: str) -> None:
+        pieces.append(delta)
+
+    async with make_client("test-key", url, max_retries=0) as client:
+        reply = await AnthropicModel(client, MODEL).complete(
+            system="be brief", messages=ASK, tools=TOOLS, max_tokens=256, on_text=on_text
+        )
+
+    assert fake.last_request().body.get("stream") is True
+    assert len(pieces) > 1
+    assert "".join(pieces) == "Checking health now."
+    assert reply.content == (
+        {"type": "text", "text": "Checking health now."},
+        {"type": "tool_use", "id": "toolu_s1", "name": "presto__health", "input": {"cluster": "prod"}},
+    )
+    assert reply.stop_reason == "tool_use"
+    assert reply.input_tokens > 0
+    assert reply.output_tokens > 0
+
+
+async def test_a_streamed_request_that_fails_reads_as_the_same_unavailable_model(
+    fake: FakeAnthropic, url: str
+) -> None:
+    fake.fail_next(1, "overloaded")
+
+    async def on_text(delta: str) -> None:
+        raise AssertionError("no text expected")
+
+    async with make_client("test-key", url, max_retries=0) as client:
+        with pytest.raises(ModelUnavailable) as err:
+            await AnthropicModel(client, MODEL).complete(
+                system="s", messages=ASK, tools=[], max_tokens=8, on_text=on_text
+            )
+    assert err.value.kind == "overloaded"

@@ -203,8 +203,11 @@ def test_a_long_tools_progress_shows_on_the_threads_progress_line(
     turn = Turn(s, "rebuild the search index")
 
     def progress_shows(words: str) -> Message | None:
+        # On the progress line of the working message, or, where the answer streams, its task's details.
         shown = (
-            m for m in s.bot_messages(CHANNEL, turn.ts) if words in json.dumps(m.blocks, ensure_ascii=False)
+            m
+            for m in s.bot_messages(CHANNEL, turn.ts)
+            if words in json.dumps([m.blocks, m.chunks], ensure_ascii=False)
         )
         return next(shown, None)
 

@@ -99,6 +99,7 @@ def test_a_turn_that_keeps_failing_is_retried_twice_then_reported_once_and_frees
     s.link("alice")
     s.world.anthropic.set_default(answerer)
     s.world.slack.fail_next("chat.postMessage", error="channel_not_found", times=3)
+    s.world.slack.fail_next("chat.startStream", error="channel_not_found", times=3)  # streamed or not
     mention = s.ingress.app_mention("U0ALICE", CHANNEL, "why is daily_ad_metrics late?")
     ts = mention.event["ts"]
     s.ingress.post(mention)

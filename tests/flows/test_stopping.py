@@ -1,0 +1,50 @@
+"""A turn's Stop as the loop sees it (flows.stopping over approvals.stops, real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from agent.stopping import Stopped, unless_stopped
+from approvals.stops import TurnStops
+from bot.redis_clients import async_client
+from flows.stopping import StopWatch
+
+
+async def test_a_stop_recorded_by_anyone_is_seen_and_only_the_first_one_counts(
+    aredis: aioredis.Redis,
+) -> None:
+    stops = TurnStops(aredis)
+    watch = StopWatch(stops, "t-1", poll_seconds=0.01)
+    assert await watch.check() is None
+    assert await stops.request("t-1", "U0ALICE") is True
+    assert await stops.request("t-1", "U0BOB") is False
+    assert await watch.check() == "<@U0ALICE>"
+
+    never = asyncio.get_running_loop().create_future()
+    assert await unless_stopped(never, watch) == Stopped("<@U0ALICE>")
+    assert never.cancelled()  # the pending model call is cancelled, not left running
+
+
+async def test_model_replies_that_win_the_race_never_wedge_the_shared_redis_pool(redis_url: str) -> None:
+    """Each model reply cancels its turn's stop watch; cut off mid-command, a pooled connection was left
+    unusable and every later turn on that worker hung (bench/turn). Many short races must all finish."""
+    client = async_client(redis_url, max_connections=200)
+    stops = TurnStops(client)
+
+    async def model(i: int) -> int:
+        await asyncio.sleep(0.002 * (i % 7))
+        return i
+
+    async def turn(i: int) -> None:
+        watch = StopWatch(stops, f"t-{i}", poll_seconds=0.0005)
+        for _ in range(3):
+            assert await unless_stopped(model(i), watch) == i
+
+    try:
+        async with asyncio.timeout(60):
+            for _ in range(10):
+                await asyncio.gather(*(turn(i) for i in range(20)))
+    finally:
+        await client.aclose()
