@@ -220,6 +220,8 @@ class TurnConsumer:
 
     async def drain(self) -> int:
         """Run what waits now and what those runs enqueue, until the queue is empty (`--burst`)."""
+        if not await self._redis.exists(STREAM):
+            return 0  # nothing was ever queued: a burst that finds nothing leaves nothing behind either
         await self.ensure_group()
         while entries := await self._read(self.slots, block=None):
             await asyncio.gather(*(self._run(entry) for entry in entries))

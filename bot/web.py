@@ -57,6 +57,10 @@ class _QuietTokenNotes(logging.Filter):
 
 
 _BOLT_LOGGER = logging.getLogger("slack_bolt.AsyncApp")
+# Bolt's debug and info lines carry whole request bodies (people's words, response_url: a credential), even
+# of requests refused for a bad signature (at info). Its middleware loggers copy this level at construction,
+# so none of those lines is ever written, whatever the root level (bot.logs keeps slack_bolt at WARNING too).
+_BOLT_LOGGER.setLevel(logging.WARNING)
 
 
 def build_bolt(settings: Settings, wiring: Wiring) -> AsyncApp:

@@ -108,6 +108,7 @@ def test_no_credential_leaks_anywhere_after_a_full_run_with_failures(
     assert presto.ledger.count("kill_query") == 1
     # A turn whose job fails outright: Slack keeps answering 5xx.
     s.world.slack.fail_next("chat.postMessage", status=503, times=50)
+    s.world.slack.fail_next("chat.startStream", status=503, times=50)  # streamed or not
     s.ingress.post(s.ingress.app_mention("U0BOB", CHANNEL, "which presto queries are running?"))
     s.work()
     turn_jobs = [k.decode() for k in s.redis.scan_iter(match=job_key("*"))]
