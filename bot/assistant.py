@@ -35,8 +35,14 @@ def prompt_args(prompt: Prompt) -> dict[str, str]:
     """A suggested prompt: a short label, and the question it sends when clicked (plain text, not mrkdwn)."""
     label = " ".join(prompt.title.split())[:PROMPT_TITLE_CHARS] or prompt.name
     if prompt.kind == "workflow":
-        return {"title": f"Run {prompt.name}"[:PROMPT_TITLE_CHARS], "message": f"Run the {prompt.name} workflow."}
-    return {"title": f"Ask {label}", "message": f"What's the current state of {prompt.name}? Anything unusual?"}
+        return {
+            "title": f"Run {prompt.name}"[:PROMPT_TITLE_CHARS],
+            "message": f"Run the {prompt.name} workflow.",
+        }
+    return {
+        "title": f"Ask {label}",
+        "message": f"What's the current state of {prompt.name}? Anything unusual?",
+    }
 
 
 def thread_title(question: str) -> str:
@@ -76,7 +82,7 @@ def build_assistant(prompts: AssistantPrompts, threads: AssistantThreads, poster
     async def context_changed(ack: AsyncAck) -> None:
         await ack()  # the thread's channel context is not used: permissions come from the person, not it
 
-    assistant.thread_started(lazy=[offer])(ack)
+    assistant.thread_started(lazy=[offer])(ack)  # type: ignore[list-item]  # Bolt types lazy as sync
     assistant.thread_context_changed(context_changed)
     return assistant
 
@@ -95,7 +101,10 @@ class AssistantStatus:
         if await self._threads.take_title(channel, thread_ts):
             try:
                 await self._poster.call(
-                    "assistant.threads.setTitle", channel_id=channel, thread_ts=thread_ts, title=thread_title(question)
+                    "assistant.threads.setTitle",
+                    channel_id=channel,
+                    thread_ts=thread_ts,
+                    title=thread_title(question),
                 )
             except PostError as exc:
                 log.warning("could not title an assistant thread: %s", exc)

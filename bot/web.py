@@ -29,8 +29,8 @@ from starlette.routing import Route
 from approvals.assistant_threads import AssistantThreads
 from approvals.stops import TurnStops
 from bot import listeners
-from bot.identity import BotIdentity
 from bot.assistant import build_assistant
+from bot.identity import BotIdentity
 from bot.ingress import Ingress
 from bot.link_routes import LinkRoutes
 from bot.metrics import scrape

@@ -90,13 +90,16 @@ def ingress_events() -> set[str]:
 
 
 def assistant_events() -> set[str]:
-    """Assistant thread events Bolt's Assistant middleware routes to listeners (`assistant.thread_started(...)`)."""
+    """Assistant thread events Bolt's Assistant middleware routes (`assistant.thread_started(...)`)."""
     found: set[str] = set()
     for _, tree in _modules("bot"):
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                if node.func.attr in ("thread_started", "thread_context_changed"):
-                    found.add(f"assistant_{node.func.attr}")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("thread_started", "thread_context_changed")
+            ):
+                found.add(f"assistant_{node.func.attr}")
     return found
 
 
@@ -190,7 +193,9 @@ def test_socket_mode_names_no_request_url_at_all() -> None:
 
 
 def test_every_event_the_bot_receives_is_subscribed_and_no_other() -> None:
-    listened = {e for e in registrations()["event"] if isinstance(e, str)} | ingress_events() | assistant_events()
+    listened = (
+        {e for e in registrations()["event"] if isinstance(e, str)} | ingress_events() | assistant_events()
+    )
     assert {"app_mention", "message", "app_home_opened"} <= listened  # the scan itself works
     assert {"assistant_thread_started", "assistant_thread_context_changed"} <= listened
     assert listened <= set(BOLT_EVENTS), f"map these Bolt events in bot.manifest.BOLT_EVENTS: {listened}"
