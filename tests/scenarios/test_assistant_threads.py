@@ -95,3 +95,23 @@ def test_mentions_still_work_and_show_no_assistant_status(scenario: Scenario) ->
     (msg,) = s.bot_messages("C0DATAENG", str(mention.event["ts"]))
     assert ANSWER in msg.text + "\n".join(str(b.get("text", {}).get("text", "")) for b in msg.blocks)
     assert s.world.slack.calls("assistant.threads.setStatus") == []
+
+
+def test_a_changed_thread_context_is_acknowledged_and_changes_nothing(scenario: Scenario) -> None:
+    s = scenario
+    s.link("alice")
+    thread_ts = start_thread(s, "U0ALICE")
+    prompts = offered(s, "U0ALICE", thread_ts)
+    event: JSON = {
+        "type": "assistant_thread_context_changed",
+        "assistant_thread": {
+            "user_id": "U0ALICE",
+            "context": {"channel_id": "C0GENERAL", "team_id": s.ingress.team_id},
+            "channel_id": dm_channel("U0ALICE"),
+            "thread_ts": thread_ts,
+        },
+        "event_ts": thread_ts,
+    }
+    assert s.ingress.post(s.ingress.event_callback(event)).status == 200
+    assert s.world.slack.suggested_prompts(dm_channel("U0ALICE"), thread_ts) == prompts
+    assert s.world.slack.calls("conversations.history") == []  # Bolt's default store is not used
