@@ -41,6 +41,9 @@ BOT_EVENTS: dict[str, tuple[str, ...]] = {
     "message.im": ("im:history",),
     "message.mpim": ("mpim:history",),
     "app_home_opened": (),
+    # The AI app's split view (bot.assistant): a thread opened, its channel context changed.
+    "assistant_thread_started": ("assistant:write",),
+    "assistant_thread_context_changed": ("assistant:write",),
 }
 
 # Bolt's event type (what `app.event(...)` and the ingress middleware see) -> manifest subscriptions.
@@ -49,6 +52,8 @@ BOLT_EVENTS: dict[str, tuple[str, ...]] = {
     "app_mention": ("app_mention",),
     "message": ("message.channels", "message.groups", "message.im", "message.mpim"),
     "app_home_opened": ("app_home_opened",),
+    "assistant_thread_started": ("assistant_thread_started",),
+    "assistant_thread_context_changed": ("assistant_thread_context_changed",),
 }
 
 # Web API method the bot calls -> bot scopes it needs (Slack's method reference).
@@ -62,6 +67,10 @@ WEB_API_METHODS: dict[str, tuple[str, ...]] = {
     "chat.startStream": ("chat:write",),
     "chat.appendStream": ("chat:write",),
     "chat.stopStream": ("chat:write",),
+    # Assistant threads (bot.assistant): suggested prompts, the status line while working, the title.
+    "assistant.threads.setStatus": ("assistant:write",),
+    "assistant.threads.setSuggestedPrompts": ("assistant:write",),
+    "assistant.threads.setTitle": ("assistant:write",),
     "reactions.add": ("reactions:write",),
     "reactions.remove": ("reactions:write",),
     "conversations.replies": _HISTORY,

@@ -17,9 +17,11 @@ from collections.abc import Awaitable
 import redis.asyncio as aioredis
 
 from agent.loop import Result
+from approvals.assistant_threads import AssistantThreads
 from approvals.home_records import HomeRecords
 from approvals.turns import Turn, base_attempt
 from bot import blocks
+from bot.assistant import AssistantStatus
 from bot.delivery import Delivery
 from bot.poster import Posted, Poster, PostError
 from bot.progress import SlackProgress
@@ -34,6 +36,11 @@ log = logging.getLogger(__name__)
 
 GAVE_UP = "I couldn't finish this request: I tried {n} times and each try was cut short. Please ask me again."
 CONNECT_REASON = "Your question needs the tools your account gives you access to."
+
+
+def _in_dm_thread(turn: Turn) -> bool:
+    """Assistant threads are DM threads; only those are worth a Redis look-up."""
+    return turn.channel_type == "im" and turn.thread_ts != turn.ts
 
 
 def working_marker(turn_id: str, attempt: str) -> str:
@@ -68,12 +75,19 @@ class SlackTurnOutput:
         # Streams need Redis (their records survive the worker); without it, message updates as before.
         self._streams = SlackStreams(poster, redis, enabled=streaming)
         self._live: dict[str, str] = {}  # ts of this process's open streams -> their working marker
+        # Assistant threads (bot.assistant) are known from Redis; without it, none are.
+        self._assistant = AssistantStatus(poster, AssistantThreads(redis)) if redis is not None else None
 
     async def remember(self, turn: Turn) -> None:
         await self._records.remember(turn.team, turn.user, turn.id, turn.channel, turn.thread_ts, turn.text)
 
     async def eyes(self, turn: Turn, *, on: bool) -> None:
         await self._poster.react(turn.channel, turn.ts, "eyes", remove=not on)
+        if self._assistant is not None and _in_dm_thread(turn):
+            if on:
+                await self._assistant.working(turn.channel, turn.thread_ts, turn.text)
+            else:
+                await self._assistant.done(turn.channel, turn.thread_ts)
 
     async def working(self, turn: Turn, attempt: str) -> str:
         if attempt != base_attempt(attempt):
@@ -102,6 +116,8 @@ class SlackTurnOutput:
 
     async def unavailable(self, turn: Turn, working: str, reason: str) -> None:
         await self._end_stream(turn, working)
+        if self._assistant is not None and _in_dm_thread(turn):
+            await self._assistant.done(turn.channel, turn.thread_ts)
         await self._poster.update(turn.channel, working, text=untrusted(reason))
 
     async def deliver(

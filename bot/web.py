@@ -26,8 +26,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from approvals.assistant_threads import AssistantThreads
 from approvals.stops import TurnStops
 from bot import listeners
+from bot.assistant import build_assistant
 from bot.identity import BotIdentity
 from bot.ingress import Ingress
 from bot.link_routes import LinkRoutes
@@ -38,6 +40,7 @@ from bot.redis_check import require_safe_redis
 from bot.server_routes import ServerRoutes
 from bot.settings import Settings
 from bot.wiring import Wiring, open_wiring
+from flows.assistant_prompts import AssistantPrompts
 from flows.server_linking import ServerConnected
 
 __all__ = ["build_bolt", "build_web"]
@@ -103,6 +106,9 @@ def build_bolt(settings: Settings, wiring: Wiring) -> AsyncApp:
         turns=wiring.store,
     )
     listeners.register(app, parts)
+    prompts = AssistantPrompts(wiring.broker, wiring.linking, wiring.snapshot, parts.workflows)
+    # After the ingress: messages in assistant threads are turns (DMs); the thread events reach the Assistant.
+    app.use(build_assistant(prompts, AssistantThreads(wiring.redis), wiring.poster))
     return app
 
 

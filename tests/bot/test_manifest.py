@@ -89,6 +89,20 @@ def ingress_events() -> set[str]:
     return found
 
 
+def assistant_events() -> set[str]:
+    """Assistant thread events Bolt's Assistant middleware routes (`assistant.thread_started(...)`)."""
+    found: set[str] = set()
+    for _, tree in _modules("bot"):
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("thread_started", "thread_context_changed")
+            ):
+                found.add(f"assistant_{node.func.attr}")
+    return found
+
+
 def web_api_methods() -> set[str]:
     """Slack methods named in code (poster.call("chat.update"), client.views_open(...)), docstrings aside."""
     found: set[str] = set()
@@ -179,8 +193,11 @@ def test_socket_mode_names_no_request_url_at_all() -> None:
 
 
 def test_every_event_the_bot_receives_is_subscribed_and_no_other() -> None:
-    listened = {e for e in registrations()["event"] if isinstance(e, str)} | ingress_events()
+    listened = (
+        {e for e in registrations()["event"] if isinstance(e, str)} | ingress_events() | assistant_events()
+    )
     assert {"app_mention", "message", "app_home_opened"} <= listened  # the scan itself works
+    assert {"assistant_thread_started", "assistant_thread_context_changed"} <= listened
     assert listened <= set(BOLT_EVENTS), f"map these Bolt events in bot.manifest.BOLT_EVENTS: {listened}"
     expected = {sub for event in listened for sub in BOLT_EVENTS[event]}
     manifest = build_manifest(public_url=PUBLIC, socket_mode=False)
@@ -216,7 +233,10 @@ def test_the_bot_asks_for_exactly_the_scopes_its_events_methods_and_command_need
     needed |= {s for e in manifest["settings"]["event_subscriptions"]["bot_events"] for s in BOT_EVENTS[e]}
     needed.add("commands")
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == needed
-    assert "assistant:write" not in needed  # no assistant.threads.setStatus
+    # Assistant threads: suggested prompts, the status line, the title (bot.assistant).
+    assert {"assistant.threads.setStatus", "assistant.threads.setSuggestedPrompts"} <= methods
+    assert "assistant.threads.setTitle" in methods
+    assert "assistant:write" in needed
     # Linking confirms the person by their Slack profile's email (SPEC §5): users.info with the email scope.
     assert {"users.info"} <= methods
     assert {"users:read", "users:read.email"} <= needed
