@@ -1,7 +1,7 @@
 """Files a person attaches to a question, as the model reads them (pure: no I/O).
 
 A text file (a log, a stack trace) reaches the model as untrusted data inside the same delimiters as tool
-output (`agent.prompt.wrap_tool_output`, server "slack", tool "file:<name>"), with secrets redacted and the
+output (`agent.prompt.wrap_tool_output`, no server, tool "file:<name>"), with secrets redacted and the
 cut stated when it was longer than the cap. An image becomes an image block. Anything else is refused: the
 question is answered without it and the person is told why (the edge words it).
 """
@@ -127,4 +127,6 @@ def _text_file(read: Read) -> str:
     text, _ = redact_secrets(read.data.decode("utf-8", "replace"))
     if read.cut:
         text += f"\n[file cut: only its first {read.limit} bytes of {read.ref.size or 'more'} were read]"
-    return f"Attached file: {read.ref.name}\n" + wrap_tool_output("slack", f"file:{read.ref.name}", text)
+    # No server: a person's file is not any server's output, so withholding by server (a thread handed to
+    # someone without access to a server) leaves it alone; it is the thread's, like the question.
+    return f"Attached file: {read.ref.name}\n" + wrap_tool_output("", f"file:{read.ref.name}", text)
