@@ -26,10 +26,10 @@ Attached = tuple[list[Read], list[tuple[FileRef, str]]]  # (read, [(refused, why
 def file_origins(slack_api_url: str) -> frozenset[tuple[str, str, int]]:
     """Where attached files may be downloaded from: the Slack API's own origin, and Slack's file host when
     the API is Slack's (https://files.slack.com); (scheme, host, port)."""
-    api = urlsplit(slack_api_url)
+    host = (urlsplit(slack_api_url).hostname or "").lower()
     origins = {_origin(slack_api_url)}
-    if (api.hostname or "").lower() == "slack.com":
-        origins.add(("https", "files.slack.com", 443))
+    if host == "slack.com":
+        origins.add(("https", f"files.{host}", 443))
     return frozenset(origins)
 
 

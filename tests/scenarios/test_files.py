@@ -9,7 +9,12 @@ import logging
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
+from fixtures import server
 from fixtures.anthropic_fake import text
 from fixtures.world import BOT_TOKEN
 from tests.scenarios.conftest import Scenario
@@ -68,7 +73,9 @@ def test_a_log_file_reaches_the_model_inside_the_untrusted_delimiters_with_secre
     # Downloaded once, with the bot token; no person's token; the token never logged.
     assert s.world.slack.downloads() == [(log_file["id"], "xoxb-")]
     assert BOT_TOKEN not in caplog.text
-    assert all(not str(c.headers.get("authorization", "")).startswith("Bearer xoxp") for c in s.world.slack.calls())
+    assert all(
+        not str(c.headers.get("authorization", "")).startswith("Bearer xoxp") for c in s.world.slack.calls()
+    )
 
 
 def test_a_screenshot_reaches_the_model_as_an_image_block(scenario: Scenario) -> None:
@@ -77,7 +84,12 @@ def test_a_screenshot_reaches_the_model_as_an_image_block(scenario: Scenario) ->
     ask_with(s, [shot], "what does this dashboard say?")
 
     images = [b for b in question_blocks(s) if b["type"] == "image"]
-    assert images == [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": base64.b64encode(PNG).decode()}}]
+    assert images == [
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": base64.b64encode(PNG).decode()},
+        }
+    ]
 
 
 def test_a_zip_is_refused_politely_and_the_question_is_still_answered(scenario: Scenario) -> None:
@@ -86,7 +98,8 @@ def test_a_zip_is_refused_politely_and_the_question_is_still_answered(scenario: 
     ts = ask_with(s, [archive])
 
     said = said_in_thread(s, ts)
-    assert "logs.zip" in said and "text files and images" in said
+    assert "logs.zip" in said
+    assert "text files and images" in said
     assert ANSWER in said
     assert s.turn_status(CHANNEL, ts) == "answered"
     assert s.world.slack.downloads() == []  # a refused type is not even downloaded
@@ -112,15 +125,26 @@ def test_a_text_file_over_the_cap_is_cut_and_the_model_is_told(scenario: Scenari
 def test_a_file_url_on_another_host_is_refused_without_any_request_to_it(scenario: Scenario) -> None:
     s = scenario
     real = s.world.slack.add_user_file("U0ALICE", "backfill.log", LOG)
-    # A hostile event names an internal URL (here: another server on this machine, which records requests).
-    internal = f"{s.world.anthropic_url.rstrip('/')}/internal/secrets.log"
-    hostile = {**real, "url_private_download": internal, "url_private": internal, "name": "secrets.log"}
-    ts = ask_with(s, [hostile])
+    # A hostile event names an internal URL: here another server on this machine, which records every request.
+    hits: list[str] = []
 
-    assert [r for r in s.world.anthropic.requests(None) if "internal" in r.path] == []
+    async def record(request: Request) -> Response:
+        hits.append(request.url.path)
+        return PlainTextResponse("OutOfMemoryError from inside")
+
+    internal = server.start(Starlette(routes=[Route("/{path:path}", record)]))
+    try:
+        url = f"{internal.url}/internal/secrets.log"
+        hostile = {**real, "url_private_download": url, "url_private": url, "name": "secrets.log"}
+        ts = ask_with(s, [hostile])
+    finally:
+        internal.stop()
+
+    assert hits == []
     assert s.world.slack.downloads() == []
     said = said_in_thread(s, ts)
-    assert "secrets.log" in said and "Slack's file host" in said
+    assert "secrets.log" in said
+    assert "Slack's file host" in said
     assert ANSWER in said
     (first,) = s.world.anthropic.requests()
     assert "OutOfMemoryError" not in str(first.body["messages"])
