@@ -66,8 +66,9 @@ def _image_data_sizes(value: Any) -> list[int]:
     """The length of each base64 image's data inside `value` (message content, JSON-shaped)."""
     if isinstance(value, Mapping):
         source = value.get("source")
-        if value.get("type") == "image" and isinstance(source, Mapping) and isinstance(source.get("data"), str):
-            return [len(source["data"])]
+        data = source.get("data") if isinstance(source, Mapping) else None
+        if value.get("type") == "image" and isinstance(data, str):
+            return [len(data)]
         return [n for v in value.values() for n in _image_data_sizes(v)]
     if isinstance(value, list | tuple):
         return [n for v in value for n in _image_data_sizes(v)]

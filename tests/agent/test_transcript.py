@@ -191,7 +191,8 @@ def test_withhold_servers_replaces_only_the_output_of_servers_the_person_may_not
 def test_an_attached_screenshot_counts_as_what_the_model_bills_not_its_base64_bytes() -> None:
     """A 2 MB screenshot is ~1,600 tokens to the model: counted by its bytes, it would push every tool
     result of the turn out of the budget."""
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A" * 2_800_000}}
+    source = {"type": "base64", "media_type": "image/png", "data": "A" * 2_800_000}
+    image = {"type": "image", "source": source}
     msgs = conversation(3, 4_000)
     msgs[0] = {"role": "user", "content": [{"type": "text", "text": "what does this show?"}, image]}
 
