@@ -70,7 +70,9 @@ class SlackFiles:
                 refused.append((ref, "type"))
             elif kind == "image" and ref.size > IMAGE_MAX_BYTES:
                 refused.append((ref, "too_large"))
-            elif not ref.url or _origin(ref.url) not in self._origins:
+            elif not ref.url:  # e.g. `file_access: check_file_info`: Slack left the URL out
+                refused.append((ref, "unreadable"))
+            elif _origin(ref.url) not in self._origins:
                 log.warning("file %s: refused a download URL outside Slack's file host", ref.id)
                 refused.append((ref, "host"))
             else:
