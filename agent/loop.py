@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import ModelUnavailable
-from agent.ports import Model, Progress, Stop, ToolInfo, Tools
+from agent.outcomes import Answer, CallRecord, Failed, Limits, Paused, PendingCall, Result
+from agent.ports import Model, ModelReply, Progress, Stop, ToolInfo, Tools
 from agent.prompt import SYSTEM_PROMPT
 from agent.redaction import CREDENTIAL_REFUSAL, contains_credential, redact_value
 from agent.stopping import Stopped, unless_stopped
-from agent.tool_search import SearchMode, ToolContext
+from agent.tool_search import ToolContext
 from agent.transcript import (
-    TOOL_OUTPUT_MAX_CHARS,
     call_digest,
     cap_text,
     compact,
@@ -59,87 +59,6 @@ NOTE_COMPACTED = "older tool output was removed to fit the budget"
 NOTE_CUT = "the answer was cut at the output limit"
 NOTE_TRUNCATED = "some tool output was too long and was cut before the model read it"
 LOW_WATER = 0.75  # share of the budget a compacted transcript is brought down to
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_steps: int = 12  # model calls per run
-    max_seconds: float = 300.0
-    max_output_tokens: int = 4096  # per model call
-    max_total_tokens: int = 400_000  # input + output over the whole run
-    tool_output_max_chars: int = TOOL_OUTPUT_MAX_CHARS
-    budget_tokens: int = 150_000  # what one request may carry before old tool output is dropped
-    tool_search: SearchMode = "api"  # how the model finds tools past the threshold (agent.tool_search)
-    tool_search_threshold: int = 30  # more tools than this, and most are found by search
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One tool call that ran, for the audit and the "tools used" footer."""
-
-    model_name: str
-    server: str
-    tool: str
-    arguments: dict[str, Any]
-    ok: bool
-    error_kind: str | None
-    latency_ms: float
-    digest: str
-    truncated: bool
-
-
-@dataclass(frozen=True)
-class PendingCall:
-    """A sensitive call waiting for people; `reason` is what the model said before proposing it."""
-
-    tool_use_id: str
-    model_name: str
-    server: str
-    tool: str
-    arguments: dict[str, Any]
-    reason: str
-    fingerprint: str
-    digest: str
-    # "server.tool" of each call whose output the model had read in this turn when it proposed this one:
-    # tool output is untrusted, so the people deciding see what might have talked the model into it.
-    read_before: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    messages: list[dict[str, Any]]
-    calls: list[CallRecord]
-    input_tokens: int
-    output_tokens: int
-    notes: list[str]  # remarks for the user, e.g. that old tool output was dropped
-    usage: Usage = field(default_factory=Usage)  # the run's model calls as billed
-
-
-@dataclass(frozen=True)
-class Paused:
-    messages: list[dict[str, Any]]  # ends with the assistant message holding the tool_use blocks
-    pending: list[PendingCall]
-    completed: list[dict[str, Any]]  # tool_result blocks of the calls of that step that did not wait
-    calls: list[CallRecord]
-    input_tokens: int
-    output_tokens: int
-    usage: Usage = field(default_factory=Usage)
-
-
-@dataclass(frozen=True)
-class Failed:
-    kind: str  # step_cap | time_cap | token_cap | model_unavailable | refusal | stopped
-    message: str  # says plainly what happened, for the user
-    messages: list[dict[str, Any]]
-    calls: list[CallRecord]
-    input_tokens: int
-    output_tokens: int
-    partial_text: str
-    usage: Usage = field(default_factory=Usage)
-
-
-Result = Answer | Paused | Failed
 
 
 @dataclass
@@ -252,37 +171,10 @@ async def run(
             return st.failed(cap)
         if stop is not None and (who := await stop.check()) is not None:
             return st.stopped(who)
-        if estimate_tokens(st.messages) > budget:
-            # Down to a low-water mark, not just under the cap: the prefix then stays the same (and cached)
-            # for the next steps and turns, instead of changing on every request once the thread is full.
-            target = int(budget * LOW_WATER)
-            st.messages, dropped = compact(st.messages, target)
-            st.messages, elided = elide_old_turns(st.messages, target, limits.budget_tokens)
-            if dropped or elided:
-                st.note(NOTE_COMPACTED)
-        await progress.thinking()
-        asking = model.complete(
-            system=system,
-            messages=st.messages,
-            tools=context.request_tools(),
-            max_tokens=limits.max_output_tokens,
-            on_text=progress.text,
-        )
-        try:
-            async with asyncio.timeout(st.left()):
-                reply = await (asking if stop is None else unless_stopped(asking, stop))
-        except TimeoutError:
-            return st.failed("time_cap")
-        except ModelUnavailable as exc:
-            return st.failed("model_unavailable", exc.message)
-        if isinstance(reply, Stopped):
-            return st.stopped(reply.who)
-        st.steps += 1
-        st.input_tokens += reply.input_tokens
-        st.output_tokens += reply.output_tokens
-        st.usage += getattr(reply, "usage", None) or Usage(
-            input=reply.input_tokens, output=reply.output_tokens
-        )
+        _fit_budget(st, budget)
+        reply = await _ask(st, model, system, context, progress, stop)
+        if isinstance(reply, Failed):
+            return reply
         content = [dict(b) for b in reply.content]
         uses = [b for b in content if b.get("type") == "tool_use"]
         if reply.stop_reason == "tool_use" and uses and stop is not None and (who := await stop.check()):
@@ -297,6 +189,47 @@ async def run(
             st.messages.append({"role": "assistant", "content": content})
             continue
         return _final(st, content, reply.stop_reason)
+
+
+def _fit_budget(st: _Run, budget: int) -> None:
+    """Keep the transcript under the request's token budget (never the question or the last answer)."""
+    if estimate_tokens(st.messages) <= budget:
+        return
+    # Down to a low-water mark, not just under the cap: the prefix then stays the same (and cached)
+    # for the next steps and turns, instead of changing on every request once the thread is full.
+    target = int(budget * LOW_WATER)
+    st.messages, dropped = compact(st.messages, target)
+    st.messages, elided = elide_old_turns(st.messages, target, st.limits.budget_tokens)
+    if dropped or elided:
+        st.note(NOTE_COMPACTED)
+
+
+async def _ask(
+    st: _Run, model: Model, system: str, context: ToolContext, progress: Progress, stop: Stop | None
+) -> ModelReply | Failed:
+    """One model request within the run's time, raced against a Stop; its usage counted."""
+    await progress.thinking()
+    asking = model.complete(
+        system=system,
+        messages=st.messages,
+        tools=context.request_tools(),
+        max_tokens=st.limits.max_output_tokens,
+        on_text=progress.text,
+    )
+    try:
+        async with asyncio.timeout(st.left()):
+            reply = await (asking if stop is None else unless_stopped(asking, stop))
+    except TimeoutError:
+        return st.failed("time_cap")
+    except ModelUnavailable as exc:
+        return st.failed("model_unavailable", exc.message)
+    if isinstance(reply, Stopped):
+        return st.stopped(reply.who)
+    st.steps += 1
+    st.input_tokens += reply.input_tokens
+    st.output_tokens += reply.output_tokens
+    st.usage += getattr(reply, "usage", None) or Usage(input=reply.input_tokens, output=reply.output_tokens)
+    return reply
 
 
 def _final(st: _Run, content: list[dict[str, Any]], stop_reason: str | None) -> Answer | Failed:

@@ -62,6 +62,8 @@ def _add(
     return command
 
 
+# Over 60 lines on purpose: the whole command line on one screen, one subcommand after another, in the order
+# `chatops --help` lists them.
 def build_parser(
     handlers: Mapping[str, Handler],
     since: Callable[[str], float],

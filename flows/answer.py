@@ -223,6 +223,12 @@ class TurnAnswer:
             ts = await working
         await self._output.deliver(turn, ts, result, time.monotonic() - started, attempt, private=private)
         await self._billed(turn, identity, result)  # after the answer: the person does not wait for it
+        return await self._finish(turn, tools, result, eyes)
+
+    async def _finish(
+        self, turn: Turn, tools: ConnectingTools, result: Result, eyes: asyncio.Future[None] | None
+    ) -> str:
+        """What follows the answer: Connect offers, the eyes off, the thread marked, the turn's status."""
         # After the answer that says why. A paused turn goes on after its approvals instead of re-running.
         waiting = "" if isinstance(result, Paused) else turn.id
         for server, needed in tools.requested.items():
