@@ -24,19 +24,23 @@ def answered(s: Scenario) -> tuple[str, str]:
     return turn_id_for(TEAM_ID, CHANNEL, ts), msg.ts
 
 
+def vote(s: Scenario, turn_id: str, answer_ts: str, how: str) -> None:
+    click = s.ingress.block_actions(
+        "U0ALICE", FEEDBACK_ACTION_ID, channel=CHANNEL, message_ts=answer_ts, value=f"{how}:{turn_id}"
+    )
+    assert s.ingress.post(click).status == 200
+    wait_until("the vote to be stored", lambda: s.redis.hget(f"chatops:feedback:{turn_id}", "U0ALICE"))
+
+
 def test_a_thumbs_down_asks_why_and_the_reason_is_stored_with_the_feedback(scenario: Scenario) -> None:
     s = scenario
     turn_id, answer_ts = answered(s)
-    down = s.ingress.block_actions(
-        "U0ALICE", FEEDBACK_ACTION_ID, channel=CHANNEL, message_ts=answer_ts, value=f"down:{turn_id}"
-    )
-    assert s.ingress.post(down).status == 200
+    vote(s, turn_id, answer_ts, "down")
     (opened,) = s.world.slack.wait_for_calls("views.open")
     view = opened.args["view"]
     assert view["callback_id"] == REASON_CALLBACK_ID
     assert view["private_metadata"] == turn_id
     assert all(b.get("optional") for b in view["blocks"] if b["type"] == "input")  # the reason is optional
-    wait_until("the vote to be stored", lambda: s.redis.hget(f"chatops:feedback:{turn_id}", "U0ALICE"))
 
     (block,) = [b for b in view["blocks"] if b["type"] == "input"]
     said = "It looked at the wrong cluster; token=abc123secret"
@@ -57,9 +61,5 @@ def test_a_thumbs_down_asks_why_and_the_reason_is_stored_with_the_feedback(scena
 def test_a_thumbs_up_opens_nothing(scenario: Scenario) -> None:
     s = scenario
     turn_id, answer_ts = answered(s)
-    up = s.ingress.block_actions(
-        "U0ALICE", FEEDBACK_ACTION_ID, channel=CHANNEL, message_ts=answer_ts, value=f"up:{turn_id}"
-    )
-    assert s.ingress.post(up).status == 200
-    wait_until("the vote to be stored", lambda: s.redis.hget(f"chatops:feedback:{turn_id}", "U0ALICE"))
+    vote(s, turn_id, answer_ts, "up")
     assert s.world.slack.calls("views.open") == []
