@@ -23,6 +23,7 @@ __all__ = [
     "FileRef",
     "Read",
     "dump_refs",
+    "image_type",
     "kind_of",
     "load_refs",
     "question_content",
@@ -107,6 +108,20 @@ def kind_of(ref: FileRef) -> Kind:
     return "refused"
 
 
+def image_type(data: bytes) -> str | None:
+    """The media type the bytes really are (PNG, JPEG, GIF, WebP), whatever the file claimed: the API
+    refuses the whole request when an image block's bytes do not match its media type."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 def question_content(said: str, reads: Sequence[Read]) -> str | list[dict[str, Any]]:
     """The person's message as the model gets it: the words, then each file read."""
     if not reads:
@@ -114,7 +129,7 @@ def question_content(said: str, reads: Sequence[Read]) -> str | list[dict[str, A
     blocks: list[dict[str, Any]] = [{"type": "text", "text": said}]
     for read in reads:
         if read.kind == "image":
-            media = read.ref.mimetype.split(";")[0].strip().lower()
+            media = image_type(read.data) or read.ref.mimetype.split(";")[0].strip().lower()
             data = base64.b64encode(read.data).decode("ascii")
             blocks.append({"type": "text", "text": f"Attached image: {read.ref.name}"})
             blocks.append({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})

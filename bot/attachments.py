@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from agent.attachments import IMAGE_MAX_BYTES, MAX_FILES, FileRef, Read, kind_of
+from agent.attachments import IMAGE_MAX_BYTES, MAX_FILES, FileRef, Read, image_type, kind_of
 
 __all__ = ["Attached", "SlackFiles", "file_origins"]
 
@@ -106,6 +106,8 @@ class SlackFiles:
             return "unreadable"
         if cut and kind == "image":
             return "too_large"
+        if kind == "image" and image_type(bytes(data)) is None:
+            return "not_image"  # named an image, but is none: the API would refuse the whole question
         if cut and kind == "text":
             del data[limit:]  # a character cut in half reads as one replacement mark
         return Read(ref, "text" if kind == "text" else "image", bytes(data), cut=cut, limit=limit)

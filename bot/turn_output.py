@@ -61,6 +61,7 @@ _WHY_REFUSED = {
     "too_large": "it is larger than the 5 MB an image may be",
     "too_many": "I read at most 10 files per message",
     "unreadable": "I couldn't download it",
+    "not_image": "it is not a PNG, JPEG, GIF or WebP image",
 }
 
 

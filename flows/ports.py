@@ -63,7 +63,7 @@ class Attachments(Protocol):
 
     async def read(self, refs: Sequence[FileRef]) -> tuple[list[Read], list[tuple[FileRef, str]]]:
         """The files the model can be given, and those refused with why ("type", "host", "too_large",
-        "too_many", "unreadable")."""
+        "too_many", "unreadable", "not_image")."""
 
 
 class TurnOutput(Protocol):

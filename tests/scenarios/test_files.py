@@ -41,8 +41,7 @@ def question_blocks(s: Scenario) -> list[dict[str, Any]]:
     """The content of the person's message in the first request the model got."""
     (first, *_) = s.world.anthropic.requests()
     content = [m for m in first.body["messages"] if m["role"] == "user"][-1]["content"]
-    assert isinstance(content, list), content
-    return list(content)
+    return list(content) if isinstance(content, list) else [{"type": "text", "text": content}]
 
 
 def said_in_thread(s: Scenario, ts: str) -> str:
@@ -90,6 +89,20 @@ def test_a_screenshot_reaches_the_model_as_an_image_block(scenario: Scenario) ->
             "source": {"type": "base64", "media_type": "image/png", "data": base64.b64encode(PNG).decode()},
         }
     ]
+
+
+def test_a_file_named_as_an_image_that_is_none_is_refused_and_the_question_answered(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    fake = s.world.slack.add_user_file("U0ALICE", "shot.png", b"<html>not a picture</html>")
+    ts = ask_with(s, [fake])
+
+    said = said_in_thread(s, ts)
+    assert "shot.png" in said
+    assert "not a PNG, JPEG, GIF or WebP image" in said
+    assert ANSWER in said
+    assert not [b for b in question_blocks(s) if b.get("type") == "image"]
 
 
 def test_a_zip_is_refused_politely_and_the_question_is_still_answered(scenario: Scenario) -> None:
