@@ -49,8 +49,30 @@ def call_digest(tool_name: str, arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body, lenient=True).encode()).hexdigest()
 
 
+# What an image costs counted as characters: the Messages API bills an image by its pixels (about 1,600
+# tokens at most once it is scaled down), not by its base64 bytes, which would count a 2 MB screenshot as
+# ~700k tokens and make compaction throw away every tool result to fit it.
+IMAGE_CHARS = 1_600 * CHARS_PER_TOKEN
+
+
 def _chars(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False, default=str))
+    dumped = json.dumps(value, ensure_ascii=False, default=str)
+    if '"image"' not in dumped:  # the common case: one C-speed scan, no walk
+        return len(dumped)
+    return len(dumped) - sum(max(0, n - IMAGE_CHARS) for n in _image_data_sizes(value))
+
+
+def _image_data_sizes(value: Any) -> list[int]:
+    """The length of each base64 image's data inside `value` (message content, JSON-shaped)."""
+    if isinstance(value, Mapping):
+        source = value.get("source")
+        data = source.get("data") if isinstance(source, Mapping) else None
+        if value.get("type") == "image" and isinstance(data, str):
+            return [len(data)]
+        return [n for v in value.values() for n in _image_data_sizes(v)]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _image_data_sizes(v)]
+    return []
 
 
 def estimate_tokens(value: Any) -> int:

@@ -91,6 +91,7 @@ class Turn:
     thread_ts: str
     created_at: float
     source: str = "mention"  # mention | dm | thread | workflow | linked
+    files: str = ""  # the attached files' refs as JSON (agent.attachments.dump_refs); "" for none
 
     @property
     def thread(self) -> str:
@@ -210,6 +211,7 @@ class TurnStore:
         thread_ts: str,
         source: str,
         event_id: str = "",
+        files: str = "",
         job: Callable[[str], QueuedJob] | None = None,
     ) -> tuple[Turn, bool]:
         """Record the turn for this message once. Returns (turn, newly_admitted).
@@ -227,6 +229,7 @@ class TurnStore:
             thread_ts,
             self._clock(),
             source,
+            files,
         )
         fields = json.dumps({key: str(value) for key, value in asdict(turn).items()}, ensure_ascii=False)
         seen_event = f"chatops:seen-event:{event_id}" if event_id else f"chatops:seen-event:-{turn.id}"
@@ -258,6 +261,7 @@ class TurnStore:
             thread_ts=data["thread_ts"],
             created_at=float(data["created_at"]),
             source=data.get("source", "mention"),
+            files=data.get("files", ""),
         )
 
     async def status(self, turn_id: str) -> dict[str, str]:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.attachments import dump_refs, refs_from_event
+
 __all__ = ["Ignored", "Incoming", "parse_event", "strip_mention"]
 
 _ALLOWED_SUBTYPES = {None, "file_share", "thread_broadcast"}
@@ -30,6 +32,7 @@ class Incoming:
     event_id: str
     mentioned: bool
     in_thread: bool  # the message was posted inside an existing thread
+    files: str = ""  # attached files' refs as JSON (agent.attachments.dump_refs); "" for none
 
     @property
     def is_dm(self) -> bool:
@@ -83,4 +86,5 @@ def parse_event(body: Mapping[str, Any], *, bot_user: str | None, bot_id: str | 
         event_id=str(body.get("event_id") or ""),
         mentioned=mentioned,
         in_thread=thread_ts is not None and thread_ts != ts,
+        files=dump_refs(refs_from_event(event.get("files"))),
     )

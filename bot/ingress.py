@@ -75,6 +75,7 @@ class Ingress:
             thread_ts=parsed.thread_ts,
             source=source,
             event_id=parsed.event_id,
+            files=parsed.files,
             job=self._queues.turn_job,
         )
         if not new:

@@ -7,7 +7,6 @@ waits on Redis, the identity provider or Slack (SPEC §10: acked within 3 second
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
@@ -18,7 +17,7 @@ from approvals.stops import TurnStops
 from approvals.turns import TurnStore
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_listeners import register_approvals
-from bot.blocks import FEEDBACK_ACTION_ID, parse_feedback_value
+from bot.feedback_listeners import register_feedback
 from bot.home import Home
 from bot.home_listeners import Accounts, register_home
 from bot.identity import BotIdentity
@@ -31,10 +30,6 @@ from flows.workflow_requests import WorkflowRequests
 from mcp_clients.tokens import TokenBroker
 
 __all__ = ["Listeners", "register"]
-
-
-async def _ack(ack: AsyncAck) -> None:
-    await ack()
 
 
 @dataclass(frozen=True)
@@ -70,14 +65,7 @@ def register(app: AsyncApp, parts: Listeners) -> None:
     async def connect_clicked(ack: AsyncAck) -> None:
         await ack()  # a URL button: the browser does the work, Slack only needs the ack
 
-    async def feedback(body: dict[str, Any]) -> None:
-        action = (body.get("actions") or [{}])[0]
-        parsed = parse_feedback_value(str(action.get("value") or ""))
-        if parsed is not None:
-            vote, turn_id = parsed
-            await parts.feedback.vote(turn_id, str(body["user"]["id"]), vote)
-
-    app.action(FEEDBACK_ACTION_ID)(ack=_ack, lazy=[feedback])
+    register_feedback(app, parts.feedback)
 
     @app.event("message")
     async def other_messages() -> None:

@@ -84,6 +84,10 @@ WEB_API_METHODS: dict[str, tuple[str, ...]] = {
     "users.info": ("users:read", "users:read.email"),
 }
 
+# Not a Web API method: bot.attachments downloads the files people attach (url_private_download, with the
+# bot token), which needs this scope.
+FILE_DOWNLOAD_SCOPES: tuple[str, ...] = ("files:read",)
+
 # slack_sdk helpers that call several methods under one Python name.
 SDK_HELPERS: dict[str, tuple[str, ...]] = {
     "files_upload_v2": ("files.getUploadURLExternal", "files.completeUploadExternal"),
@@ -97,6 +101,7 @@ def bot_scopes(*, slash_command: bool = True) -> list[str]:
     """Exactly the scopes the subscribed events and called methods need, sorted."""
     needed = {s for scopes in BOT_EVENTS.values() for s in scopes}
     needed |= {s for scopes in WEB_API_METHODS.values() for s in scopes}
+    needed |= set(FILE_DOWNLOAD_SCOPES)
     if slash_command:
         needed.add("commands")
     return sorted(needed)

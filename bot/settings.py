@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     tool_output_max_chars: int = Field(
         default=20000, alias="CHATOPS_TOOL_OUTPUT_MAX_CHARS", ge=1000, le=1_000_000
     )
+    # Files attached to a question (bot.attachments): a text file is cut at this many bytes (the cut is stated
+    # to the model); every download is bounded by the timeout.
+    file_text_max_bytes: int = Field(
+        default=100_000, alias="CHATOPS_FILE_TEXT_MAX_BYTES", ge=1000, le=10_000_000
+    )
+    file_timeout_seconds: float = Field(default=15.0, alias="CHATOPS_FILE_TIMEOUT_SECONDS", gt=0, le=300)
     user_turns_per_minute: int = Field(default=10, alias="CHATOPS_USER_TURNS_PER_MINUTE", ge=1, le=100_000)
     # How long the lease of running work (a turn, a workflow run, an approved action) lasts without renewal
     # (renewed every third of it): a worker that dies mid-way is noticed by the sweep after at most this

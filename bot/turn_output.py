@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
 import redis.asyncio as aioredis
 
+from agent.attachments import FileRef
 from agent.loop import Result
 from approvals.assistant_threads import AssistantThreads
 from approvals.home_records import HomeRecords
@@ -25,7 +26,7 @@ from bot.assistant import AssistantStatus
 from bot.delivery import Delivery
 from bot.poster import Posted, Poster, PostError
 from bot.progress import SlackProgress
-from bot.slack_text import untrusted
+from bot.slack_text import Mrkdwn, code, trusted, untrusted
 from bot.stream_progress import StreamProgress
 from bot.streams import SlackStreams
 from flows.ports import Refusal
@@ -59,6 +60,22 @@ def refusal_text(refusal: Refusal) -> str:
         "rate_limited": "You've asked me a lot in the last minute. Give me a moment, then ask again.",
         "unlinked": "I can't continue: your account link has ended. Connect again and ask me.",
     }[refusal.reason]
+
+
+_WHY_REFUSED = {
+    "type": "I read text files and images (PNG, JPEG, GIF, WebP) only",
+    "host": "it is not on Slack's file host",
+    "too_large": "it is larger than the 5 MB an image may be",
+    "too_many": "I read at most 10 files per message",
+    "unreadable": "I couldn't download it",
+    "not_image": "it is not a PNG, JPEG, GIF or WebP image",
+}
+
+
+def files_refused_text(refused: Sequence[tuple[FileRef, str]]) -> Mrkdwn:
+    """Our wording; each file's name is untrusted (shown as inline code, escaped)."""
+    lines = [f"• {code(ref.name)}: {_WHY_REFUSED.get(why, 'I could not read it')}" for ref, why in refused]
+    return trusted("I'll answer without these attached files:\n" + "\n".join(lines))
 
 
 class SlackTurnOutput:
@@ -143,6 +160,10 @@ class SlackTurnOutput:
 
     async def refuse(self, turn: Turn, refusal: Refusal, *, marker: str) -> None:
         await self._say(turn, blocks.error_message(refusal_text(refusal)), marker=f"{turn.id}:{marker}")
+
+    async def files_refused(self, turn: Turn, refused: Sequence[tuple[FileRef, str]]) -> None:
+        message = blocks.error_message(files_refused_text(refused))
+        await self._say(turn, message, marker=f"{turn.id}:files-refused")
 
     async def gave_up(self, turn: Turn, attempt: str, tries: int) -> None:
         message = blocks.error_message(GAVE_UP.format(n=tries))

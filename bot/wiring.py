@@ -36,6 +36,7 @@ from approvals.turns import TurnStore
 from approvals.workflow_runs import WorkflowRunStore
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_notices import ApprovalNotices
+from bot.attachments import SlackFiles, file_origins
 from bot.clients import company_provider, model_client, redis_pool
 from bot.events import MAX_INPUT_CHARS
 from bot.home import Home
@@ -155,6 +156,7 @@ class Wiring:
             audit=TurnAudit(self.audit, tallies),
             bill=self.usage_book(),
             stops=TurnStops(self.redis),
+            files=self.slack_files(),
             questions=ServerQuestions(
                 QuestionStore(self.redis),
                 SlackQuestionCards(self.poster),
@@ -172,6 +174,18 @@ class Wiring:
         )
         lease = float(settings.turn_lease_seconds)
         return TurnFlow(self.store, answer, self.queues, self.metrics, lease_seconds=lease)
+
+    def slack_files(self) -> SlackFiles:
+        """Attached files, downloaded with the bot token from Slack's file host only."""
+        settings = self.settings
+        token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+        return SlackFiles(
+            self.http,
+            token,
+            origins=file_origins(str(settings.slack_api_url)),
+            text_max_bytes=settings.file_text_max_bytes,
+            timeout_seconds=settings.file_timeout_seconds,
+        )
 
     def usage_book(self) -> UsageBook:
         """Where each turn's model usage is recorded (audit, per person and per hour), priced."""

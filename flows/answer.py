@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from agent import loop, resume
+from agent.attachments import FileRef, Read, load_refs, question_content
 from agent.loop import Answer, Failed, Limits, Paused, Result
 from agent.ports import Model
 from approvals.model_bill import UsageBook
@@ -27,7 +28,7 @@ from flows.access import ToolAccess
 from flows.admission import Admission
 from flows.connecting import CONNECTED_ATTEMPT, ConnectingTools, connected_note
 from flows.decisions import Decisions, decisions
-from flows.ports import ApprovalRequests, Refusal, SettlingProgress, TurnApprovals, TurnOutput
+from flows.ports import ApprovalRequests, Attachments, Refusal, SettlingProgress, TurnApprovals, TurnOutput
 from flows.server_questions import ServerQuestions
 from flows.stopping import StopWatch
 from flows.thread_memory import handed_to, registry_view, remembered
@@ -111,7 +112,9 @@ class TurnAnswer:
         stops: TurnStops | None = None,
         bill: UsageBook | None = None,
         questions: ServerQuestions | None = None,
+        files: Attachments | None = None,
     ) -> None:
+        self._files = files  # None: attached files are not read (each is refused)
         self._stops = stops  # Stop requests, from any process; None: no Stop
         self._store = store
         self._output = output
@@ -290,7 +293,8 @@ class TurnAnswer:
         if decided is None:
             # Asked again once a server is connected: the question is in the memory already.
             said = connected_note(asker) if again else f"{asker} asks:\n{turn.text}"
-            conversation.messages.append({"role": "user", "content": said})
+            content = said if again else await self._with_files(turn, said)
+            conversation.messages.append({"role": "user", "content": content})
             asked_at = len(conversation.messages) - 1
         else:  # the paused step's placeholders become the calls' real results
             conversation.messages = resume(conversation.messages, decided.outcomes)
@@ -314,6 +318,19 @@ class TurnAnswer:
         conversation.messages = remembered(turn, session, result, history, asked_at, private)
         await self._store.save_conversation(turn.thread, conversation)
         return result
+
+    async def _with_files(self, turn: Turn, said: str) -> str | list[dict[str, Any]]:
+        """The question with the files attached to it, read (those that cannot be are named in the thread)."""
+        refs = load_refs(turn.files)
+        if not refs:
+            return said
+        reads: list[Read] = []
+        refused: list[tuple[FileRef, str]] = [(ref, "unreadable") for ref in refs]
+        if self._files is not None:
+            reads, refused = await self._files.read(refs)
+        if refused:
+            await self._output.files_refused(turn, refused)
+        return question_content(said, reads)
 
 
 async def _nothing() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from agent.attachments import FileRef, Read
 from agent.loop import Result
 from agent.ports import Progress
 from approvals.store import Approval
@@ -23,6 +24,7 @@ from mcp_clients.tokens import Identity
 
 __all__ = [
     "ApprovalRequests",
+    "Attachments",
     "Counters",
     "Identities",
     "LinkOffers",
@@ -54,6 +56,14 @@ class SettlingProgress(Progress, Protocol):
         self, server: str, tool: str, progress: float, total: float | None, message: str | None
     ) -> None:
         """A running tool's own progress report (MCP `notifications/progress`)."""
+
+
+class Attachments(Protocol):
+    """The files attached to a question, downloaded (bot.attachments.SlackFiles)."""
+
+    async def read(self, refs: Sequence[FileRef]) -> tuple[list[Read], list[tuple[FileRef, str]]]:
+        """The files the model can be given, and those refused with why ("type", "host", "too_large",
+        "too_many", "unreadable", "not_image")."""
 
 
 class TurnOutput(Protocol):
@@ -88,6 +98,9 @@ class TurnOutput(Protocol):
 
     async def connect_server(self, turn: Turn, short_name: str, url: str, *, step_up: bool) -> None:
         """Ask the requester, alone, to connect (or grant more access to) a server of theirs at `url`."""
+
+    async def files_refused(self, turn: Turn, refused: Sequence[tuple[FileRef, str]]) -> None:
+        """Say in the thread which attached files were not read, and why (the question is still answered)."""
 
 
 class RecoveryOutput(Protocol):

@@ -186,3 +186,17 @@ def test_withhold_servers_replaces_only_the_output_of_servers_the_person_may_not
     assert "secret-presto rows" not in flat
     assert shown[2]["content"][0]["tool_use_id"] == "t1"  # the API still pairs the result with its call
     assert messages[2]["content"][0]["content"] != "[no io.example/presto]"  # the input is left as it was
+
+
+def test_an_attached_screenshot_counts_as_what_the_model_bills_not_its_base64_bytes() -> None:
+    """A 2 MB screenshot is ~1,600 tokens to the model: counted by its bytes, it would push every tool
+    result of the turn out of the budget."""
+    source = {"type": "base64", "media_type": "image/png", "data": "A" * 2_800_000}
+    image = {"type": "image", "source": source}
+    msgs = conversation(3, 4_000)
+    msgs[0] = {"role": "user", "content": [{"type": "text", "text": "what does this show?"}, image]}
+
+    assert 1_600 <= estimate_tokens(msgs) - estimate_tokens(conversation(3, 4_000)) < 1_700
+    out, dropped = compact(msgs, budget_tokens=6_000)
+    assert dropped == 0
+    assert out[0]["content"][1] == image  # the image itself is kept as it is

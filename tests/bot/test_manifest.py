@@ -23,6 +23,7 @@ from bot import manifest as manifest_module
 from bot.manifest import (
     BOLT_EVENTS,
     BOT_EVENTS,
+    FILE_DOWNLOAD_SCOPES,
     SDK_HELPERS,
     WEB_API_METHODS,
     build_manifest,
@@ -232,11 +233,13 @@ def test_the_bot_asks_for_exactly_the_scopes_its_events_methods_and_command_need
     needed = {s for m in methods for s in WEB_API_METHODS[m]}
     needed |= {s for e in manifest["settings"]["event_subscriptions"]["bot_events"] for s in BOT_EVENTS[e]}
     needed.add("commands")
+    needed |= set(FILE_DOWNLOAD_SCOPES)  # attached files (bot.attachments): no Web API method, a download
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == needed
     # Assistant threads: suggested prompts, the status line, the title (bot.assistant).
     assert {"assistant.threads.setStatus", "assistant.threads.setSuggestedPrompts"} <= methods
     assert "assistant.threads.setTitle" in methods
     assert "assistant:write" in needed
+    assert "files:read" in needed
     # Linking confirms the person by their Slack profile's email (SPEC §5): users.info with the email scope.
     assert {"users.info"} <= methods
     assert {"users:read", "users:read.email"} <= needed
