@@ -15,6 +15,7 @@ field it cannot read counts as 0: the answer it came with matters more than its 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ __all__ = [
     "dollars",
     "input_equivalents",
     "parse_prices",
+    "parse_prices_json",
     "price_for",
 ]
 
@@ -182,3 +184,16 @@ def parse_prices(raw: Mapping[str, Any]) -> dict[str, Price]:
     if bad:
         raise ValueError("bad model prices: " + "; ".join(bad))
     return table
+
+
+def parse_prices_json(text: str) -> dict[str, Price]:
+    """`parse_prices` of a JSON object given as text (CHATOPS_MODEL_PRICES); empty text is no table."""
+    if not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ValueError("must be a JSON object of model prices") from None
+    if not isinstance(raw, dict):
+        raise ValueError("must be a JSON object of model prices")
+    return parse_prices(raw)  # ValueError names every bad entry

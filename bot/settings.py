@@ -9,7 +9,6 @@ embedded `--dev`/`demo` world. Secrets are `SecretStr`, so no repr, log line or 
 from __future__ import annotations
 
 import enum
-import json
 import re
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +18,7 @@ from cryptography.fernet import Fernet
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from agent.usage import DEFAULT_PRICES, Price, parse_prices
+from agent.usage import DEFAULT_PRICES, Price, parse_prices_json
 from approvals.replication import Replication
 from bot.config_errors import ConfigError, ConfigErrors, raise_all
 from bot.config_errors import malformed as malformed_settings
@@ -257,23 +256,13 @@ class Settings(BaseSettings):
     @field_validator("model_prices")
     @classmethod
     def _prices(cls, value: str) -> str:
-        if value.strip():
-            try:
-                raw = json.loads(value)
-            except ValueError:
-                raise ValueError("must be a JSON object of model prices") from None
-            if not isinstance(raw, dict):
-                raise ValueError("must be a JSON object of model prices")
-            parse_prices(raw)  # ValueError names every bad entry
+        parse_prices_json(value)  # ValueError names every bad entry
         return value
 
     @cached_property
     def prices(self) -> dict[str, Price]:
         """The price table: the defaults for current Claude models, with CHATOPS_MODEL_PRICES over them."""
-        return {
-            **DEFAULT_PRICES,
-            **(parse_prices(json.loads(self.model_prices)) if self.model_prices else {}),
-        }
+        return {**DEFAULT_PRICES, **parse_prices_json(self.model_prices)}
 
     @field_validator("workflows_dir")
     @classmethod
