@@ -103,7 +103,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(Role.WORKER, dev=args.dev)
     setup_logging(settings.log_level)
     with _dev_redis(settings, args.dev) as settings:
-        bot = preflight(settings)  # Redis then Slack, as serve and doctor: one line, exit 2
+        bot = preflight(settings, model=True)  # as serve and doctor: one line, exit 2
         raise_if_requested()  # from here RQ owns the signals (warm shutdown)
         return run_worker(
             settings,

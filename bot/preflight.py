@@ -1,17 +1,19 @@
 """What a process checks before it starts, in one order and one wording for `serve`, `worker` and `doctor`
 (SPEC §3): first every setting (`load_settings`: all problems at once), then the services it cannot work
-without, Redis then Slack. Each failure is one `ConfigError` naming the variable to fix: the CLI prints it
-as one line and exits 2, never with a traceback.
+without, Redis then Slack, then whether the registry, the identity provider and (for a worker) the model
+can be reached at all. Each failure is one `ConfigError` naming the variable to fix: the CLI prints it as
+one line and exits 2, never with a traceback.
 
-The registry, the identity provider and the model are checked by `doctor` only: the bot keeps working
-through their outages (a stale registry copy, retried model calls), so a worker restarted while one of them
-is down must still start.
+For those last three, any HTTP answer counts: whether the answers are right (entries, metadata, the key and
+model) is `doctor`'s to judge, since a running bot keeps working through their outages (a stale registry
+copy, retried model calls). What stops a start is an address nothing answers at: a typo or no route.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import httpx2
 from redis.exceptions import RedisError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -21,9 +23,17 @@ from bot.redis_check import require_safe_redis
 from bot.redis_clients import is_sentinel, parse_sentinel_url, sync_client
 from bot.settings import ConfigError, Settings
 
-__all__ = ["DEFAULT_SLACK_API_URL", "check_redis", "preflight", "redis_unreachable", "whoami"]
+__all__ = [
+    "DEFAULT_SLACK_API_URL",
+    "check_reachable",
+    "check_redis",
+    "preflight",
+    "redis_unreachable",
+    "whoami",
+]
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
 CONNECT_SECONDS = 5
 
 
@@ -77,7 +87,33 @@ def whoami(settings: Settings) -> BotIdentity:
     )
 
 
-def preflight(settings: Settings) -> BotIdentity:
-    """The services `serve` and `worker` need, in doctor's order: Redis, then Slack."""
+def check_reachable(settings: Settings, *, model: bool) -> None:
+    """The registry, the identity provider and (`model`) the Messages API answer at their addresses, in
+    doctor's order; the first that does not is one `ConfigError` naming its variable."""
+    places: list[tuple[str, str, object]] = [
+        ("REGISTRY_URL", "the registry", settings.registry_url),
+        ("OAUTH_ISSUER", "the identity provider", settings.oauth_issuer),
+    ]
+    if model and settings.anthropic_api_key is not None:
+        places.append(
+            ("ANTHROPIC_BASE_URL", "the Messages API", settings.anthropic_base_url or DEFAULT_ANTHROPIC_URL)
+        )
+    with httpx2.Client(timeout=CONNECT_SECONDS, follow_redirects=False) as http:
+        for variable, what, url in places:
+            if url is None:
+                continue
+            try:
+                http.get(str(url))
+            except (httpx2.HTTPError, OSError) as exc:
+                raise ConfigError(
+                    variable, f"{what} at {url} cannot be reached ({type(exc).__name__}); check the address"
+                ) from None
+
+
+def preflight(settings: Settings, *, model: bool = False) -> BotIdentity:
+    """The services `serve` and `worker` (`model`: it runs turns) need, in doctor's order: Redis, Slack,
+    then the registry, the identity provider and the model answering at their addresses."""
     check_redis(settings)
-    return whoami(settings)
+    bot = whoami(settings)
+    check_reachable(settings, model=model)
+    return bot

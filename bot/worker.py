@@ -109,11 +109,12 @@ def run_worker(
         plain = SimpleWorker(
             list(RQ_QUEUES), connection=connection, serializer=JSONSerializer, job_class=job_class
         )
-        plain.work(with_scheduler=True, logging_level=settings.log_level)
+        with _held_until_rq_listens():
+            plain.work(with_scheduler=True, logging_level=settings.log_level)
         turn_thread.stop(timeout=settings.max_turn_seconds + POOL_STOP_GRACE_SECONDS)
         return 0
     slots = turns or settings.turn_concurrency
-    with _turn_pools(settings, bot, processes, slots) as pools:
+    with _held_until_rq_listens(), _turn_pools(settings, bot, processes, slots) as pools:
         if processes > 1:
             pool = _Pool(
                 list(FORKED_QUEUES),
@@ -132,6 +133,35 @@ def run_worker(
             worker.on_stop = pools.stop
             worker.work(with_scheduler=True, logging_level=settings.log_level)
     return 1 if pools.failed.is_set() else 0
+
+
+@contextlib.contextmanager
+def _held_until_rq_listens() -> Iterator[None]:
+    """From here until RQ has put its own signal handlers in place (it forks the turn pools' siblings, its
+    scheduler, first), a stop is held, not raised: an exception raised while a fork runs its at-fork hooks
+    is swallowed by Python ("Exception ignored in _releaseLock"), and the stop was lost. Once RQ listens,
+    a held stop is sent again, to RQ's handler: its warm shutdown, as if it had come a moment later."""
+    held: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append(signum)
+
+    for each in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(each, hold)
+    done = threading.Event()
+
+    def hand_over() -> None:
+        while not done.wait(0.05):
+            if signal.getsignal(signal.SIGTERM) is not hold:  # RQ (or its pool) listens now
+                if held:
+                    os.kill(os.getpid(), held[0])
+                return
+
+    threading.Thread(target=hand_over, name="signals", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 class _Pool(WorkerPool):
