@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
 from fixtures.redis_proc import free_port
+from fixtures.world import World, start_world
 
 REQUIRED_FOR_WORKER = (
     "SLACK_BOT_TOKEN",
@@ -106,3 +108,36 @@ def test_unreachable_slack_is_named_after_redis_answers(tmp_path: Path, command:
     [line] = [x for x in done.stderr.splitlines() if x.startswith("chatops:")]
     assert line.startswith("chatops: configuration error: SLACK_API_URL: Slack at http://127.0.0.1:")
     assert "cannot be reached" in line
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    started = start_world()
+    yield started
+    started.stop()
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "what"),
+    [
+        ("serve", "REGISTRY_URL", "the registry"),
+        ("worker", "OAUTH_ISSUER", "the identity provider"),
+        ("worker", "ANTHROPIC_BASE_URL", "the Messages API"),
+    ],
+)
+def test_a_service_that_answers_nothing_is_one_line_naming_its_variable(
+    tmp_path: Path, redis_url: str, world: World, command: str, variable: str, what: str
+) -> None:
+    """After Redis and Slack: the registry, the identity provider and (a worker's) model, each must answer
+    at its address, in doctor's order; the first that does not stops the start, named."""
+    env = world.env(public_url="http://127.0.0.1:9")
+    settings = {**complete(redis_url), **{k: env[k] for k in ("SLACK_API_URL", "SLACK_BOT_TOKEN")}}
+    settings |= {k: env[k] for k in ("REGISTRY_URL", "OAUTH_ISSUER", "ANTHROPIC_BASE_URL")}
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings[variable] = dead
+    done = chatops(tmp_path, command, **settings)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("chatops:")]
+    assert line.startswith(f"chatops: configuration error: {variable}: {what} at {dead}")
+    assert line.endswith("cannot be reached (ConnectError); check the address")
