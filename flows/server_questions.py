@@ -103,8 +103,8 @@ class TurnQuestions(Questions):
             await store.close(question_id, "decline")
             log.info("question from %s declined: %s", question.server, posted.reason)
             return Reply("decline")
-        await store.set_card(question_id, posted)
-        try:
+        try:  # from the moment the card is up: a turn ended at any point after it still closes it
+            await store.set_card(question_id, posted)
             answered = await store.wait(question_id, seconds=timeout)
         except asyncio.CancelledError:  # the turn ended (its time limit, a stop) while the person thought
             await self._ended(question_id, posted, question, timeout)

@@ -21,14 +21,6 @@ from approvals.turn_queue import (
 )
 
 
-async def wait_until_async(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll `check` on this loop (the consumer's tasks run meanwhile), failing after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 class Handler:
     """Turns that wait until released, recording what ran and how many ran at once."""
 
@@ -38,11 +30,25 @@ class Handler:
         self.running = 0
         self.most = 0
         self.fail = fail
+        self.changed = asyncio.Condition()  # notified whenever `ran` or `running` changes
+
+    async def until(self, what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait (on this loop: the consumer's tasks run meanwhile) until `check` holds, at most `timeout` s."""
+        async with self.changed:
+            try:
+                await asyncio.wait_for(self.changed.wait_for(check), timeout)
+            except TimeoutError:
+                raise AssertionError(f"timed out waiting for {what}") from None
+
+    async def _note(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
 
     async def __call__(self, turn: str, attempt: str) -> str:
         self.ran.append((turn, attempt))
         self.running += 1
         self.most = max(self.most, self.running)
+        await self._note()
         try:
             await self.release.wait()
             if turn == self.fail:
@@ -50,6 +56,7 @@ class Handler:
             return f"answered {turn}"
         finally:
             self.running -= 1
+            await self._note()
 
 
 def sync(redis_url: str) -> redis.Redis:
@@ -64,7 +71,7 @@ async def test_jobs_run_once_each_at_most_slots_at_once_and_a_stop_finishes_the_
     handler, stop = Handler(), asyncio.Event()
     consumer = TurnConsumer(aredis, "pool-a", handler, slots=2, pid=4242)
     serving = asyncio.create_task(consumer.serve(stop))
-    await wait_until_async("two running", lambda: handler.running == 2)
+    await handler.until("two running", lambda: handler.running == 2)
     assert [turn for turn, _ in handler.ran] == ["t1", "t2"]  # in the order they were queued
     state = job_state(sync(redis_url), "t1")
     assert (state["status"], state["worker"], state["pid"]) == ("running", "pool-a", "4242")
@@ -122,7 +129,7 @@ async def test_a_job_left_by_a_dead_consumer_is_claimed_and_a_live_ones_is_not(
     handler, stop = Handler(), asyncio.Event()
     handler.release.set()
     serving = asyncio.create_task(TurnConsumer(aredis, "pool-a", handler, slots=2).serve(stop))
-    await wait_until_async("the dead pool's job to run", lambda: handler.ran == [("dead", "first")])
+    await handler.until("the dead pool's job to run", lambda: handler.ran == [("dead", "first")])
     stop.set()
     await asyncio.wait_for(serving, 30)
     assert job_state(sync(redis_url), "dead")["status"] == "finished"
@@ -137,7 +144,7 @@ async def test_a_running_consumer_keeps_its_jobs_from_being_claimed(
     handler, stop = Handler(), asyncio.Event()
     consumer = TurnConsumer(aredis, "pool-a", handler, slots=1)
     serving = asyncio.create_task(consumer.serve(stop))
-    await wait_until_async("running", lambda: handler.running == 1)
+    await handler.until("running", lambda: handler.running == 1)
     (pending,) = await aredis.xpending_range(STREAM, GROUP, "-", "+", 10)
     await aredis.xclaim(STREAM, GROUP, "pool-a", 0, [pending["message_id"]], idle=120_000, justid=True)
     await consumer._beat()  # its heartbeat (every HEARTBEAT_SECONDS while serving)

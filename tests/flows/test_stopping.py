@@ -34,7 +34,10 @@ async def test_model_replies_that_win_the_race_never_wedge_the_shared_redis_pool
     stops = TurnStops(client)
 
     async def model(i: int) -> int:
-        await asyncio.sleep(0.002 * (i % 7))
+        # The model's latency, varied so its reply lands at every point of the watch's Redis round trip.
+        answered = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.002 * (i % 7), answered.set)
+        await answered.wait()
         return i
 
     async def turn(i: int) -> None:
