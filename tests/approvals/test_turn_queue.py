@@ -33,7 +33,7 @@ class Handler:
         self.changed = asyncio.Condition()  # notified whenever `ran` or `running` changes
 
     async def until(self, what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait (on this loop: the consumer's tasks run meanwhile) until `check` holds, at most `timeout` s."""
+        """Wait (on this loop: the consumer runs meanwhile) until `check` holds, at most `timeout` s."""
         async with self.changed:
             try:
                 await asyncio.wait_for(self.changed.wait_for(check), timeout)
