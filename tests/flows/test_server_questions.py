@@ -27,11 +27,13 @@ class Cards:
     refuse: str | None = None
     posted: list[str] = field(default_factory=list)  # question ids
     outcomes: list[str] = field(default_factory=list)  # what each closed card said
+    shown: asyncio.Event = field(default_factory=asyncio.Event)  # set once a card is posted
 
     async def post(
         self, turn: Turn, question_id: str, question: Question, *, timeout: float
     ) -> str | Unaskable:
         self.posted.append(question_id)
+        self.shown.set()
         return Unaskable(self.refuse) if self.refuse else f"ts-{question_id}"
 
     async def closed(
@@ -41,8 +43,7 @@ class Cards:
 
 
 async def posted(cards: Cards) -> str:
-    while not cards.posted:
-        await asyncio.sleep(0.01)
+    await cards.shown.wait()
     return cards.posted[0]
 
 
