@@ -25,6 +25,7 @@ from typing import Protocol
 
 from approvals.questions import OpenQuestion, QuestionStore
 from approvals.turns import Turn
+from flows.cancels import raise_if_cancelled
 from mcp_clients.questions import Question, Questions, Reply
 
 __all__ = ["QuestionCards", "ServerQuestions", "TurnQuestions", "Unaskable"]
@@ -105,7 +106,7 @@ class TurnQuestions(Questions):
             return Reply("decline")
         try:  # from the moment the card is up: a turn ended at any point after it still closes it
             await store.set_card(question_id, posted)
-            _raise_if_cancelled()
+            raise_if_cancelled()  # a cancel dropped while the card was recorded (flows.cancels)
             answered = await store.wait(question_id, seconds=timeout)
         except asyncio.CancelledError:  # the turn ended (its time limit, a stop) while the person thought
             await self._ended(question_id, posted, question, timeout)
@@ -124,13 +125,3 @@ class TurnQuestions(Questions):
     async def _close_ended(self, question_id: str, card_ts: str, question: Question, timeout: float) -> None:
         if await self._q.store.close(question_id, "ended"):
             await self._q.cards.closed(self._turn, card_ts, question, "ended", timeout=timeout)
-
-
-def _raise_if_cancelled() -> None:
-    """Re-raise a cancellation that was dropped. redis-py bounds each write with `asyncio.wait_for`, which on
-    Python 3.11 returns the command's result and drops a cancel landing just as the write completes (fixed in
-    3.12: CPython gh-86296); the task still counts the request. Without this, a turn ended while its card was
-    being recorded would go on to wait the whole question timeout."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

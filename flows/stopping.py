@@ -9,6 +9,7 @@ import logging
 from redis.exceptions import RedisError
 
 from approvals.stops import TurnStops
+from flows.cancels import raise_if_cancelled
 
 __all__ = ["StopWatch"]
 
@@ -25,6 +26,7 @@ class StopWatch:
         self.by: str | None = None  # the Slack user who stopped it
 
     async def check(self) -> str | None:
+        raise_if_cancelled()  # a safe point: a cancel Python dropped mid-command ends the turn here
         if self.by is None:
             try:
                 # Shielded: the loop cancels `wait` when the model answers first, and a Redis command cut

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import pytest
 import redis.asyncio as aioredis
 
 from agent.stopping import Stopped, unless_stopped
@@ -51,3 +53,26 @@ async def test_model_replies_that_win_the_race_never_wedge_the_shared_redis_pool
                 await asyncio.gather(*(turn(i) for i in range(20)))
     finally:
         await client.aclose()
+
+
+async def test_a_cancel_python_dropped_mid_command_ends_the_turn_at_the_next_safe_point(
+    aredis: aioredis.Redis,
+) -> None:
+    """Python 3.11's wait_for (redis-py's write timeout) can return a command's result and drop the cancel
+    that landed meanwhile; the task still counts it. Reproduced by a task that swallows its own cancel."""
+    watch = StopWatch(TurnStops(aredis), "t-dropped")
+    reached: list[str] = []
+
+    async def turn() -> None:
+        this = asyncio.current_task()
+        assert this is not None
+        this.cancel()
+        with contextlib.suppress(asyncio.CancelledError):  # as the dropped cancel: nothing raised
+            await asyncio.sleep(0)
+        reached.append("after the dropped cancel")
+        await watch.check()
+        reached.append("past the safe point")
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(turn(), 10)
+    assert reached == ["after the dropped cancel"]
