@@ -4,7 +4,6 @@ the turn goes on. The asker is a person (their `sub`), so their other Slack acco
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,11 +83,6 @@ def shown(s: Scenario, ts: str) -> str:
     return "\n".join(str(b.get("text", {}).get("text", "")) for b in msg.blocks)
 
 
-def stop_records(s: Scenario) -> list[dict[str, Any]]:
-    records = [json.loads(f[b"record"]) for _, f in s.redis.xrange("chatops:audit")]
-    return [r for r in records if r["kind"] == "turn_stop"]
-
-
 def test_an_approver_for_a_server_the_turn_used_stops_it_from_another_process(scenario: Scenario) -> None:
     s = scenario
     s.link("alice")
@@ -103,7 +97,7 @@ def test_an_approver_for_a_server_the_turn_used_stops_it_from_another_process(sc
     assert ANSWER not in shown(s, ts)
     assert s.turn_status(CHANNEL, ts) == "stopped"
     assert len(s.world.anthropic.requests()) == requests  # the held model call was cancelled, not retried
-    (record,) = stop_records(s)
+    (record,) = s.audit("turn_stop")
     assert (record["outcome"], record["user"], record["sub"]) == ("stopped", "U0BOB", "u-bob")
     assert record["detail"] == "an approver for presto"
 
@@ -119,7 +113,7 @@ def test_a_linked_person_who_may_not_approve_is_refused_and_the_turn_finishes(sc
     assert ANSWER in shown(s, ts)
     assert "Stopped" not in shown(s, ts)
     assert s.turn_status(CHANNEL, ts) == "answered"
-    (record,) = stop_records(s)
+    (record,) = s.audit("turn_stop")
     assert (record["outcome"], record["user"], record["sub"]) == ("denied", "U0ERIN", "u-erin")
 
 
@@ -154,5 +148,5 @@ def test_the_askers_other_slack_account_may_stop_the_turn(scenario: Scenario) ->
 
     assert "Stopped by <@U0ALICE2>" in shown(s, ts)
     assert s.turn_status(CHANNEL, ts) == "stopped"
-    (record,) = stop_records(s)
+    (record,) = s.audit("turn_stop")
     assert (record["outcome"], record["user"], record["sub"]) == ("stopped", "U0ALICE2", "u-alice")
