@@ -47,6 +47,7 @@ Outcome = Literal[
     "rejected",
     "expired",
     "withdrawn",
+    "stopped",
     "outcome_unknown",
     "pending",
     "approved",
@@ -66,7 +67,8 @@ def preview(arguments: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class AuditRecord:
-    # tool_call | approval_requested | approval_decision | approval_expired | workflow_run | account_link ...
+    # tool_call | approval_requested | approval_decision | approval_expired | workflow_run | account_link |
+    # turn_stop ...
     kind: str
     outcome: Outcome = ""
     request_id: str = ""
@@ -146,8 +148,10 @@ def turn_record(
     latency_ms: float = 0.0,
     minutes: float = 0.0,
     detail: str = "",
+    user: str = "",
 ) -> AuditRecord:
-    """A record about something an agent turn did, in its requester's name (`sub`: the person)."""
+    """A record about something an agent turn did, in its requester's name (`sub`: the person); or about
+    what someone did to it (a Stop click), in the name of `user`, that Slack account, and `sub` theirs."""
     return AuditRecord(
         kind=kind,
         outcome=outcome,
@@ -155,7 +159,7 @@ def turn_record(
         team=turn.team,
         channel=turn.channel,
         thread_ts=turn.thread_ts,
-        user=turn.user,
+        user=user or turn.user,
         sub=sub,
         server=server,
         tool=tool,

@@ -13,7 +13,6 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from approvals.audit import Audit
 from approvals.feedback import Feedback
 from approvals.questions import QuestionStore
-from approvals.stops import TurnStops
 from approvals.turns import TurnStore
 from bot.approval_clicks import ApprovalClicks
 from bot.approval_listeners import register_approvals
@@ -26,6 +25,7 @@ from bot.poster import Poster
 from bot.question_listeners import register_questions
 from bot.stop_listeners import register_stop
 from flows.linking import Linking
+from flows.stop_rights import StopRights
 from flows.workflow_requests import WorkflowRequests
 from mcp_clients.tokens import TokenBroker
 
@@ -47,7 +47,7 @@ class Listeners:
     audit: Audit
     feedback: Feedback
     questions: QuestionStore
-    stops: TurnStops  # Stop clicks on running turns (bot.stop_listeners)
+    stops: StopRights  # Stop clicks on running turns (bot.stop_listeners)
     turns: TurnStore
 
 

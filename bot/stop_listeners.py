@@ -1,46 +1,67 @@
 """The Stop button of a running turn. The click lands in `web`; the turn runs on some worker, which sees
-the request in Redis at its next safe point (flows.stopping). Only the asker may stop their request; a
-refused or late click is told why, alone, and changes nothing."""
+the request in Redis at its next safe point (flows.stopping). Its asker may stop it, and so may an approver
+for a server it is using (flows.stop_rights decides); a refused or late click is told why, alone, and
+changes nothing."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from approvals.stops import TurnStops
 from approvals.turns import TurnStore
 from bot.blocks import STOP_ACTION_ID
 from bot.poster import Poster
-from bot.slack_text import ours, trusted
+from bot.slack_text import Mrkdwn, ours, trusted
+from flows.stop_rights import StopClick, StopRights
 
-__all__ = ["register_stop"]
+__all__ = ["register_stop", "stop_reply"]
+
+log = logging.getLogger(__name__)
 
 STOPPING = "Stopping: I'll finish at the next safe point (no tool call is cut half-way) and say what I found."
 ALREADY = "Someone has already asked me to stop this request."
 FINISHED = "That request has already finished."
 NOT_YOURS = "Only <@{asker}>, who asked, can stop this request."
-_RUNNING = frozenset({"running", "queued", ""})
+NOT_AN_APPROVER = "Only <@{asker}> or an approver for {servers} can stop this request."
+COULD_NOT_RECORD = (
+    "I couldn't record your Stop just now (my storage is unavailable). Nothing changed; try again."
+)
+
+
+def stop_reply(click: StopClick, asker: str) -> Mrkdwn:
+    """What the clicker alone is told."""
+    if click.verdict == "refused" and click.servers:
+        return ours(NOT_AN_APPROVER, asker=asker, servers=_either(click.servers))
+    if click.verdict == "refused":
+        return ours(NOT_YOURS, asker=asker)
+    return trusted({"stopping": STOPPING, "already": ALREADY, "finished": FINISHED}[click.verdict])
+
+
+def _either(names: Sequence[str]) -> str:
+    """ "presto", "presto or spark", "presto, spark or airflow"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 async def _ack(ack: AsyncAck) -> None:
     await ack()
 
 
-def register_stop(app: AsyncApp, stops: TurnStops, store: TurnStore, poster: Poster) -> None:
+def register_stop(app: AsyncApp, rights: StopRights, store: TurnStore, poster: Poster) -> None:
     async def stop_clicked(body: dict[str, Any]) -> None:
         action = (body.get("actions") or [{}])[0]
         user = str((body.get("user") or {}).get("id") or "")
         turn = await store.load(str(action.get("value") or ""))
         if turn is None or not user:
             return
-        status = (await store.status(turn.id)).get("status", "")
-        if turn.user != user:
-            said = ours(NOT_YOURS, asker=turn.user)
-        elif status not in _RUNNING:
-            said = trusted(FINISHED)
-        else:
-            said = trusted(STOPPING if await stops.request(turn.id, user) else ALREADY)
+        try:
+            said = stop_reply(await rights.click(turn, user), turn.user)
+        except RedisError as exc:
+            log.warning("stop of turn %s not recorded (%s)", turn.id, type(exc).__name__)
+            said = trusted(COULD_NOT_RECORD)
         await poster.ephemeral(turn.channel, user, text=said, thread_ts=turn.thread_ts)
 
     app.action(STOP_ACTION_ID)(ack=_ack, lazy=[stop_clicked])

@@ -42,6 +42,7 @@ from bot.settings import Settings
 from bot.wiring import Wiring, open_wiring
 from flows.assistant_prompts import AssistantPrompts
 from flows.server_linking import ServerConnected
+from flows.stop_rights import StopRights
 
 __all__ = ["build_bolt", "build_web"]
 
@@ -102,7 +103,7 @@ def build_bolt(settings: Settings, wiring: Wiring) -> AsyncApp:
         audit=wiring.audit,
         feedback=wiring.feedback(),
         questions=wiring.questions(),
-        stops=TurnStops(wiring.redis),
+        stops=StopRights(TurnStops(wiring.redis), wiring.store, wiring.broker, wiring.snapshot, wiring.audit),
         turns=wiring.store,
     )
     listeners.register(app, parts)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from agent import loop, resume
 from agent.attachments import FileRef, Read, load_refs, question_content
 from agent.loop import Answer, Failed, Limits, Paused, Result
-from agent.ports import Model
+from agent.ports import Model, Tools
 from approvals.model_bill import UsageBook
 from approvals.stops import TurnStops
 from approvals.turns import Conversation, Turn, TurnStore
@@ -30,7 +30,7 @@ from flows.connecting import CONNECTED_ATTEMPT, ConnectingTools, connected_note
 from flows.decisions import Decisions, decisions
 from flows.ports import ApprovalRequests, Attachments, Refusal, SettlingProgress, TurnApprovals, TurnOutput
 from flows.server_questions import ServerQuestions
-from flows.stopping import StopWatch
+from flows.stopping import ServersInUse, StopWatch
 from flows.thread_memory import handed_to, registry_view, remembered
 from flows.tool_audit import TurnAudit
 from mcp_clients.gateway import Caller, GatewaySession
@@ -207,7 +207,10 @@ class TurnAnswer:
                 progress.private = frozenset((t.server, t.tool) for t in listed if t.private_data)
                 progress.muted = decided is not None and bool(decided.private)
                 asker = f"<@{turn.user}> ({identity.email or identity.sub})"
-                tools = ConnectingTools(self._audit.tools(session, turn, identity), session, asker)
+                audited: Tools = self._audit.tools(session, turn, identity)
+                if self._stops is not None:  # who else may stop it depends on the servers it calls
+                    audited = ServersInUse(audited, session, self._stops, turn.id)
+                tools = ConnectingTools(audited, session, asker)
                 again = attempt.startswith(CONNECTED_ATTEMPT)
                 result = await self._loop(turn, asker, tools, session, progress, decided, conversation, again)
                 if isinstance(result, Paused):

@@ -26,6 +26,7 @@ __all__ = [
     "ApprovalRequests",
     "Attachments",
     "Counters",
+    "CurrentIdentities",
     "Identities",
     "LinkOffers",
     "RecoveryOutput",
@@ -125,6 +126,13 @@ class Identities(Protocol):
     """Linked identities (mcp_clients.tokens.TokenBroker)."""
 
     async def identity(self, team: str, user: str) -> Identity | None: ...
+
+
+class CurrentIdentities(Identities, Protocol):
+    """Linked identities whose groups are re-read for a decision (mcp_clients.tokens.TokenBroker)."""
+
+    async def current_identity(self, team: str, user: str) -> Identity:
+        """Groups no older than 5 minutes; raises mcp_clients.tokens.TokenUnavailable."""
 
 
 class LinkOffers(Protocol):

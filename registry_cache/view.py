@@ -105,6 +105,16 @@ class RegistryView:
         return ApprovalRule(True, groups, quorum, "the tool is not annotated read-only")
 
     @staticmethod
+    def approver_groups(entry: ServerEntry) -> frozenset[str]:
+        """Every group some approval rule of `entry` names: the server's own, and each enabled tool's (who
+        may stop a turn that used it, flows.stop_rights). A disabled tool's rule governs no call."""
+        groups = set(entry.governance.approver_groups)
+        for policy in entry.governance.tools.values():
+            if policy.enabled and policy.approver_groups is not None:
+                groups.update(policy.approver_groups)
+        return frozenset(groups)
+
+    @staticmethod
     def minutes_saved(entry: ServerEntry, tool: str) -> float:
         policy = entry.tool_policy(tool)
         return policy.minutes_saved if policy.minutes_saved is not None else entry.governance.minutes_saved

@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from agent.stopping import Stopped, unless_stopped
-from approvals.stops import TurnStops
+from approvals.stops import STOP_TTL_SECONDS, TurnStops
 from bot.redis_clients import async_client
 from flows.stopping import StopWatch
 
@@ -76,3 +76,14 @@ async def test_a_cancel_python_dropped_mid_command_ends_the_turn_at_the_next_saf
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(turn(), 10)
     assert reached == ["after the dropped cancel"]
+
+
+async def test_the_servers_a_turn_uses_are_kept_as_long_as_the_turn(aredis: aioredis.Redis) -> None:
+    stops = TurnStops(aredis)
+    assert await stops.servers("t-1") == frozenset()  # before its first call
+    await stops.using("t-1", "io.example/presto")
+    await stops.using("t-1", "io.example/spark")
+    await stops.using("t-1", "io.example/presto")
+    assert await stops.servers("t-1") == {"io.example/presto", "io.example/spark"}
+    assert await stops.servers("t-2") == frozenset()
+    assert await aredis.ttl("chatops:turn-servers:t-1") > STOP_TTL_SECONDS  # a paused turn outlives a Stop's

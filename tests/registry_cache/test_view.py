@@ -109,6 +109,26 @@ def test_who_may_approve() -> None:
     assert not nobody.may_approve({"anything"})
 
 
+def test_the_approvers_of_a_server_are_its_own_and_each_enabled_tools() -> None:
+    v = view(
+        entry(
+            "io.example/presto",
+            approver_groups=["presto-admins"],
+            tools={
+                "kill_query": {"approval": "required", "approver_groups": ["presto-oncall"]},
+                "drop_table": {"enabled": False, "approver_groups": ["dba"]},
+                "query_history": {"approval": "never"},
+            },
+        ),
+        entry("io.example/bare", "https://bare.example.com/mcp"),
+    )
+    presto, bare = v.server("presto"), v.server("bare")
+    assert presto is not None
+    assert bare is not None
+    assert v.approver_groups(presto) == {"presto-admins", "presto-oncall"}
+    assert v.approver_groups(bare) == frozenset()
+
+
 def test_minutes_saved_per_tool_overrides_server() -> None:
     v = view(entry("io.example/p", minutes_saved=5, tools={"kill_query": {"minutes_saved": 15}}))
     p = v.server("p")

@@ -8,12 +8,14 @@ cannot start inside a running test loop. `Scenario.work()` drains the queues wit
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
 import pytest
@@ -22,6 +24,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from approvals.audit import AUDIT_STREAM
 from approvals.store import Approval, ApprovalStore
 from approvals.turn_queue import queued_job_ids
 from approvals.turns import turn_id_for
@@ -219,6 +222,11 @@ class Scenario:
     def turn_status(self, channel: str, ts: str) -> str | None:
         raw = self.redis.hget(f"chatops:turn-status:{turn_id_for(TEAM_ID, channel, ts)}", "status")
         return raw.decode() if isinstance(raw, bytes) else None
+
+    def audit(self, kind: str) -> list[dict[str, Any]]:
+        """The audit trail's records of `kind`, oldest first."""
+        records = [json.loads(fields[b"record"]) for _, fields in self.redis.xrange(AUDIT_STREAM)]
+        return [r for r in records if r["kind"] == kind]
 
 
 @pytest.fixture(scope="session")

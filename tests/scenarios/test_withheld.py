@@ -4,6 +4,7 @@ to the audit, where its owners' alerting reads: once per tool and reason, not on
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fixtures.anthropic_fake import Body, Reply, text, tool_names, tool_results, tool_use
 from fixtures.mcp_small import INCIDENT_ID
@@ -13,9 +14,8 @@ from tests.scenarios.conftest import Scenario
 CHANNEL = "C0DATAENG"
 
 
-def withheld_records(s: Scenario) -> list[dict[str, object]]:
-    records = [json.loads(fields[b"record"]) for _, fields in s.redis.xrange("chatops:audit")]
-    return [r for r in records if r["kind"] == "tool_withheld"]
+def withheld_records(s: Scenario) -> list[dict[str, Any]]:
+    return s.audit("tool_withheld")
 
 
 def test_a_poisoned_tool_is_audited_once_for_its_owners(scenario: Scenario) -> None:
