@@ -14,11 +14,8 @@ from redis.exceptions import RedisError
 
 from agent.ports import ToolInfo, ToolResult, Tools
 from approvals.stops import TurnStops
-<<<<<<< HEAD
 from flows.cancels import raise_if_cancelled
-=======
 from mcp_clients.gateway import GatewaySession
->>>>>>> helper/stop
 
 __all__ = ["ServersInUse", "StopWatch"]
 
