@@ -4,6 +4,7 @@ through the model (the thread's stored conversation keeps neither the private re
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from agent.plan import PLAN_TOOL_NAME
 from fixtures.anthropic_fake import Body, Reply, last_user_text, text, tool_results, tool_use, tool_uses
@@ -21,19 +22,25 @@ def script(body: Body) -> Reply:
     return text("I can only tell you what this thread already says.")
 
 
-def test_a_private_answer_does_not_reach_the_next_person_in_the_thread(scenario: Scenario) -> None:
-    s = scenario
+def alice_asks_a_private_server(s: Scenario, responder: Callable[[Body], Reply]) -> str:
+    """Presto marked private_data, alice and bob linked; alice asks in the channel. Her question's ts."""
     s.world.registry.patch_governance("io.example/presto", {"private_data": True})
     s.link("alice")
     s.link("bob")
-    s.world.anthropic.set_default(script)
+    s.world.anthropic.set_default(responder)
     first = s.ingress.app_mention("U0ALICE", CHANNEL, "which presto queries are running?")
     s.ingress.post(first)
     s.work()
+    return str(first.event["ts"])
+
+
+def test_a_private_answer_does_not_reach_the_next_person_in_the_thread(scenario: Scenario) -> None:
+    s = scenario
+    first_ts = alice_asks_a_private_server(s, script)
     private = s.world.slack.ephemerals(CHANNEL, user="U0ALICE")
     assert any(RUNAWAY_QUERY_ID in m.text + json.dumps(m.blocks) for m in private)  # alice got her answer
 
-    follow_up = s.ingress.app_mention("U0BOB", CHANNEL, "what did it find?", thread_ts=first.event["ts"])
+    follow_up = s.ingress.app_mention("U0BOB", CHANNEL, "what did it find?", thread_ts=first_ts)
     s.ingress.post(follow_up)
     s.work()
     asked = s.world.anthropic.last_request().body
@@ -65,18 +72,12 @@ def test_a_plan_stated_after_private_data_is_neither_streamed_nor_remembered_for
     scenario: Scenario,
 ) -> None:
     s = scenario
-    s.world.registry.patch_governance("io.example/presto", {"private_data": True})
-    s.link("alice")
-    s.link("bob")
-    s.world.anthropic.set_default(planning_script)
-    first = s.ingress.app_mention("U0ALICE", CHANNEL, "which presto queries are running?")
-    s.ingress.post(first)
-    s.work()
+    first_ts = alice_asks_a_private_server(s, planning_script)
     streamed = [c.args for c in s.world.slack.calls() if "Stream" in c.method]
     assert "Runaway queries" in json.dumps(streamed)  # the plan stated before the private call showed
     assert RUNAWAY_QUERY_ID not in json.dumps(streamed)  # the one written after it did not
 
-    follow_up = s.ingress.app_mention("U0BOB", CHANNEL, "what did it find?", thread_ts=first.event["ts"])
+    follow_up = s.ingress.app_mention("U0BOB", CHANNEL, "what did it find?", thread_ts=first_ts)
     s.ingress.post(follow_up)
     s.work()
     seen_by_model = json.dumps(s.world.anthropic.last_request().body["messages"])

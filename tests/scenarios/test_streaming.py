@@ -209,7 +209,7 @@ def test_a_malformed_plan_is_a_tool_error_the_model_reads_and_the_turn_goes_on(s
     assert "must be an object" in refused[0]
     assert "1 to 10 steps (it has 50)" in refused[1]
     assert "`steps` must be a list" in refused[2]
-    assert [t["title"] for i, t in msg.tasks().items()] == ["presto · query_history"]  # the real call ran
+    assert [t["title"] for t in msg.tasks().values()] == ["presto · query_history"]  # the real call ran
     assert s.turn_status(CHANNEL, ts) == "answered"
 
 
