@@ -203,6 +203,17 @@ def _offered(context: ToolContext) -> list[dict[str, Any]]:
     return [*tools, PLAN_TOOL] if context.specs else tools
 
 
+async def _local(
+    st: _Run, context: ToolContext, progress: Progress, use_id: str, name: str, args: Any
+) -> dict[str, Any] | None:
+    """The result of a tool this process answers itself, or None for every other tool."""
+    if context.is_local_search(name):  # it only widens what the model is shown
+        return tool_result(use_id, "", name, context.find(args), True)
+    if name == PLAN_TOOL_NAME:  # it only shows people the model's plan
+        return await _share_plan(st, progress, use_id, args)
+    return None
+
+
 async def _share_plan(st: _Run, progress: Progress, use_id: str, args: Any) -> dict[str, Any]:
     """Answer a `share_plan` call: show the plan (a malformed one is an error the model reads)."""
     plan = read_plan(args)
@@ -307,10 +318,8 @@ async def _tool_step(
     for block in uses:
         use_id, name, args = str(block.get("id")), str(block.get("name")), block.get("input")
         info = infos.get(name)
-        if context.is_local_search(name):  # answered here: it only widens what the model is shown
-            done[use_id] = tool_result(use_id, "", name, context.find(args), True)
-        elif name == PLAN_TOOL_NAME:  # answered here too: it only shows people the model's plan
-            done[use_id] = await _share_plan(st, progress, use_id, args)
+        if (local := await _local(st, context, progress, use_id, name, args)) is not None:
+            done[use_id] = local
         elif info is None:  # not listed to this person here: refused locally, nothing reaches a server
             done[use_id] = tool_result(
                 use_id, "", name, f"Tool {name!r} is not available to you here.", False
