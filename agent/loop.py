@@ -5,8 +5,9 @@ Each step asks the model once, then goes by its stop reason:
     end_turn / other  -> Answer                      refusal    -> Failed("refusal")
     max_tokens        -> Answer with a note           pause_turn -> send the content back, next step
     tool_use          -> each call is refused locally (unknown tool, bad input, rejected before),
-                         pending (needs approval) or run now (read-only, concurrently); then
-                         Paused if any call is pending, else the results go back and the next step runs
+                         answered locally (find_tools, share_plan: agent.plan), pending (needs
+                         approval) or run now (read-only, concurrently); then Paused if any call is
+                         pending, else the results go back and the next step runs
 
 A run ends as a value: it never waits on a human (a pause is `Paused`: agent.deferred parks its transcript
 and resumes it with the real outcomes once people decided) and never raises for tool or model failures:
@@ -25,6 +26,7 @@ from typing import Any
 
 from agent.errors import ModelUnavailable
 from agent.outcomes import Answer, CallRecord, Failed, Limits, Paused, PendingCall, Result
+from agent.plan import PLAN_TOOL, PLAN_TOOL_NAME, SHOWN, Plan, PlanStep, read_plan
 from agent.ports import Model, ModelReply, Progress, Stop, ToolInfo, Tools
 from agent.prompt import SYSTEM_PROMPT
 from agent.redaction import CREDENTIAL_REFUSAL, contains_credential, redact_value
@@ -76,6 +78,7 @@ class _Run:
     usage: Usage = field(default_factory=Usage)
     calls: list[CallRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    plan: Plan | None = None  # as the model last stated it
 
     def left(self) -> float:
         return max(0.0, self.deadline - self.clock())
@@ -165,7 +168,7 @@ async def run(
         history=st.messages,
     )
     # Deferred definitions stay out of the context, so the budget counts what is sent up front.
-    budget = limits.budget_tokens - estimate_tokens([system, context.request_tools()])
+    budget = limits.budget_tokens - estimate_tokens([system, _offered(context)])
     while True:
         if (cap := st.cap()) is not None:
             return st.failed(cap)
@@ -188,7 +191,49 @@ async def run(
         if reply.stop_reason == "pause_turn":  # a long server-side turn: sending it back lets it go on
             st.messages.append({"role": "assistant", "content": content})
             continue
-        return _final(st, content, reply.stop_reason)
+        result = _final(st, content, reply.stop_reason)
+        if isinstance(result, Answer):
+            await _plan_over(st, progress)
+        return result
+
+
+def _offered(context: ToolContext) -> list[dict[str, Any]]:
+    """The next request's tools: a plan is worth stating only where there is something to investigate."""
+    tools = context.request_tools()
+    return [*tools, PLAN_TOOL] if context.specs else tools
+
+
+async def _local(
+    st: _Run, context: ToolContext, progress: Progress, use_id: str, name: str, args: Any
+) -> dict[str, Any] | None:
+    """The result of a tool this process answers itself, or None for every other tool."""
+    if context.is_local_search(name):  # it only widens what the model is shown
+        return tool_result(use_id, "", name, context.find(args), True)
+    if name == PLAN_TOOL_NAME:  # it only shows people the model's plan
+        return await _share_plan(st, progress, use_id, args)
+    return None
+
+
+async def _share_plan(st: _Run, progress: Progress, use_id: str, args: Any) -> dict[str, Any]:
+    """Answer a `share_plan` call: show the plan (a malformed one is an error the model reads)."""
+    plan = read_plan(args)
+    if isinstance(plan, str):
+        return tool_result(use_id, "", PLAN_TOOL_NAME, plan, False)
+    st.plan = plan
+    await progress.plan(plan)
+    return tool_result(use_id, "", PLAN_TOOL_NAME, SHOWN, True)
+
+
+async def _plan_over(st: _Run, progress: Progress) -> None:
+    """The model answered: the step it was on is over, so no step of its plan keeps spinning. Steps it
+    never began stay pending (it says so itself, or it had no need of them)."""
+    if st.plan is None or all(s.status != "in_progress" for s in st.plan.steps):
+        return
+    steps = tuple(
+        PlanStep(s.title, "complete" if s.status == "in_progress" else s.status) for s in st.plan.steps
+    )
+    st.plan = Plan(st.plan.title, steps)
+    await progress.plan(st.plan)
 
 
 def _fit_budget(st: _Run, budget: int) -> None:
@@ -212,7 +257,7 @@ async def _ask(
     asking = model.complete(
         system=system,
         messages=st.messages,
-        tools=context.request_tools(),
+        tools=_offered(context),
         max_tokens=st.limits.max_output_tokens,
         on_text=progress.text,
     )
@@ -273,8 +318,8 @@ async def _tool_step(
     for block in uses:
         use_id, name, args = str(block.get("id")), str(block.get("name")), block.get("input")
         info = infos.get(name)
-        if context.is_local_search(name):  # answered here: it only widens what the model is shown
-            done[use_id] = tool_result(use_id, "", name, context.find(args), True)
+        if (local := await _local(st, context, progress, use_id, name, args)) is not None:
+            done[use_id] = local
         elif info is None:  # not listed to this person here: refused locally, nothing reaches a server
             done[use_id] = tool_result(
                 use_id, "", name, f"Tool {name!r} is not available to you here.", False

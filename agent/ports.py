@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from agent.plan import Plan
+
 __all__ = ["Model", "ModelReply", "Progress", "Stop", "ToolInfo", "ToolResult", "Tools"]
 
 
@@ -83,6 +85,7 @@ class Progress(Protocol):
     async def text(self, delta: str) -> None: ...  # the model's words as they come (a streamed reply)
     async def tool_started(self, server: str, tool: str) -> None: ...
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None: ...
+    async def plan(self, plan: Plan) -> None: ...  # the model stated (or restated) its plan (agent.plan)
 
 
 class Stop(Protocol):

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from agent.plan import PLAN_TOOL_NAME
 from agent.prompt import withhold_output, wrap_tool_output
 
 __all__ = [
@@ -214,8 +215,8 @@ def withhold(
     messages: Sequence[Mapping[str, Any]], private_tools: set[str], *, since: int, note: str
 ) -> list[dict[str, Any]]:
     """The transcript as a shared thread may keep it: from message `since` on (this turn), the results of
-    calls to `private_tools` and the assistant's text are replaced by `note`, so nobody who asks later in
-    the thread gets private data back through the model."""
+    calls to `private_tools` and the assistant's text (its plans too: agent.plan) are replaced by `note`,
+    so nobody who asks later in the thread gets private data back through the model."""
     private_ids: set[str] = set()
     kept: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
@@ -233,6 +234,8 @@ def withhold(
                 blocks.append({**block, "content": note})
             elif kind == "text" and message.get("role") == "assistant":
                 blocks.append({**block, "text": note})
+            elif kind == "tool_use" and block.get("name") == PLAN_TOOL_NAME:
+                blocks.append({**block, "input": {"withheld": note}})
             else:
                 blocks.append(dict(block))
         kept.append({**message, "content": blocks})

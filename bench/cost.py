@@ -110,6 +110,9 @@ class _Quiet:
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None:
         return None
 
+    async def plan(self, plan: Any) -> None:
+        return None
+
 
 async def _thread(url: str, clock: Any, caching: bool) -> Any:
     """Play THREAD once; the summed `Usage` of every model call."""

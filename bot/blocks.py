@@ -254,9 +254,12 @@ def _stop(stop_id: str | None) -> list[JSON]:
     return [stop_actions(stop_id)] if stop_id and _ID.fullmatch(stop_id) else []
 
 
-def progress_message(lines: Sequence[ProgressLine], *, stop_id: str | None = None) -> Message:
-    """One compact line per tool call, newest last, at most 40 lines plus a count of the rest."""
-    shown = [_progress_line(line) for line in lines[:MAX_PROGRESS_LINES]]
+def progress_message(
+    lines: Sequence[ProgressLine], *, stop_id: str | None = None, head: Sequence[Mrkdwn] = ()
+) -> Message:
+    """One compact line per tool call, newest last, at most 40 lines plus a count of the rest; `head`
+    (the model's plan, already safe: bot.plan_display) above them."""
+    shown = [*head, *(_progress_line(line) for line in lines[:MAX_PROGRESS_LINES])]
     if len(lines) > MAX_PROGRESS_LINES:
         shown.append(f"…and {len(lines) - MAX_PROGRESS_LINES} more")
     body = "\n".join(shown) or ":hourglass_flowing_sand: Working…"

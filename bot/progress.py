@@ -12,7 +12,9 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
+from agent.plan import Plan
 from bot.blocks import ProgressLine, progress_message
+from bot.plan_display import plan_lines
 from bot.poster import Poster, PostError
 
 __all__ = ["SlackProgress", "progress_detail"]
@@ -39,6 +41,7 @@ class SlackProgress:
         self._clock = clock
         self._stop_id = stop_id  # the turn a Stop button under the lines stops
         self._lines: list[ProgressLine] = []
+        self._plan: Plan | None = None  # the model's, shown above the tool calls
         self._last = 0.0
         self._dirty = False
         self._sending: asyncio.Task[None] | None = None
@@ -60,6 +63,10 @@ class SlackProgress:
             if line.server_short == short and line.tool == tool and line.state == "running":
                 self._lines[i] = ProgressLine(short, tool, "ok" if ok else "failed", latency_ms)
                 break
+        await self._maybe_flush()
+
+    async def plan(self, plan: Plan) -> None:
+        self._plan = plan
         await self._maybe_flush()
 
     async def tool_progress(
@@ -112,7 +119,7 @@ class SlackProgress:
             return
         self._dirty = False
         self._last = self._clock()
-        message = progress_message(self._lines, stop_id=self._stop_id)
+        message = progress_message(self._lines, stop_id=self._stop_id, head=plan_lines(self._plan))
         if not isinstance(self._ts, str):
             self._ts = await self._ts
         # Progress is a courtesy; the answer itself is what must arrive.

@@ -1,6 +1,7 @@
-"""Progress while the agent works, shown in a Slack stream: the model's words as it writes them and each
-tool call as a task (running, then done or failed with its duration). When the working message is not a
-stream (streaming unavailable), the same events drive today's message updates (bot.progress).
+"""Progress while the agent works, shown in a Slack stream: the model's words as it writes them, each
+tool call as a task (running, then done or failed with its duration) and the model's plan, when it states
+one, as Slack's plan display (bot.plan_display). When the working message is not a stream (streaming
+unavailable), the same events drive today's message updates (bot.progress).
 
 Events never hold up the work: they queue, and one task at a time sends them, coalesced, at most one
 `chat.appendStream` per `MIN_INTERVAL_SECONDS` (the first at once, so the first words show as soon as the
@@ -16,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agent.plan import Plan
+from bot.plan_display import PlanDisplay
 from bot.poster import PostError
 from bot.progress import SlackProgress, progress_detail
 from bot.slack_text import untrusted
@@ -49,6 +52,7 @@ class StreamProgress:
         self._events: list[Event] = []
         self._running: dict[tuple[str, str], list[str]] = {}  # (server, tool) -> ids of its running tasks
         self._tasks = 0
+        self._plan = PlanDisplay()
         self._said = 0  # characters of text streamed
         self._gap = False  # a new model step: its words start a new paragraph
         self._broken = False  # Slack refused an append: the answer at the end says it all
@@ -74,6 +78,9 @@ class StreamProgress:
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None:
         ids = self._running.get((_short(server), tool)) or ["task-unknown"]
         self._queue(("finished", server, tool, ids.pop(0), ok, latency_ms))
+
+    async def plan(self, plan: Plan) -> None:
+        self._queue(("plan", plan))
 
     async def tool_progress(
         self, server: str, tool: str, progress: float, total: float | None, message: str | None
@@ -124,9 +131,12 @@ class StreamProgress:
                 await self._fallback.tool_finished(event[1], event[2], event[4], event[5])
             elif event[0] == "progress":
                 await self._fallback.tool_progress(event[1], event[2], event[4], event[5], event[6])
+            elif event[0] == "plan":
+                await self._fallback.plan(event[1])
 
     def _chunks(self, batch: list[Event]) -> list[dict[str, Any]]:
-        """Consecutive words as one markdown chunk, each tool event as a task update, in order."""
+        """Consecutive words as one markdown chunk, each tool event as a task update, a plan as what changed
+        in it, in order."""
         chunks: list[dict[str, Any]] = []
         for event in batch:
             if event[0] == "text":
@@ -139,6 +149,8 @@ class StreamProgress:
                     chunks[-1]["text"] += words
                 else:
                     chunks.append({"type": "markdown_text", "text": words})
+            elif event[0] == "plan":
+                chunks.extend(self._plan.chunks(event[1]))
             else:
                 chunks.append(_task(event))
         for chunk in chunks:  # the model's words are untrusted: escaped and secrets redacted, per batch

@@ -67,7 +67,9 @@ class SlackStreams:
                 thread_ts=turn.thread_ts,
                 recipient_team_id=turn.team,
                 recipient_user_id=turn.user,
-                task_display_mode="timeline",
+                # The plan display renders only in "plan" mode, which is fixed here, before the model has
+                # said whether it has a plan; tool tasks then render in the same plan block.
+                task_display_mode="plan",
                 chunks=[{"type": "blocks", "blocks": [stop_actions(turn.id)]}],
             )
         except PostError as exc:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from agent import loop, resume
 from agent.attachments import FileRef, Read, load_refs, question_content
 from agent.loop import Answer, Failed, Limits, Paused, Result
+from agent.plan import Plan
 from agent.ports import Model, Tools
 from approvals.model_bill import UsageBook
 from approvals.stops import TurnStops
@@ -82,6 +83,10 @@ class _Asking:
 
     async def tool_finished(self, server: str, tool: str, ok: bool, latency_ms: float) -> None:
         await self._progress.tool_finished(server, tool, ok, latency_ms)
+
+    async def plan(self, plan: Plan) -> None:
+        if not self.muted:  # a plan is the model's words too: one stated after private data may quote it
+            await self._progress.plan(plan)
 
     async def tool_progress(
         self, server: str, tool: str, progress: float, total: float | None, message: str | None

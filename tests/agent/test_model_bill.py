@@ -11,6 +11,7 @@ import anthropic
 import pytest
 
 from agent.loop import NOTE_COMPACTED, Answer, Limits, Paused, run
+from agent.plan import PLAN_TOOL_NAME
 from agent.tool_search import LOCAL_SEARCH_NAME
 from agent.transcript import estimate_tokens
 from fixtures.anthropic_fake import FakeAnthropic, text, tool_results, tool_search, tool_use
@@ -75,7 +76,7 @@ async def test_the_prefix_is_read_from_the_cache_across_steps_turns_and_people(
 
     first, _second, third = (r.body for r in fake.requests())
     assert first["tools"] == third["tools"]  # identical bytes for everyone shown the same set
-    assert [t["name"] for t in first["tools"]] == sorted([HISTORY, KILL, DAG_RUNS])
+    assert [t["name"] for t in first["tools"]] == sorted([HISTORY, KILL, DAG_RUNS, PLAN_TOOL_NAME])
     usages = [r.response["usage"] for r in fake.requests()]
     assert usages[0]["cache_read_input_tokens"] == 0
     assert usages[0]["cache_creation_input_tokens"] > 0
@@ -105,7 +106,8 @@ async def test_past_the_threshold_tools_are_deferred_and_a_found_tool_still_need
 
     sent = fake.requests()[0].body["tools"]
     assert (sent[0]["type"], sent[0]["name"]) == ("tool_search_tool_bm25_20251119", "tool_search_tool_bm25")
-    assert all(t.get("defer_loading") is True for t in sent[1:])  # nothing used yet: every tool deferred
+    deferred = [t.get("defer_loading") is True for t in sent[1:] if t["name"] != PLAN_TOOL_NAME]
+    assert all(deferred)  # nothing used yet: every server's tool deferred (the local plan tool is tiny)
     assert fake.requests()[0].response["usage"]["input_tokens"] < 1000  # 43 definitions stay out
     # the model found kill_query by searching; it still waits for people, and nothing ran
     assert isinstance(result, Paused)
@@ -140,9 +142,9 @@ async def test_the_local_search_loads_what_it_finds_for_the_next_step(
 
     assert isinstance(result, Answer)
     first, second, _ = (r.body for r in fake.requests())
-    assert [t["name"] for t in first["tools"]] == [LOCAL_SEARCH_NAME]
+    assert [t["name"] for t in first["tools"]] == [LOCAL_SEARCH_NAME, PLAN_TOOL_NAME]
     assert HISTORY in [t["name"] for t in second["tools"]]
-    assert len(second["tools"]) <= 6  # the search tool and at most five found
+    assert len(second["tools"]) <= 7  # the search and plan tools and at most five found
     assert tools.invocations == [(HISTORY, {"user": "etl"})]
     # the search itself never reached a server
     assert all(name != LOCAL_SEARCH_NAME for name, _ in tools.invocations)
