@@ -35,6 +35,20 @@ def rec(kind: str, outcome: str, user: str, when: float, **extra: Any) -> AuditR
     return AuditRecord(kind=kind, outcome=outcome, user=user, time=when, **extra)  # type: ignore[arg-type]
 
 
+def presto_call(when: float, tool: str, turn: str, minutes: float = 0) -> AuditRecord:
+    """Alice's successful call of a presto tool in turn `turn`."""
+    return rec(
+        "tool_call",
+        "succeeded",
+        "U0ALICE",
+        when,
+        server=PRESTO,
+        tool=tool,
+        minutes_saved=minutes,
+        request_id=turn,
+    )
+
+
 async def write_known_set(redis: aioredis.Redis) -> tuple[str, str]:
     previous, current = months_now()
     audit = Audit(redis)
@@ -226,18 +240,7 @@ async def test_feedback_calibrates_hours_saved_and_rates_each_tool_beside_its_es
         ("t-bad", "query_history", 6),
         ("t-quiet", "query_history", 6),
     ]:
-        await audit.record(
-            rec(
-                "tool_call",
-                "succeeded",
-                "U0ALICE",
-                at(current, 1),
-                server=PRESTO,
-                tool=tool,
-                minutes_saved=minutes,
-                request_id=turn,
-            )
-        )
+        await audit.record(presto_call(at(current, 1), tool, turn, minutes))
     await aredis.hset("chatops:feedback:t-good", mapping={"U0ALICE": "up"})
     await aredis.hset("chatops:feedback:t-bad", mapping={"U0ALICE": "down", "U0BOB": "down", "U0CAROL": "up"})
 
@@ -261,17 +264,7 @@ async def test_stats_list_the_latest_thumbs_down_reasons_per_month_with_what_the
 ) -> None:
     _, current = months_now()
     audit = Audit(redis=aredis)
-    await audit.record(
-        rec(
-            "tool_call",
-            "succeeded",
-            "U0ALICE",
-            at(current, 1),
-            server=PRESTO,
-            tool="slow_queries",
-            request_id="t-1",
-        )
-    )
+    await audit.record(presto_call(at(current, 1), "slow_queries", "t-1"))
     await audit.record(
         rec(
             "workflow_run",
