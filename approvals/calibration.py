@@ -5,21 +5,51 @@ A turn is *unhelpful* when it has more 👎 than 👍, *helpful* when more 👍 
 it unrated (its minutes still count: silence is not a complaint). A tool's helpful rate is over the rated
 turns that called it, per month. Feedback on a turn is found by the turn's id, which is the `request_id` of
 its audit records (approvals.audit), so the tools a turn used are those records' tools.
+
+A workflow run is rated like a turn, by its run id (`feedback_id`): its own record (counted under
+WORKFLOWS_SERVER with the workflow's `minutes_saved`) and the calls its steps made (their
+records carry the run id as `workflow_run_id`, or as `request_id` once a step was approved) count only while
+the run is not marked unhelpful, and the workflow gets a helpful rate beside its estimate as a tool does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["Calibration", "ToolRating", "Verdict", "verdict"]
+__all__ = [
+    "WORKFLOWS_SERVER",
+    "Calibration",
+    "ToolRating",
+    "Verdict",
+    "calibrated",
+    "counts",
+    "feedback_id",
+    "verdict",
+]
 
+WORKFLOWS_SERVER = "(workflows)"  # the "server" a canned workflow run is counted under
 Verdict = Literal["helpful", "unhelpful"] | None
 
 
 def verdict(up: int, down: int) -> Verdict:
     return "helpful" if up > down else "unhelpful" if down > up else None
+
+
+def counts(said: Verdict) -> bool:
+    """Whether minutes saved by a turn or run with this verdict count in the calibrated figure."""
+    return said != "unhelpful"
+
+
+def feedback_id(record: Mapping[str, Any]) -> str:
+    """What feedback on the work behind an audit record is stored under: its turn, else its workflow run."""
+    return str(record.get("request_id") or record.get("workflow_run_id") or "")
+
+
+def calibrated(minutes_by_id: Mapping[str, float], verdicts: Mapping[str, Verdict]) -> float:
+    """Minutes saved (per feedback id; "" for work nobody can rate) that count once feedback is known."""
+    return sum(m for fid, m in minutes_by_id.items() if counts(verdicts.get(fid) if fid else None))
 
 
 @dataclass
@@ -52,7 +82,7 @@ class Calibration:
         seen: set[tuple[str, str, str, str]] = set()
         for month, server, tool, turn, minutes in self.calls:
             said = verdicts.get(turn) if turn else None
-            if said != "unhelpful":
+            if counts(said):
                 self.hours[month] = self.hours.get(month, 0.0) + minutes / 60.0
             if said is not None and (month, server, tool, turn) not in seen:
                 seen.add((month, server, tool, turn))

@@ -6,8 +6,11 @@ overall, per server and per tool, plus 👍/👎 feedback; and the text table `c
   Questions answered without any tool leave no audit record and are not counted.
 - Hours saved are the recorded `minutes_saved` (set on successful calls and runs) divided by 60.
 - Months are calendar months in UTC, by each record's `time`.
-- Feedback (`chatops:feedback:{turn_id}`, field = user, value = up|down) counts in the month the turn was
-  asked: from the turn's record while it is kept, else from the audit records of that turn.
+- Feedback (`chatops:feedback:{id}`, field = user, value = up|down; the id a turn's or a workflow run's)
+  counts in the month the turn was asked: from the turn's record while it is kept, else from the audit
+  records of that turn or run (approvals.calibration.feedback_id).
+- The latest 👎 reasons per month (approvals.feedback_reasons) are for the operators who run this command;
+  App Home never shows them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import redis.asyncio as aioredis
 from redis.utils import str_if_bytes
 
 from approvals.audit import AUDIT_STREAM, AuditRecord
-from approvals.calibration import Calibration, Verdict, verdict
+from approvals.calibration import WORKFLOWS_SERVER, Calibration, Verdict, feedback_id, verdict
+from approvals.feedback import tally
+from approvals.feedback_reasons import REASONS_PER_MONTH, Reason, latest_reasons, reason_rows
 from approvals.model_bill import BILL_HEADER, Bill, add_bill, bill_lines
 
 __all__ = [
@@ -36,7 +41,6 @@ __all__ = [
     "render_table",
 ]
 
-WORKFLOWS_SERVER = "(workflows)"  # the "server" a canned workflow run is counted under
 RAN = frozenset({"succeeded", "failed", "outcome_unknown"})
 REQUEST_KINDS = frozenset({"tool_call", "workflow_run", "approval_requested"})
 PAGE = 1000
@@ -78,6 +82,7 @@ class Stats:
     feedback_up: int = 0  # all feedback stored, including turns outside these months
     feedback_down: int = 0
     calibration: Calibration = field(default_factory=Calibration)
+    reasons: dict[str, list[Reason]] = field(default_factory=dict)  # month -> its latest 👎 reasons
 
     def month(self, month: str) -> MonthStats:
         return next(m for m in self.months if m.month == month)
@@ -135,7 +140,7 @@ def add_record(
     _count(month.servers.setdefault(server, Row()), user, invocation, minutes)
     _count(month.tools.setdefault((server, tool), Row()), user, invocation, minutes)
     if calibration is not None and invocation:
-        calibration.add(month.month, server, tool, str(record.get("request_id") or ""), minutes)
+        calibration.add(month.month, server, tool, feedback_id(record), minutes)
 
 
 async def monthly_stats(redis: aioredis.Redis, *, months: Iterable[str]) -> Stats:
@@ -157,7 +162,7 @@ async def monthly_stats(redis: aioredis.Redis, *, months: Iterable[str]) -> Stat
             if not isinstance(record, dict):
                 continue
             add_record(by_month, record, calibration)
-            request_id, ts = str(record.get("request_id") or ""), float(record.get("time") or 0)
+            request_id, ts = feedback_id(record), float(record.get("time") or 0)
             if request_id and ts and ts < turn_times.get(request_id, float("inf")):
                 turn_times[request_id] = ts
         if len(rows or []) < PAGE:
@@ -165,6 +170,7 @@ async def monthly_stats(redis: aioredis.Redis, *, months: Iterable[str]) -> Stat
         start = "(" + str_if_bytes(rows[-1][0])
     stats = Stats([by_month[m] for m in wanted], calibration=calibration)
     calibration.settle(await _add_feedback(redis, stats, by_month, turn_times))
+    stats.reasons = await latest_reasons(redis, wanted, turn_times, calibration.calls)
     return stats
 
 
@@ -183,8 +189,7 @@ async def _add_feedback(
             answers = await pipe.execute()
         for key, votes, created in zip(chunk, answers[::2], answers[1::2], strict=True):
             turn_id = key.removeprefix("chatops:feedback:")
-            up = sum(1 for v in votes if str_if_bytes(v) == "up")
-            down = sum(1 for v in votes if str_if_bytes(v) == "down")
+            up, down = tally(votes)
             verdicts[turn_id] = verdict(up, down)
             stats.feedback_up, stats.feedback_down = stats.feedback_up + up, stats.feedback_down + down
             when = float(str_if_bytes(created)) if created else turn_times.get(turn_id)
@@ -272,13 +277,14 @@ def render_table(stats: Stats) -> str:
     out += ["", "Model usage by server (a turn's usage split evenly over the servers it called)"]
     rows = [([m.month, s], b) for m in stats.months for s, b in sorted(m.bill_servers.items())]
     out += _table(["Month", "Server", *BILL_HEADER], bill_lines(rows))
-    out += ["", f"Feedback stored (all turns): {stats.feedback_up} up, {stats.feedback_down} down"]
+    up, down = stats.feedback_up, stats.feedback_down
+    out += ["", f"Feedback stored (all answers and workflow runs): {up} up, {down} down"]
     return "\n".join([*out, "", *_calibrated(stats)]) + "\n"
 
 
 def _calibrated(stats: Stats) -> list[str]:
     cal = stats.calibration
-    out = ["Calibrated by feedback (minutes count only for calls in turns not marked unhelpful)"]
+    out = ["Calibrated by feedback (minutes count only for turns and workflow runs not marked unhelpful)"]
     out += _table(
         ["Month", "Hours saved (owners' estimate)", "Calibrated hours"],
         [
@@ -293,4 +299,9 @@ def _calibrated(stats: Stats) -> list[str]:
         shown = f"{rate:.0%} of {rating.rated}" if rate is not None else "no ratings"
         rows.append([month, server, tool, f"{rating.estimate_minutes:g}", shown])
     out += _table(["Month", "Server", "Tool", "Estimate (min per call)", "Helpful"], rows)
+    out += [
+        "",
+        f"Why answers and runs were marked unhelpful (the latest {REASONS_PER_MONTH} a month, newest first)",
+    ]
+    out += _table(["Month", "Given", "About", "Reason"], reason_rows(stats.reasons))
     return out

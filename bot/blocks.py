@@ -40,6 +40,7 @@ __all__ = [
     "answer_messages",
     "connect_prompt",
     "error_message",
+    "feedback_actions",
     "parse_feedback_value",
     "progress_message",
     "reconnect_prompt",
@@ -178,19 +179,21 @@ def _trailer(footer: str, feedback_id: str | None) -> list[JSON]:
         text = footer if len(footer) <= TEXT_OBJECT_LIMIT else footer[: TEXT_OBJECT_LIMIT - 1] + "…"
         blocks.append(_context(text))
     if feedback_id is not None:
-        blocks.append(_feedback(_checked_id(feedback_id)))
+        blocks.append(feedback_actions(feedback_id))
     return blocks
 
 
-def _feedback(feedback_id: str) -> JSON:
-    # Slack's AI-app feedback control; the clicked button's value says which way and for what.
+def feedback_actions(feedback_id: str, *, subject: Literal["answer", "result"] = "answer") -> JSON:
+    """Slack's AI-app feedback control under an answer (`feedback_id` its turn's id) or a workflow run's
+    result (the run's id); the clicked button's value says which way and for what (bot.feedback_listeners)."""
+    feedback_id = _checked_id(feedback_id)
     element = FeedbackButtonsElement(
         action_id=FEEDBACK_ACTION_ID,
         positive_button=FeedbackButtonObject(
-            text="👍", accessibility_label="This answer was helpful", value=f"up:{feedback_id}"
+            text="👍", accessibility_label=f"This {subject} was helpful", value=f"up:{feedback_id}"
         ),
         negative_button=FeedbackButtonObject(
-            text="👎", accessibility_label="This answer was not helpful", value=f"down:{feedback_id}"
+            text="👎", accessibility_label=f"This {subject} was not helpful", value=f"down:{feedback_id}"
         ),
     )
     return ContextActionsBlock(elements=[element]).to_dict()

@@ -6,8 +6,9 @@ and publishes it to that person. It runs whenever they open the tab and after th
 Recent requests merge three sources by id: the per-person list `remember_request` keeps (every request,
 tools or not), the audit trail (requests that called tools or asked for approval) and workflow runs. Time
 saved sums `minutes_saved` of the person's succeeded tool calls and workflow runs (what `chatops stats`
-counts) since Monday 00:00 UTC and since the 1st; it is cached for a minute, so flicking between tabs does
-not re-read the month's audit stream.
+counts) since Monday 00:00 UTC and since the 1st, as the owners' estimate and calibrated by feedback
+(bot.home_impact); the audit part is cached for a minute, so flicking between tabs does not re-read the
+month's audit stream, while feedback given since shows at once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import redis.asyncio as aioredis
 from slack_sdk.models.views import View
 
 from agent.redaction import redact_secrets
-from approvals.home_records import RECENT_LIMIT, HomeRecords, period_starts
+from approvals.home_records import RECENT_LIMIT, HomeRecords, TimeSaved, period_starts
 from approvals.model_bill import UsageBook
 from approvals.store import Approval, ApprovalStore
 from approvals.turns import TurnStore
@@ -31,6 +32,7 @@ from approvals.workflow_runs import WorkflowRunStore
 from bot.approval_text import mention, progress_text, slack_time
 from bot.blocks import CONNECT_ACTION_ID, RECONNECT_ACTION_ID
 from bot.cards import APPROVE_ACTION_ID, REJECT_ACTION_ID
+from bot.home_impact import time_saved_blocks
 from bot.home_servers import connections, with_connection
 from bot.home_usage import usage_line
 from bot.mrkdwn import escape
@@ -77,8 +79,7 @@ def home_view(
     servers: Sequence[tuple[ServerEntry, str]],
     approvals: Sequence[Approval],
     recent: Sequence[Recent],
-    minutes_week: float,
-    minutes_month: float,
+    saved: TimeSaved,
     connect_url: str | None,
     viewer: str = "",
     notice: str | None = None,
@@ -91,9 +92,7 @@ def home_view(
     blocks: list[JSON] = [{"type": "header", "text": _plain("Your chatops home")}]
     blocks += [_section(notice[:2000])] if notice else []
     blocks += _account(identity, connect_url)
-    saved = [_md(f"*This week*\n{_duration(minutes_week)}"), _md(f"*This month*\n{_duration(minutes_month)}")]
-    blocks += [_DIVIDER, _section("*Time saved*"), {"type": "section", "fields": saved}]
-    blocks.append(_context("Owners' estimates for your successful tool calls and workflow runs (UTC weeks)."))
+    blocks += time_saved_blocks(saved)
     blocks += [_section(f"*Your model usage this month*\n{usage}")] if usage else []
     if identity is not None:
         blocks += [_DIVIDER, _section(f"*Waiting on your approval ({len(approvals)})*")]
@@ -249,13 +248,6 @@ def _groups(groups: Sequence[str]) -> str:
     return " or ".join(names) + (f" (+{len(groups) - 6})" if len(groups) > 6 else "") if names else "nobody"
 
 
-def _duration(minutes: float) -> str:
-    whole = round(minutes)
-    if whole < 60:
-        return f"{whole} min"
-    return f"{whole // 60} h {whole % 60} min" if whole % 60 else f"{whole // 60} h"
-
-
 # ----- gathering and publishing ----------------------------------------------------------------------------
 
 
@@ -301,14 +293,13 @@ class Home:
             pending = await self.approvals.pending_for_groups(identity.groups)
             # Not their own requests, asked from this Slack account or another linked to the same person.
             approvals = [a for a in pending if a.requester != user and a.requester_sub != identity.sub]
-        week, month, asked = await self.records.saved(user, time.time())
+        saved, asked = await self.records.saved(user, time.time())
         view = home_view(
             identity=identity,
             servers=servers,
             approvals=approvals,
             recent=await self._recent(team, user, asked),
-            minutes_week=week,
-            minutes_month=month,
+            saved=saved,
             connect_url=connect_url,
             viewer=user,
             notice=notice,

@@ -4,14 +4,18 @@ what its starter is told, in Slack's words."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from agent.workflow import Workflow
 from approvals.workflow_runs import WorkflowRun
+from bot.blocks import feedback_actions
 from bot.poster import Poster, PostError
 from bot.slack_text import Mrkdwn, code, join, link, ours, trusted
 from bot.workflow_progress import WorkflowProgress, end_icon
 
-__all__ = ["SlackWorkflowOutput", "status_text"]
+__all__ = ["SlackWorkflowOutput", "result_blocks", "status_text"]
+
+JSON = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -28,33 +32,41 @@ class SlackWorkflowOutput:
         await self._tell(run, text)
 
     async def ended(self, run: WorkflowRun, status: str, message: str) -> None:
-        await self._tell(
-            run,
-            ours(
-                "{icon} {name} (run {run}): {message}",
-                icon=end_icon(status),
-                name=code(run.workflow),
-                run=code(run.id),
-                message=message,
-            ),
+        text = ours(
+            "{icon} {name} (run {run}): {message}",
+            icon=end_icon(status),
+            name=code(run.workflow),
+            run=code(run.id),
+            message=message,
         )
+        await self._tell(run, text, blocks=result_blocks(run, text))
 
     async def stopped(self, run: WorkflowRun, message: str, *, marker: str) -> None:
+        text = ours(":x: {message}", message=message)
         try:
             await self._poster.post(
                 run.channel,
-                text=ours(":x: {message}", message=message),
+                text=text,
+                blocks=result_blocks(run, text),
                 thread_ts=run.message_ts,
                 marker=marker,
             )
         except PostError as exc:
             log.warning("could not tell run %s's thread that it stopped: %s", run.id, exc.error)
 
-    async def _tell(self, run: WorkflowRun, text: Mrkdwn) -> None:
+    async def _tell(self, run: WorkflowRun, text: Mrkdwn, *, blocks: list[JSON] | None = None) -> None:
         try:
-            await self._poster.ephemeral(run.channel, run.user, text=text, thread_ts=run.thread_ts)
+            await self._poster.ephemeral(
+                run.channel, run.user, text=text, blocks=blocks, thread_ts=run.thread_ts
+            )
         except PostError as exc:
             log.info("could not tell %s: %s", run.user, exc.error)
+
+
+def result_blocks(run: WorkflowRun, text: Mrkdwn) -> list[JSON]:
+    """How a run ended, as a message: the (safe) text and, as on every workflow result, feedback buttons."""
+    section = {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}
+    return [section, feedback_actions(run.id, subject="result")]
 
 
 def status_text(runs: list[WorkflowRun], run_id: str | None) -> Mrkdwn:

@@ -14,6 +14,7 @@ from typing import Any
 from agent.workflow import Workflow
 from agent.workflow_runner import StepRecord
 from approvals.workflow_runs import WorkflowRun
+from bot.blocks import feedback_actions
 from bot.poster import Poster, PostError
 from bot.slack_text import Mrkdwn, code, join, ours, trusted
 
@@ -50,6 +51,7 @@ class WorkflowProgress:
     run: WorkflowRun
     workflow: Workflow
     lines: dict[str, tuple[str, Mrkdwn]] = field(default_factory=dict)  # step id -> (state, text)
+    ended_as: str | None = None  # how the run ended, once it has: its result then takes feedback
 
     def restore(self, log_records: Iterable[StepRecord]) -> None:
         """The lines of the steps a resumed run has already done."""
@@ -84,6 +86,7 @@ class WorkflowProgress:
         await self.flush()
 
     async def ended(self, status: str, message: str) -> None:
+        self.ended_as = status
         await self.flush(ours("{icon} {message}", icon=end_icon(status), message=message))
 
     def render(self, footer: Mrkdwn | None = None) -> tuple[Mrkdwn, list[dict[str, Any]]]:
@@ -99,6 +102,8 @@ class WorkflowProgress:
         ]
         text = join([head, *body, footer or trusted("")]).strip()
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]
+        if self.ended_as is not None:  # SPEC §7: every workflow result carries feedback buttons
+            blocks.append(feedback_actions(self.run.id, subject="result"))
         return ours("{name}: {status}", name=self.workflow.name, status=self.run.status), blocks
 
     async def flush(self, footer: Mrkdwn | None = None) -> None:

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from approvals.audit import Audit, AuditRecord
+from approvals.feedback import Feedback
 from approvals.impact import WORKFLOWS_SERVER, Stats, check_month, default_months, monthly_stats, render_table
 from bot.cli import main
 
@@ -32,6 +33,20 @@ def at(month: str, day: int, hour: int = 12) -> float:
 
 def rec(kind: str, outcome: str, user: str, when: float, **extra: Any) -> AuditRecord:
     return AuditRecord(kind=kind, outcome=outcome, user=user, time=when, **extra)  # type: ignore[arg-type]
+
+
+def presto_call(when: float, tool: str, turn: str, minutes: float = 0) -> AuditRecord:
+    """Alice's successful call of a presto tool in turn `turn`."""
+    return rec(
+        "tool_call",
+        "succeeded",
+        "U0ALICE",
+        when,
+        server=PRESTO,
+        tool=tool,
+        minutes_saved=minutes,
+        request_id=turn,
+    )
 
 
 async def write_known_set(redis: aioredis.Redis) -> tuple[str, str]:
@@ -173,7 +188,7 @@ async def test_render_table_shows_months_servers_and_tools_aligned(aredis: aiore
     tool_rows = cells(table, "By tool", current)
     assert [r[1].strip() for r in tool_rows] == [WORKFLOWS_SERVER, PRESTO, SPARK]
     # Columns line up: every line of a section is as wide as its header or narrower (trailing text trimmed).
-    section = table.split("By tool\n", 1)[1].splitlines()
+    section = table.split("By tool\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert len(section[1]) >= max(len(line) for line in section[2:] if line)
 
 
@@ -225,18 +240,7 @@ async def test_feedback_calibrates_hours_saved_and_rates_each_tool_beside_its_es
         ("t-bad", "query_history", 6),
         ("t-quiet", "query_history", 6),
     ]:
-        await audit.record(
-            rec(
-                "tool_call",
-                "succeeded",
-                "U0ALICE",
-                at(current, 1),
-                server=PRESTO,
-                tool=tool,
-                minutes_saved=minutes,
-                request_id=turn,
-            )
-        )
+        await audit.record(presto_call(at(current, 1), tool, turn, minutes))
     await aredis.hset("chatops:feedback:t-good", mapping={"U0ALICE": "up"})
     await aredis.hset("chatops:feedback:t-bad", mapping={"U0ALICE": "down", "U0BOB": "down", "U0CAROL": "up"})
 
@@ -253,3 +257,51 @@ async def test_feedback_calibrates_hours_saved_and_rates_each_tool_beside_its_es
     assert [c.strip() for c in row] == [current, "0.50", "0.40"]
     rated = {r[2].strip(): [c.strip() for c in r[3:]] for r in cells(table, "per tool", current)}
     assert rated == {"query_history": ["6", "50% of 2"], "slow_queries": ["12", "100% of 1"]}
+
+
+async def test_stats_list_the_latest_thumbs_down_reasons_per_month_with_what_they_were_about(
+    aredis: aioredis.Redis,
+) -> None:
+    _, current = months_now()
+    audit = Audit(redis=aredis)
+    await audit.record(presto_call(at(current, 1), "slow_queries", "t-1"))
+    await audit.record(
+        rec(
+            "workflow_run",
+            "succeeded",
+            "U0BOB",
+            at(current, 1),
+            tool="restart-failed-dag",
+            workflow_run_id="w-1",
+        )
+    )
+    await aredis.hset("chatops:turn:t-quiet", "created_at", str(at(current, 1)))  # answered without tools
+    given = iter(at(current, 1, hour) for hour in range(1, 20))
+    feedback = Feedback(aredis, clock=lambda: next(given))
+    said = [
+        ("t-1", "U0ALICE", "the oldest: gone from the list once newer ones arrive"),
+        ("t-1", "U0BOB", "line one\nline two " + "x" * 400),
+        ("w-1", "U0ALICE", "cleared the wrong run"),
+        ("t-quiet", "U0ALICE", "no data at all"),
+        ("t-quiet", "U0BOB", "made up a number"),
+        ("t-1", "U0CAROL", "changed my mind later"),
+        ("w-1", "U0BOB", "the newest"),
+    ]
+    for feedback_id, user, reason in said:
+        await feedback.vote(feedback_id, user, "down")
+        await feedback.explain(feedback_id, user, reason)
+    await feedback.vote("t-1", "U0CAROL", "up")  # the last click counts: her reason no longer stands
+
+    stats = await monthly_stats(aredis, months=[current])
+    shown = [(r.text, r.about) for r in stats.reasons[current]]
+    long_one = "line one line two " + "x" * 141 + "…"
+    assert shown == [
+        ("the newest", ("workflow restart-failed-dag",)),
+        ("made up a number", ("(no tool calls)",)),
+        ("no data at all", ("(no tool calls)",)),
+        ("cleared the wrong run", ("workflow restart-failed-dag",)),
+        (long_one, ("presto.slow_queries",)),
+    ]
+    rows = cells(render_table(stats), "Why answers and runs", current)
+    assert len(rows) == 5
+    assert [c.strip() for c in rows[0]][2:] == ["workflow restart-failed-dag", "the newest"]

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
+from approvals.workflow_runs import WorkflowRun
 from bot.blocks import (
     CONNECT_ACTION_ID,
     CONNECT_SERVER_ACTION_ID,
@@ -25,6 +26,8 @@ from bot.blocks import (
     working_message,
 )
 from bot.mrkdwn import safe_mrkdwn
+from bot.slack_text import ours
+from bot.workflow_output import result_blocks
 from fixtures.slack import BLOCKS_TEXT_LIMIT, check_message
 
 FOOTER = "Used presto · query_history · 4.2 s"
@@ -347,3 +350,15 @@ def test_limits_that_cannot_hold_a_section_and_the_trailer_are_refused(limits: d
 def test_a_message_unpacks_into_post_arguments() -> None:
     message = error_message("x")
     assert message.as_kwargs() == {"text": message.text, "blocks": message.blocks}
+
+
+def test_a_workflow_result_told_to_its_starter_carries_feedback_for_the_run() -> None:
+    run = WorkflowRun("w0123456789", "incident-snapshot", {}, "T1", "C1", "U1", 0.0)
+    text = ours(":x: {name}: {message}", name="incident-snapshot", message="Not run: <!channel> ask first.")
+    message = Message(text, result_blocks(run, text))
+    assert_valid(message)
+    assert types(message) == ["section", "context_actions"]
+    [buttons] = message.blocks[1]["elements"]
+    values = [buttons[side]["value"] for side in ("positive_button", "negative_button")]
+    assert [parse_feedback_value(v) for v in values] == [("up", run.id), ("down", run.id)]
+    assert buttons["negative_button"]["accessibility_label"] == "This result was not helpful"

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from slack_sdk.models.views import View
 
 from approvals.audit import Audit, AuditRecord
+from approvals.home_records import TimeSaved
 from approvals.store import Approval, Status
 from bot.blocks import CONNECT_ACTION_ID, RECONNECT_ACTION_ID
 from bot.cards import APPROVE_ACTION_ID, REJECT_ACTION_ID, REJECT_CALLBACK_ID
@@ -30,6 +31,7 @@ from mcp_clients.tokens import Identity
 from registry_cache.model import Governance, ServerEntry
 from tests.scenarios.conftest import Scenario
 from tests.scenarios.test_approvals import ask, kills
+from tests.scenarios.test_workflow_feedback import snapshot, thumbs_down
 
 JSON = dict[str, Any]
 CHANNEL = "C0INCIDENT"
@@ -276,7 +278,39 @@ def test_time_saved_counts_this_weeks_and_months_successes_of_this_person_only(s
 
     asyncio.run(seed())
     saved = next(b for b in open_home(s, "U0BOB")["blocks"] if b.get("fields"))
-    assert [f["text"] for f in saved["fields"]] == ["*This week*\n1 h 5 min", "*This month*\n1 h 5 min"]
+    both = "1 h 5 min by the owners' estimate\n1 h 5 min counting only answers and runs not marked unhelpful"
+    assert [f["text"] for f in saved["fields"]] == [f"*This week*\n{both}", f"*This month*\n{both}"]
+
+
+def test_a_thumbs_down_on_a_run_lowers_its_starters_calibrated_time_saved_and_shows_no_ones_reason(
+    scenario: Scenario,
+) -> None:
+    s = scenario
+    run = snapshot(s)  # alice's run: the workflow's 15 minutes and its steps' 15
+    s.link("bob")
+    before = saved_fields(open_home(s, "U0ALICE"))
+    assert before["This month"] == [
+        "30 min by the owners' estimate",
+        "30 min counting only answers and runs not marked unhelpful",
+    ]
+
+    reason = "It listed the wrong DAG, Alice should have checked"
+    thumbs_down(s, "U0BOB", run, reason)  # anyone in the channel may rate a result, as on an answer
+    after = open_home(s, "U0ALICE")
+    fields = saved_fields(after)
+    assert fields["This month"] == [
+        "30 min by the owners' estimate",
+        "0 min counting only answers and runs not marked unhelpful",
+    ]
+    assert fields["This week"] == fields["This month"]
+    assert "wrong DAG" not in text(after)  # another person's reason never reaches someone's Home
+    assert "wrong DAG" not in text(open_home(s, "U0BOB"))  # nor their own: reasons are for the owners
+
+
+def saved_fields(view: JSON) -> dict[str, list[str]]:
+    """The time-saved figures of a Home: period -> its lines."""
+    fields = next(b for b in view["blocks"] if b.get("fields"))["fields"]
+    return {f["text"].split("\n")[0].strip("*"): f["text"].split("\n")[1:] for f in fields}
 
 
 def test_weeks_start_on_monday_and_months_on_the_first_in_utc() -> None:
@@ -295,12 +329,13 @@ def test_a_crowded_home_stays_within_slacks_limits_and_says_what_is_left_out() -
     recent = [("<@U0CHATOPS> why? |" * 50, "https://example.slack.com/archives/C1/p1", "answered")] * 20
     facts: dict[str, Any] = {"servers": servers, "approvals": approvals, "recent": recent}
 
-    unlinked = home_view(identity=None, minutes_week=0, minutes_month=0, connect_url=None, **facts)
+    unlinked = home_view(identity=None, saved=TimeSaved(), connect_url=None, **facts)
     assert "Servers you can use" not in json.dumps(unlinked)  # nothing about access before we know who
 
     identity = Identity(TEAM_ID, "U0BOB", "u-bob", "bob@example.com", frozenset({"data-eng"}), 0.0, ())
     url = "https://chatops.example.com/oauth/start/x"
-    view = home_view(identity=identity, minutes_week=1.2e6, minutes_month=61, connect_url=url, **facts)
+    saved = TimeSaved(week=1.2e6, month=61, week_calibrated=1.2e6, month_calibrated=30)
+    view = home_view(identity=identity, saved=saved, connect_url=url, **facts)
     assert len(view["blocks"]) <= 100
     View(**view).validate_json()
     shown = json.dumps(view, ensure_ascii=False)

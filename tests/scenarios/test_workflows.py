@@ -240,6 +240,8 @@ def test_a_run_whose_worker_dies_is_ended_and_its_channel_told(scenario: Scenari
     told = [m.text for m in s.bot_messages(CHANNEL, run.message_ts) if m.ts != run.message_ts]
     assert len(told) == 1
     assert "Run `/oncall run incident-snapshot` again" in told[0]
+    (stopped,) = [m for m in s.bot_messages(CHANNEL, run.message_ts) if m.ts != run.message_ts]
+    assert f'"down:{run.id}"' in json.dumps(stopped.blocks)  # a result like any other: feedback buttons
     records = [json.loads(v[b"record"]) for _, v in s.redis.xrange("chatops:audit")]
     (end,) = [r for r in records if r["kind"] == "workflow_run"]
     assert end["outcome"] == "failed"
