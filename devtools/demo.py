@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx2
 import redis
@@ -36,6 +37,7 @@ from fixtures.world import ANTHROPIC_KEY, SIGNING_SECRET, World, start_world
 __all__ = ["run_demo"]
 
 CHANNEL = "C0INCIDENT"
+DEMO_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 
 @contextmanager
@@ -352,6 +354,9 @@ def run_demo(*, keep: bool = False) -> int:
         with embedded_redis() as redis_url:
             env = {**os.environ, **world.env(public_url=public_url, redis_url=redis_url)}
             env.update({"PORT": str(port), "LOG_LEVEL": "WARNING", "CHATOPS_NETGUARD": "1"})
+            # The demo's workflows are the checkout's, wherever it is started from (the default folder is
+            # relative to the current one: run elsewhere, /oncall would find no workflow).
+            env.setdefault("WORKFLOWS_DIR", str(DEMO_WORKFLOWS))
             if real_model:
                 # Only the worker's model calls leave this machine; everything else stays on loopback.
                 env.update({"ANTHROPIC_API_KEY": real_key, "CHATOPS_NETGUARD": "0"})

@@ -19,7 +19,7 @@ import redis
 from approvals import turn_queue
 from bot.queues import AGENT, QUEUE_NAMES
 from devtools.embedded import DEV_REDIS_FILE
-from devtools.process_tree import Identity, descendants
+from devtools.process_tree import Identity, descendants, stop_tree
 from fixtures.redis_proc import free_port
 from fixtures.waiting import wait_until
 from fixtures.world import World, start_world
@@ -228,3 +228,21 @@ def test_python_m_fixtures_prints_a_redis_url_and_stops_it(tmp_path: Path) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+
+
+def test_the_demo_plays_to_the_end_from_any_folder(tmp_path: Path) -> None:
+    """The README's first command, as a newcomer runs it: from a folder of their own, nothing set."""
+    log = tmp_path / "demo.log"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ANTHROPIC_API_KEY", "WORKFLOWS_DIR")
+    }
+    env |= {"CHATOPS_DEMO_WAIT_SECONDS": str(SLOW), "PYTHONPATH": str(Path.cwd())}
+    demo = chatops(["demo"], env, tmp_path, log)
+    try:
+        assert demo.wait(timeout=SLOW * 8) == 0, log.read_text()
+    finally:
+        stop_tree(demo)
+    said = log.read_text()
+    assert "demo finished." in said
+    assert "restart-failed-dag" in said
+    assert "demo failed" not in said
