@@ -104,6 +104,8 @@ class StreamProgress:
                 self._leave(ts, chunks)
 
     def _queue(self, event: Event) -> None:
+        if self._closing.is_set():  # settled: the answer is about to replace (or has replaced) the message
+            return
         self._events.append(event)
         if self._sending is None or self._sending.done():
             self._sending = asyncio.ensure_future(self._pump())
