@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 
 from approvals.turns import Turn
@@ -16,14 +14,6 @@ from bot.streams import SlackStreams
 from fixtures.slack import TEAM_ID, FakeSlack
 
 CHANNEL = "C0INCIDENT"
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 async def test_what_settling_did_not_send_ends_the_stream_with_its_stop(
