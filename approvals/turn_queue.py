@@ -288,13 +288,16 @@ class TurnConsumer:
     async def _run(self, entry: Entry) -> None:
         key = job_key(entry.job)
         started = {"status": "running", "worker": self.name, "pid": str(self._pid), "at": repr(time.time())}
-        await self._settle(entry, lambda pipe: pipe.hset(key, mapping=started))
+        # Written beside the run, not before it: the person waits for the turn's first model request.
+        running = asyncio.ensure_future(self._settle(entry, lambda pipe: pipe.hset(key, mapping=started)))
         try:
             result = await asyncio.wait_for(self._handler(entry.turn, entry.attempt), self._timeout)
             outcome = {"status": "finished", "result": str(result)}
         except Exception as exc:  # the run failed; it is recorded, never retried (see the module doc)
             log.exception("turn consumer %s: %s failed", self.name, entry.job)
             outcome = {"status": "failed", "error": type(exc).__name__}
+        finally:
+            await running  # a quick run's outcome must not be overwritten by "running"
         self.ran += 1
         outcome["at"] = repr(time.time())
 

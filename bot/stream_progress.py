@@ -5,8 +5,10 @@ unavailable), the same events drive today's message updates (bot.progress).
 
 Events never hold up the work: they queue, and one task at a time sends them, coalesced, at most one
 `chat.appendStream` per `MIN_INTERVAL_SECONDS` (the first at once, so the first words show as soon as the
-model writes them). `settle()` sends what is still queued at once (one last append, not held back by the
-interval) and waits for it, before the answer replaces the text.
+model writes them). `settle()` waits for the append in flight, if any, and sends nothing more: what is
+still queued (the last words, the last task's outcome) is handed to `leave` as chunks, and goes out with
+the `chat.stopStream` that ends the stream before the answer replaces its text. One Slack round trip
+fewer between the model's last word and the answer (bench/turn).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agent.plan import Plan
@@ -24,12 +26,13 @@ from bot.progress import SlackProgress, progress_detail
 from bot.slack_text import untrusted
 from bot.streams import SlackStreams
 
-__all__ = ["StreamProgress"]
+__all__ = ["Chunks", "StreamProgress"]
 
 MIN_INTERVAL_SECONDS = 0.5  # appendStream is rate limited per message; the text arrives in few, larger parts
 MAX_STREAM_CHARS = 12_000  # past this the stream shows tasks only; the answer (split to fit) replaces it
 
 Event = tuple[Any, ...]
+Chunks = Sequence[dict[str, Any]]
 
 
 class StreamProgress:
@@ -41,13 +44,16 @@ class StreamProgress:
         is_stream: Callable[[str], bool],
         fallback: SlackProgress,
         *,
+        leave: Callable[[str, Chunks], None] = lambda ts, chunks: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`leave(ts, chunks)` is handed what `settle()` did not send, for the stream's stop to carry."""
         self._streams = streams
         self._channel = channel
         self._working = asyncio.ensure_future(working)
         self._is_stream = is_stream
         self._fallback = fallback
+        self._leave = leave
         self._clock = clock
         self._events: list[Event] = []
         self._running: dict[tuple[str, str], list[str]] = {}  # (server, tool) -> ids of its running tasks
@@ -91,12 +97,22 @@ class StreamProgress:
             self._queue(("progress", server, tool, ids[0], progress, total, message))
 
     async def settle(self) -> None:
+        """No update after this one returns: the append in flight is waited for, the rest is left."""
         self._closing.set()
         while self._sending is not None and not self._sending.done():
             await self._sending
         await self._fallback.settle()
+        if not self._events or not self._working.done() or self._working.cancelled():
+            return
+        if self._working.exception() is None and self._is_stream(ts := self._working.result()):
+            batch, self._events = self._events, []
+            chunks = [] if self._broken else self._chunks(batch)
+            if chunks:
+                self._leave(ts, chunks)
 
     def _queue(self, event: Event) -> None:
+        if self._closing.is_set():  # settled: the answer is about to replace (or has replaced) the message
+            return
         self._events.append(event)
         if self._sending is None or self._sending.done():
             self._sending = asyncio.ensure_future(self._pump())
@@ -118,6 +134,9 @@ class StreamProgress:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), wait)
                 batch, self._events = batch + self._events, []
+            if self._closing.is_set():  # settling: the stream's stop carries what is left
+                self._events = batch + self._events
+                return
             chunks = self._chunks(batch)
             self._last = self._clock()
             if chunks and not self._broken:

@@ -134,9 +134,9 @@ class SlackStreams:
         try:
             await self._poster.call("chat.stopStream", **args)
         except PostError as exc:
-            # Nothing was streamed yet: a message needs some text to end.
-            if exc.error == "no_text" and not chunks:
-                await self.stop(channel, ts, marker, [{"type": "markdown_text", "text": EMPTY_STOP}])
+            # Nothing was streamed yet: a message needs some text to end (refused, so nothing was added).
+            if exc.error == "no_text" and not any(c.get("type") == "markdown_text" for c in chunks):
+                await self.stop(channel, ts, marker, [*chunks, {"type": "markdown_text", "text": EMPTY_STOP}])
             elif exc.error not in _STOPPED:
                 log.warning("chat.stopStream failed: %s", exc.error)
 

@@ -27,7 +27,7 @@ from bot.delivery import Delivery
 from bot.poster import Posted, Poster, PostError
 from bot.progress import SlackProgress
 from bot.slack_text import Mrkdwn, code, trusted, untrusted
-from bot.stream_progress import StreamProgress
+from bot.stream_progress import Chunks, StreamProgress
 from bot.streams import SlackStreams
 from flows.ports import Refusal
 
@@ -92,6 +92,7 @@ class SlackTurnOutput:
         # Streams need Redis (their records survive the worker); without it, message updates as before.
         self._streams = SlackStreams(poster, redis, enabled=streaming)
         self._live: dict[str, str] = {}  # ts of this process's open streams -> their working marker
+        self._tails: dict[str, Chunks] = {}  # ts of an open stream -> what its progress left for the stop
         # Assistant threads (bot.assistant) are known from Redis; without it, none are.
         self._assistant = AssistantStatus(poster, AssistantThreads(redis)) if redis is not None else None
 
@@ -129,7 +130,14 @@ class SlackTurnOutput:
     def progress(self, turn: Turn, working: Awaitable[str]) -> StreamProgress:
         working = asyncio.ensure_future(working)  # awaited by both ways of showing progress
         updates = SlackProgress(self._poster, turn.channel, working, stop_id=turn.id)
-        return StreamProgress(self._streams, turn.channel, working, self._live.__contains__, updates)
+        return StreamProgress(
+            self._streams,
+            turn.channel,
+            working,
+            self._live.__contains__,
+            updates,
+            leave=self._tails.__setitem__,
+        )
 
     async def unavailable(self, turn: Turn, working: str, reason: str) -> None:
         await self._end_stream(turn, working)
@@ -183,10 +191,11 @@ class SlackTurnOutput:
         )
 
     async def _end_stream(self, turn: Turn, ts: str) -> None:
-        """A stream is stopped (and marked as the working message) before anything edits it."""
-        marker = self._live.pop(ts, None)
+        """A stream is stopped (and marked as the working message) before anything edits it; the stop
+        carries what its progress had not sent yet."""
+        marker, tail = self._live.pop(ts, None), self._tails.pop(ts, ())
         if marker is not None:
-            await self._streams.stop(turn.channel, ts, marker)
+            await self._streams.stop(turn.channel, ts, marker, tail)
 
     async def _find_working(self, turn: Turn, attempt: str) -> Posted | None:
         """The dead attempt's working message: posted or a finished stream (by its marker), else a stream it

@@ -197,8 +197,10 @@ class TurnAnswer:
             else None
         )
         attention = Attention(questions=asking, progress=progress.tool_progress)
-        try:
-            async with self._access.session(caller, attention) as session:
+        # The session's connections close once the answer is out: closing them is nobody's wait.
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                session = await held.enter_async_context(self._access.session(caller, attention))
                 try:  # the conversation is read while the tools are listed
                     listed, conversation = await asyncio.gather(
                         session.tools(), self._store.conversation(turn.thread)
@@ -225,11 +227,12 @@ class TurnAnswer:
                     for call in result.calls
                 )
                 await self._audit.withheld(turn, identity, session)
-        finally:
-            asked.set()
-            await progress.settle()  # no late progress update may overwrite the answer
-            ts = await working
-        await self._output.deliver(turn, ts, result, time.monotonic() - started, attempt, private=private)
+            finally:
+                asked.set()
+                await progress.settle()  # no late progress update may overwrite the answer
+                ts = await working
+            seconds = time.monotonic() - started
+            await self._output.deliver(turn, ts, result, seconds, attempt, private=private)
         await self._billed(turn, identity, result)  # after the answer: the person does not wait for it
         return await self._finish(turn, tools, result, eyes)
 

@@ -41,7 +41,7 @@ from mcp_clients.connection import ConnectError, Connection
 from mcp_clients.dialing import Dialer, NotCallable, list_all
 from mcp_clients.egress import Resolver
 from mcp_clients.gateway_auth import CallerAuth
-from mcp_clients.listing import Listing, ListingCache
+from mcp_clients.listing import ListingCache
 from mcp_clients.poisoning import CREDENTIAL_REFUSAL, credential_in_arguments
 from mcp_clients.questions import Attention, progress_callback
 from mcp_clients.server_oauth import PerServerAuth
@@ -197,7 +197,7 @@ class GatewaySession:
                 return []
             if remembered.listing is not None:
                 self._withholding.malformed(entry, remembered.withheld)
-                specs = self._remembered_specs(view, entry, remembered.listing)
+                specs = self._remembered_specs(view, entry, remembered.listing.tools)
                 self._revalidating[entry.name] = asyncio.create_task(
                     self._revalidate(view, entry, specs), name=f"relist {entry.name}"
                 )
@@ -271,9 +271,10 @@ class GatewaySession:
             await self._mark_down(entry, exc, reason)
             return {}
         self._withholding.malformed(entry, malformed)
-        if self._gw.listings is not None:
-            await self._gw.listings.put(self._listing_key(entry), tools)
-        live = {s.model_name: s for s in self._specs_of(view, entry, tools)}
+        listed = tuple(tools)
+        if self._gw.listings is not None:  # unchanged, it is the remembered tuple: nothing is built again
+            listed = await self._gw.listings.put(self._listing_key(entry), tools)
+        live = {s.model_name: s for s in self._remembered_specs(view, entry, listed)}
         await self._remember_withheld(entry)
         return stale_specs(shown, live, self.disabled, entry.short_name)
 
@@ -282,22 +283,24 @@ class GatewaySession:
         self._withholding.built(entry, built)
         return self._withholding.unapprovable(entry, built.specs)
 
-    def _remembered_specs(self, view: RegistryView, entry: ServerEntry, listing: Listing) -> list[ToolSpec]:
+    def _remembered_specs(
+        self, view: RegistryView, entry: ServerEntry, tools: tuple[Tool, ...]
+    ) -> list[ToolSpec]:
         """`_specs_of` a remembered listing, built once per (listing, registry version) in this process:
         checking and fingerprinting every tool of every server was most of a warm turn's wait before its
         first model request. ListingCache hands out the same tools tuple for the same stored tools, so
         everyone shown the same listing of a server shares what is built from it (the memo entry holds
         the tuple, so its id is not reused while it is a key)."""
         memo = self._gw.spec_memo
-        key = (entry.name, entry.url, id(listing.tools))
+        key = (entry.name, entry.url, id(tools))
         known = memo.get(key)
-        if known is not None and known[0] is view and known[1] is listing.tools:
+        if known is not None and known[0] is view and known[1] is tools:
             built = known[2]
         else:
-            built = build_specs(view, entry, listing.tools)
+            built = build_specs(view, entry, tools)
             if len(memo) >= SPEC_MEMO_SIZE:
                 del memo[next(iter(memo))]  # the oldest entry: a bound, not an LRU
-            memo[key] = (view, listing.tools, built)
+            memo[key] = (view, tools, built)
         self._withholding.built(entry, built)
         return self._withholding.unapprovable(entry, built.specs)
 

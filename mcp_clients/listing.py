@@ -146,7 +146,10 @@ class ListingCache:
             self._parsed[body] = tools
         return Listing(tools, fetched_at)
 
-    async def put(self, key: str, tools: Sequence[Tool]) -> None:
+    async def put(self, key: str, tools: Sequence[Tool]) -> tuple[Tool, ...]:
+        """Remember `tools`. Returned as the very tuple a lookup of the same listing hands out when this
+        process has read that listing before (a re-listing that found nothing new), so the gateway reuses
+        what it built from it instead of checking every schema again."""
         listed = json.dumps(
             [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools],
             separators=(",", ":"),
@@ -157,6 +160,7 @@ class ListingCache:
             await self._redis.set(key, body, ex=int(self.max_age) + 60)
         except RedisError as exc:
             log.warning("tool listing not cached: %s", exc)
+        return self._parsed.get(listed.encode(), tuple(tools))
 
 
 def _reasons(raw: bytes | str | None) -> dict[str, str]:

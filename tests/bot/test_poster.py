@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,14 +11,6 @@ from bot.poster import Poster, PostError, make_slack_client
 from fixtures.slack import FakeSlack
 
 CHANNEL = "C0INCIDENT"
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def poster(slack: FakeSlack, redis: aioredis.Redis) -> Poster:
