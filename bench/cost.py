@@ -113,6 +113,9 @@ class _Quiet:
     async def plan(self, plan: Any) -> None:
         return None
 
+    async def text(self, delta: str) -> None:
+        return None
+
 
 async def _thread(url: str, clock: Any, caching: bool) -> Any:
     """Play THREAD once; the summed `Usage` of every model call."""
