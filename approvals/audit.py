@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from agent.redaction import redact_secrets
 from agent.transcript import canonical_json
@@ -247,7 +248,7 @@ class Audit:
         log.info(line)
         if self._on_record is not None:
             self._on_record(stamped)
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return str_if_bytes(entry_id)
 
     async def read(self, *, since_ms: int = 0, count: int = 10_000) -> list[dict[str, Any]]:
         rows = await self._redis.xrange(AUDIT_STREAM, min=f"{since_ms}-0" if since_ms else "-", count=count)

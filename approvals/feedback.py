@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from agent.redaction import redact_secrets
 from approvals.calibration import Verdict, verdict
@@ -23,7 +24,7 @@ REASON_MAX_CHARS = 500
 
 def tally(votes: Iterable[bytes | str]) -> tuple[int, int]:
     """(up, down) among one id's stored votes."""
-    said = [_text(v) for v in votes]
+    said = [str_if_bytes(v) for v in votes]
     return said.count("up"), said.count("down")
 
 
@@ -46,7 +47,7 @@ class Feedback:
 
     async def reasons(self, turn_id: str) -> dict[str, str]:
         raw = await self._redis.hgetall(f"chatops:feedback-reason:{turn_id}")
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {str_if_bytes(k): str_if_bytes(v) for k, v in raw.items()}
 
     async def verdicts(self, ids: Sequence[str]) -> dict[str, Verdict]:
         """Each id's verdict from its votes now (approvals.calibration.verdict; None when unrated)."""
@@ -55,7 +56,3 @@ class Feedback:
                 pipe.hvals(f"chatops:feedback:{feedback_id}")
             answers = await pipe.execute()
         return {i: verdict(*tally(votes)) for i, votes in zip(ids, answers, strict=True)}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

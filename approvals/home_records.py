@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from agent.redaction import redact_secrets
 from approvals.audit_query import export
@@ -111,7 +112,7 @@ class HomeRecords:
         cached = await self._redis.get(f"chatops:permalink:{channel}:{ts}")
         if cached is None:
             return None
-        return cached.decode() if isinstance(cached, bytes) else str(cached)
+        return str_if_bytes(cached)
 
     async def keep_permalink(self, channel: str, ts: str, link: str) -> None:
         await self._redis.set(f"chatops:permalink:{channel}:{ts}", link, ex=RECENT_TTL_SECONDS)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from agent.usage import Price, Usage, dollars
 from approvals.audit import Audit, AuditRecord, turn_record
@@ -133,7 +134,7 @@ class UsageBook:
 
 async def _read(redis: aioredis.Redis, key: str) -> tuple[Usage, int, float]:
     raw: Any = await redis.hgetall(key)
-    values = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in (raw or {}).items()}
+    values = {str_if_bytes(k): int(v) for k, v in (raw or {}).items()}
     usage = Usage(**{k: values.get(k, 0) for k in Usage().as_dict()})
     return usage, values.get("turns", 0), values.get("micro_usd", 0) / MICRO
 

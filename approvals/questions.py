@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
+from redis.utils import str_if_bytes
 
 __all__ = ["Answered", "OpenQuestion", "QuestionStore"]
 
@@ -87,7 +88,7 @@ class QuestionStore:
         raw = await self._redis.hgetall(KEY.format(id=question_id))
         if not raw:
             return None
-        f = {_text(k): _text(v) for k, v in raw.items()}
+        f = {str_if_bytes(k): str_if_bytes(v) for k, v in raw.items()}
         return OpenQuestion(
             question_id,
             team=f["team"],
@@ -140,10 +141,6 @@ class QuestionStore:
         # An answer decided it just before the deadline: its content is (about to be) in the list.
         popped = await self._redis.blpop([reply], timeout=WAIT_SLICE_SECONDS)
         return _answered(popped[1]) if popped is not None else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _answered(raw: bytes | str) -> Answered | None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Literal, cast
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from approvals.approval import Approval
 
@@ -43,7 +44,7 @@ class ReminderSchedule:
     async def due(self, now: float) -> list[tuple[Nudge, str]]:
         """The nudges due by `now` that this caller claimed (each is handed to exactly one caller)."""
         found = await self._redis.zrangebyscore(REMINDERS_KEY, "-inf", now, 0, 500)
-        members = [_text(cast(bytes | str, m)) for m in found]
+        members = [str_if_bytes(cast(bytes | str, m)) for m in found]
         if not members:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -58,7 +59,3 @@ def _parsed(members: Iterable[str]) -> Iterable[tuple[Nudge, str]]:
         what, _, approval_id = member.partition(":")
         if what in ("remind", "escalate") and approval_id:
             yield cast(Nudge, what), approval_id
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

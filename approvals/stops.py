@@ -7,6 +7,7 @@ stop it too, and the click is judged in `web`, so the worker writes them down as
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from approvals.turns import TURN_TTL_SECONDS
 
@@ -30,7 +31,7 @@ class TurnStops:
 
     async def who(self, turn_id: str) -> str | None:
         raw = await self._redis.get(STOP_KEY.format(turn_id=turn_id))
-        return raw.decode() if isinstance(raw, bytes) else raw
+        return None if raw is None else str_if_bytes(raw)
 
     async def using(self, turn_id: str, server: str) -> None:
         """The turn is calling a tool on `server` (its registry name)."""
@@ -43,4 +44,4 @@ class TurnStops:
     async def servers(self, turn_id: str) -> frozenset[str]:
         """The servers the turn has called a tool on so far (none before its first call)."""
         members = await self._redis.smembers(SERVERS_KEY.format(turn_id=turn_id))
-        return frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        return frozenset(str_if_bytes(m) for m in members)

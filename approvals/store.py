@@ -31,6 +31,7 @@ from typing import Any, Unpack, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.utils import str_if_bytes
 
 from approvals import store_records as records
 from approvals.approval import (
@@ -232,11 +233,11 @@ class ApprovalStore:
             )
         except NotReplicated as exc:
             reply = cast(list[Any], exc.result)
-            if records.text(reply[0]) != "yes":
+            if str_if_bytes(reply[0]) != "yes":
                 return None
             started = records.decode(records.pairs(reply[2:]))
             raise StartNotReplicated(started, exc.acked, exc.wanted) from None
-        return records.decode(records.pairs(reply[2:])) if records.text(reply[0]) == "yes" else None
+        return records.decode(records.pairs(reply[2:])) if str_if_bytes(reply[0]) == "yes" else None
 
     async def finish(
         self,
@@ -322,14 +323,15 @@ class ApprovalStore:
         more = (third,) if isinstance(third, str) else third or ()
         keys = [records.record_key(approval_id), records.attempts_key(approval_id), *more]
         reply: list[Any] = await script(keys=keys, args=[approval_id, *argv], client=client)
-        if records.text(reply[0]) == "missing":
+        if str_if_bytes(reply[0]) == "missing":
             raise UnknownApproval(approval_id)
         return reply
 
     async def _transition(self, script: AsyncScript, approval_id: str, third: str | None, *argv: str) -> bool:
         if not _ID.fullmatch(approval_id):
             return False
-        return records.text((await self._run(script, approval_id, third, *argv))[0]) == "yes"
+        reply = await self._run(script, approval_id, third, *argv)
+        return str_if_bytes(reply[0]) == "yes"
 
     async def _many(self, ids: Iterable[str]) -> list[Approval]:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -9,6 +9,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any, cast, get_args
 
 from redis.typing import EncodableT, FieldT
+from redis.utils import str_if_bytes
 
 from approvals.approval import Approval, ApprovalStatus, CardRef, Vote, VoteKind, VoteResult, canonical_json
 
@@ -20,7 +21,6 @@ __all__ = [
     "ids",
     "pairs",
     "record_key",
-    "text",
     "vote_result",
 ]
 
@@ -44,12 +44,8 @@ def flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def ids(rows: Iterable[Any]) -> list[str]:
-    return [text(row) for row in rows]
+    return [str_if_bytes(row) for row in rows]
 
 
 def pairs(flat: Sequence[Any]) -> dict[Any, Any]:
@@ -77,7 +73,7 @@ def _json_list(raw: str) -> list[Any]:
 
 
 def decode(raw: Mapping[Any, Any]) -> Approval:
-    stored = {text(k): text(v) for k, v in raw.items()}
+    stored = {str_if_bytes(k): str_if_bytes(v) for k, v in raw.items()}
     # A field added in a later version is missing from older records: its default (always "") stands in.
     values: dict[str, Any] = {f.name: stored.get(f.name, "") for f in fields(Approval)}
     lists = {name: _json_list(values[name]) for name in _LISTS}
@@ -97,7 +93,7 @@ def decode(raw: Mapping[Any, Any]) -> Approval:
 
 
 def vote_result(reply: list[Any]) -> VoteResult:
-    kind = text(reply[0])
+    kind = str_if_bytes(reply[0])
     if kind not in _KINDS:
         raise RuntimeError(f"unexpected reply from the vote script: {kind!r}")
     return VoteResult(cast(VoteKind, kind), decode(pairs(reply[2:])), int(reply[1]))

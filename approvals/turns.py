@@ -22,6 +22,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
+from redis.utils import str_if_bytes
 
 from approvals.replication import NO_REPLICAS, NotReplicated, Replication, replicated
 
@@ -177,10 +178,6 @@ return nxt
 """
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class TurnStore:
     def __init__(
         self,
@@ -249,7 +246,7 @@ class TurnStore:
         raw = await self._redis.hgetall(f"chatops:turn:{turn_id}")
         if not raw:
             return None
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        data = {str_if_bytes(k): str_if_bytes(v) for k, v in raw.items()}
         return Turn(
             id=data["id"],
             team=data["team"],
@@ -266,7 +263,7 @@ class TurnStore:
 
     async def status(self, turn_id: str) -> dict[str, str]:
         raw = await self._redis.hgetall(f"chatops:turn-status:{turn_id}")
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {str_if_bytes(k): str_if_bytes(v) for k, v in raw.items()}
 
     async def set_status(self, turn_id: str, status: str, **fields: str) -> None:
         key = f"chatops:turn-status:{turn_id}"
@@ -310,7 +307,8 @@ class TurnStore:
         raw = await self._redis.zrangebyscore(RUNNING_KEY, "-inf", now, start=0, num=limit)
         found = []
         for member in raw:
-            turn_id, _, attempt = _text(member if isinstance(member, bytes | str) else "").partition("|")
+            text = str_if_bytes(member) if isinstance(member, bytes | str) else ""
+            turn_id, _, attempt = text.partition("|")
             found.append((turn_id, attempt))
         return found
 
@@ -334,12 +332,12 @@ class TurnStore:
 
     async def active_run(self, thread: str) -> str | None:
         raw = await self._redis.get(f"chatops:thread-active:{thread}")
-        return _text(raw) if raw else None
+        return str_if_bytes(raw) if raw else None
 
     async def end_run(self, thread: str, turn_id: str) -> str | None:
         keys = (f"chatops:thread-active:{thread}", f"chatops:thread-backlog:{thread}")
         nxt = await self._end(keys=list(keys), args=[turn_id, str(ACTIVE_TTL_SECONDS)])
-        return _text(nxt) if nxt else None
+        return str_if_bytes(nxt) if nxt else None
 
     # --- transcripts -----------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from approvals.replication import NO_REPLICAS, NotReplicated, Replication, replicated
 
@@ -89,7 +90,7 @@ class WorkflowRunStore:
 
     async def recent(self, team: str, user: str, limit: int = 5) -> list[WorkflowRun]:
         ids = await self._redis.lrange(f"chatops:wfruns:{team}:{user}", 0, limit - 1)
-        runs = [await self.get(i.decode() if isinstance(i, bytes) else str(i)) for i in ids]
+        runs = [await self.get(str_if_bytes(i)) for i in ids]
         return [r for r in runs if r is not None]
 
     async def start(self, run_id: str, token: str, seconds: float) -> bool:

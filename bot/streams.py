@@ -20,6 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.utils import str_if_bytes
 
 from approvals.turns import Turn
 from bot.blocks import stop_actions
@@ -90,7 +91,7 @@ class SlackStreams:
             raw = await self._redis.get(STREAM_KEY.format(marker=marker))
         except RedisError:
             return None
-        return raw.decode() if isinstance(raw, bytes) else raw
+        return None if raw is None else str_if_bytes(raw)
 
     async def orphan(self, turn: Turn) -> str | None:
         """A stream started for this turn whose ts nobody learned: the bot's newest unmarked message in

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from flows.link_confirm import Confirmation, Held, NotConfirmable, PendingLinks, fingerprint, matches
 from flows.people import People, PeopleUnavailable, SlackPerson
@@ -316,7 +317,7 @@ class Linking:
             pipe.delete(f"chatops:linkoffer:waiting:{team}:{user}")
             pipe.delete(f"chatops:linkoffer:{held.offer}", f"chatops:linkoffer:user:{team}:{user}")
             waiting_raw, *_ = await pipe.execute()
-        waiting = tuple(w.decode() if isinstance(w, bytes) else str(w) for w in waiting_raw)
+        waiting = tuple(str_if_bytes(w) for w in waiting_raw)
         result = LinkResult(identity, held.offer, waiting)
         if not held.refresh_token:
             log.warning("link for %s has no refresh token: the provider did not grant offline_access", user)

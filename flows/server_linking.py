@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.utils import str_if_bytes
 
 from mcp_clients.server_oauth import Connected, PerServerAuth, audience_of
 from mcp_clients.server_oauth_errors import ServerAuthError
@@ -100,7 +101,7 @@ class ServerLinking:
             pipe.lrange(key, 0, -1)
             pipe.delete(key, f"chatops:srvoffer:user:{connected.team}:{connected.user}:{connected.server}")
             waiting_raw, _ = await pipe.execute()
-        waiting = tuple(w.decode() if isinstance(w, bytes) else str(w) for w in waiting_raw)
+        waiting = tuple(str_if_bytes(w) for w in waiting_raw)
         return ServerConnected(connected, waiting)
 
     async def connected(self, team: str, user: str, entry: ServerEntry) -> bool:
