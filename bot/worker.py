@@ -22,10 +22,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any, ClassVar, cast
 
+import redis
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import StopRequested
 from rq.job import Job
@@ -52,25 +55,101 @@ FORKED_QUEUES = (ACTIONS, WORKFLOWS)
 POOL_STOP_GRACE_SECONDS = 10  # beyond the longest turn (CHATOPS_MAX_TURN_SECONDS), before SIGKILL
 
 
+@dataclass
+class _Listening:
+    """Whether a worker is in its blocking dequeue, and whether a stop came, for its signal handler."""
+
+    blocked: bool = False  # inside BLPOP/BLMOVE
+    stopping: bool = False  # a stop came while idle
+
+    @contextlib.contextmanager
+    def blocking(self) -> Iterator[None]:
+        self.blocked = True  # before the check: a stop landing between the two is raised by the handler
+        try:
+            if self.stopping:
+                raise StopRequested()
+            yield
+        finally:
+            self.blocked = False
+
+
+BLOCKING_DEQUEUE_SECONDS = 10  # a stop landing just before a BLPOP, so not raised, waits at most this
+
+
+class _ListeningQueue(Queue):
+    """RQ's queue as this worker dequeues from it: a stop that came while idle is acted on before the next
+    blocking read instead of after it (RQ's own BLPOP lasts up to 405 s). Each worker makes its own
+    subclass, so the state is that worker's."""
+
+    listening: ClassVar[_Listening] = _Listening()
+
+    @classmethod
+    def lpop(
+        cls, queue_keys: Sequence[str], timeout: int | None, connection: redis.Redis | None = None
+    ) -> Any:
+        if timeout is None:
+            return super().lpop(queue_keys, timeout, connection=connection)
+        with cls.listening.blocking():
+            return super().lpop(queue_keys, min(timeout, BLOCKING_DEQUEUE_SECONDS), connection=connection)
+
+    @classmethod
+    def lmove(cls, connection: redis.Redis, queue_key: str, timeout: int | None) -> Any:
+        if timeout is None:
+            return super().lmove(connection, queue_key, timeout)
+        with cls.listening.blocking():
+            return super().lmove(connection, queue_key, min(timeout, BLOCKING_DEQUEUE_SECONDS))
+
+
+def _in_redis_client(frame: FrameType | None) -> bool:
+    return frame is not None and str(frame.f_globals.get("__name__", "")).startswith("redis.")
+
+
 class ForkingWorker(Worker):
     """RQ's forking worker, handing each work-horse the registry view already parsed."""
 
     on_stop: Callable[[], None] | None = None  # told first when a signal asks this worker to stop
+    scheduler_stop_seconds: float = 10.0  # ten of the scheduler's rounds
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listening = _Listening()
+        queue_class = type("ListeningQueue", (_ListeningQueue,), {"listening": self.listening})
+        self.queue_class = cast(type[Queue], queue_class)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.on_stop is not None:
             self.on_stop()
-        if self.get_state() != WorkerStatus.BUSY:
-            # Idle, RQ stops its scheduler first (it joins the scheduler's process: up to a second), then
-            # raises out of its blocking BLPOP. All that while Redis counts the connection as waiting and
-            # would hand it the next job (an approved action), which nobody would read: gone. Raising at
-            # once makes redis-py drop the connection; RQ's teardown stops the scheduler afterwards. The
-            # rest is what RQ's request_stop does first: a second signal is a cold stop.
-            signal.signal(signal.SIGINT, self.request_force_stop)
-            signal.signal(signal.SIGTERM, self.request_force_stop)
-            self.handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        if self.get_state() == WorkerStatus.BUSY:
+            super().request_stop(signum, frame)  # type: ignore[no-untyped-call]  # after the running job
+            return
+        # Idle, RQ stops its scheduler first (it joins the scheduler's process: up to a second), then
+        # raises out of its blocking BLPOP. All that while Redis counts the connection as waiting and would
+        # hand it the next job (an approved action), which nobody would read: gone. So a stop that finds
+        # the worker in that read raises at once (redis-py drops the connection) and RQ's teardown stops
+        # the scheduler afterwards. Raised anywhere else it can be swallowed (logging's emit and redis-py's
+        # destructors catch Exception: seen in CI, the worker never stopped), so there it is only noted,
+        # for RQ's loop and the next blocking read. The rest is RQ's: a second signal is a cold stop.
+        signal.signal(signal.SIGINT, self.request_force_stop)
+        signal.signal(signal.SIGTERM, self.request_force_stop)
+        self.handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        self._stop_requested = True
+        self.listening.stopping = True
+        if self.listening.blocked and _in_redis_client(frame):
             raise StopRequested()
-        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def stop_scheduler(self) -> None:
+        """RQ's, with a limit: RQ joins its scheduler process without one, so a scheduler that missed its
+        SIGTERM kept the worker from ever exiting. The scheduler looks for the stop every second."""
+        process: BaseProcess | None = getattr(self.scheduler, "_process", None)  # RQ types it as None
+        if process is None or not process.pid:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(process.pid, signal.SIGTERM)
+        process.join(self.scheduler_stop_seconds)
+        if process.is_alive():
+            log.warning("RQ's scheduler (pid %d) did not stop in time; killing it", process.pid)
+            process.kill()
+            process.join(5)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         preload(self.connection)  # one GET when the registry did not change since the last job
@@ -142,8 +221,17 @@ def _held_until_rq_listens() -> Iterator[None]:
     is swallowed by Python ("Exception ignored in _releaseLock"), and the stop was lost. Once RQ listens,
     a held stop is sent again, to RQ's handler: its warm shutdown, as if it had come a moment later."""
     held: list[int] = []
+    owner = os.getpid()
 
     def hold(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            # A process forked in this window (RQ's scheduler, a turn pool) that has not yet put its own
+            # handler in place: nobody there would hand a held stop over, and RQ's teardown waits for its
+            # scheduler without a limit, so a stop swallowed here hung the whole worker. It stops as it
+            # would had we held nothing: the signal's default action.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         held.append(signum)
 
     for each in (signal.SIGTERM, signal.SIGINT):
