@@ -58,7 +58,7 @@ def register(app: AsyncApp, parts: Listeners) -> None:
     register_approvals(app, clicks, parts.poster)
     register_oncall(app, parts.workflows, parts.broker, parts.linking, bot)
     register_questions(app, parts.questions, parts.poster)
-    register_stop(app, parts.stops, parts.turns, parts.poster)
+    register_stop(app, parts.stops, parts.turns, parts.poster, parts.linking)
 
     @app.action("connect_account")
     @app.action("reconnect_account")

@@ -37,10 +37,12 @@ _RUNNING = frozenset({"running", "queued", ""})
 class StopClick:
     """What a Stop click came to: `stopping` (recorded; the turn ends at its next safe point), `already`
     (someone else stopped it first), `finished`, or `refused`. `servers`: the short names of the servers in
-    use, whose approvers may stop the turn besides its asker."""
+    use, whose approvers may stop the turn besides its asker. `linked`: whether the clicker has a linked
+    account (an unlinked approver is refused until they link: their groups cannot be known)."""
 
     verdict: Literal["stopping", "already", "finished", "refused"]
     servers: tuple[str, ...] = ()
+    linked: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class StopRights:
         judged = await self._judge(turn, user, servers)
         if not judged.allowed:
             await self._record(turn, user, judged, "denied")
-            return StopClick("refused", shown)
+            return StopClick("refused", shown, linked=bool(judged.sub))
         if (await self._store.status(turn.id)).get("status", "") not in _RUNNING:
             return StopClick("finished", shown)
         if not await self._stops.request(turn.id, user):

@@ -26,3 +26,17 @@ def test_an_allowed_click_is_told_what_happens_next() -> None:
     assert stop_reply(StopClick("stopping", ("presto",)), "U0ALICE").startswith("Stopping:")
     assert stop_reply(StopClick("already"), "U0ALICE").startswith("Someone has already")
     assert stop_reply(StopClick("finished"), "U0ALICE") == "That request has already finished."
+
+
+def test_an_unlinked_clicker_is_handed_the_connect_link_and_a_linked_one_is_not() -> None:
+    url = "https://chatops.example.com/link/start?offer=abc&x=1"
+    said = stop_reply(StopClick("refused", ("presto",), linked=False), "U0ALICE", url)
+    assert said == (
+        "Only <@U0ALICE> or an approver for presto can stop this request. If you approve for presto, "
+        "<https://chatops.example.com/link/start?offer=abc&amp;x=1|connect your account> first, then click "
+        "Stop again."
+    )
+    linked = stop_reply(StopClick("refused", ("presto",)), "U0ALICE", url)
+    assert linked == "Only <@U0ALICE> or an approver for presto can stop this request."
+    # before any tool call only the asker may stop: linking would not help, so no link
+    assert "connect" not in stop_reply(StopClick("refused", linked=False), "U0ALICE", url)

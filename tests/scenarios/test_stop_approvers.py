@@ -4,6 +4,7 @@ the turn goes on. The asker is a person (their `sub`), so their other Slack acco
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,7 +61,8 @@ def alices_turn(s: Scenario, call: tuple[str, dict[str, Any]] | None) -> Iterato
 
 
 def click_stop(s: Scenario, user: str, working_ts: str) -> str:
-    """`user` clicks Stop; what they alone are told."""
+    """`user` clicks Stop; what they alone are told (the reply to this click, not an earlier one)."""
+    before = len(s.world.slack.ephemerals(CHANNEL, user))
     assert (
         s.ingress.post(
             s.ingress.block_actions(user, STOP_ACTION_ID, channel=CHANNEL, message_ts=working_ts)
@@ -68,7 +70,9 @@ def click_stop(s: Scenario, user: str, working_ts: str) -> str:
         == 200
     )
     told = wait_until(
-        f"{user} to be told", lambda: s.world.slack.ephemerals(CHANNEL, user) or None, timeout=10
+        f"{user} to be told",
+        lambda: s.world.slack.ephemerals(CHANNEL, user)[before:] or None,
+        timeout=10,
     )
     return str(told[-1].text)
 
@@ -115,6 +119,30 @@ def test_a_linked_person_who_may_not_approve_is_refused_and_the_turn_finishes(sc
     assert s.turn_status(CHANNEL, ts) == "answered"
     (record,) = s.audit("turn_stop")
     assert (record["outcome"], record["user"], record["sub"]) == ("denied", "U0ERIN", "u-erin")
+
+
+def test_an_approver_who_has_not_linked_is_given_the_connect_link_and_may_then_stop_it(
+    scenario: Scenario,
+) -> None:
+    """Bob approves for presto but never linked his account: his groups cannot be known, so he is refused,
+    and handed the Connect link in the same reply; once linked, his next click stops the turn."""
+    s = scenario
+    s.link("alice")
+    with alices_turn(s, PRESTO) as (ts, working):
+        told = click_stop(s, "U0BOB", working)
+        assert told.startswith("Only <@U0ALICE> or an approver for presto can stop this request. ")
+        found = re.search(r"If you approve for presto, <(https?://[^|>]+)\|connect your account> first", told)
+        assert found, told
+        assert s.turn_status(CHANNEL, ts) != "stopped"
+
+        assert s.browse_link("bob", found.group(1).replace("&amp;", "&")).status_code == 200
+        assert click_stop(s, "U0BOB", working).startswith("Stopping")
+        stopped(s, ts)
+
+    assert "Stopped by <@U0BOB>" in shown(s, ts)
+    denied, done = s.audit("turn_stop")
+    assert (denied["outcome"], denied["user"], denied["sub"]) == ("denied", "U0BOB", "")
+    assert (done["outcome"], done["sub"]) == ("stopped", "u-bob")
 
 
 def test_an_approver_for_a_server_the_turn_did_not_use_is_refused(scenario: Scenario) -> None:
