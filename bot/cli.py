@@ -217,15 +217,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import time
 
     from approvals.impact import default_months, monthly_stats, render_table
+    from approvals.impact_json import render_json
     from bot.redis_clients import async_client
 
     settings = _settings(Role.CLI)
     months = args.month or default_months(time.time())
+    render = render_json if args.json else render_table
 
     async def run() -> str:
         client = async_client(str(settings.redis_url))
         try:
-            return render_table(await monthly_stats(client, months=months))
+            return render(await monthly_stats(client, months=months))
         finally:
             await client.aclose()
 

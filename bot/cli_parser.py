@@ -178,6 +178,9 @@ def build_parser(
     stats.add_argument(
         "--month", type=month, action="append", help="YYYY-MM, repeatable (default: this month and last)"
     )
+    stats.add_argument(
+        "--json", action="store_true", help="one JSON document instead of the tables, for dashboards"
+    )
 
     manifest = _add(
         sub,

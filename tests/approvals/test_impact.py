@@ -4,6 +4,7 @@ feedback placed in the month of its turn, and the table `chatops stats` prints."
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,6 +191,39 @@ async def test_render_table_shows_months_servers_and_tools_aligned(aredis: aiore
     # Columns line up: every line of a section is as wide as its header or narrower (trailing text trimmed).
     section = table.split("By tool\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert len(section[1]) >= max(len(line) for line in section[2:] if line)
+
+
+def test_chatops_stats_json_carries_the_tables_figures(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`chatops stats --json`: what the tables say, as numbers a dashboard can read without parsing text."""
+
+    async def write() -> tuple[str, str]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            previous, current = await write_known_set(client)
+            await client.hset("chatops:feedback:t-cur-1", mapping={"U0CAROL": "up"})
+            return previous, current
+        finally:
+            await client.aclose()
+
+    previous, current = asyncio.run(write())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert main(["stats", "--json", "--month", previous, "--month", current]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [m["month"] for m in doc["months"]] == [previous, current]
+    old, new = doc["months"]
+    assert (old["invocations"], old["active_users"], old["hours_saved"]) == (3, 2, 0.25)
+    assert (new["invocations"], new["active_users"], new["hours_saved"]) == (3, 3, 0.75)
+    assert new["feedback"] == {"up": 1, "down": 0}
+    assert doc["feedback_stored"] == {"up": 1, "down": 0}
+    by_server = {s["server"]: (s["invocations"], s["active_users"], s["hours_saved"]) for s in old["servers"]}
+    assert by_server == {PRESTO: (2, 1, 0.08), SPARK: (1, 1, 0.17)}
+    assert [t["server"] for t in new["tools"]] == [WORKFLOWS_SERVER, PRESTO, SPARK]
+    assert all(t["helpful_rate"] is None or 0 <= t["helpful_rate"] <= 1 for t in new["tools"])
+    assert set(new["model_usage"]) == {"turns", "input", "cache_write", "cache_read", "output", "usd"}
+    assert new["unhelpful_reasons"] == []
 
 
 def test_an_empty_stats_table_says_so() -> None:

@@ -5,6 +5,7 @@ the reason given after the 👎 is listed there for the owners."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from slack_sdk.models.blocks import Block
@@ -103,3 +104,19 @@ def test_a_thumbs_down_on_a_run_lowers_the_calibrated_hours_and_its_reason_is_li
     assert reason[3].startswith("Never ran the Spark step")
     assert "\x1b" not in after  # a reason cannot drive the operator's terminal
     assert "xoxb-123-secret" not in after
+
+    raw = chatops(s, "stats", "--json")  # the same, for a dashboard
+    assert "xoxb-123-secret" not in raw
+    month = json.loads(raw)["months"][-1]
+    assert (month["hours_saved"], month["calibrated_hours"]) == (0.5, 0.0)
+    [run_row] = [t for t in month["tools"] if t["server"] == WORKFLOWS_SERVER]
+    assert (run_row["tool"], run_row["estimate_minutes"], run_row["rated"], run_row["helpful_rate"]) == (
+        "incident-snapshot",
+        15,
+        1,
+        0,
+    )
+    [listed] = month["unhelpful_reasons"]
+    assert listed["about"][0] == "workflow incident-snapshot"
+    assert listed["reason"].startswith("Never ran the Spark step")
+    assert "\x1b" not in listed["reason"]
