@@ -9,11 +9,13 @@ re-raises the signal after its own shutdown, which lands here and unwinds the re
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 from types import FrameType
 
-__all__ = ["STOP_SIGNALS", "Stopped", "die_by", "raise_if_requested", "stop_on_signals"]
+__all__ = ["STOP_SIGNALS", "Stopped", "die_by", "log_in_handler", "raise_if_requested", "stop_on_signals"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -54,3 +56,13 @@ def die_by(signum: int) -> None:
     """End this process by `signum` with its default action, after the cleanup ran."""
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
+
+
+def log_in_handler(logger: logging.Logger, level: int, message: str, *args: object) -> None:
+    """Log from a signal handler. The handler runs in the main thread between two bytecodes, possibly in the
+    middle of that thread's own write to stderr: the write then fails ("reentrant call inside
+    BufferedWriter"), and logging's report of the failure, written to stderr too, raises out of the handler
+    into whatever the thread was doing. Call it after the handler has done its work: the line may be lost,
+    the stop it reports is not."""
+    with contextlib.suppress(RuntimeError):
+        logger.log(level, message, *args)

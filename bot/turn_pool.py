@@ -32,6 +32,7 @@ from bot.identity import BotIdentity
 from bot.queues import AGENT
 from bot.redis_clients import async_client
 from bot.settings import Settings
+from bot.stopping import log_in_handler
 
 __all__ = ["TurnPool", "TurnThread", "drain_turns"]
 
@@ -99,19 +100,30 @@ class TurnPool:
         if self._signals == 1:
             self._stopping_now(f"signal {signum}")
             return
-        log.warning("turn pool %s: stopping now; running turns are left to the sweep", self.name)
+        log_in_handler(
+            log, logging.WARNING, "turn pool %s: stopping now; running turns are left to the sweep", self.name
+        )
         os._exit(1)
 
     def _on_forwarded(self, signum: int, frame: FrameType | None) -> None:
-        log.info("turn pool %s: stop forwarded by its worker", self.name)
         self._stopping_now("asked by its worker")
 
     def _stopping_now(self, why: str) -> None:
-        if self._stopping:
-            log.info("turn pool %s: %s; already stopping after the running turns", self.name, why)
-        else:
-            log.info("turn pool %s: stopping after the running turns (%s)", self.name, why)
+        # The stop first, then its log line, which a signal handler can lose (bot.stopping.log_in_handler).
+        already = self._stopping
         self._request_stop()
+        if already:
+            log_in_handler(
+                log,
+                logging.INFO,
+                "turn pool %s: %s; already stopping after the running turns",
+                self.name,
+                why,
+            )
+        else:
+            log_in_handler(
+                log, logging.INFO, "turn pool %s: stopping after the running turns (%s)", self.name, why
+            )
 
 
 class TurnThread:

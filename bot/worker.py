@@ -119,8 +119,12 @@ class ForkingWorker(Worker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.on_stop is not None:
             self.on_stop()
+        self._stop_requested = (
+            True  # first: RQ's handler logs, which can fail here (bot.stopping.log_in_handler)
+        )
         if self.get_state() == WorkerStatus.BUSY:
-            super().request_stop(signum, frame)  # type: ignore[no-untyped-call]  # after the running job
+            with contextlib.suppress(RuntimeError):  # the stop is kept; the job's horse is still watched
+                super().request_stop(signum, frame)  # type: ignore[no-untyped-call]  # after the running job
             return
         # Idle, RQ stops its scheduler first (it joins the scheduler's process: up to a second), then
         # raises out of its blocking BLPOP. All that while Redis counts the connection as waiting and would
@@ -129,11 +133,11 @@ class ForkingWorker(Worker):
         # the scheduler afterwards. Raised anywhere else it can be swallowed (logging's emit and redis-py's
         # destructors catch Exception: seen in CI, the worker never stopped), so there it is only noted,
         # for RQ's loop and the next blocking read. The rest is RQ's: a second signal is a cold stop.
+        self.listening.stopping = True
         signal.signal(signal.SIGINT, self.request_force_stop)
         signal.signal(signal.SIGTERM, self.request_force_stop)
-        self.handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
-        self._stop_requested = True
-        self.listening.stopping = True
+        with contextlib.suppress(RuntimeError):
+            self.handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
         if self.listening.blocked and _in_redis_client(frame):
             raise StopRequested()
 

@@ -12,16 +12,23 @@ import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.context import ForkProcess
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import redis
 from rq import Queue
 from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 
+from bot.identity import BotIdentity
 from bot.queues import ACTIONS, SWEEP_JOB
+from bot.settings import Settings
+from bot.turn_pool import FORWARDED_STOP, TurnPool
 from bot.worker import ForkingWorker, _held_until_rq_listens
 from fixtures.waiting import wait_until
+
+BOT = BotIdentity("T0CHATOPS", "U0CHATOPS", "B0CHATOPS")
 
 
 def blocked_clients(client: redis.Redis) -> int:
@@ -33,7 +40,7 @@ class _Probe(ForkingWorker):
     window, looks at what Redis does with a job enqueued for this worker's queue."""
 
     def __init__(self, observer: redis.Redis, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, **kwargs)
         self.observer = observer
         self.scheduler = object()  # type: ignore[assignment]  # so RQ's stop stops "it"
 
@@ -189,3 +196,54 @@ def test_a_stop_that_lands_while_the_worker_logs_still_stops_it(redis_url: str) 
         rq_log.removeHandler(handler)
     assert handler.sent  # the stop did land mid-format
     assert not stuck.is_set(), "the worker went on listening after its SIGTERM"
+
+
+class _FailingWrites(logging.Handler):
+    """What a log line written from a signal handler meets when the main thread was itself writing to stderr:
+    the write raises "reentrant call", and so does logging's report of it, out of the handler."""
+
+    failing = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failing:
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")
+
+
+@pytest.fixture
+def failing_log() -> Iterator[_FailingWrites]:
+    handler = _FailingWrites()
+    loggers = [logging.getLogger(name) for name in ("rq.worker", "bot.worker", "bot.turn_pool")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.addHandler(handler)
+        each.setLevel(logging.INFO)
+    yield handler
+    for each, level in zip(loggers, levels, strict=True):
+        each.removeHandler(handler)
+        each.setLevel(level)
+
+
+@pytest.mark.usefixtures("signal_handlers")
+def test_a_stop_whose_log_line_fails_still_stops_an_idle_worker(
+    redis_url: str, failing_log: _FailingWrites
+) -> None:
+    worker = ForkingWorker([ACTIONS], connection=redis.Redis.from_url(redis_url), serializer=JSONSerializer)
+    worker.request_stop(signal.SIGTERM, None)  # raised RuntimeError into the main thread, the stop not kept
+    failing_log.failing = False  # the main thread's own lines are written again
+    with pytest.raises(StopRequested):
+        worker.dequeue_job_and_maintain_ttl(timeout=30)  # at once: the stop is acted on before blocking
+
+
+@pytest.mark.usefixtures("signal_handlers", "failing_log")
+def test_a_stop_whose_log_line_fails_still_stops_a_busy_worker_after_its_job(redis_url: str) -> None:
+    worker = ForkingWorker([ACTIONS], connection=redis.Redis.from_url(redis_url), serializer=JSONSerializer)
+    worker.set_state(WorkerStatus.BUSY)
+    worker.request_stop(signal.SIGTERM, None)
+    assert worker._stop_requested  # RQ's loop ends after the running job
+
+
+@pytest.mark.usefixtures("signal_handlers", "failing_log")
+def test_a_turn_pool_keeps_a_stop_whose_log_line_fails(redis_url: str) -> None:
+    pool = TurnPool(cast(Settings, SimpleNamespace(redis_url=redis_url)), BOT, 1, name="test.turns")
+    pool._on_forwarded(FORWARDED_STOP, None)  # raised before it noted the stop
+    assert pool._stopping
