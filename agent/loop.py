@@ -26,7 +26,7 @@ from typing import Any
 
 from agent.errors import ModelUnavailable
 from agent.outcomes import Answer, CallRecord, Failed, Limits, Paused, PendingCall, Result
-from agent.plan import PLAN_TOOL, PLAN_TOOL_NAME, SHOWN, Plan, PlanStep, read_plan
+from agent.plan import PLAN_TOOL, PLAN_TOOL_NAME, SHOWN, Plan, PlanStep, last_stated, read_plan
 from agent.ports import Model, ModelReply, Progress, Stop, ToolInfo, Tools
 from agent.prompt import SYSTEM_PROMPT
 from agent.redaction import CREDENTIAL_REFUSAL, contains_credential, redact_value
@@ -169,6 +169,9 @@ async def run(
     )
     # Deferred definitions stay out of the context, so the budget counts what is sent up front.
     budget = limits.budget_tokens - estimate_tokens([system, _offered(context)])
+    if (plan := last_stated(st.messages)) is not None:  # a turn resumed after approval shows its plan
+        st.plan = plan
+        await progress.plan(plan)
     while True:
         if (cap := st.cap()) is not None:
             return st.failed(cap)

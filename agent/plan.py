@@ -11,7 +11,7 @@ redacts secrets before showing it. The limits keep it a glanceable list, not a s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -24,6 +24,7 @@ __all__ = [
     "Plan",
     "PlanStep",
     "StepStatus",
+    "last_stated",
     "read_plan",
 ]
 
@@ -106,3 +107,20 @@ def read_plan(arguments: Any) -> Plan | str:
         return Plan(title, tuple(_step(i, s) for i, s in enumerate(steps, 1)))
     except ValueError as exc:
         return f"Plan not shown: {exc}. Call {PLAN_TOOL_NAME} again with a corrected plan, or go on without."
+
+
+def last_stated(messages: Sequence[Mapping[str, Any]]) -> Plan | None:
+    """The plan the model last stated since the newest question in `messages`: what a turn resumed after an
+    approval (agent.deferred) shows again, so its new message does not lose the plan the first one had. A
+    new question in the thread has none yet: plans from earlier turns are not carried over."""
+    found: Plan | None = None
+    for message in messages:
+        content = message.get("content")
+        blocks = [b for b in content if isinstance(b, Mapping)] if isinstance(content, list) else []
+        if message.get("role") == "user" and not any(b.get("type") == "tool_result" for b in blocks):
+            found = None  # a question (or a note to the model): what came before it was another turn's
+        for block in blocks if message.get("role") == "assistant" else []:
+            if block.get("type") == "tool_use" and block.get("name") == PLAN_TOOL_NAME:
+                plan = read_plan(block.get("input"))
+                found = plan if isinstance(plan, Plan) else found
+    return found

@@ -8,7 +8,7 @@ import anthropic
 import pytest
 
 from agent.loop import Answer, Paused
-from agent.plan import MAX_STEPS, PLAN_TOOL_NAME, SHOWN, Plan, PlanStep, read_plan
+from agent.plan import MAX_STEPS, PLAN_TOOL_NAME, SHOWN, Plan, PlanStep, last_stated, read_plan
 from fixtures.anthropic_fake import FakeAnthropic, text, tool_results, tool_use, tool_uses
 from tests.agent.test_loop import (  # the loop tests' Tools port, progress and fixtures
     DAG_RUNS,
@@ -127,3 +127,47 @@ async def test_no_plan_tool_is_offered_to_someone_without_tools(
     fake.enqueue(text("I have no tools here."))
     await go(client, tools)
     assert PLAN_TOOL_NAME not in [t["name"] for t in fake.requests()[0].body.get("tools") or []]
+
+
+def _use(name: str, args: Any, use_id: str) -> dict[str, Any]:
+    return {"type": "tool_use", "id": use_id, "name": name, "input": args}
+
+
+def _result(use_id: str) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": use_id, "content": "ok"}
+
+
+def test_a_resumed_turn_finds_the_plan_it_last_stated_and_a_new_question_starts_without_one() -> None:
+    stated: list[dict[str, Any]] = [
+        {"role": "user", "content": "why is presto slow?"},
+        {
+            "role": "assistant",
+            "content": [
+                _use(PLAN_TOOL_NAME, plan_input("in_progress", "pending"), "p1"),
+                _use("presto__kill_query", {"query_id": "q1"}, "k1"),
+            ],
+        },
+        {"role": "user", "content": [_result("p1"), _result("k1")]},  # the approved kill's outcome
+    ]
+    found = last_stated(stated)
+    assert found is not None
+    assert found.title == "Why presto is slow"
+    assert [s.status for s in found.steps] == ["in_progress", "pending"]
+
+    answered = [*stated, {"role": "assistant", "content": [{"type": "text", "text": "Killed it."}]}]
+    assert last_stated([*answered, {"role": "user", "content": "and spark?"}]) is None
+    files = [{"type": "text", "text": "and spark?"}, {"type": "text", "text": "<attachment>log</attachment>"}]
+    assert last_stated([*answered, {"role": "user", "content": files}]) is None
+
+
+def test_a_malformed_restatement_leaves_the_last_good_plan() -> None:
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "why is presto slow?"},
+        {"role": "assistant", "content": [_use(PLAN_TOOL_NAME, plan_input("in_progress", "pending"), "p1")]},
+        {"role": "user", "content": [_result("p1")]},
+        {"role": "assistant", "content": [_use(PLAN_TOOL_NAME, {"title": "x", "steps": "all"}, "p2")]},
+        {"role": "user", "content": [_result("p2")]},
+    ]
+    found = last_stated(messages)
+    assert found is not None
+    assert [s.status for s in found.steps] == ["in_progress", "pending"]

@@ -8,9 +8,10 @@ import json
 from typing import Any
 
 from agent.deferred import MOVED_ON, WAITING
+from agent.plan import PLAN_TOOL_NAME
 from approvals.store import Approval, Status
 from approvals.turns import thread_key
-from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use
+from fixtures.anthropic_fake import Body, Reply, resumed, text, tool_results, tool_use, tool_uses
 from fixtures.mcp_presto import RUNAWAY_QUERY_ID
 from fixtures.slack import TEAM_ID
 from tests.faults.conftest import proposed_kill, with_services
@@ -128,3 +129,44 @@ def test_a_turn_whose_requester_disconnected_meanwhile_says_so_instead_of_resumi
     assert len(s.world.anthropic.requests()) == asked  # the turn does not go on without its person
     thread = " ".join(m.text + json.dumps(m.blocks) for m in s.bot_messages(CHANNEL, ts))
     assert "I can't continue: your account link has ended. Connect again and ask me." in thread
+
+
+PLAN = {
+    "title": "Unblock daily_ad_metrics",
+    "steps": [
+        {"title": "Kill the runaway backfill", "status": "in_progress"},
+        {"title": "Confirm", "status": "pending"},
+    ],
+}
+
+
+def planned_killer(body: Body) -> Reply:
+    """States a plan with the kill (which waits for approval); resumed, answers."""
+    if resumed(body):
+        return text("Told what became of the kill.")
+    return tool_uses(
+        (PLAN_TOOL_NAME, PLAN),
+        ("presto__kill_query", {"query_id": RUNAWAY_QUERY_ID, "reason": "runaway backfill"}),
+        text_before="Killing the runaway backfill unblocks daily_ad_metrics.",
+    )
+
+
+def test_a_turn_resumed_after_approval_shows_the_plan_it_had_stated(scenario: Scenario) -> None:
+    """The resumed turn answers in a new message: it shows the plan again, the step that waited on the
+    approval complete once it answered, instead of losing it with the paused message."""
+    s = scenario
+    approval = proposed_kill(s, planned_killer)
+    ts = approval.thread_ts
+    (paused,) = [m for m in s.bot_messages(CHANNEL, ts) if m.chunks]  # the stream (the card is another)
+    assert paused.plan_title() == "Unblock daily_ad_metrics"
+
+    approve(s, approval)
+    [answer] = [m for m in s.bot_messages(CHANNEL, ts) if "Told what became" in m.text + json.dumps(m.blocks)]
+    assert answer.ts != paused.ts
+    assert answer.plan_title() == "Unblock daily_ad_metrics"
+    tasks = answer.tasks()
+    assert [(tasks[i]["title"], tasks[i]["status"]) for i in ("plan-1", "plan-2")] == [
+        ("Kill the runaway backfill", "complete"),
+        ("Confirm", "pending"),
+    ]
+    assert len(s.world.anthropic.requests()) == 2  # shown from the transcript: no model call to restate it
