@@ -50,6 +50,23 @@ def presto_call(when: float, tool: str, turn: str, minutes: float = 0) -> AuditR
     )
 
 
+def known_set_at(redis_url: str, feedback: dict[str, dict[str, str]] | None = None) -> tuple[str, str]:
+    """`write_known_set` from a synchronous test (one that runs the CLI), with feedback per turn."""
+
+    async def write() -> tuple[str, str]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            months = await write_known_set(client)
+            for turn, votes in (feedback or {}).items():
+                for user, vote in votes.items():
+                    await client.hset(f"chatops:feedback:{turn}", user, vote)
+            return months
+        finally:
+            await client.aclose()
+
+    return asyncio.run(write())
+
+
 async def write_known_set(redis: aioredis.Redis) -> tuple[str, str]:
     previous, current = months_now()
     audit = Audit(redis)
@@ -197,17 +214,7 @@ def test_chatops_stats_json_carries_the_tables_figures(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """`chatops stats --json`: what the tables say, as numbers a dashboard can read without parsing text."""
-
-    async def write() -> tuple[str, str]:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            previous, current = await write_known_set(client)
-            await client.hset("chatops:feedback:t-cur-1", mapping={"U0CAROL": "up"})
-            return previous, current
-        finally:
-            await client.aclose()
-
-    previous, current = asyncio.run(write())
+    previous, current = known_set_at(redis_url, feedback={"t-cur-1": {"U0CAROL": "up"}})
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDIS_URL", redis_url)
     assert main(["stats", "--json", "--month", previous, "--month", current]) == 0
@@ -243,14 +250,7 @@ def test_months_default_to_this_and_the_previous_one() -> None:
 def test_chatops_stats_prints_the_table(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    async def write() -> tuple[str, str]:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            return await write_known_set(client)
-        finally:
-            await client.aclose()
-
-    previous, current = asyncio.run(write())
+    previous, current = known_set_at(redis_url)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDIS_URL", redis_url)
     # Both months: the records were appended now, and stream ids bound the read (by design, see impact.py).
