@@ -258,7 +258,10 @@ def test_a_withdrawn_workflow_step_ends_the_run_saying_so(scenario: Scenario) ->
     approval = s.approval(run.approvals[0])
     assert len(dm_cards(s, "U0BOB", approval)) == 1  # bob (airflow-admins) was asked by DM
     s.click("U0ALICE", approval, WITHDRAW_ACTION_ID)
-    wait_until("the run's resumption", lambda: s.redis.exists(f"rq:job:wf-{run.id}-{approval.id}"))
+    # The click is handled in the web process, after its ack: a bound for a loaded machine, not a speed.
+    wait_until(
+        "the run's resumption", lambda: s.redis.exists(f"rq:job:wf-{run.id}-{approval.id}"), timeout=30
+    )
     s.work()
     assert s.approval(approval.id).status == Status.WITHDRAWN
     (run,) = runs(s, "U0ALICE")
