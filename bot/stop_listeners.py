@@ -39,7 +39,7 @@ def stop_reply(click: StopClick, asker: str, connect_url: str | None = None) -> 
     3 a.m. is one link away from the Stop, not told only that they may not."""
     if click.verdict == "refused" and click.servers:
         servers = _either(click.servers)
-        if connect_url is not None and not click.linked:
+        if connect_url is not None and click.wants_link:
             connect = link(connect_url, "connect your account")
             return ours(NOT_AN_APPROVER + CONNECT_TO_STOP, asker=asker, servers=servers, connect=connect)
         return ours(NOT_AN_APPROVER, asker=asker, servers=servers)
@@ -68,8 +68,7 @@ def register_stop(
             return
         try:
             click = await rights.click(turn, user)
-            unlinked = click.verdict == "refused" and click.servers and not click.linked
-            connect_url = await linking.offer(turn.team, user) if unlinked else None
+            connect_url = await linking.offer(turn.team, user) if click.wants_link else None
             said = stop_reply(click, turn.user, connect_url)
         except RedisError as exc:
             log.warning("stop of turn %s not recorded (%s)", turn.id, type(exc).__name__)

@@ -81,7 +81,7 @@ class _ListeningQueue(Queue):
     blocking read instead of after it (RQ's own BLPOP lasts up to 405 s). Each worker makes its own
     subclass, so the state is that worker's."""
 
-    listening: ClassVar[_Listening] = _Listening()
+    listening: ClassVar[_Listening]  # set by each worker's subclass (ForkingWorker.__init__)
 
     @classmethod
     def lpop(
@@ -119,9 +119,8 @@ class ForkingWorker(Worker):
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.on_stop is not None:
             self.on_stop()
-        self._stop_requested = (
-            True  # first: RQ's handler logs, which can fail here (bot.stopping.log_in_handler)
-        )
+        # First: RQ's handler logs, which can fail here (bot.stopping.log_in_handler); the stop is kept.
+        self._stop_requested = self.listening.stopping = True
         if self.get_state() == WorkerStatus.BUSY:
             with contextlib.suppress(RuntimeError):  # the stop is kept; the job's horse is still watched
                 super().request_stop(signum, frame)  # type: ignore[no-untyped-call]  # after the running job
@@ -133,7 +132,6 @@ class ForkingWorker(Worker):
         # the scheduler afterwards. Raised anywhere else it can be swallowed (logging's emit and redis-py's
         # destructors catch Exception: seen in CI, the worker never stopped), so there it is only noted,
         # for RQ's loop and the next blocking read. The rest is RQ's: a second signal is a cold stop.
-        self.listening.stopping = True
         signal.signal(signal.SIGINT, self.request_force_stop)
         signal.signal(signal.SIGTERM, self.request_force_stop)
         with contextlib.suppress(RuntimeError):

@@ -44,6 +44,11 @@ class StopClick:
     servers: tuple[str, ...] = ()
     linked: bool = True
 
+    @property
+    def wants_link(self) -> bool:
+        """Refused only for want of a linked account: linked, they might be an approver of a server in use."""
+        return self.verdict == "refused" and bool(self.servers) and not self.linked
+
 
 @dataclass(frozen=True)
 class _Judgement:
